@@ -1,0 +1,104 @@
+"""The `slurm-mig` command. Heavy modules are imported inside the verbs that
+need them, so the hooks start fast."""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from typing import Optional
+
+import click
+
+from .errors import BadInput, SlurmMigError
+
+
+def _setup_logging(verbose: bool) -> None:
+    log = logging.getLogger("slurm-mig")
+    if log.handlers:
+        return
+    log.setLevel(logging.DEBUG if verbose else logging.INFO)
+
+    class JobTag(logging.Filter):
+        def filter(self, record):
+            job = getattr(record, "job", None)
+            record.tag = f"[job {job}] " if job else ""
+            return True
+
+    stderr = logging.StreamHandler(sys.stderr)
+    stderr.setFormatter(logging.Formatter("slurm-mig: %(tag)s%(message)s"))
+    stderr.setLevel(logging.DEBUG if verbose else logging.WARNING)
+    handlers = [stderr]
+    if os.path.exists("/dev/log"):
+        from logging.handlers import SysLogHandler
+        try:
+            syslog = SysLogHandler(address="/dev/log")
+            syslog.setFormatter(logging.Formatter("slurm-mig: %(tag)s%(message)s"))
+            handlers.append(syslog)
+        except OSError:
+            pass
+    for h in handlers:
+        h.addFilter(JobTag())
+        log.addHandler(h)
+
+
+class Ctx:
+    def __init__(self, backend, state_dir, run_dir, config_path):
+        self._args = dict(backend=backend, state_dir=state_dir, run_dir=run_dir)
+        self._path = config_path
+        self._cfg = None
+
+    def cfg(self, **overrides):
+        from . import config
+        if self._cfg is None:
+            self._cfg = config.load(self._path, **self._args)
+        if overrides:
+            from dataclasses import replace
+            return replace(self._cfg, **{k: v for k, v in overrides.items() if v is not None})
+        return self._cfg
+
+
+def _job_id(job: Optional[str]) -> str:
+    from .request import check_job_id
+    job = job or os.environ.get("SLURM_JOB_ID")
+    if not job:
+        raise BadInput("no job id: pass --job or run under Slurm (SLURM_JOB_ID)")
+    return check_job_id(job)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--backend", metavar="nvml|sim:STATE.json",
+              help="GPU backend: real NVML, or a simulated node state file. [env SLURM_MIG_BACKEND; default nvml]")
+@click.option("--state-dir", metavar="DIR", help="Root-only ledger directory. [env SLURM_MIG_STATE_DIR; default /var/lib/slurm-mig]")
+@click.option("--run-dir", metavar="DIR", help="Per-job env files for the TaskProlog. [env SLURM_MIG_RUN_DIR; default /run/slurm-mig]")
+@click.option("--config", "config_path", metavar="FILE", help="Config file. [env SLURM_MIG_CONFIG; default /etc/slurm-mig/config.toml]")
+@click.option("-v", "--verbose", is_flag=True, help="Log every action to stderr.")
+@click.pass_context
+def main(ctx, backend, state_dir, run_dir, config_path, verbose):
+    """Per-job NVIDIA MIG for Slurm: reshape a node's MIG layout per job.
+
+    Users ask `sbatch --gres=mig:3g.40gb:1`; the Prolog creates the instance,
+    the TaskProlog exports CUDA_VISIBLE_DEVICES=MIG-<uuid>, the Epilog removes it.
+    Exit codes: 0 ok, 1 node or other error, 2 bad input, 3 request does not fit.
+    """
+    _setup_logging(verbose)
+    ctx.obj = Ctx(backend, state_dir, run_dir, config_path)
+
+
+from . import cli_commands  # noqa: E402,F401  (registers the verbs)
+
+
+def run() -> None:
+    try:
+        rc = main(standalone_mode=False)
+        sys.exit(rc if isinstance(rc, int) else 0)
+    except click.ClickException as e:
+        e.show()
+        sys.exit(2)
+    except click.exceptions.Abort:
+        sys.exit(1)
+    except SlurmMigError as e:
+        click.echo(f"slurm-mig: error: {e}", err=True)
+        sys.exit(e.exit_code)
+    except BrokenPipeError:
+        sys.exit(1)

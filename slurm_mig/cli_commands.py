@@ -1,0 +1,336 @@
+"""The verbs of `slurm-mig` (see DESIGN.md, CLI contract)."""
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import click
+
+from .cli import _job_id, main
+from .errors import BadInput
+
+
+def _table(rows, headers) -> str:
+    rows = [[str(c) for c in r] for r in rows]
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h)
+              for i, h in enumerate(headers)]
+    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
+    return "\n".join(fmt.format(*r).rstrip() for r in [headers] + rows)
+
+
+# -- sim -----------------------------------------------------------------
+@main.group()
+def sim():
+    """Create and steer a simulated MIG node (state in one JSON file)."""
+
+
+@sim.command("init")
+@click.argument("state", type=click.Path(dir_okay=False))
+@click.option("--gpus", required=True, metavar="NxMODEL[,...]",
+              help="GPUs to simulate, e.g. 2xH100-80GB or 1xA100-40GB,1xA30. See `slurm-mig catalog`.")
+@click.option("--mig/--no-mig", default=True, show_default=True, help="Start with MIG mode on.")
+def sim_init(state, gpus, mig):
+    """Create a simulated node in STATE (overwrites it)."""
+    from .sim import init_state
+    st = init_state(state, gpus, mig_enabled=mig)
+    click.echo(f"simulated node {state}: " + ", ".join(
+        f"GPU {i} {g['model']}" for i, g in enumerate(st["gpus"])))
+
+
+def _error_code(value: str) -> int:
+    import pynvml
+    if value.isdigit():
+        return int(value)
+    name = "NVML_ERROR_" + value.upper().replace("NVML_ERROR_", "")
+    if not hasattr(pynvml, name):
+        raise BadInput(f"unknown NVML error {value!r}; use a number or a name such as "
+                       "IN_USE, INSUFFICIENT_RESOURCES, UNKNOWN")
+    return getattr(pynvml, name)
+
+
+@sim.command("fault")
+@click.argument("state", type=click.Path(exists=True, dir_okay=False))
+@click.option("--call", "call", metavar="NVML_FUNCTION", help="e.g. nvmlDeviceCreateGpuInstanceWithPlacement")
+@click.option("--error", metavar="CODE", help="NVML error code or name, e.g. 23 or INSUFFICIENT_RESOURCES")
+@click.option("--after", default=0, show_default=True, help="Let this many calls succeed first.")
+@click.option("--times", default=1, show_default=True, help="Fail this many calls.")
+@click.option("--clear", is_flag=True, help="Remove all injected faults.")
+def sim_fault(state, call, error, after, times, clear):
+    """Make the Nth call of an NVML function fail with an error code."""
+    from .sim import SimNvml, SimStore
+    with SimStore(state).transaction() as st:
+        st["_dirty"] = True
+        if clear:
+            st["faults"], st["calls"] = [], {}
+            return
+        if not call or not error:
+            raise BadInput("give --call and --error (or --clear)")
+        if not hasattr(SimNvml, call):
+            raise BadInput(f"the simulator has no NVML function {call!r}")
+        if after < 0 or times < 1:
+            raise BadInput("--after must be >= 0 and --times >= 1")
+        st["calls"].pop(call, None)
+        st["faults"].append({"call": call, "error": _error_code(error), "after": after,
+                             "times": times, "fired": 0})
+
+
+@sim.command("busy")
+@click.argument("state", type=click.Path(exists=True, dir_okay=False))
+@click.option("--uuid", "mig_uuid", required=True, help="MIG-... UUID of the compute instance.")
+@click.option("--clear", is_flag=True, help="End the simulated processes on it instead.")
+def sim_busy(state, mig_uuid, clear):
+    """Mark a process running on a MIG instance (or end it with --clear)."""
+    from .sim import SimStore
+    from .sim.nvml import lookup_uuid
+    with SimStore(state).transaction() as st:
+        where = lookup_uuid(st, mig_uuid)
+        if where is None:
+            raise BadInput(f"no instance with UUID {mig_uuid} on this simulated node")
+        g, gi, ci = where
+        st["_dirty"] = True
+        if clear:
+            st["processes"] = [p for p in st["processes"] if (p["gpu"], p["gi"], p["ci"]) != where]
+            return
+        st["next_pid"] += 1
+        st["processes"].append({"pid": st["next_pid"], "gpu": g, "gi": gi, "ci": ci})
+        click.echo(f"pid {st['next_pid']} now runs on {mig_uuid}")
+
+
+# -- catalog ---------------------------------------------------------------
+@main.group(invoke_without_command=True)
+@click.argument("model", required=False)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_context
+def catalog(ctx, model, as_json):
+    """GPU models and their MIG profiles (MODEL: one model, e.g. H100-80GB)."""
+    if ctx.invoked_subcommand:
+        if model:      # click parses `catalog import` as MODEL=import otherwise
+            raise BadInput("give either MODEL or a subcommand")
+        return
+    from . import catalog as cat
+    c = cat.load()
+    models = [c.model(model)] if model else list(c.models.values())
+    if as_json:
+        click.echo(json.dumps({m.key: _model_json(m) for m in models}, indent=1))
+        return
+    if not model:
+        click.echo(_table([(m.key, m.arch, m.memory_slots, m.compute_slices,
+                            ", ".join(p.name for p in m.profiles)) for m in models],
+                          ["MODEL", "ARCH", "SLOTS", "SLICES", "PROFILES"]))
+        return
+    m = models[0]
+    click.echo(f"{m.key} ({m.arch}; {m.memory_slots} memory slots, {m.compute_slices} compute slices; "
+               f"MIG mode change {'needs a GPU reset' if m.mig_toggle_needs_reset else 'without reset'})")
+    rows = [(p.name, cat.GI_ENUM_NAMES[p.enum], p.id, p.slices, p.mem_slots,
+             p.memory_mib if p.memory_mib else "?", p.sms or "?", p.max,
+             "{" + ",".join(map(str, p.starts)) + f"}}:{p.mem_slots}",
+             "; ".join(filter(None, ["aka " + ",".join(p.aliases) if p.aliases else "",
+                                     "unverified: " + ",".join(p.unverified) if p.unverified else ""])))
+            for p in m.profiles]
+    click.echo(_table(rows, ["PROFILE", "ENUM", "ID", "SLICES", "SLOTS", "MiB", "SMs", "MAX",
+                             "PLACEMENTS", "NOTES"]))
+
+
+def _model_json(m):
+    return {"arch": m.arch, "memory_slots": m.memory_slots, "compute_slices": m.compute_slices,
+            "aliases": list(m.aliases), "nvml_names": list(m.nvml_names),
+            "pci_device_ids": list(m.pci_device_ids), "unverified": list(m.unverified),
+            "profiles": [{"name": p.name, "aliases": list(p.aliases), "enum": p.enum, "id": p.id,
+                          "slices": p.slices, "mem_slots": p.mem_slots, "memory_mib": p.memory_mib,
+                          "sms": p.sms, "max": p.max, "starts": list(p.starts),
+                          "unverified": list(p.unverified),
+                          "ci_profiles": [{"enum": c.enum, "slices": c.slices, "max": c.max}
+                                          for c in m.ci_profiles_for(p)]}
+                         for p in m.profiles]}
+
+
+@catalog.command("import")
+@click.option("--gpu", "index", type=int, default=0, show_default=True, help="NVML index of the GPU to read.")
+@click.option("--key", help="Model key for the entry (default: derived from the NVML name).")
+@click.pass_obj
+def catalog_import(obj, index, key):
+    """Read a live GPU through NVML and print a catalog entry for it (JSON).
+    Read-only; MIG mode must be on for NVML to report the profiles."""
+    from .driver import Driver, _nvml_str, open_backend
+    d = Driver(open_backend(obj.cfg().backend))
+    n = d.nvml
+    h = d.handle(index)
+    name = _nvml_str(n.nvmlDeviceGetName(h))
+    profiles = d.gi_profiles(h)
+    if not profiles:
+        raise BadInput(f"GPU {index} ({name}) reports no MIG profiles; is MIG mode on?")
+    slots = max(s + z for _, info in profiles for s, z in d.placements(h, info.id))
+    layout, models = {}, {}
+    for enum, info in profiles:
+        pl = d.placements(h, info.id)
+        layout[str(enum)] = {"id": info.id, "slices": info.sliceCount, "mem_slots": pl[0][1] if pl else 0,
+                             "max": info.instanceCount, "starts": [s for s, _ in pl]}
+        models[str(enum)] = {"name": _nvml_str(info.name).replace("MIG ", ""),
+                             "memory_mib": info.memorySizeMB, "sms": info.multiprocessorCount}
+    pci = n.nvmlDeviceGetPciInfo(h)
+    key = key or name.replace("NVIDIA ", "").replace(" ", "-")
+    entry = {"layouts": {key: {"memory_slots": slots,
+                               "compute_slices": max(i.sliceCount for _, i in profiles),
+                               "gi_profiles": layout}},
+             "models": {key: {"aliases": [], "nvml_names": [name],
+                              "pci_device_ids": [f"0x{pci.pciDeviceId >> 16:04X}"],
+                              "arch": "FILL-IN (ampere|hopper|blackwell)", "layout": key,
+                              "memory_mib": n.nvmlDeviceGetMemoryInfo(h).total // (1 << 20)
+                              if hasattr(n, "nvmlDeviceGetMemoryInfo") else None,
+                              "profiles": models}}}
+    click.echo(json.dumps(entry, indent=1))
+
+
+# -- status / plan -------------------------------------------------------
+def _status_doc(cfg):
+    from . import planner
+    from .executor import node_view, owners
+    from .hooks import Node
+    node = Node(cfg)
+    gpus = node.driver.gpus()
+    try:
+        records = node.ledger.live()
+    except PermissionError:
+        records = []
+    owned = owners(records)
+    views = {v.index: v for v in node_view(gpus, owned)}
+    doc = []
+    for g in gpus:
+        view = views.get(g.index)
+        free = {}
+        if view is not None:
+            as_busy = planner.GpuView(view.index, view.model, True,
+                                      tuple(planner.Slot(**{**s.__dict__, "owner": s.owner or "-"})
+                                            for s in view.slots))
+            free = {p.name: planner.capacity(as_busy, p) for p in view.model.profiles}
+        doc.append({
+            "index": g.index, "name": g.name, "model": g.model_key, "uuid": g.uuid, "minor": g.minor,
+            "mig": {"current": g.mig_current, "pending": g.mig_pending},
+            "instances": [{"profile": i.profile, "profile_id": i.profile_id, "gi_id": i.gi_id,
+                           "ci_id": i.ci_id, "placement": [i.start, i.size], "uuid": i.uuid,
+                           "owner": owned.get((g.index, i.gi_id))} for i in g.instances],
+            "can_create": free})
+    return doc
+
+
+def _mode(v: int) -> str:
+    return {1: "on", 0: "off"}.get(v, "n/a")
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_obj
+def status(obj, as_json):
+    """GPUs, MIG mode, instances with their owning jobs, and free room."""
+    doc = _status_doc(obj.cfg())
+    if as_json:
+        click.echo(json.dumps({"gpus": doc}, indent=1))
+        return
+    click.echo(_table([(g["index"], g["model"], g["uuid"], f"{_mode(g['mig']['current'])}/"
+                        f"{_mode(g['mig']['pending'])}", len(g["instances"])) for g in doc],
+                      ["GPU", "MODEL", "UUID", "MIG(cur/pend)", "INSTANCES"]))
+    rows = [(g["index"], i["gi_id"], i["ci_id"] if i["ci_id"] is not None else "-", i["profile"],
+             f"{i['placement'][0]}:{i['placement'][1]}", i["uuid"] or "-",
+             f"job {i['owner']}" if i["owner"] else "idle")
+            for g in doc for i in g["instances"]]
+    if rows:
+        click.echo()
+        click.echo(_table(rows, ["GPU", "GI", "CI", "PROFILE", "PLACEMENT", "UUID", "OWNER"]))
+    click.echo()
+    click.echo("Can still create (each alone):")
+    for g in doc:
+        room = ", ".join(f"{k}:{v}" for k, v in g["can_create"].items() if v) or "nothing"
+        click.echo(f"  GPU {g['index']}: {room}")
+
+
+@main.command()
+@click.option("--request", "spec", required=True, metavar="SPEC", help="e.g. mig:3g.40gb:1,mig:1g.10gb:2")
+@click.option("--gpu", type=int, help="Place only on this GPU index.")
+@click.option("--policy", type=click.Choice(["packed", "first-fit"]), help="Placement policy.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_obj
+def plan(obj, spec, gpu, policy, as_json):
+    """Show what a prolog would do for SPEC; changes nothing. Exit 3 if it does not fit."""
+    from . import planner
+    from .hooks import Node
+    from .request import parse_spec
+    cfg = obj.cfg(policy=policy)
+    request = parse_spec(spec)
+    p = planner.plan(Node(cfg).view(), request, gpu, planner.POLICIES[cfg.policy])
+    if as_json:
+        click.echo(json.dumps({
+            "enable_mig": list(p.enable_mig),
+            "destroy": [{"gpu": s.gpu, "gi_id": s.gi_id, "placement": [s.start, s.size]} for s in p.destroy],
+            "placements": [{"gpu": x.gpu, "profile": x.profile.name, "profile_id": x.profile.id,
+                            "placement": [x.start, x.profile.mem_slots],
+                            "reuse_gi": x.reuse.gi_id if x.reuse else None} for x in p.placements]},
+            indent=1))
+    else:
+        click.echo("\n".join(p.describe()))
+
+
+# -- hooks -----------------------------------------------------------------
+@main.command()
+@click.option("--job", help="Job id. [default: SLURM_JOB_ID]")
+@click.option("--request", "spec", metavar="SPEC", help="MIG request; default: read from Slurm (scontrol).")
+@click.option("--gpu", type=int, help="GPU index; default: the GPU Slurm gave the job's shards.")
+@click.option("--uid", type=int, help="Owner of the job's env file. [default: SLURM_JOB_UID]")
+@click.option("--wait", "wait", type=float, help="Seconds to wait for room (overrides config wait_for_room).")
+@click.pass_obj
+def prolog(obj, job, spec, gpu, uid, wait):
+    """Slurm Prolog: create and bind this job's MIG instances.
+
+    Exit 0 also when the job cannot be served (its TaskProlog then fails it
+    with the reason), so per-job problems never drain the node; exit 1 only
+    for node problems."""
+    from . import hooks
+    cfg = obj.cfg(wait_for_room=wait)
+    job = _job_id(job)
+    if uid is None and os.environ.get("SLURM_JOB_UID", "").isdigit():
+        uid = int(os.environ["SLURM_JOB_UID"])
+    if spec is None:
+        from .slurm import read_job
+        req = read_job(job)
+        if not req.spec:
+            return       # not a MIG job: nothing to do
+        spec, gpu = req.spec, gpu if gpu is not None else req.gpu
+    hooks.prolog(cfg, job, spec, gpu, uid)
+
+
+@main.command("task-prolog")
+@click.option("--job", help="Job id. [default: SLURM_JOB_ID]")
+@click.pass_obj
+def task_prolog(obj, job):
+    """Slurm TaskProlog: print `export CUDA_VISIBLE_DEVICES=...` for this job
+    (or `print <reason>` and exit 1 when the prolog could not serve it)."""
+    from . import hooks
+    text, code = hooks.task_prolog(obj.cfg(), _job_id(job))
+    sys.stdout.write(text)
+    return code
+
+
+@main.command()
+@click.option("--job", help="Job id. [default: SLURM_JOB_ID]")
+@click.pass_obj
+def epilog(obj, job):
+    """Slurm Epilog: destroy this job's instances. Idempotent."""
+    from . import hooks
+    rec = hooks.epilog(obj.cfg(), _job_id(job))
+    if rec is not None and rec.state == "releasing":
+        click.echo(f"slurm-mig: {rec.reason}; kept for `slurm-mig reconcile`", err=True)
+
+
+@main.command()
+@click.option("--dry-run", is_flag=True, help="Only say what would be cleaned.")
+@click.pass_obj
+def reconcile(obj, dry_run):
+    """Clean instances no job owns and records whose prolog died or whose
+    instances vanished."""
+    from . import hooks
+    actions = hooks.reconcile(obj.cfg(), dry_run=dry_run)
+    prefix = "would " if dry_run else ""
+    for a in actions:
+        click.echo(prefix + a)
+    if not actions:
+        click.echo("nothing to do")

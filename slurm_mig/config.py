@@ -1,0 +1,83 @@
+"""Settings: defaults < config file < environment < command line.
+
+Hooks run with the environment slurmd gives them, so the config file
+(default /etc/slurm-mig/config.toml) is how a site configures them.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, fields, replace
+from typing import Optional
+
+from .errors import BadInput
+
+DEFAULT_CONFIG = "/etc/slurm-mig/config.toml"
+ENV_TWINS = {"backend": "SLURM_MIG_BACKEND", "state_dir": "SLURM_MIG_STATE_DIR",
+             "run_dir": "SLURM_MIG_RUN_DIR"}
+
+
+@dataclass(frozen=True)
+class Config:
+    backend: str = "nvml"
+    state_dir: str = "/var/lib/slurm-mig"     # ledger + lock, root only
+    run_dir: str = "/run/slurm-mig"           # per-job env files read by the TaskProlog
+    mode: str = "dynamic"                     # dynamic | static
+    policy: str = "packed"                    # placement policy, see planner.POLICIES
+    wait_for_room: float = 30.0               # prolog: seconds to wait for an epilog to free room
+    lock_timeout: float = 120.0               # seconds to wait for the node lock
+    epilog_retries: int = 5                   # destroy attempts while a process holds an instance
+    epilog_retry_delay: float = 1.0
+
+
+def _coerce(name: str, value, source: str):
+    kind = {f.name: f.type for f in fields(Config)}[name]
+    try:
+        if kind == "float":
+            value = float(value)
+            ok = value >= 0
+        elif kind == "int":
+            value = int(value)
+            ok = value >= 0
+        else:
+            value = str(value)
+            ok = bool(value)
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise BadInput(f"{source}: bad value {value!r} for {name}")
+    if name == "mode" and value not in ("dynamic", "static"):
+        raise BadInput(f"{source}: mode must be 'dynamic' or 'static', not {value!r}")
+    return value
+
+
+def load(path: Optional[str] = None, **overrides) -> Config:
+    """`path` None means SLURM_MIG_CONFIG or the default; a missing default is fine,
+    a missing file named explicitly is an error."""
+    explicit = path or os.environ.get("SLURM_MIG_CONFIG")
+    path = explicit or DEFAULT_CONFIG
+    values = {}
+    if os.path.exists(path):
+        values.update(_read_toml(path))
+    elif explicit:
+        raise BadInput(f"config file {path} does not exist")
+    for name, var in ENV_TWINS.items():
+        if os.environ.get(var):
+            values[name] = os.environ[var]
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    known = {f.name for f in fields(Config)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise BadInput(f"{path}: unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+    return replace(Config(), **{k: _coerce(k, v, path) for k, v in values.items()})
+
+
+def _read_toml(path: str) -> dict:
+    try:
+        import tomllib
+    except ImportError:      # Python < 3.11
+        import tomli as tomllib
+    try:
+        with open(path, "rb") as f:
+            return tomllib.load(f)
+    except tomllib.TOMLDecodeError as e:
+        raise BadInput(f"config file {path} is not valid TOML: {e}") from e

@@ -1,0 +1,31 @@
+"""Exceptions that map onto the CLI's exit-code contract (DESIGN.md)."""
+
+
+class SlurmMigError(Exception):
+    """Base class; `exit_code` is what the CLI returns for it."""
+
+    exit_code = 1
+
+
+class BadInput(SlurmMigError):
+    """A malformed or unknown value from a user or a job (exit 2)."""
+
+    exit_code = 2
+
+
+class NoFit(SlurmMigError):
+    """The request cannot be placed on this node now (exit 3)."""
+
+    exit_code = 3
+
+
+class NodeProblem(SlurmMigError):
+    """The node itself is unusable: NVML broken, MIG mode stuck (exit 1)."""
+
+    exit_code = 1
+
+
+class StateCorrupt(SlurmMigError):
+    """A state or ledger file cannot be parsed; the message names the file."""
+
+    exit_code = 1

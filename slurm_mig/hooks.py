@@ -1,0 +1,275 @@
+"""Prolog, epilog, task-prolog and reconcile: the node-side hook contract.
+
+Per-job problems (bad request, no room, a failed create) never drain the
+node: the prolog records the reason, exits 0, and the task-prolog prints it
+and fails the job. Node problems (NVML unusable, MIG mode stuck) raise
+NodeProblem, which the CLI turns into exit 1 with the reason.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import time
+from dataclasses import asdict
+from typing import Dict, List, Optional, Tuple
+
+from . import planner
+from .config import Config
+from .driver import Driver, Instance, open_backend
+from .errors import BadInput, NoFit, NodeProblem
+from .executor import ApplyFailed, apply, node_view, owners
+from .fsutil import atomic_write
+from .ledger import Ledger, Record
+from .request import check_job_id, format_spec, parse_spec
+
+log = logging.getLogger("slurm-mig")
+POLL_INTERVAL = 0.5
+
+
+def job_log(job: str) -> logging.LoggerAdapter:
+    return logging.LoggerAdapter(log, {"job": job})
+
+
+class Node:
+    """One node's hook context: config, ledger and (lazily) the NVML driver."""
+
+    def __init__(self, cfg: Config):
+        self.cfg = cfg
+        self.ledger = Ledger(cfg.state_dir, cfg.lock_timeout)
+        self._driver: Optional[Driver] = None
+
+    @property
+    def driver(self) -> Driver:
+        if self._driver is None:
+            self._driver = Driver(open_backend(self.cfg.backend))
+        return self._driver
+
+    # -- job files read by the TaskProlog ---------------------------------
+    def _job_file(self, job: str, suffix: str) -> str:
+        return os.path.join(self.cfg.run_dir, check_job_id(job) + suffix)
+
+    def _write_job_file(self, job: str, suffix: str, text: str, uid: Optional[int]) -> None:
+        os.makedirs(self.cfg.run_dir, mode=0o755, exist_ok=True)
+        atomic_write(self._job_file(job, suffix), text.encode(), mode=0o400, uid=uid)
+
+    def remove_job_files(self, job: str) -> None:
+        for suffix in (".env", ".fail"):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self._job_file(job, suffix))
+
+    def bind(self, job: str, uid: Optional[int], uuids: List[str]) -> None:
+        self.remove_job_files(job)
+        self._write_job_file(job, ".env", f"export CUDA_VISIBLE_DEVICES={','.join(uuids)}\n", uid)
+
+    def fail(self, job: str, uid: Optional[int], request: dict, reason: str) -> None:
+        """Fail only this job: record why; the TaskProlog prints it and exits 1."""
+        job_log(job).error("job refused: %s", reason)
+        self.ledger.put(Record(job=job, state="failed", request=request, reason=reason, uid=uid))
+        self.remove_job_files(job)
+        self._write_job_file(job, ".fail", f"slurm-mig: job {job} could not get its MIG "
+                             f"devices: {reason}\n", uid)
+
+    # -- reading the node --------------------------------------------------
+    def live_instances(self, gpus: Optional[List[int]] = None) -> Dict[Tuple[int, int], Instance]:
+        d = self.driver
+        indices = range(d.count()) if gpus is None else gpus
+        return {(i.gpu, i.gi_id): i for g in indices for i in d.gpu(g).instances}
+
+    def view(self) -> List[planner.GpuView]:
+        return node_view(self.driver.gpus(), owners(self.ledger.live()))
+
+
+def _matches(entry: dict, inst: Instance) -> bool:
+    """A ledger entry names this live instance: same UUID, or for an entry
+    written before creation finished, same profile at the same place."""
+    if entry.get("uuid"):
+        return entry["uuid"] == inst.uuid
+    return entry.get("profile_id") == inst.profile_id and entry.get("start") == inst.start
+
+
+def release(node: Node, rec: Record, retries: int, delay: float) -> Record:
+    """Destroy the record's instances (CIs first). Instances still held by a
+    process are retried, then kept owned by the record in state 'releasing'."""
+    d, jl = node.driver, job_log(rec.job)
+    remaining = []
+    for entry in rec.instances:
+        for attempt in range(retries + 1):
+            live = node.live_instances([entry["gpu"]]) if entry.get("gpu") is not None else {}
+            inst = next((i for i in live.values() if _matches(entry, i)), None)
+            if inst is None:
+                break
+            try:
+                d.destroy(inst.gpu, inst.gi_id)
+                jl.info("destroyed %s %s on GPU %d (GI %d)", inst.profile, inst.uuid, inst.gpu, inst.gi_id)
+                break
+            except d.nvml.NVMLError as e:
+                pids = d.busy_pids(inst.uuid) if inst.uuid else []
+                jl.warning("cannot destroy %s on GPU %d yet (%s; pids %s), attempt %d/%d",
+                           inst.uuid, inst.gpu, e, pids or "none", attempt + 1, retries + 1)
+                if attempt < retries:
+                    time.sleep(delay)
+        else:
+            remaining.append(entry)
+    if remaining:
+        rec.state, rec.instances = "releasing", remaining
+        rec.reason = "instances still in use: " + ", ".join(str(e.get("uuid")) for e in remaining)
+        jl.error("%s; `slurm-mig reconcile` retries them", rec.reason)
+    else:
+        rec.state = "released"
+    node.ledger.put(rec)
+    return rec
+
+
+def tidy(node: Node, destroy_unowned: bool = False, dry_run: bool = False,
+         active_jobs: Optional[set] = None) -> List[str]:
+    """Reconcile ledger and NVML; the caller holds the node lock. Returns what it did.
+
+    - planned/created records: their prolog died mid-way; undo them.
+    - releasing records: retry destroying their instances.
+    - bound records whose instances vanished (GPU reset, reboot): close them.
+    - bound records of jobs Slurm no longer runs (when `active_jobs` is known).
+    - with destroy_unowned: instances no live record owns are destroyed.
+    """
+    actions = []
+    live = node.live_instances()
+    for rec in node.ledger.live():
+        present = [e for e in rec.instances if any(_matches(e, i) for i in live.values())]
+        if rec.state in ("planned", "created", "releasing") or (
+                active_jobs is not None and rec.job not in active_jobs):
+            actions.append(f"job {rec.job}: release {len(present)} instance(s) ({rec.state})")
+            if not dry_run:
+                rec.reason = rec.reason or f"cleaned by reconcile from state {rec.state}"
+                release(node, rec, retries=0, delay=0)
+                if rec.state == "released":
+                    node.remove_job_files(rec.job)
+        elif not present:
+            actions.append(f"job {rec.job}: instances vanished; record closed")
+            if not dry_run:
+                rec.state, rec.reason = "released", "instances vanished (GPU reset or reboot)"
+                node.ledger.put(rec)
+    if destroy_unowned:
+        owned = owners(node.ledger.live())
+        for (gpu, gi_id), inst in sorted(node.live_instances().items()):
+            if (gpu, gi_id) in owned:
+                continue
+            actions.append(f"GPU {gpu}: destroy unowned {inst.profile} GI {gi_id} ({inst.uuid})")
+            if not dry_run:
+                node.driver.destroy(gpu, gi_id)
+    return actions
+
+
+def prolog(cfg: Config, job: str, spec: str, gpu: Optional[int] = None,
+           uid: Optional[int] = None) -> None:
+    """Create and bind the job's instances. Raises NodeProblem only for node faults."""
+    job = check_job_id(job)
+    node, jl = Node(cfg), job_log(job)
+    try:
+        request = parse_spec(spec)
+    except BadInput as e:
+        with node.ledger.lock():
+            node.fail(job, uid, {}, str(e))
+        return
+    policy = planner.POLICIES[cfg.policy]
+    deadline = time.monotonic() + cfg.wait_for_room
+    while True:
+        with node.ledger.lock():
+            rec = node.ledger.get(job)
+            if rec is not None and rec.state == "bound":
+                live = node.live_instances()
+                if all(any(_matches(e, i) for i in live.values()) for e in rec.instances):
+                    node.bind(job, uid, rec.uuids)
+                    jl.info("already bound to %s", ",".join(rec.uuids))
+                    return
+            tidy(node)
+            reason = _try_place(node, job, request, gpu, uid, policy)
+            if reason is None:
+                return
+        if time.monotonic() >= deadline:
+            break
+        jl.info("waiting for room: %s", reason)
+        time.sleep(min(POLL_INTERVAL, max(0.0, deadline - time.monotonic())))
+    with node.ledger.lock():
+        node.fail(job, uid, request, reason)
+
+
+def _try_place(node: Node, job: str, request: dict, gpu: Optional[int], uid: Optional[int],
+               policy: planner.Policy, attempts: int = 2) -> Optional[str]:
+    """Plan and apply under the lock. Returns why the request does not fit
+    now (worth waiting for), or None when the job is settled: bound, or
+    failed for good after an apply was rolled back and retried from a fresh read."""
+    jl = job_log(job)
+    for attempt in range(attempts):
+        try:
+            p = planner.plan(node.view(), request, gpu, policy)
+        except NoFit as e:
+            return str(e)
+        rec = Record(job=job, state="planned", request=request, uid=uid, instances=[
+            {"gpu": pl.gpu, "profile": pl.profile.name, "profile_id": pl.profile.id,
+             "start": pl.start, "size": pl.profile.mem_slots,
+             "gi_id": pl.reuse.gi_id if pl.reuse else None,
+             "uuid": pl.reuse.uuid if pl.reuse else None} for pl in p.placements])
+        node.ledger.put(rec)
+        try:
+            bound = apply(node.driver, p)
+        except ApplyFailed as e:
+            if isinstance(e.cause, NodeProblem):
+                rec.state, rec.reason = "failed", str(e.cause)
+                node.ledger.put(rec)
+                raise e.cause
+            jl.warning("apply failed (attempt %d/%d): %s", attempt + 1, attempts, e.cause)
+            if e.leaked:
+                rec.state, rec.reason = "releasing", f"rollback incomplete: {e.cause}"
+                rec.instances = [asdict(i) for i in e.leaked]
+            else:
+                rec.state, rec.reason = "released", f"apply failed: {e.cause}"
+            node.ledger.put(rec)
+            last = f"creating instances failed: {e.cause}"
+            continue
+        rec.state, rec.instances = "created", [asdict(i) for i in bound]
+        node.ledger.put(rec)
+        node.bind(job, uid, rec.uuids)
+        rec.state = "bound"
+        node.ledger.put(rec)
+        jl.info("bound %s (%s)", ",".join(rec.uuids), format_spec(request))
+        return None
+    node.fail(job, uid, request, last)
+    return None
+
+
+def epilog(cfg: Config, job: str) -> Record:
+    """Tear the job's instances down. Idempotent; nothing to do is success."""
+    job = check_job_id(job)
+    node = Node(cfg)
+    with node.ledger.lock():
+        node.remove_job_files(job)
+        rec = node.ledger.get(job)
+        if rec is None or not rec.live:
+            return rec
+        return release(node, rec, cfg.epilog_retries, cfg.epilog_retry_delay)
+
+
+def task_prolog(cfg: Config, job: str) -> Tuple[str, int]:
+    """What the TaskProlog prints, and its exit status."""
+    job = check_job_id(job)
+    node = Node(cfg)
+    try:
+        with open(node._job_file(job, ".fail"), encoding="utf-8") as f:
+            return "".join(f"print {line}" for line in f), 1
+    except FileNotFoundError:
+        pass
+    try:
+        with open(node._job_file(job, ".env"), encoding="utf-8") as f:
+            return f.read(), 0
+    except FileNotFoundError:
+        return "", 0
+
+
+def reconcile(cfg: Config, dry_run: bool = False, active_jobs: Optional[set] = None) -> List[str]:
+    node = Node(cfg)
+    with node.ledger.lock():
+        actions = tidy(node, destroy_unowned=cfg.mode == "dynamic", dry_run=dry_run,
+                       active_jobs=active_jobs)
+        if not dry_run:
+            node.ledger.prune()
+    return actions

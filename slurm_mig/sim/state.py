@@ -1,0 +1,117 @@
+"""The simulated node's state file: one JSON document under an flock.
+
+Every simulated NVML call is one transaction on this file, so separate
+processes (concurrent prologs) see one consistent node.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import uuid
+from typing import Iterator, List
+
+from .. import catalog
+from ..errors import BadInput, StateCorrupt
+from ..fsutil import locked, read_json, write_json
+
+STATE_VERSION = 1
+_GPU_SPEC = re.compile(r"^(\d+)x([A-Za-z0-9.\-]+)$")
+
+
+def parse_gpu_spec(spec: str) -> List[str]:
+    """'2xH100-SXM5-80GB,1xA100-40GB' -> model keys, one per GPU, in order."""
+    cat = catalog.load()
+    models: List[str] = []
+    for part in filter(None, (p.strip() for p in spec.split(","))):
+        m = _GPU_SPEC.match(part)
+        if not m or int(m.group(1)) < 1:
+            raise BadInput(f"bad GPU spec {part!r}; expected COUNTxMODEL, e.g. 2xH100-SXM5-80GB")
+        model = cat.model(m.group(2))
+        models.extend([model.key] * int(m.group(1)))
+    if not models:
+        raise BadInput("no GPUs given; expected e.g. --gpus 2xH100-SXM5-80GB")
+    if len(models) > 32:
+        raise BadInput("at most 32 GPUs per simulated node (as in mig-minors)")
+    return models
+
+
+def init_state(path: str, gpus: str, mig_enabled: bool = True, driver: str = "580.65.06") -> dict:
+    models = parse_gpu_spec(gpus)
+    cat = catalog.load()
+    state = {
+        "version": STATE_VERSION,
+        "driver": driver,
+        "gpus": [],
+        "processes": [],
+        "faults": [],
+        "calls": {},
+        "next_pid": 40000,
+    }
+    for i, key in enumerate(models):
+        model = cat.model(key)
+        mode = 1 if mig_enabled else 0
+        state["gpus"].append({
+            "model": model.key,
+            "name": model.nvml_names[0],
+            "pci_device_id": model.pci_device_ids[0],
+            "uuid": f"GPU-{uuid.uuid4()}",
+            "minor": i,
+            "mig_current": mode,
+            "mig_pending": mode,
+            "reset_capable": True,
+            "gis": [],
+        })
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    with locked(path + ".lock"):
+        write_json(path, state, mode=0o644)
+    return state
+
+
+class SimStore:
+    """Locked read-modify-write access to a state file."""
+
+    def __init__(self, path: str):
+        self.path = os.path.abspath(path)
+        self._cache_key = None
+        self._cache = None
+
+    def check_exists(self) -> None:
+        if not os.path.exists(self.path):
+            raise BadInput(f"simulated node state {self.path} does not exist; "
+                           "create it with `slurm-mig sim init STATE.json --gpus 2xH100-SXM5-80GB`")
+
+    def _load(self) -> dict:
+        state = read_json(self.path, "simulated node state")
+        if not isinstance(state, dict) or state.get("version") != STATE_VERSION \
+                or not isinstance(state.get("gpus"), list):
+            raise StateCorrupt(f"simulated node state {self.path} is not a version-"
+                               f"{STATE_VERSION} slurm-mig state file")
+        return state
+
+    @staticmethod
+    def _key(st: os.stat_result) -> tuple:
+        return st.st_ino, st.st_mtime_ns, st.st_size
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[dict]:
+        """Yield the state; write it back if the caller set state['_dirty'],
+        also when the call then raises (fault counters must persist).
+        The parsed document is reused while the file is unchanged."""
+        self.check_exists()
+        with locked(self.path + ".lock"):
+            key = self._key(os.stat(self.path))
+            if key != self._cache_key:
+                self._cache, self._cache_key = self._load(), key
+            state = self._cache
+            try:
+                yield state
+            finally:
+                if state.pop("_dirty", False):
+                    write_json(self.path, state, mode=0o644)
+                    self._cache_key = self._key(os.stat(self.path))
+
+    def read(self) -> dict:
+        with self.transaction() as state:
+            return state
