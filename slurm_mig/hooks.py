@@ -149,9 +149,9 @@ def tidy(node: Node, destroy_unowned: bool = False, dry_run: bool = False,
                 rec.state, rec.reason = "released", "instances vanished (GPU reset or reboot)"
                 node.ledger.put(rec)
     if destroy_unowned:
-        owned = owners(node.ledger.live())
+        entries = [e for r in node.ledger.live() for e in r.instances]
         for (gpu, gi_id), inst in sorted(node.live_instances().items()):
-            if (gpu, gi_id) in owned:
+            if any(_matches(e, inst) for e in entries if e.get("gpu") == gpu):
                 continue
             actions.append(f"GPU {gpu}: destroy unowned {inst.profile} GI {gi_id} ({inst.uuid})")
             if not dry_run:

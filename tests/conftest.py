@@ -1,0 +1,42 @@
+import os
+import subprocess
+import sys
+
+import pytest
+
+from slurm_mig.config import Config
+from slurm_mig.driver import Driver
+from slurm_mig.sim import SimNvml, init_state
+
+
+@pytest.fixture
+def make_node(tmp_path):
+    """make_node('1xH100-80GB') -> (Config for hooks, state path)."""
+    def make(gpus="1xH100-80GB", **overrides):
+        state = str(tmp_path / "node.json")
+        init_state(state, gpus, mig_enabled=overrides.pop("mig", True))
+        settings = dict(wait_for_room=0, epilog_retries=1, epilog_retry_delay=0)
+        cfg = Config(backend=f"sim:{state}", state_dir=str(tmp_path / "state"),
+                     run_dir=str(tmp_path / "run"), **{**settings, **overrides})
+        return cfg, state
+    return make
+
+
+@pytest.fixture
+def driver_for():
+    def make(state):
+        return Driver(SimNvml(state))
+    return make
+
+
+@pytest.fixture
+def cli(tmp_path):
+    """Run the real `slurm-mig` entry point in a subprocess."""
+    def run(*args, env=None, check=None):
+        full_env = {**os.environ, **(env or {})}
+        p = subprocess.run([sys.executable, "-m", "slurm_mig", *args], capture_output=True,
+                           text=True, env=full_env, timeout=120)
+        if check is not None:
+            assert p.returncode == check, (p.returncode, p.stdout, p.stderr)
+        return p
+    return run

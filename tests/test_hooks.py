@@ -1,0 +1,199 @@
+"""Prolog / task-prolog / epilog / reconcile on the simulated node."""
+import json
+import os
+import subprocess
+import sys
+
+import pynvml
+import pytest
+
+from slurm_mig import hooks
+from slurm_mig.ledger import Ledger
+from slurm_mig.sim import SimStore
+
+
+def instances(state):
+    return [gi for g in SimStore(state).read()["gpus"] for gi in g["gis"]]
+
+
+def env_of(cfg, job):
+    text, code = hooks.task_prolog(cfg, job)
+    assert code == 0, text
+    assert text.startswith("export CUDA_VISIBLE_DEVICES=MIG-")
+    return text.strip().split("=", 1)[1].split(",")
+
+
+def test_prolog_task_prolog_epilog_cycle(make_node):
+    cfg, state = make_node("1xH100-80GB")
+    hooks.prolog(cfg, "101", "mig:3g.40gb:1,mig:1g.10gb:2")
+    uuids = env_of(cfg, "101")
+    assert len(uuids) == 3 and len(set(uuids)) == 3
+    live_uuids = {ci["uuid"] for gi in instances(state) for ci in gi["cis"]}
+    assert set(uuids) == live_uuids
+    rec = Ledger(cfg.state_dir).get("101")
+    assert rec.state == "bound" and sorted(rec.uuids) == sorted(uuids)
+    assert oct(os.stat(cfg.state_dir).st_mode & 0o777) == "0o700"
+    assert oct(os.stat(os.path.join(cfg.run_dir, "101.env")).st_mode & 0o777) == "0o400"
+    hooks.epilog(cfg, "101")
+    assert instances(state) == []
+    assert Ledger(cfg.state_dir).get("101").state == "released"
+    assert hooks.task_prolog(cfg, "101") == ("", 0)
+    hooks.epilog(cfg, "101")          # idempotent
+    hooks.epilog(cfg, "999")          # unknown job: nothing to do
+
+
+def test_prolog_is_idempotent(make_node):
+    cfg, state = make_node()
+    hooks.prolog(cfg, "5", "mig:2g.20gb:1")
+    first = env_of(cfg, "5")
+    hooks.prolog(cfg, "5", "mig:2g.20gb:1")
+    assert env_of(cfg, "5") == first and len(instances(state)) == 1
+
+
+def test_no_fit_fails_only_the_job(make_node):
+    cfg, state = make_node()
+    hooks.prolog(cfg, "1", "mig:7g.80gb:1")
+    hooks.prolog(cfg, "2", "mig:1g.10gb:1")          # returns normally: exit 0, no drain
+    text, code = hooks.task_prolog(cfg, "2")
+    assert code == 1 and text.startswith("print slurm-mig: job 2 could not get its MIG devices")
+    assert "does not fit" in text
+    assert Ledger(cfg.state_dir).get("2").state == "failed"
+    assert len(instances(state)) == 1
+
+
+def test_unknown_profile_fails_only_the_job(make_node):
+    cfg, _ = make_node()
+    hooks.prolog(cfg, "3", "mig:5g.55gb:1")
+    text, code = hooks.task_prolog(cfg, "3")
+    assert code == 1 and "unknown MIG profile '5g.55gb'" in text
+
+
+def test_waits_for_an_epilog_to_free_room(make_node):
+    cfg, state = make_node(wait_for_room=20)
+    hooks.prolog(cfg, "1", "mig:7g.80gb:1")
+    env = {**os.environ, "SLURM_MIG_BACKEND": cfg.backend, "SLURM_MIG_STATE_DIR": cfg.state_dir,
+           "SLURM_MIG_RUN_DIR": cfg.run_dir}
+    waiting = subprocess.Popen([sys.executable, "-m", "slurm_mig", "prolog", "--job", "2",
+                                "--request", "mig:3g.40gb:1", "--wait", "20"], env=env)
+    hooks.epilog(cfg, "1")
+    assert waiting.wait(timeout=60) == 0
+    assert len(env_of(cfg, "2")) == 1
+
+
+def test_epilog_keeps_busy_instance_until_reconcile(make_node, cli):
+    cfg, state = make_node()
+    hooks.prolog(cfg, "7", "mig:1g.10gb:1")
+    (uuid,) = env_of(cfg, "7")
+    cli("sim", "busy", state, "--uuid", uuid, check=0)
+    rec = hooks.epilog(cfg, "7")
+    assert rec.state == "releasing" and uuid in rec.reason
+    assert len(instances(state)) == 1
+    # The busy instance is not handed to another job.
+    hooks.prolog(cfg, "8", "mig:1g.10gb:7")
+    assert hooks.task_prolog(cfg, "8")[1] == 1
+    cli("sim", "busy", state, "--uuid", uuid, "--clear", check=0)
+    assert any("job 7" in a for a in hooks.reconcile(cfg))
+    assert instances(state) == [] and Ledger(cfg.state_dir).live() == []
+
+
+def test_reconcile_cleans_after_a_dead_prolog_and_unowned_instances(make_node, driver_for):
+    cfg, state = make_node()
+    from slurm_mig import catalog
+    from slurm_mig.ledger import Record
+    d = driver_for(state)
+    p = catalog.load().model("H100-80GB").find_profile("3g.40gb")
+    made = d.create(0, p, 0)             # the prolog died after creating this ...
+    Ledger(cfg.state_dir).ensure()
+    Ledger(cfg.state_dir).put(Record(job="44", state="planned", instances=[
+        {"gpu": 0, "profile_id": p.id, "start": 0, "size": 4, "gi_id": None, "uuid": None}]))
+    d.create(0, catalog.load().model("H100-80GB").find_profile("1g.10gb"), 6)   # ... and this has no owner
+    assert len(hooks.reconcile(cfg, dry_run=True)) == 2 and len(instances(state)) == 2
+    actions = hooks.reconcile(cfg)
+    assert any("job 44" in a for a in actions) and any("unowned" in a for a in actions)
+    assert instances(state) == []
+    assert made.uuid
+
+
+def test_vanished_instances_close_the_record(make_node):
+    cfg, state = make_node()
+    hooks.prolog(cfg, "9", "mig:1g.10gb:1")
+    with SimStore(state).transaction() as st:     # a GPU reset wipes instances
+        st["gpus"][0]["gis"] = []
+        st["_dirty"] = True
+    hooks.prolog(cfg, "10", "mig:1g.10gb:1")
+    assert Ledger(cfg.state_dir).get("9").state == "released"
+
+
+def test_hopper_mig_off_is_enabled_by_prolog(make_node):
+    cfg, state = make_node("1xH100-80GB", mig=False)
+    hooks.prolog(cfg, "1", "mig:1g.10gb:1")
+    assert SimStore(state).read()["gpus"][0]["mig_current"] == 1
+    assert len(env_of(cfg, "1")) == 1
+
+
+def test_ampere_mig_off_is_not_used(make_node):
+    cfg, _ = make_node("1xA100-40GB", mig=False)
+    hooks.prolog(cfg, "1", "mig:1g.5gb:1")
+    assert hooks.task_prolog(cfg, "1")[1] == 1
+
+
+# -- faults: any single NVML failure during a prolog -----------------------
+PROLOG_CALLS = ["nvmlDeviceCreateGpuInstanceWithPlacement", "nvmlGpuInstanceGetInfo",
+                "nvmlGpuInstanceGetComputeInstanceProfileInfo", "nvmlGpuInstanceCreateComputeInstance",
+                "nvmlComputeInstanceGetInfo", "nvmlDeviceGetUUID", "nvmlDeviceGetGpuInstances"]
+ERRORS = [pynvml.NVML_ERROR_INSUFFICIENT_RESOURCES, pynvml.NVML_ERROR_UNKNOWN, pynvml.NVML_ERROR_IN_USE]
+
+
+@pytest.mark.parametrize("call", PROLOG_CALLS)
+@pytest.mark.parametrize("error", ERRORS)
+@pytest.mark.parametrize("after", [0, 1, 3])
+def test_single_nvml_failure_in_prolog_leaks_nothing(make_node, call, error, after):
+    cfg, state = make_node()
+    with SimStore(state).transaction() as st:
+        st["faults"] = [{"call": call, "error": error, "after": after, "times": 1, "fired": 0}]
+        st["_dirty"] = True
+    try:
+        hooks.prolog(cfg, "1", "mig:3g.40gb:1,mig:1g.10gb:2")
+    except Exception as e:      # only a node problem may escape, never a half-done job
+        assert type(e).__name__ in ("NodeProblem", "NVMLError_Unknown", "NVMLError_InUse",
+                                    "NVMLError_InsufficientResources"), e
+    rec = Ledger(cfg.state_dir).get("1")
+    live = {ci["uuid"] for gi in instances(state) for ci in gi["cis"]}
+    n_gis = len(instances(state))
+    if rec is not None and rec.state == "bound":
+        assert set(rec.uuids) == live and n_gis == 3
+        assert sorted(env_of(cfg, "1")) == sorted(live)
+    else:
+        assert n_gis == 0, "orphan instance after a failed prolog"
+    hooks.epilog(cfg, "1")
+    hooks.prolog(cfg, "2", "mig:7g.80gb:1")           # the next job on the node works
+    assert len(env_of(cfg, "2")) == 1
+
+
+# -- concurrency: separate processes at once --------------------------------
+def run_parallel(cfg, verb, jobs, spec=None):
+    env = {**os.environ, "SLURM_MIG_BACKEND": cfg.backend, "SLURM_MIG_STATE_DIR": cfg.state_dir,
+           "SLURM_MIG_RUN_DIR": cfg.run_dir}
+    procs = []
+    for j in jobs:
+        args = [sys.executable, "-m", "slurm_mig", verb, "--job", str(j)]
+        if spec:
+            args += ["--request", spec, "--wait", "0"]
+        procs.append(subprocess.Popen(args, env=env, stderr=subprocess.PIPE, text=True))
+    return [(p.wait(timeout=300), p.stderr.read()) for p in procs]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("gpus,n", [(1, 7), (8, 56)])
+def test_concurrent_prologs_bind_distinct_instances(make_node, gpus, n):
+    cfg, state = make_node(f"{gpus}xH100-80GB")
+    results = run_parallel(cfg, "prolog", range(1, n + 2), "mig:1g.10gb:1")
+    assert all(rc == 0 for rc, _ in results), results
+    bound = {j: env_of(cfg, str(j)) for j in range(1, n + 2) if hooks.task_prolog(cfg, str(j))[1] == 0}
+    refused = [j for j in range(1, n + 2) if hooks.task_prolog(cfg, str(j))[1] == 1]
+    assert len(bound) == n and len(refused) == 1
+    all_uuids = [u for us in bound.values() for u in us]
+    assert len(set(all_uuids)) == n
+    results = run_parallel(cfg, "epilog", range(1, n + 2))
+    assert all(rc == 0 for rc, _ in results), results
+    assert instances(state) == [] and Ledger(cfg.state_dir).live() == []
