@@ -98,15 +98,21 @@ def sim_busy(state, mig_uuid, clear):
 
 
 # -- catalog ---------------------------------------------------------------
-@main.group(invoke_without_command=True)
+@main.command()
 @click.argument("model", required=False)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-@click.pass_context
-def catalog(ctx, model, as_json):
-    """GPU models and their MIG profiles (MODEL: one model, e.g. H100-80GB)."""
-    if ctx.invoked_subcommand:
-        if model:      # click parses `catalog import` as MODEL=import otherwise
-            raise BadInput("give either MODEL or a subcommand")
+@click.option("--gpu", "index", type=int, default=0, show_default=True,
+              help="With `catalog import`: NVML index of the GPU to read.")
+@click.option("--key", help="With `catalog import`: model key for the new entry.")
+@click.pass_obj
+def catalog(obj, model, as_json, index, key):
+    """GPU models and their MIG profiles.
+
+    MODEL shows one model (e.g. H100-80GB). `catalog import` instead reads a
+    live GPU through NVML (read-only; MIG mode must be on) and prints a
+    catalog entry for it, so a new GPU model needs data, not code."""
+    if model == "import":
+        _catalog_import(obj, index, key)
         return
     from . import catalog as cat
     c = cat.load()
@@ -145,13 +151,7 @@ def _model_json(m):
                          for p in m.profiles]}
 
 
-@catalog.command("import")
-@click.option("--gpu", "index", type=int, default=0, show_default=True, help="NVML index of the GPU to read.")
-@click.option("--key", help="Model key for the entry (default: derived from the NVML name).")
-@click.pass_obj
-def catalog_import(obj, index, key):
-    """Read a live GPU through NVML and print a catalog entry for it (JSON).
-    Read-only; MIG mode must be on for NVML to report the profiles."""
+def _catalog_import(obj, index, key):
     from .driver import Driver, _nvml_str, open_backend
     d = Driver(open_backend(obj.cfg().backend))
     n = d.nvml

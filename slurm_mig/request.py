@@ -9,7 +9,7 @@ from .errors import BadInput
 
 MAX_COUNT = 64          # CUDA enumerates at most 64 MIG devices (mig-facts §5)
 _PROFILE = re.compile(r"^\d+(c\.\d+)?g\.\d+gb(\+me|\+me\.all|\+gfx|-me)?$")
-_JOB_ID = re.compile(r"^[0-9]{1,10}$")
+_JOB_ID = re.compile(r"[0-9]{1,10}")
 
 
 def parse_spec(spec: str) -> Dict[str, int]:
@@ -53,7 +53,7 @@ def format_spec(counts: Dict[str, int]) -> str:
 
 def check_job_id(job: object) -> str:
     """Job ids are digits only: they become file names under root-owned dirs."""
-    s = str(job).strip() if job is not None else ""
-    if not _JOB_ID.match(s):
+    s = str(job) if job is not None else ""
+    if not _JOB_ID.fullmatch(s):
         raise BadInput(f"invalid job id {job!r}; a job id is 1-10 digits")
     return s

@@ -1,0 +1,125 @@
+"""The command line: verbs, exit codes, and clear errors for bad input."""
+import json
+
+import pytest
+
+
+@pytest.fixture
+def node(tmp_path, cli):
+    state = str(tmp_path / "node.json")
+    cli("sim", "init", state, "--gpus", "2xH100-80GB", check=0)
+    env = {"SLURM_MIG_BACKEND": f"sim:{state}", "SLURM_MIG_STATE_DIR": str(tmp_path / "st"),
+           "SLURM_MIG_RUN_DIR": str(tmp_path / "run")}
+    return state, env
+
+
+def test_status_json_and_table(node, cli):
+    state, env = node
+    cli("prolog", "--job", "12", "--request", "mig:3g.40gb:1", env=env, check=0)
+    doc = json.loads(cli("status", "--json", env=env, check=0).stdout)
+    g0 = doc["gpus"][0]
+    assert g0["model"] == "H100-SXM5-80GB" and g0["mig"] == {"current": 1, "pending": 1}
+    (inst,) = [i for g in doc["gpus"] for i in g["instances"]]
+    assert inst["owner"] == "12" and inst["profile"] == "3g.40gb" and inst["uuid"].startswith("MIG-")
+    table = cli("status", env=env, check=0).stdout
+    assert "job 12" in table and "3g.40gb" in table and "Can still create" in table
+
+
+def test_task_prolog_and_epilog_verbs(node, cli):
+    _, env = node
+    cli("prolog", "--job", "3", "--request", "1g.10gb:2", env=env, check=0)
+    out = cli("task-prolog", env={**env, "SLURM_JOB_ID": "3"}, check=0).stdout
+    assert out.startswith("export CUDA_VISIBLE_DEVICES=MIG-") and out.count("MIG-") == 2
+    cli("epilog", "--job", "3", env=env, check=0)
+    assert cli("task-prolog", "--job", "3", env=env, check=0).stdout == ""
+
+
+def test_plan_exit_codes(node, cli):
+    _, env = node
+    assert "create 3g.40gb" in cli("plan", "--request", "mig:3g.40gb:1", env=env, check=0).stdout
+    p = cli("plan", "--request", "mig:7g.80gb:3", env=env, check=3)
+    assert "does not fit" in p.stderr
+    p = cli("plan", "--request", "mig:9g.99gb:1", env=env, check=2)
+    assert "unknown MIG profile" in p.stderr and "3g.40gb" in p.stderr
+    doc = json.loads(cli("plan", "--request", "mig:1g.10gb:1", "--json", env=env, check=0).stdout)
+    assert doc["placements"][0]["profile"] == "1g.10gb"
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["prolog", "--job", "../etc", "--request", "mig:1g.10gb:1"], "invalid job id"),
+    (["prolog", "--job", "12; rm -rf /", "--request", "mig:1g.10gb:1"], "invalid job id"),
+    (["epilog"], "no job id"),
+    (["plan", "--request", "mig:1g.10gb:100000"], "bad count"),
+    (["plan", "--request", "mig:"], "malformed"),
+])
+def test_bad_input_exit_2(node, cli, args, needle):
+    _, env = node
+    p = cli(*args, env=env, check=2)
+    assert needle in p.stderr and "Traceback" not in p.stderr
+
+
+def test_unknown_backend_and_corrupt_state(tmp_path, cli):
+    p = cli("--backend", "cuda", "status", check=2)
+    assert "unknown backend 'cuda'" in p.stderr
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"version": 1, "gpus": [')
+    p = cli("--backend", f"sim:{bad}", "status", check=1)
+    assert "bad.json is corrupt" in p.stderr and "Traceback" not in p.stderr
+    p = cli("sim", "init", str(tmp_path / "x.json"), "--gpus", "2xH900", check=2)
+    assert "unknown GPU model 'H900'" in p.stderr
+
+
+def test_missing_explicit_config(cli, tmp_path):
+    p = cli("--config", str(tmp_path / "nope.toml"), "status", check=2)
+    assert "does not exist" in p.stderr
+
+
+def test_config_file_drives_hooks(tmp_path, cli):
+    state = str(tmp_path / "n.json")
+    cli("sim", "init", state, "--gpus", "1xA100-40GB", check=0)
+    conf = tmp_path / "c.toml"
+    conf.write_text(f'backend = "sim:{state}"\nstate_dir = "{tmp_path}/s"\nrun_dir = "{tmp_path}/r"\n'
+                    'wait_for_room = 0\n')
+    env = {"SLURM_MIG_CONFIG": str(conf), "SLURM_JOB_ID": "77"}
+    cli("prolog", "--request", "mig:4g.20gb:1", env=env, check=0)
+    assert "MIG-" in cli("task-prolog", env=env, check=0).stdout
+    conf.write_text("wait_for_room = -3\n")
+    assert "bad value" in cli("status", env=env, check=2).stderr
+
+
+def test_sim_fault_and_busy(node, cli):
+    state, env = node
+    p = cli("sim", "fault", state, "--call", "nvmlDeviceCreateGpuInstanceWithPlacement",
+            "--error", "INSUFFICIENT_RESOURCES", "--times", "5", check=0)
+    cli("prolog", "--job", "4", "--request", "mig:1g.10gb:1", env=env, check=0)
+    out = cli("task-prolog", "--job", "4", env=env, check=1).stdout
+    assert out.startswith("print ") and "creating instances failed" in out
+    cli("sim", "fault", state, "--clear", check=0)
+    assert "no NVML function" in cli("sim", "fault", state, "--call", "nvmlFoo", "--error", "3", check=2).stderr
+    assert "unknown NVML error" in cli("sim", "fault", state, "--call", "nvmlDeviceGetCount",
+                                       "--error", "BOGUS", check=2).stderr
+    assert "no instance with UUID" in cli("sim", "busy", state, "--uuid", "MIG-x", check=2).stderr
+    assert p.returncode == 0
+
+
+def test_catalog_views(cli):
+    assert "H100-SXM5-80GB" in cli("catalog", check=0).stdout
+    out = cli("catalog", "H100-80GB", check=0).stdout
+    assert "3g.40gb" in out and "{0,4}:4" in out and "without reset" in out
+    doc = json.loads(cli("catalog", "A30", "--json", check=0).stdout)
+    assert doc["A30-24GB"]["memory_slots"] == 4
+    assert "unknown GPU model" in cli("catalog", "Z1", check=2).stderr
+
+
+def test_catalog_import_reads_a_gpu(node, cli):
+    state, env = node
+    doc = json.loads(cli("catalog", "import", "--gpu", "1", env=env, check=0).stdout)
+    (layout,) = doc["layouts"].values()
+    assert layout["memory_slots"] == 8 and layout["gi_profiles"]["2"]["starts"] == [0, 4]
+    (model,) = doc["models"].values()
+    assert model["profiles"]["2"]["name"] == "3g.40gb"
+
+
+def test_help_explains(cli):
+    out = cli("--help", check=0).stdout
+    assert "Exit codes" in out and "prolog" in out and "SLURM_MIG_BACKEND" in out

@@ -1,0 +1,61 @@
+"""Request parsing and job-id validation, including fuzzing for crashes."""
+import pytest
+from hypothesis import given, strategies as st
+
+from slurm_mig.errors import BadInput
+from slurm_mig.request import check_job_id, format_spec, parse_spec
+
+
+@pytest.mark.parametrize("spec,expected", [
+    ("mig:3g.40gb:1", {"3g.40gb": 1}),
+    ("3g.40gb", {"3g.40gb": 1}),
+    ("mig:3g.40gb:2,mig:1g.10gb:1", {"3g.40gb": 2, "1g.10gb": 1}),
+    ("gres:mig:3g.40gb:1,gres:shard:4", {"3g.40gb": 1}),
+    ("gres/mig:1g.10gb:3", {"1g.10gb": 3}),
+    ("MIG:1G.10GB:1,mig:1g.10gb:1", {"1g.10gb": 2}),
+    ("mig:3g.39gb:1", {"3g.39gb": 1}),
+])
+def test_parse(spec, expected):
+    assert parse_spec(spec) == expected
+
+
+@pytest.mark.parametrize("spec,needle", [
+    ("", "empty"), ("mig:4g.44gb:1", "unknown MIG profile"), ("mig:1g.10gb:0", "bad count"),
+    ("mig:1g.10gb:-1", "bad count"), ("mig:1g.10gb:1:2", "malformed"), ("shard:4", "no MIG profile"),
+    ("mig:1g.10gb:40,mig:2g.20gb:40", "at most 64"),
+])
+def test_parse_rejects(spec, needle):
+    with pytest.raises(BadInput, match=needle):
+        parse_spec(spec)
+
+
+def test_format_roundtrip():
+    assert parse_spec(format_spec({"3g.40gb": 2, "1g.10gb": 1})) == {"3g.40gb": 2, "1g.10gb": 1}
+
+
+@given(st.text(max_size=80))
+def test_parse_never_crashes(spec):
+    try:
+        out = parse_spec(spec)
+    except BadInput:
+        return
+    assert out and all(1 <= n <= 64 for n in out.values())
+
+
+@pytest.mark.parametrize("job", ["1", "4294967295"])
+def test_job_ids(job):
+    assert check_job_id(job) == job
+
+
+@pytest.mark.parametrize("job", ["", "abc", "../1", "1/2", "1 2", "-1", "12345678901", None, "1\n"])
+def test_bad_job_ids(job):
+    with pytest.raises(BadInput):
+        check_job_id(job)
+
+
+@given(st.text(max_size=20))
+def test_job_id_fuzz(job):
+    try:
+        assert check_job_id(job).isdigit()
+    except BadInput:
+        pass
