@@ -247,7 +247,7 @@ def status(obj, as_json):
 @main.command()
 @click.option("--request", "spec", required=True, metavar="SPEC", help="e.g. mig:3g.40gb:1,mig:1g.10gb:2")
 @click.option("--gpu", type=int, help="Place only on this GPU index.")
-@click.option("--policy", type=click.Choice(["packed", "first-fit"]), help="Placement policy.")
+@click.option("--policy", type=click.Choice(["most-room", "packed", "first-fit"]), help="Placement policy.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.pass_obj
 def plan(obj, spec, gpu, policy, as_json):

@@ -22,7 +22,7 @@ class Config:
     state_dir: str = "/var/lib/slurm-mig"     # ledger + lock, root only
     run_dir: str = "/run/slurm-mig"           # per-job env files read by the TaskProlog
     mode: str = "dynamic"                     # dynamic | static
-    policy: str = "packed"                    # placement policy, see planner.POLICIES
+    policy: str = "most-room"                 # placement policy, see planner.POLICIES
     wait_for_room: float = 30.0               # prolog: seconds to wait for an epilog to free room
     lock_timeout: float = 120.0               # seconds to wait for the node lock
     epilog_retries: int = 5                   # destroy attempts while a process holds an instance
@@ -45,6 +45,10 @@ def _coerce(name: str, value, source: str):
         ok = False
     if not ok:
         raise BadInput(f"{source}: bad value {value!r} for {name}")
+    if name == "policy":
+        from .planner import POLICIES
+        if value not in POLICIES:
+            raise BadInput(f"{source}: policy must be one of {', '.join(POLICIES)}, not {value!r}")
     if name == "mode" and value not in ("dynamic", "static"):
         raise BadInput(f"{source}: mode must be 'dynamic' or 'static', not {value!r}")
     return value

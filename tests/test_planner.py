@@ -141,3 +141,17 @@ def test_profile_not_offered():
 def test_capacity():
     assert P.capacity(P.GpuView(0, H100), H100.find_profile("1g.10gb")) == 7
     assert P.capacity(P.GpuView(0, H100, slots=(busy("3g.40gb", 0),)), H100.find_profile("3g.40gb")) == 1
+
+
+def test_default_policy_keeps_room_for_arrivals_shard_counts_admit():
+    # 3g, 2g, then 1g, 1g on one GPU: 8 slots, 7 slices, so Slurm's shard count
+    # admits all four. Only a start that uses slot 7 for the 3g keeps them placeable.
+    view = P.GpuView(0, H100)
+    placed = []
+    for i, name in enumerate(["3g.40gb", "2g.20gb", "1g.10gb", "1g.10gb"]):
+        pl = P.plan([view], {name: 1}, gpu=0).placements[0]
+        placed.append((name, pl.start))
+        view = P.GpuView(0, H100, slots=view.slots + (busy(name, pl.start, gi=i + 1, owner=str(i)),))
+    assert placed[0] == ("3g.40gb", 4)
+    first_fit = P.plan([P.GpuView(0, H100)], {"3g.40gb": 1}, policy=P.POLICIES["first-fit"])
+    assert first_fit.placements[0].start == 0

@@ -1,0 +1,97 @@
+"""End to end on real Slurm daemons (Debian's slurm-wlm + munge, started on
+free ports by the harness) with the simulated MIG node behind the hooks."""
+import json
+import os
+import re
+import shutil
+import subprocess
+
+import pytest
+
+from slurm_mig.devcluster import ClusterError, DevCluster
+
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(
+    os.geteuid() != 0 or shutil.which("slurmd") is None and not os.path.exists("/usr/sbin/slurmd"),
+    reason="needs root and Debian's slurm-wlm (bash run.sh test installs it)")]
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    with DevCluster("2xH100-80GB", wait_for_room=3) as c:
+        yield c
+
+
+def uuids_in(text, key="CVD"):
+    m = re.search(rf"^{key}=(.*)$", text, re.M)
+    assert m, text
+    return m.group(1).split(",") if m.group(1) else []
+
+
+def live_instances(cluster):
+    doc = json.loads(cluster.slurm_mig("status", "--json").stdout)
+    return [i for g in doc["gpus"] for i in g["instances"]]
+
+
+def test_single_profile_job(cluster):
+    job = cluster.sbatch("--gres=mig:3g.40gb:1", script="echo CVD=$CUDA_VISIBLE_DEVICES")
+    assert cluster.wait_job(job) == "COMPLETED"
+    (uuid,) = uuids_in(cluster.output(job))
+    assert re.fullmatch(r"MIG-[0-9a-f-]{36}", uuid)
+    assert live_instances(cluster) == []          # the epilog tore it down
+
+
+def test_mixed_request_batch_and_srun_steps_see_exactly_their_uuids(cluster):
+    job = cluster.sbatch("--gres=mig:3g.40gb:1,mig:1g.10gb:2", script="\n".join([
+        "echo CVD=$CUDA_VISIBLE_DEVICES",
+        "srun -n1 sh -c 'echo STEP=$CUDA_VISIBLE_DEVICES'"]))
+    assert cluster.wait_job(job) == "COMPLETED", cluster.output(job)
+    out = cluster.output(job)
+    batch = uuids_in(out)
+    assert len(batch) == 3 and len(set(batch)) == 3
+    assert uuids_in(out, "STEP") == batch
+    assert live_instances(cluster) == []
+
+
+def test_concurrent_jobs_get_distinct_instances(cluster):
+    script = "echo CVD=$CUDA_VISIBLE_DEVICES; sleep 4"
+    jobs = [cluster.sbatch("--gres=mig:1g.10gb:1", script=script) for _ in range(3)]
+    jobs.append(cluster.sbatch("--gres=mig:2g.20gb:1", script=script))
+    cluster._wait(lambda: all(cluster.job_state(j) in ("RUNNING", "COMPLETED") for j in jobs)
+                  and len(live_instances(cluster)) >= 1, 60, "jobs running")
+    owners = {i["owner"] for i in live_instances(cluster)}
+    assert owners <= set(jobs)
+    assert all(cluster.wait_job(j) == "COMPLETED" for j in jobs)
+    seen = [u for j in jobs for u in uuids_in(cluster.output(j))]
+    assert len(seen) == 4 and len(set(seen)) == 4
+    assert live_instances(cluster) == []
+
+
+def test_unplaceable_request_fails_the_job_not_the_node(cluster):
+    # 8 shards pass Slurm's count, but a GPU holds at most 7 1g.10gb instances.
+    job = cluster.sbatch("--gres=mig:1g.10gb:8", script="echo CVD=$CUDA_VISIBLE_DEVICES")
+    assert cluster.wait_job(job) == "FAILED"
+    out = cluster.output(job)
+    assert "slurm-mig: job" in out and "could not get its MIG devices" in out and "CVD=" not in out
+    assert cluster.node_state() in ("idle", "mixed")
+    ok = cluster.sbatch("--gres=mig:1g.10gb:1", script="echo CVD=$CUDA_VISIBLE_DEVICES")
+    assert cluster.wait_job(ok) == "COMPLETED"
+
+
+def test_unknown_profile_refused_at_submit(cluster):
+    with pytest.raises(ClusterError, match=r"unknown MIG profile '5g\.50gb'; valid profiles: .*3g\.40gb"):
+        cluster.sbatch("--gres=mig:5g.50gb:1", script="true")
+
+
+def test_alias_is_accepted(cluster):
+    job = cluster.sbatch("--gres=mig:3g.39gb:1", script="echo CVD=$CUDA_VISIBLE_DEVICES")
+    assert cluster.wait_job(job) == "COMPLETED"
+    assert len(uuids_in(cluster.output(job))) == 1
+
+
+def test_generated_config_parses_in_slurmd(cluster):
+    p = subprocess.run(["slurmd", "-G", "-N", cluster.node, "-f", cluster.conf],
+                       capture_output=True, text=True, env=cluster.env, timeout=60)
+    text = p.stdout + p.stderr
+    assert p.returncode == 0, text
+    assert "error" not in text.lower(), text
+    assert "shard" in text and "mig" in text
