@@ -32,16 +32,16 @@ def main() -> int:
         with open(os.path.join(c.dir, "etc", "slurm.conf.node")) as f:
             say("generated node line: " + next(l for l in f if l.startswith("NodeName=")).strip())
 
-        step("Submitting three jobs that run at the same time")
-        script = "echo \"$(hostname): job $SLURM_JOB_ID sees CUDA_VISIBLE_DEVICES=$CUDA_VISIBLE_DEVICES\"; sleep 8"
+        step("Submitting three jobs that run at the same time (each starts before the next is sent)")
+        script = "echo \"$(hostname): job $SLURM_JOB_ID sees CUDA_VISIBLE_DEVICES=$CUDA_VISIBLE_DEVICES\"; sleep 10"
         jobs = {}
         for gres in ("mig:3g.40gb:1", "mig:1g.10gb:2", "mig:2g.20gb:1"):
             job = c.sbatch(f"--gres={gres}", script=script)
             jobs[job] = gres
-            say(f"sbatch --gres={gres}  ->  job {job}")
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and not all(c.job_state(j) == "RUNNING" for j in jobs):
-            time.sleep(0.5)
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and c.job_state(job) not in ("RUNNING", "COMPLETED", "FAILED"):
+                time.sleep(0.3)
+            say(f"sbatch --gres={gres}  ->  job {job} {c.job_state(job)}")
 
         step("slurm-mig status while they run")
         say(c.slurm_mig("status").stdout.rstrip())
