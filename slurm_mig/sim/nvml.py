@@ -43,6 +43,17 @@ def _deref(ref):
     return ref
 
 
+def _fill(array_ref, count_ref, handles) -> int:
+    """Fill a caller-allocated handle array as NVML does; too small -> INSUFFICIENT_SIZE."""
+    count, array = _deref(count_ref), _deref(array_ref)
+    count.value = len(handles)
+    if len(array) < len(handles):
+        raise _err(pynvml.NVML_ERROR_INSUFFICIENT_SIZE)
+    for i, h in enumerate(handles):
+        array[i] = h
+    return pynvml.NVML_SUCCESS
+
+
 def gi_id_for(placement_start: int, placement_size: int, memory_slots: int) -> int:
     """GI ids fall in swizzId ranges by size (mig-facts §0.6): full 0, halves 1-2, ..."""
     fraction = memory_slots // placement_size
@@ -381,16 +392,9 @@ class SimNvml:
         gpu, g, *_ = self._gpu(state, handle)
         self._mig_on(gpu)
         p = self._profile(self._model(gpu), profileId)
-        found = sorted((x for x in gpu["gis"] if x["profile_id"] == p.id), key=lambda x: x["id"])
-        count = _deref(countRef)
-        array = _deref(gpuInstancesRef)
-        if len(array) < len(found):
-            count.value = len(found)
-            raise _err(pynvml.NVML_ERROR_INSUFFICIENT_SIZE)
-        for i, x in enumerate(found):
-            array[i] = _handle(_GI, g, x["id"], ptype=pynvml.c_nvmlGpuInstance_t)
-        count.value = len(found)
-        return pynvml.NVML_SUCCESS
+        found = sorted(x["id"] for x in gpu["gis"] if x["profile_id"] == p.id)
+        return _fill(gpuInstancesRef, countRef,
+                     [_handle(_GI, g, i, ptype=pynvml.c_nvmlGpuInstance_t) for i in found])
 
     @nvml_call
     def nvmlDeviceGetGpuInstanceById(self, state, handle, gi_id):
@@ -484,16 +488,9 @@ class SimNvml:
     def nvmlGpuInstanceGetComputeInstances(self, state, handle, profileId, computeInstancesRef, countRef):
         gpu, g, gi = self._gi(state, handle)
         _, cp = self._ci_profile(gpu, gi, profileId)
-        found = sorted((c for c in gi["cis"] if c["profile_id"] == cp.enum), key=lambda c: c["id"])
-        count = _deref(countRef)
-        array = _deref(computeInstancesRef)
-        if len(array) < len(found):
-            count.value = len(found)
-            raise _err(pynvml.NVML_ERROR_INSUFFICIENT_SIZE)
-        for i, c in enumerate(found):
-            array[i] = _handle(_CI, g, gi["id"], c["id"], ptype=pynvml.c_nvmlComputeInstance_t)
-        count.value = len(found)
-        return pynvml.NVML_SUCCESS
+        found = sorted(c["id"] for c in gi["cis"] if c["profile_id"] == cp.enum)
+        return _fill(computeInstancesRef, countRef,
+                     [_handle(_CI, g, gi["id"], i, ptype=pynvml.c_nvmlComputeInstance_t) for i in found])
 
     @nvml_call
     def nvmlGpuInstanceGetComputeInstanceById(self, state, handle, ci_id):
