@@ -277,9 +277,11 @@ def plan(obj, spec, gpu, policy, as_json):
 @click.option("--gpu", type=int, help="GPU index; default: the GPU Slurm gave the job's shards.")
 @click.option("--uid", type=int, help="Owner of the job's env file. [default: SLURM_JOB_UID]")
 @click.option("--wait", "wait", type=float, help="Seconds to wait for room (overrides config wait_for_room).")
+@click.option("--idx", metavar="LIST", help="Static mode: allocated mig IDX numbers, e.g. 0-1,4; default: from Slurm.")
 @click.pass_obj
-def prolog(obj, job, spec, gpu, uid, wait):
-    """Slurm Prolog: create and bind this job's MIG instances.
+def prolog(obj, job, spec, gpu, uid, wait, idx):
+    """Slurm Prolog: create (dynamic mode) or look up (static mode) and bind
+    this job's MIG instances.
 
     Exit 0 also when the job cannot be served (its TaskProlog then fails it
     with the reason), so per-job problems never drain the node; exit 1 only
@@ -289,6 +291,17 @@ def prolog(obj, job, spec, gpu, uid, wait):
     job = _job_id(job)
     if uid is None and os.environ.get("SLURM_JOB_UID", "").isdigit():
         uid = int(os.environ["SLURM_JOB_UID"])
+    if cfg.mode == "static":
+        from . import static
+        if idx is None:
+            from .slurm import read_job
+            indices = read_job(job).mig_idx
+            if not indices:
+                return   # not a MIG job
+        else:
+            indices = static.parse_idx(idx)
+        static.prolog(hooks.Node(cfg), job, indices, uid)
+        return
     if spec is None:
         from .slurm import read_job
         req = read_job(job)
@@ -373,3 +386,89 @@ def gres_conf(obj, mode, output, node_name, dev_root, proc_root, spec):
     else:
         for name, text in files.items():
             click.echo(f"==> {name} <==\n{text}")
+
+
+# -- static layouts ----------------------------------------------------------
+@main.command("apply")
+@click.option("-f", "--file", "path", required=True, type=click.Path(exists=True, dir_okay=False),
+              help="Layout file in mig-parted format (version: v1, mig-configs: ...).")
+@click.option("-c", "--config-name", "name", required=True, metavar="NAME", help="Which mig-config to apply.")
+@click.option("--check", is_flag=True, help="Change nothing; exit 1 with the differences if the GPUs differ.")
+@click.option("--dry-run", is_flag=True, help="Print what would change; change nothing.")
+@click.option("--force", is_flag=True, help="Also remove instances a Slurm job owns (NVML still refuses while processes run).")
+@click.pass_obj
+def apply_cmd(obj, path, name, check, dry_run, force):
+    """Apply a static MIG layout, changing only what differs (idempotent).
+
+    Instances already in the layout stay where they are; what is missing is
+    placed around them. An instance in use that would have to go stops the
+    apply before anything changes."""
+    from . import layout
+    from .errors import NoFit, SlurmMigError
+    from .hooks import Node
+    from .sitehooks import runner
+    cfg = obj.cfg()
+    with open(path, encoding="utf-8") as f:
+        entries = layout.load_config(f.read(), name)
+    node = Node(cfg)
+    with node.ledger.lock():
+        busy = _busy_instances(node, include_jobs=not force)
+        try:
+            changes = layout.diff(node.driver, entries, busy)
+        except NoFit as e:
+            raise SlurmMigError(f"cannot apply {name!r}: {e}") from e
+        lines = layout.describe(changes)
+        if check or dry_run:
+            for line in lines:
+                click.echo(line)
+            if check:
+                click.echo(f"{name}: {'differs' if lines else 'matches'}", err=bool(lines))
+                return 1 if lines else 0
+            return 0
+        layout.apply_changes(node.driver, changes, runner(cfg.hooks_dir))
+    for line in lines:
+        click.echo(line)
+    click.echo(f"{name}: applied" if lines else f"{name}: already in place, nothing changed")
+
+
+def _busy_instances(node, include_jobs: bool) -> dict:
+    """MIG UUID -> why it is in use: a running process, or a job's ledger record."""
+    busy = {}
+    if include_jobs:
+        for rec in node.ledger.live():
+            for u in rec.uuids:
+                busy[u] = f"job {rec.job}"
+    for g in node.driver.gpus():
+        for i in g.instances:
+            if i.uuid:
+                pids = node.driver.busy_pids(i.uuid)
+                if pids:
+                    busy[i.uuid] = "pids " + ",".join(map(str, pids))
+    return busy
+
+
+@main.command("export")
+@click.option("--name", default="current", show_default=True, help="Name of the mig-config written.")
+@click.pass_obj
+def export_cmd(obj, name):
+    """Print the live layout as mig-parted YAML that `apply` accepts."""
+    from . import layout
+    from .driver import Driver, open_backend
+    click.echo(layout.export(Driver(open_backend(obj.cfg().backend)), name), nl=False)
+
+
+@sim.command("reset")
+@click.argument("state", type=click.Path(exists=True, dir_okay=False))
+@click.option("--gpu", "index", type=int, required=True, help="GPU index to reset.")
+def sim_reset(state, index):
+    """Reset one simulated GPU (like `nvidia-smi --gpu-reset -i N`): a pending
+    MIG mode takes effect and its instances vanish. Refused while processes run."""
+    from .sim import SimStore
+    with SimStore(state).transaction() as st:
+        if not 0 <= index < len(st["gpus"]):
+            raise BadInput(f"no GPU {index} on this simulated node")
+        if any(p["gpu"] == index for p in st["processes"]):
+            raise BadInput(f"GPU {index} has running processes; a reset is refused")
+        gpu = st["gpus"][index]
+        gpu["mig_current"], gpu["gis"] = gpu["mig_pending"], []
+        st["_dirty"] = True

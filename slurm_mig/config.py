@@ -22,6 +22,9 @@ class Config:
     state_dir: str = "/var/lib/slurm-mig"     # ledger + lock, root only
     run_dir: str = "/run/slurm-mig"           # per-job env files read by the TaskProlog
     mode: str = "dynamic"                     # dynamic | static
+    hooks_dir: str = "/etc/slurm-mig/hooks.d"  # site hooks around MIG mode changes
+    gres_conf: str = "/etc/slurm/gres.conf"   # static mode: the generated gres.conf (IDX order)
+    proc_root: str = "/proc"                  # where driver/nvidia-caps/mig-minors is read
     policy: str = "most-room"                 # placement policy, see planner.POLICIES
     wait_for_room: float = 30.0               # prolog: seconds to wait for an epilog to free room
     lock_timeout: float = 120.0               # seconds to wait for the node lock

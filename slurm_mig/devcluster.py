@@ -17,7 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 from .resources import resource
 
@@ -40,8 +40,13 @@ def _write(path: str, text: str, mode: int = 0o644) -> None:
 
 class DevCluster:
     def __init__(self, gpus: str = "2xH100-80GB", cpus: int = 16, wait_for_room: float = 5.0,
-                 workdir: Optional[str] = None, keep: bool = False):
+                 workdir: Optional[str] = None, keep: bool = False, mode: str = "dynamic",
+                 layout: Optional[Tuple[str, str]] = None):
+        """mode 'static' needs `layout`: (mig-parted file, config name), applied first."""
+        if mode == "static" and layout is None:
+            raise ClusterError("static mode needs a layout (file, config name)")
         self.gpus, self.cpus, self.wait_for_room, self.keep = gpus, cpus, wait_for_room, keep
+        self.mode, self.layout = mode, layout
         self.dir = workdir or tempfile.mkdtemp(prefix="slurm-mig-cluster-")
         self.node = "migsim"
         self.hostname = socket.gethostname().split(".")[0]
@@ -92,6 +97,8 @@ class DevCluster:
         _write(os.path.join(self.dir, "etc", "slurm-mig.toml"),
                f'backend = "sim:{self.state}"\nstate_dir = "{self.dir}/mig-state"\n'
                f'run_dir = "{self.dir}/mig-run"\nwait_for_room = {self.wait_for_room}\n'
+               f'mode = "{self.mode}"\ngres_conf = "{self.dir}/etc/gres.conf"\n'
+               f'proc_root = "{self.dir}/proc"\n'
                'epilog_retries = 2\nepilog_retry_delay = 0.5\n')
         self.slurm_mig("sim", "init", self.state, "--gpus", self.gpus)
         n = len(self.slurm_mig("status", "--json").stdout.split('"index"')) - 1
@@ -108,19 +115,34 @@ class DevCluster:
                    f"export SLURM_MIG_CONFIG={self.dir}/etc/slurm-mig.toml SLURM_MIG_BIN={self.bin} "
                    f"SLURM_MIG_RUN_DIR={self.dir}/mig-run\n"
                    f"exec {resource(folder, script)}\n", 0o755)
-        self.slurm_mig("gres-conf", "--mode", "dynamic", "--output", os.path.join(self.dir, "etc"),
-                       "--node-name", self.node, "--dev-root", os.path.join(self.dir, "dev"))
+        if self.mode == "static":
+            self._static_layout()
+        self.slurm_mig("gres-conf", "--mode", self.mode, "--output", os.path.join(self.dir, "etc"),
+                       "--node-name", self.node, "--dev-root", os.path.join(self.dir, "dev"),
+                       "--proc-root", os.path.join(self.dir, "proc"))
+        with open(os.path.join(self.dir, "etc", "gres.conf"), encoding="utf-8") as f:
+            for cap in re.findall(r"[^,=\s]+/nvidia-cap\d+", f.read()):
+                _write(cap, "")      # a GRES without a plugin accepts plain files
         with open(os.path.join(self.dir, "etc", "slurm.conf.node"), encoding="utf-8") as f:
             node_lines = f.read()
         gres_types = re.search(r"^GresTypes=\S+$", node_lines, re.M).group(0)
         gres = re.search(r"^NodeName=\S+ (Gres=\S+)$", node_lines, re.M).group(1)
         import jinja2
-        template = jinja2.Template(open(resource("templates", "devcluster-slurm.conf.j2")).read(),
-                                   keep_trailing_newline=True)
+        with open(resource("templates", "devcluster-slurm.conf.j2"), encoding="utf-8") as f:
+            template = jinja2.Template(f.read(), keep_trailing_newline=True, trim_blocks=True)
         _write(self.conf, template.render(
             hostname=self.hostname, node=self.node, dir=self.dir, cpus=self.cpus,
             ctld_port=_free_port(), slurmd_port=_free_port(), gres=gres,
-            gres_types_line=gres_types, munge_socket=os.path.join(self.dir, "munge", "munge.sock")))
+            gres_types_line=gres_types, munge_socket=os.path.join(self.dir, "munge", "munge.sock"),
+            job_submit=self.mode == "dynamic"))
+
+    def _static_layout(self) -> None:
+        from .sim.nvml import mig_minors_text
+        caps = os.path.join(self.dir, "proc", "driver", "nvidia-caps")
+        os.makedirs(caps, exist_ok=True)
+        os.makedirs(os.path.join(self.dir, "dev", "nvidia-caps"), exist_ok=True)
+        _write(os.path.join(caps, "mig-minors"), mig_minors_text())
+        self.slurm_mig("apply", "-f", self.layout[0], "-c", self.layout[1])
 
     def _start_munge(self) -> None:
         munge_dir = os.path.join(self.dir, "munge")

@@ -135,6 +135,11 @@ def tidy(node: Node, destroy_unowned: bool = False, dry_run: bool = False,
     live = node.live_instances()
     for rec in node.ledger.live():
         present = [e for e in rec.instances if any(_matches(e, i) for i in live.values())]
+        if rec.static:
+            if active_jobs is not None and rec.job not in active_jobs and not dry_run:
+                rec.state = "released"
+                node.ledger.put(rec)
+            continue
         if rec.state in ("planned", "created", "releasing") or (
                 active_jobs is not None and rec.job not in active_jobs):
             actions.append(f"job {rec.job}: release {len(present)} instance(s) ({rec.state})")
@@ -245,6 +250,14 @@ def epilog(cfg: Config, job: str) -> Record:
         node.remove_job_files(job)
         rec = node.ledger.get(job)
         if rec is None or not rec.live:
+            return rec
+        if rec.static:
+            for uuid in rec.uuids:
+                pids = node.driver.busy_pids(uuid)
+                if pids:
+                    job_log(job).warning("static instance %s still used by pids %s", uuid, pids)
+            rec.state = "released"
+            node.ledger.put(rec)
             return rec
         return release(node, rec, cfg.epilog_retries, cfg.epilog_retry_delay)
 

@@ -29,6 +29,7 @@ class Record:
     reason: str = ""
     uid: Optional[int] = None
     updated: float = 0.0
+    static: bool = False      # static mode: instances stay when the job ends
 
     @property
     def live(self) -> bool:

@@ -10,18 +10,19 @@ import re
 import shutil
 import subprocess
 from dataclasses import dataclass
-from typing import Optional
+from typing import List, Optional
 
 from .errors import BadInput, NodeProblem
 from .request import check_job_id
 
-_IDX = re.compile(r"^(?:gres[:/])?(shard|gpu)(?::[^:(]+)?(?::\d+)?\(IDX:(\d+)(?:[-,][\d,-]*)?\)$")
+_ALLOC = re.compile(r"(?:^|,)(?:gres[:/])?([^,():]+)[^,()]*\((IDX|CNT):([^)]*)\)")
 
 
 @dataclass(frozen=True)
 class JobRequest:
     spec: str                 # the mig: items, e.g. "mig:3g.40gb:1"
     gpu: Optional[int]        # GPU index from the shard/gpu allocation, if any
+    mig_idx: List[int]        # static mode: IDX numbers of the allocated mig records
 
 
 def parse_scontrol(text: str, job: str) -> JobRequest:
@@ -38,13 +39,17 @@ def parse_scontrol(text: str, job: str) -> JobRequest:
         request = ""
     mig = ",".join(item for item in request.split(",")
                    if re.match(r"^(gres[:/])?mig:", item))
-    gpu = None
-    for item in fields.get("GRES", "").split(","):
-        m = _IDX.match(item)
-        if m:
-            gpu = int(m.group(2))
-            break
-    return JobRequest(spec=mig, gpu=gpu)
+    from .static import parse_idx
+    gpu, mig_idx = None, []
+    for m in _ALLOC.finditer(fields.get("GRES", "")):
+        name, kind, value = m.groups()
+        if kind != "IDX":
+            continue
+        if name in ("shard", "gpu") and gpu is None:
+            gpu = parse_idx(value)[0]
+        elif name == "mig":
+            mig_idx.extend(parse_idx(value))
+    return JobRequest(spec=mig, gpu=gpu, mig_idx=sorted(mig_idx))
 
 
 def read_job(job: str, timeout: float = 10.0) -> JobRequest:

@@ -95,3 +95,23 @@ def test_generated_config_parses_in_slurmd(cluster):
     assert p.returncode == 0, text
     assert "error" not in text.lower(), text
     assert "shard" in text and "mig" in text
+
+
+LAYOUTS = os.path.join(os.path.dirname(__file__), "data", "mig-parted-h100.yaml")
+
+
+def test_static_layout_end_to_end():
+    with DevCluster("2xH100-80GB", mode="static", layout=(LAYOUTS, "custom-config")) as c:
+        gres = open(os.path.join(c.dir, "etc", "gres.conf")).read()
+        idx_uuid = dict(re.findall(r"^# IDX (\d+): .* (MIG-\S+)$", gres, re.M))
+        jobs = {c.sbatch("--gres=mig:3g.40gb:1", script="echo CVD=$CUDA_VISIBLE_DEVICES; sleep 2"): 1,
+                c.sbatch("--gres=mig:1g.10gb:2", script="echo CVD=$CUDA_VISIBLE_DEVICES; sleep 2"): 2}
+        seen = []
+        for job, n in jobs.items():
+            assert c.wait_job(job) == "COMPLETED"
+            uuids = uuids_in(c.output(job))
+            assert len(uuids) == n and set(uuids) <= set(idx_uuid.values())
+            seen += uuids
+        assert len(set(seen)) == 3
+        assert idx_uuid["1"] in seen          # the only 3g.40gb record is IDX 1
+        assert len(live_instances(c)) == 9    # static instances stay after the jobs

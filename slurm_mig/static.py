@@ -1,0 +1,91 @@
+"""Static mode on the node: Slurm allocates `mig` records by IDX (their order
+in gres.conf); the prolog maps those to live instances and binds their UUIDs.
+Instances are never created or destroyed per job here."""
+from __future__ import annotations
+
+import re
+from dataclasses import asdict
+from typing import List, Optional, Tuple
+
+from .errors import BadInput, NodeProblem
+from .generator import read_mig_minors
+
+_CI_KEY = re.compile(r"gpu(\d+)/gi(\d+)/ci(\d+)/access")
+
+
+def idx_table(gres_conf: str, proc_root: str) -> List[Tuple[str, int, int, int]]:
+    """(profile, gpu minor, gi id, ci id) for each `Name=mig` record, in IDX order."""
+    by_minor = {minor: key for key, minor in read_mig_minors(proc_root).items()}
+    try:
+        with open(gres_conf, encoding="utf-8") as f:
+            lines = f.read().splitlines()
+    except OSError as e:
+        raise NodeProblem(f"cannot read {gres_conf}: {e.strerror}; set gres_conf in the config") from e
+    table = []
+    for line in lines:
+        fields = dict(kv.split("=", 1) for kv in line.split() if "=" in kv and not line.startswith("#"))
+        if fields.get("Name") != "mig" or "MultipleFiles" not in fields:
+            continue
+        caps = [int(m) for m in re.findall(r"nvidia-cap(\d+)", fields["MultipleFiles"])]
+        keys = [by_minor.get(c, "") for c in caps]
+        ci = next((_CI_KEY.fullmatch(k) for k in keys if _CI_KEY.fullmatch(k)), None)
+        if ci is None:
+            raise NodeProblem(f"{gres_conf}: record {line!r} names no CI capability in mig-minors")
+        table.append((fields.get("Type", ""), int(ci.group(1)), int(ci.group(2)), int(ci.group(3))))
+    return table
+
+
+def parse_idx(text: str) -> List[int]:
+    """'0-2,5' -> [0, 1, 2, 5]."""
+    out = []
+    for part in filter(None, text.split(",")):
+        m = re.fullmatch(r"(\d+)(?:-(\d+))?", part.strip())
+        if not m:
+            raise BadInput(f"bad IDX list {text!r}")
+        lo, hi = int(m.group(1)), int(m.group(2) or m.group(1))
+        if hi < lo or hi - lo > 1024:
+            raise BadInput(f"bad IDX range {part!r}")
+        out.extend(range(lo, hi + 1))
+    return out
+
+
+def prolog(node, job: str, idx: List[int], uid: Optional[int]) -> None:
+    """Bind the instances behind Slurm's IDX numbers, after checking they exist
+    and nobody else holds them. Per-job problems fail the job, not the node."""
+    from .hooks import job_log
+    from .ledger import Record
+    cfg = node.cfg
+    table = idx_table(cfg.gres_conf, cfg.proc_root)
+    with node.ledger.lock():
+        rec = node.ledger.get(job)
+        if rec is not None and rec.state == "bound":
+            node.bind(job, uid, rec.uuids)
+            return
+        bad = [i for i in idx if not 0 <= i < len(table)]
+        if bad or not idx:
+            node.fail(job, uid, {}, f"Slurm allocated mig IDX {bad or idx}, but {cfg.gres_conf} "
+                      f"lists {len(table)} instances; regenerate it with `slurm-mig gres-conf`")
+            return
+        gpus = {g.minor: g for g in node.driver.gpus()}
+        taken = {u: r.job for r in node.ledger.live() for u in r.uuids}
+        bound = []
+        for i in idx:
+            profile, minor, gi_id, ci_id = table[i]
+            gpu = gpus.get(minor)
+            inst = gpu and next((x for x in gpu.instances if x.gi_id == gi_id and x.ci_id == ci_id), None)
+            if inst is None or inst.profile != profile:
+                node.fail(job, uid, {}, f"IDX {i} ({profile} GPU minor {minor} GI {gi_id} CI {ci_id}) "
+                          "is not on the GPU; re-apply the layout (`slurm-mig apply`)")
+                return
+            holder = taken.get(inst.uuid)
+            pids = node.driver.busy_pids(inst.uuid)
+            if holder or pids:
+                node.fail(job, uid, {}, f"IDX {i} ({inst.uuid}) is still in use by "
+                          + (f"job {holder}" if holder else f"pids {pids}"))
+                return
+            bound.append(inst)
+        rec = Record(job=job, state="bound", request={"static_idx": idx}, uid=uid,
+                     instances=[asdict(b) for b in bound], static=True)
+        node.ledger.put(rec)
+        node.bind(job, uid, rec.uuids)
+        job_log(job).info("bound static %s", ",".join(rec.uuids))
