@@ -2,8 +2,6 @@
 need them, so the hooks start fast."""
 from __future__ import annotations
 
-import json
-import logging
 import os
 import sys
 from typing import Optional
@@ -11,35 +9,6 @@ from typing import Optional
 import click
 
 from .errors import BadInput, SlurmMigError
-
-
-def _setup_logging(verbose: bool) -> None:
-    log = logging.getLogger("slurm-mig")
-    if log.handlers:
-        return
-    log.setLevel(logging.DEBUG if verbose else logging.INFO)
-
-    class JobTag(logging.Filter):
-        def filter(self, record):
-            job = getattr(record, "job", None)
-            record.tag = f"[job {job}] " if job else ""
-            return True
-
-    stderr = logging.StreamHandler(sys.stderr)
-    stderr.setFormatter(logging.Formatter("slurm-mig: %(tag)s%(message)s"))
-    stderr.setLevel(logging.DEBUG if verbose else logging.WARNING)
-    handlers = [stderr]
-    if os.path.exists("/dev/log"):
-        from logging.handlers import SysLogHandler
-        try:
-            syslog = SysLogHandler(address="/dev/log")
-            syslog.setFormatter(logging.Formatter("slurm-mig: %(tag)s%(message)s"))
-            handlers.append(syslog)
-        except OSError:
-            pass
-    for h in handlers:
-        h.addFilter(JobTag())
-        log.addHandler(h)
 
 
 class Ctx:
@@ -81,7 +50,8 @@ def main(ctx, backend, state_dir, run_dir, config_path, verbose):
     the TaskProlog exports CUDA_VISIBLE_DEVICES=MIG-<uuid>, the Epilog removes it.
     Exit codes: 0 ok, 1 node or other error, 2 bad input, 3 request does not fit.
     """
-    _setup_logging(verbose)
+    from .log import setup_logging
+    setup_logging(verbose)
     ctx.obj = Ctx(backend, state_dir, run_dir, config_path)
 
 

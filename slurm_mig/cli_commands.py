@@ -291,24 +291,7 @@ def prolog(obj, job, spec, gpu, uid, wait, idx):
     job = _job_id(job)
     if uid is None and os.environ.get("SLURM_JOB_UID", "").isdigit():
         uid = int(os.environ["SLURM_JOB_UID"])
-    if cfg.mode == "static":
-        from . import static
-        if idx is None:
-            from .slurm import read_job
-            indices = read_job(job).mig_idx
-            if not indices:
-                return   # not a MIG job
-        else:
-            indices = static.parse_idx(idx)
-        static.prolog(hooks.Node(cfg), job, indices, uid)
-        return
-    if spec is None:
-        from .slurm import read_job
-        req = read_job(job)
-        if not req.spec:
-            return       # not a MIG job: nothing to do
-        spec, gpu = req.spec, gpu if gpu is not None else req.gpu
-    hooks.prolog(cfg, job, spec, gpu, uid)
+    hooks.run_prolog(cfg, job, spec, gpu, uid, idx)
 
 
 @main.command("task-prolog")
@@ -317,8 +300,8 @@ def prolog(obj, job, spec, gpu, uid, wait, idx):
 def task_prolog(obj, job):
     """Slurm TaskProlog: print `export CUDA_VISIBLE_DEVICES=...` for this job
     (or `print <reason>` and exit 1 when the prolog could not serve it)."""
-    from . import hooks
-    text, code = hooks.task_prolog(obj.cfg(), _job_id(job))
+    from .jobfiles import task_prolog as read_job_files
+    text, code = read_job_files(obj.cfg().run_dir, _job_id(job))
     sys.stdout.write(text)
     return code
 

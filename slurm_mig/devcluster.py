@@ -92,8 +92,10 @@ class DevCluster:
         os.chmod(self.dir, 0o755)
         package_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
         self.bin = os.path.join(self.dir, "bin", "slurm-mig")
-        _write(self.bin, f"#!/bin/sh\nPYTHONPATH={package_root}${{PYTHONPATH:+:$PYTHONPATH}} "
-                         f"exec {sys.executable} -m slurm_mig \"$@\"\n", 0o755)
+        self.hook_bin = os.path.join(self.dir, "bin", "slurm-mig-hook")
+        for path, module in ((self.bin, "slurm_mig"), (self.hook_bin, "slurm_mig.hookmain")):
+            _write(path, f"#!/bin/sh\nPYTHONPATH={package_root}${{PYTHONPATH:+:$PYTHONPATH}} "
+                         f"exec {sys.executable} -m {module} \"$@\"\n", 0o755)
         _write(os.path.join(self.dir, "etc", "slurm-mig.toml"),
                f'backend = "sim:{self.state}"\nstate_dir = "{self.dir}/mig-state"\n'
                f'run_dir = "{self.dir}/mig-run"\nwait_for_room = {self.wait_for_room}\n'
@@ -112,7 +114,7 @@ class DevCluster:
         for name, (folder, script) in hooks.items():
             _write(os.path.join(self.dir, "hooks", name),
                    "#!/bin/sh\n"
-                   f"export SLURM_MIG_CONFIG={self.dir}/etc/slurm-mig.toml SLURM_MIG_BIN={self.bin} "
+                   f"export SLURM_MIG_CONFIG={self.dir}/etc/slurm-mig.toml SLURM_MIG_HOOK={self.hook_bin} "
                    f"SLURM_MIG_RUN_DIR={self.dir}/mig-run\n"
                    f"exec {resource(folder, script)}\n", 0o755)
         if self.mode == "static":

@@ -5,6 +5,7 @@ unchanged on both. Everything above this module speaks in Gpu / Instance.
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
 from dataclasses import dataclass, field
 from typing import List, Optional, Tuple
@@ -58,6 +59,12 @@ class Driver:
     def close(self) -> None:
         self.nvml.nvmlShutdown()
 
+    def batch(self):
+        """Group many calls: the simulator then locks its state once. Real NVML
+        needs nothing of the kind."""
+        session = getattr(self.nvml, "session", None)
+        return session() if session else contextlib.nullcontext()
+
     # -- reading ---------------------------------------------------------
     def count(self) -> int:
         return self.nvml.nvmlDeviceGetCount()
@@ -66,6 +73,10 @@ class Driver:
         return self.nvml.nvmlDeviceGetHandleByIndex(index)
 
     def gpu(self, index: int, with_instances: bool = True) -> Gpu:
+        with self.batch():
+            return self._gpu(index, with_instances)
+
+    def _gpu(self, index: int, with_instances: bool) -> Gpu:
         n = self.nvml
         h = self.handle(index)
         name = _nvml_str(n.nvmlDeviceGetName(h))
@@ -83,7 +94,8 @@ class Driver:
         return gpu
 
     def gpus(self, with_instances: bool = True) -> List[Gpu]:
-        return [self.gpu(i, with_instances) for i in range(self.count())]
+        with self.batch():
+            return [self.gpu(i, with_instances) for i in range(self.count())]
 
     def gi_profiles(self, h) -> List[Tuple[int, object]]:
         """(enum, profile info) for every GI profile the device reports."""
@@ -98,33 +110,35 @@ class Driver:
                 break
         return out
 
-    def _profile_ids(self, h, model) -> List[Tuple[int, str, int]]:
-        """(profile id, name, max instances), from the catalog or, unknown model, NVML."""
+    def _profile_ids(self, h, model) -> List[Tuple[int, str, int, Optional[List[int]]]]:
+        """(profile id, name, max instances, CI profile enums or None for all),
+        from the catalog or, for a model it does not know, from NVML."""
         if model:
-            return [(p.id, p.name, p.max) for p in model.profiles]
-        return [(info.id, _nvml_str(info.name).replace("MIG ", ""), info.instanceCount)
+            return [(p.id, p.name, p.max, [c.enum for c in model.ci_profiles_for(p)])
+                    for p in model.profiles]
+        return [(info.id, _nvml_str(info.name).replace("MIG ", ""), info.instanceCount, None)
                 for _, info in self.gi_profiles(h)]
 
     def _instances(self, index: int, h, model) -> List[Instance]:
         n = self.nvml
         found = []
-        for pid, name, max_count in self._profile_ids(h, model):
+        for pid, name, max_count, ci_enums in self._profile_ids(h, model):
             array = (n.c_nvmlGpuInstance_t * max(max_count, 1))()
             count = ctypes.c_uint(len(array))
             n.nvmlDeviceGetGpuInstances(h, pid, array, ctypes.byref(count))
             for gi in array[:count.value]:
                 info = n.nvmlGpuInstanceGetInfo(gi)
-                cis = self._compute_instances(gi)
+                cis = self._compute_instances(gi, ci_enums)
                 ci_id, uuid = cis[0] if cis else (None, None)
                 found.append(Instance(gpu=index, profile_id=pid, profile=name, gi_id=info.id,
                                       start=info.placement.start, size=info.placement.size,
                                       ci_id=ci_id, uuid=uuid, ci_count=len(cis)))
         return sorted(found, key=lambda i: i.start)
 
-    def _ci_handles(self, gi):
-        """Every compute instance of a GI, over all CI profiles it supports."""
+    def _ci_handles(self, gi, enums: Optional[List[int]] = None):
+        """The compute instances of a GI, over the given CI profiles (default: all)."""
         n = self.nvml
-        for enum in range(catalog.CI_ENUM_COUNT):
+        for enum in range(catalog.CI_ENUM_COUNT) if enums is None else enums:
             try:
                 info = n.nvmlGpuInstanceGetComputeInstanceProfileInfo(gi, enum, 0)
             except (n.NVMLError_NotSupported, n.NVMLError_InvalidArgument):
@@ -134,10 +148,10 @@ class Driver:
             n.nvmlGpuInstanceGetComputeInstances(gi, info.id, array, ctypes.byref(count))
             yield from array[:count.value]
 
-    def _compute_instances(self, gi) -> List[Tuple[int, str]]:
+    def _compute_instances(self, gi, enums: Optional[List[int]]) -> List[Tuple[int, str]]:
         n = self.nvml
         out = []
-        for ci in self._ci_handles(gi):
+        for ci in self._ci_handles(gi, enums):
             ci_info = n.nvmlComputeInstanceGetInfo(ci)
             out.append((ci_info.id, _nvml_str(n.nvmlDeviceGetUUID(ci_info.device))))
         return sorted(out)
@@ -158,6 +172,10 @@ class Driver:
     # -- changing --------------------------------------------------------
     def create(self, index: int, profile: catalog.GiProfile, start: int) -> Instance:
         """A GI at exactly `start` plus its full-size CI; nothing is left half-made."""
+        with self.batch():
+            return self._create(index, profile, start)
+
+    def _create(self, index: int, profile: catalog.GiProfile, start: int) -> Instance:
         n = self.nvml
         h = self.handle(index)
         placement = n.c_nvmlGpuInstancePlacement_t()
@@ -182,6 +200,10 @@ class Driver:
 
     def destroy(self, index: int, gi_id: int) -> bool:
         """Destroy a GI and its CIs (CIs first). False when it was already gone."""
+        with self.batch():
+            return self._destroy(index, gi_id)
+
+    def _destroy(self, index: int, gi_id: int) -> bool:
         n = self.nvml
         h = self.handle(index)
         try:

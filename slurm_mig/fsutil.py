@@ -6,18 +6,19 @@ import errno
 import fcntl
 import json
 import os
-import tempfile
 import time
 from typing import Any, Iterator, Optional
 
 from .errors import NodeProblem, StateCorrupt
 
 
-def atomic_write(path: str, data: bytes, mode: int = 0o600,
-                 uid: Optional[int] = None, gid: Optional[int] = None) -> None:
-    """Write via temp file + fsync + rename, so readers see old or new, never half."""
+def atomic_write(path: str, data: bytes, mode: int = 0o600, uid: Optional[int] = None,
+                 gid: Optional[int] = None, durable: bool = True) -> None:
+    """Write via temp file (+ fsync) + rename, so readers see old or new, never
+    half. `durable` also fsyncs file and directory, to survive a power cut."""
     directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-")
+    tmp = os.path.join(directory, f".tmp-{os.getpid()}-{os.urandom(6).hex()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     try:
         os.fchmod(fd, mode)
         if uid is not None or gid is not None:
@@ -25,12 +26,15 @@ def atomic_write(path: str, data: bytes, mode: int = 0o600,
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
-            os.fsync(f.fileno())
+            if durable:
+                os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+    if not durable:
+        return
     dir_fd = os.open(directory, os.O_RDONLY)
     try:
         os.fsync(dir_fd)
@@ -38,8 +42,9 @@ def atomic_write(path: str, data: bytes, mode: int = 0o600,
         os.close(dir_fd)
 
 
-def write_json(path: str, obj: Any, mode: int = 0o600) -> None:
-    atomic_write(path, (json.dumps(obj, indent=1, sort_keys=True) + "\n").encode(), mode)
+def write_json(path: str, obj: Any, mode: int = 0o600, durable: bool = True) -> None:
+    atomic_write(path, (json.dumps(obj, indent=1, sort_keys=True) + "\n").encode(), mode,
+                 durable=durable)
 
 
 def read_json(path: str, what: str) -> Any:

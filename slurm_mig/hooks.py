@@ -14,14 +14,18 @@ import time
 from dataclasses import asdict
 from typing import Dict, List, Optional, Tuple
 
-from . import planner
+from typing import TYPE_CHECKING
+
 from .config import Config
-from .driver import Driver, Instance, open_backend
 from .errors import BadInput, NoFit, NodeProblem
-from .executor import ApplyFailed, apply, node_view, owners
 from .fsutil import atomic_write
+from .jobfiles import ENV, FAIL, job_file
 from .ledger import Ledger, Record
 from .request import check_job_id, format_spec, parse_spec
+
+if TYPE_CHECKING:      # imported where used: the epilog needs no planner
+    from . import planner
+    from .driver import Driver, Gpu, Instance
 
 log = logging.getLogger("slurm-mig")
 POLL_INTERVAL = 0.5
@@ -42,32 +46,33 @@ class Node:
     @property
     def driver(self) -> Driver:
         if self._driver is None:
+            from .driver import Driver, open_backend
             self._driver = Driver(open_backend(self.cfg.backend))
         return self._driver
 
     # -- job files read by the TaskProlog ---------------------------------
     def _job_file(self, job: str, suffix: str) -> str:
-        return os.path.join(self.cfg.run_dir, check_job_id(job) + suffix)
+        return job_file(self.cfg.run_dir, job, suffix)
 
     def _write_job_file(self, job: str, suffix: str, text: str, uid: Optional[int]) -> None:
         os.makedirs(self.cfg.run_dir, mode=0o755, exist_ok=True)
         atomic_write(self._job_file(job, suffix), text.encode(), mode=0o400, uid=uid)
 
     def remove_job_files(self, job: str) -> None:
-        for suffix in (".env", ".fail"):
+        for suffix in (ENV, FAIL):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self._job_file(job, suffix))
 
     def bind(self, job: str, uid: Optional[int], uuids: List[str]) -> None:
         self.remove_job_files(job)
-        self._write_job_file(job, ".env", f"export CUDA_VISIBLE_DEVICES={','.join(uuids)}\n", uid)
+        self._write_job_file(job, ENV, f"export CUDA_VISIBLE_DEVICES={','.join(uuids)}\n", uid)
 
     def fail(self, job: str, uid: Optional[int], request: dict, reason: str) -> None:
         """Fail only this job: record why; the TaskProlog prints it and exits 1."""
         job_log(job).error("job refused: %s", reason)
         self.ledger.put(Record(job=job, state="failed", request=request, reason=reason, uid=uid))
         self.remove_job_files(job)
-        self._write_job_file(job, ".fail", f"slurm-mig: job {job} could not get its MIG "
+        self._write_job_file(job, FAIL, f"slurm-mig: job {job} could not get its MIG "
                              f"devices: {reason}\n", uid)
 
     # -- reading the node --------------------------------------------------
@@ -76,8 +81,9 @@ class Node:
         indices = range(d.count()) if gpus is None else gpus
         return {(i.gpu, i.gi_id): i for g in indices for i in d.gpu(g).instances}
 
-    def view(self) -> List[planner.GpuView]:
-        return node_view(self.driver.gpus(), owners(self.ledger.live()))
+    def view(self, gpus: Optional[List[Gpu]] = None) -> List[planner.GpuView]:
+        from .executor import node_view, owners
+        return node_view(self.driver.gpus() if gpus is None else gpus, owners(self.ledger.live()))
 
 
 def _matches(entry: dict, inst: Instance) -> bool:
@@ -122,7 +128,7 @@ def release(node: Node, rec: Record, retries: int, delay: float) -> Record:
 
 
 def tidy(node: Node, destroy_unowned: bool = False, dry_run: bool = False,
-         active_jobs: Optional[set] = None) -> List[str]:
+         active_jobs: Optional[set] = None, gpus: Optional[List[Gpu]] = None) -> List[str]:
     """Reconcile ledger and NVML; the caller holds the node lock. Returns what it did.
 
     - planned/created records: their prolog died mid-way; undo them.
@@ -130,9 +136,11 @@ def tidy(node: Node, destroy_unowned: bool = False, dry_run: bool = False,
     - bound records whose instances vanished (GPU reset, reboot): close them.
     - bound records of jobs Slurm no longer runs (when `active_jobs` is known).
     - with destroy_unowned: instances no live record owns are destroyed.
+    `gpus` is a fresh read of the node, when the caller has one.
     """
     actions = []
-    live = node.live_instances()
+    live = ({(i.gpu, i.gi_id): i for g in gpus for i in g.instances} if gpus is not None
+            else node.live_instances())
     for rec in node.ledger.live():
         present = [e for e in rec.instances if any(_matches(e, i) for i in live.values())]
         if rec.static:
@@ -175,6 +183,7 @@ def prolog(cfg: Config, job: str, spec: str, gpu: Optional[int] = None,
         with node.ledger.lock():
             node.fail(job, uid, {}, str(e))
         return
+    from . import planner
     policy = planner.POLICIES[cfg.policy]
     deadline = time.monotonic() + cfg.wait_for_room
     while True:
@@ -186,8 +195,10 @@ def prolog(cfg: Config, job: str, spec: str, gpu: Optional[int] = None,
                     node.bind(job, uid, rec.uuids)
                     jl.info("already bound to %s", ",".join(rec.uuids))
                     return
-            tidy(node)
-            reason = _try_place(node, job, request, gpu, uid, policy)
+            gpus = node.driver.gpus()
+            if tidy(node, gpus=gpus):
+                gpus = node.driver.gpus()       # tidy changed the node: read it again
+            reason = _try_place(node, job, request, gpu, uid, policy, gpus)
             if reason is None:
                 return
         if time.monotonic() >= deadline:
@@ -198,15 +209,41 @@ def prolog(cfg: Config, job: str, spec: str, gpu: Optional[int] = None,
         node.fail(job, uid, request, reason)
 
 
+def run_prolog(cfg: Config, job: str, spec: Optional[str] = None, gpu: Optional[int] = None,
+               uid: Optional[int] = None, idx: Optional[str] = None) -> None:
+    """The Prolog for either mode. What is not given is read from Slurm
+    (`scontrol show job -d -o`); a job without a MIG request is left alone."""
+    if cfg.mode == "static":
+        from . import static
+        if idx is None:
+            from .slurm import read_job
+            indices = read_job(job).mig_idx
+            if not indices:
+                return
+        else:
+            indices = static.parse_idx(idx)
+        static.prolog(Node(cfg), job, indices, uid)
+        return
+    if spec is None:
+        from .slurm import read_job
+        req = read_job(job)
+        if not req.spec:
+            return
+        spec, gpu = req.spec, gpu if gpu is not None else req.gpu
+    prolog(cfg, job, spec, gpu, uid)
+
+
 def _try_place(node: Node, job: str, request: dict, gpu: Optional[int], uid: Optional[int],
-               policy: planner.Policy, attempts: int = 2) -> Optional[str]:
+               policy: planner.Policy, gpus: List[Gpu], attempts: int = 2) -> Optional[str]:
     """Plan and apply under the lock. Returns why the request does not fit
     now (worth waiting for), or None when the job is settled: bound, or
     failed for good after an apply was rolled back and retried from a fresh read."""
+    from . import planner
+    from .executor import ApplyFailed, apply
     jl = job_log(job)
     for attempt in range(attempts):
         try:
-            p = planner.plan(node.view(), request, gpu, policy)
+            p = planner.plan(node.view(gpus if attempt == 0 else None), request, gpu, policy)
         except NoFit as e:
             return str(e)
         rec = Record(job=job, state="planned", request=request, uid=uid, instances=[
@@ -260,22 +297,6 @@ def epilog(cfg: Config, job: str) -> Record:
             node.ledger.put(rec)
             return rec
         return release(node, rec, cfg.epilog_retries, cfg.epilog_retry_delay)
-
-
-def task_prolog(cfg: Config, job: str) -> Tuple[str, int]:
-    """What the TaskProlog prints, and its exit status."""
-    job = check_job_id(job)
-    node = Node(cfg)
-    try:
-        with open(node._job_file(job, ".fail"), encoding="utf-8") as f:
-            return "".join(f"print {line}" for line in f), 1
-    except FileNotFoundError:
-        pass
-    try:
-        with open(node._job_file(job, ".env"), encoding="utf-8") as f:
-            return f.read(), 0
-    except FileNotFoundError:
-        return "", 0
 
 
 def reconcile(cfg: Config, dry_run: bool = False, active_jobs: Optional[set] = None) -> List[str]:

@@ -8,6 +8,7 @@ import pynvml
 import pytest
 
 from slurm_mig import hooks
+from slurm_mig.jobfiles import task_prolog
 from slurm_mig.ledger import Ledger
 from slurm_mig.sim import SimStore
 
@@ -17,7 +18,7 @@ def instances(state):
 
 
 def env_of(cfg, job):
-    text, code = hooks.task_prolog(cfg, job)
+    text, code = task_prolog(cfg.run_dir, job)
     assert code == 0, text
     assert text.startswith("export CUDA_VISIBLE_DEVICES=MIG-")
     return text.strip().split("=", 1)[1].split(",")
@@ -37,7 +38,7 @@ def test_prolog_task_prolog_epilog_cycle(make_node):
     hooks.epilog(cfg, "101")
     assert instances(state) == []
     assert Ledger(cfg.state_dir).get("101").state == "released"
-    assert hooks.task_prolog(cfg, "101") == ("", 0)
+    assert task_prolog(cfg.run_dir, "101") == ("", 0)
     hooks.epilog(cfg, "101")          # idempotent
     hooks.epilog(cfg, "999")          # unknown job: nothing to do
 
@@ -54,7 +55,7 @@ def test_no_fit_fails_only_the_job(make_node):
     cfg, state = make_node()
     hooks.prolog(cfg, "1", "mig:7g.80gb:1")
     hooks.prolog(cfg, "2", "mig:1g.10gb:1")          # returns normally: exit 0, no drain
-    text, code = hooks.task_prolog(cfg, "2")
+    text, code = task_prolog(cfg.run_dir, "2")
     assert code == 1 and text.startswith("print slurm-mig: job 2 could not get its MIG devices")
     assert "does not fit" in text
     assert Ledger(cfg.state_dir).get("2").state == "failed"
@@ -64,7 +65,7 @@ def test_no_fit_fails_only_the_job(make_node):
 def test_unknown_profile_fails_only_the_job(make_node):
     cfg, _ = make_node()
     hooks.prolog(cfg, "3", "mig:5g.55gb:1")
-    text, code = hooks.task_prolog(cfg, "3")
+    text, code = task_prolog(cfg.run_dir, "3")
     assert code == 1 and "unknown MIG profile '5g.55gb'" in text
 
 
@@ -90,7 +91,7 @@ def test_epilog_keeps_busy_instance_until_reconcile(make_node, cli):
     assert len(instances(state)) == 1
     # The busy instance is not handed to another job.
     hooks.prolog(cfg, "8", "mig:1g.10gb:7")
-    assert hooks.task_prolog(cfg, "8")[1] == 1
+    assert task_prolog(cfg.run_dir, "8")[1] == 1
     cli("sim", "busy", state, "--uuid", uuid, "--clear", check=0)
     assert any("job 7" in a for a in hooks.reconcile(cfg))
     assert instances(state) == [] and Ledger(cfg.state_dir).live() == []
@@ -134,7 +135,7 @@ def test_hopper_mig_off_is_enabled_by_prolog(make_node):
 def test_ampere_mig_off_is_not_used(make_node):
     cfg, _ = make_node("1xA100-40GB", mig=False)
     hooks.prolog(cfg, "1", "mig:1g.5gb:1")
-    assert hooks.task_prolog(cfg, "1")[1] == 1
+    assert task_prolog(cfg.run_dir, "1")[1] == 1
 
 
 # -- faults: any single NVML failure during a prolog -----------------------
@@ -189,8 +190,8 @@ def test_concurrent_prologs_bind_distinct_instances(make_node, gpus, n):
     cfg, state = make_node(f"{gpus}xH100-80GB")
     results = run_parallel(cfg, "prolog", range(1, n + 2), "mig:1g.10gb:1")
     assert all(rc == 0 for rc, _ in results), results
-    bound = {j: env_of(cfg, str(j)) for j in range(1, n + 2) if hooks.task_prolog(cfg, str(j))[1] == 0}
-    refused = [j for j in range(1, n + 2) if hooks.task_prolog(cfg, str(j))[1] == 1]
+    bound = {j: env_of(cfg, str(j)) for j in range(1, n + 2) if task_prolog(cfg.run_dir, str(j))[1] == 0}
+    refused = [j for j in range(1, n + 2) if task_prolog(cfg.run_dir, str(j))[1] == 1]
     assert len(bound) == n and len(refused) == 1
     all_uuids = [u for us in bound.values() for u in us]
     assert len(set(all_uuids)) == n

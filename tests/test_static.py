@@ -4,6 +4,7 @@ import os
 import pytest
 
 from slurm_mig import hooks, static
+from slurm_mig.jobfiles import task_prolog
 from slurm_mig.errors import BadInput
 from slurm_mig.ledger import Ledger
 from slurm_mig.sim.nvml import mig_minors_text
@@ -38,7 +39,7 @@ def test_static_prolog_binds_by_idx_and_epilog_keeps_instances(static_node):
     cfg, state = static_node
     node = hooks.Node(cfg)
     static.prolog(node, "21", [1], uid=None)
-    text, code = hooks.task_prolog(cfg, "21")
+    text, code = task_prolog(cfg.run_dir, "21")
     live = {i.uuid: i for g in node.driver.gpus() for i in g.instances}
     (uuid,) = text.strip().split("=", 1)[1].split(",")
     assert code == 0 and live[uuid].profile == "3g.40gb" and live[uuid].start == 4
@@ -52,13 +53,13 @@ def test_static_refuses_bad_or_taken_idx(static_node, cli):
     node = hooks.Node(cfg)
     static.prolog(node, "1", [2, 3], uid=None)
     static.prolog(node, "2", [3], uid=None)                    # Slurm would not do this; we check
-    assert "in use by job 1" in hooks.task_prolog(cfg, "2")[0]
+    assert "in use by job 1" in task_prolog(cfg.run_dir, "2")[0]
     static.prolog(node, "3", [99], uid=None)
-    assert "lists 9 instances" in hooks.task_prolog(cfg, "3")[0]
+    assert "lists 9 instances" in task_prolog(cfg.run_dir, "3")[0]
     busy = next(i.uuid for g in node.driver.gpus() for i in g.instances if i.profile == "4g.40gb")
     cli("sim", "busy", state, "--uuid", busy, check=0)
     static.prolog(node, "4", [0], uid=None)
-    assert "in use by pids" in hooks.task_prolog(cfg, "4")[0]
+    assert "in use by pids" in task_prolog(cfg.run_dir, "4")[0]
 
 
 def test_parse_idx():

@@ -112,6 +112,10 @@ class SimNvml:
             return getattr(pynvml, name)
         raise AttributeError(f"simulated NVML does not implement {name}")
 
+    def session(self):
+        """Not NVML: lets the driver batch many calls under one state lock."""
+        return self.store.session()
+
     # -- library ---------------------------------------------------------
     def nvmlInit(self):
         self.store.check_exists()

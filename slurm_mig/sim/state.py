@@ -76,6 +76,7 @@ class SimStore:
         self.path = os.path.abspath(path)
         self._cache_key = None
         self._cache = None
+        self._depth = 0
 
     def check_exists(self) -> None:
         if not os.path.exists(self.path):
@@ -98,19 +99,43 @@ class SimStore:
     def transaction(self) -> Iterator[dict]:
         """Yield the state; write it back if the caller set state['_dirty'],
         also when the call then raises (fault counters must persist).
-        The parsed document is reused while the file is unchanged."""
+        Inside session() the lock is already held; otherwise each transaction
+        takes it. The parsed document is reused while the file is unchanged.
+        Writes are atomic but not fsynced: this is a simulation."""
+        if self._depth:
+            yield from self._run(self._cache)
+            return
+        with self.session():
+            yield from self._run(self._cache)
+
+    def _run(self, state: dict) -> Iterator[dict]:
+        try:
+            yield state
+        finally:
+            if state.pop("_dirty", False):
+                write_json(self.path, state, mode=0o644, durable=False)
+                self._cache_key = self._key(os.stat(self.path))
+
+    @contextlib.contextmanager
+    def session(self) -> Iterator[None]:
+        """Hold the state lock across many calls (a batch of NVML reads)."""
+        if self._depth:
+            self._depth += 1
+            try:
+                yield
+            finally:
+                self._depth -= 1
+            return
         self.check_exists()
         with locked(self.path + ".lock"):
             key = self._key(os.stat(self.path))
             if key != self._cache_key:
                 self._cache, self._cache_key = self._load(), key
-            state = self._cache
+            self._depth = 1
             try:
-                yield state
+                yield
             finally:
-                if state.pop("_dirty", False):
-                    write_json(self.path, state, mode=0o644)
-                    self._cache_key = self._key(os.stat(self.path))
+                self._depth = 0
 
     def read(self) -> dict:
         with self.transaction() as state:

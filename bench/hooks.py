@@ -1,0 +1,83 @@
+"""Hook latency on the simulated backend, whole processes as slurmd runs them.
+
+Measures, in one run and interleaved: a bare `python -c pass` (the floor), and
+the scripts Slurm's Prolog=, TaskProlog= and Epilog= point at (prolog: plan,
+create, bind; the request comes from SLURM_MIG_REQUEST, standing in for the
+`scontrol show job` call, which is not timed), plus the `slurm-mig task-prolog`
+verb, on a simulated 8xH100-80GB node where other jobs already hold instances.
+Prints medians, p95s and ratios to the bare interpreter, then a one-line
+summary for comparing runs. Usage: python bench/hooks.py [--runs 40]
+"""
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def timed(argv, env):
+    t = time.perf_counter()
+    p = subprocess.run(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    elapsed = time.perf_counter() - t
+    if p.returncode != 0:
+        sys.exit(f"{' '.join(argv)} failed: {(p.stdout + p.stderr).decode()}")
+    return elapsed
+
+
+def pct(values, q):
+    values = sorted(values)
+    return values[min(len(values) - 1, int(round(q * (len(values) - 1))))]
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--runs", type=int, default=40)
+    args = ap.parse_args()
+    tmp = tempfile.mkdtemp(prefix="slurm-mig-bench-")
+    state = os.path.join(tmp, "node.json")
+    env = {**os.environ, "SLURM_MIG_BACKEND": f"sim:{state}", "SLURM_MIG_STATE_DIR": f"{tmp}/state",
+           "SLURM_MIG_RUN_DIR": f"{tmp}/run", "SLURM_MIG_CONFIG": f"{tmp}/none.toml"}
+    with open(env["SLURM_MIG_CONFIG"], "w") as f:
+        f.write("wait_for_room = 0\n")
+    cli = [sys.executable, "-m", "slurm_mig"]
+    subprocess.run(cli + ["sim", "init", state, "--gpus", "8xH100-80GB"], env=env, check=True,
+                   stdout=subprocess.DEVNULL)
+    # Background load: jobs holding instances on every GPU.
+    for j, spec in enumerate(["mig:3g.40gb:1", "mig:2g.20gb:1,mig:1g.10gb:1"] * 4, start=1000):
+        subprocess.run(cli + ["prolog", "--job", str(j), "--request", spec], env=env, check=True)
+    task_script = os.path.join(REPO, "prolog", "slurm-mig-task-prolog")
+    prolog_script = os.path.join(REPO, "prolog", "slurm-mig-prolog")
+    epilog_script = os.path.join(REPO, "epilog", "slurm-mig-epilog")
+    env["SLURM_MIG_HOOK"] = os.path.join(os.path.dirname(sys.executable), "slurm-mig-hook")
+    samples = {k: [] for k in ("python -c pass", "prolog", "task-prolog (script)",
+                               "task-prolog (verb)", "epilog", "prolog+epilog")}
+    for i in range(args.runs):
+        job = str(i + 1)
+        samples["python -c pass"].append(timed([sys.executable, "-c", "pass"], env))
+        job_env = {**env, "SLURM_JOB_ID": job, "SLURM_MIG_REQUEST": "mig:1g.10gb:1,mig:2g.20gb:1"}
+        p = timed([prolog_script], job_env)
+        samples["prolog"].append(p)
+        samples["task-prolog (script)"].append(timed([task_script], job_env))
+        samples["task-prolog (verb)"].append(timed(cli + ["task-prolog", "--job", job], env))
+        e = timed([epilog_script], job_env)
+        samples["epilog"].append(e)
+        samples["prolog+epilog"].append(p + e)
+    floor = statistics.median(samples["python -c pass"])
+    print(f"{args.runs} runs each, simulated 8xH100-80GB with 8 other jobs' instances, "
+          f"Python {sys.version.split()[0]}")
+    print(f"{'':24} {'median ms':>10} {'p95 ms':>8} {'x python':>9}")
+    for name, values in samples.items():
+        med = statistics.median(values)
+        print(f"{name:24} {med * 1000:10.1f} {pct(values, 0.95) * 1000:8.1f} {med / floor:9.2f}")
+    cycle = statistics.median(samples["prolog+epilog"]) / floor
+    task = statistics.median(samples["task-prolog (script)"]) * 1000
+    print(f"SUMMARY hooks: prolog+epilog={cycle:.2f}x python (target <6x) "
+          f"task-prolog-script={task:.1f}ms (target <10ms)")
+
+
+if __name__ == "__main__":
+    main()
