@@ -156,42 +156,77 @@ class _GpuSearch:
         self.taken: List[Tuple[int, int]] = [(s.start, s.size) for s in view.busy]
         self.counts = Counter(s.profile_id for s in view.busy)
         self.slices = sum(view.model.profile_by_id(s.profile_id).slices for s in view.busy)
+        self.mem = sum(z for _, z in self.taken)
+
+    def free(self) -> Tuple[int, int]:
+        """(memory slots, compute slices) not taken."""
+        m = self.view.model
+        return m.memory_slots - self.mem, m.compute_slices - self.slices
 
     def fits(self, p: GiProfile, start: int) -> bool:
         return (self.counts[p.id] < p.max
                 and self.slices + p.slices <= self.view.model.compute_slices
                 and not any(_overlap(start, p.mem_slots, s, z) for s, z in self.taken))
 
+    def room_for(self, p: GiProfile, starts: List[int]) -> int:
+        """An upper bound on how many more of `p` fit: its instance limit, and
+        one per start still free."""
+        return min(p.max - self.counts[p.id], sum(1 for st in starts if self.fits(p, st)))
+
     def push(self, p: GiProfile, start: int) -> None:
         self.taken.append((start, p.mem_slots))
         self.counts[p.id] += 1
         self.slices += p.slices
+        self.mem += p.mem_slots
 
     def pop(self, p: GiProfile) -> None:
         self.taken.pop()
         self.counts[p.id] -= 1
         self.slices -= p.slices
+        self.mem -= p.mem_slots
 
 
-def _search(names: List[str], searches: List["_GpuSearch"], policy: Policy
-            ) -> Optional[List[Tuple[GiProfile, int, int]]]:
+def _search(names: List[str], searches: List["_GpuSearch"], policy: Policy,
+            orders: Optional[dict] = None) -> Optional[List[Tuple[GiProfile, int, int]]]:
     """Backtracking: each name -> (profile, search index, start), in policy order.
     Identical consecutive names take increasing (gpu, start-rank) pairs, so
-    permutations of one placement set are tried once."""
-    orders: Dict[Tuple[str, int], Tuple[Optional[GiProfile], List[int]]] = {}
-    for name in set(names):
-        for si, s in enumerate(searches):
-            p = s.view.model.find_profile(name)
-            orders[name, si] = (p, policy.start_order(s.view, p) if p else [])
+    permutations of one placement set are tried once; a branch is cut when the
+    names left need more memory slots or compute slices than are free.
+    `orders` caches start orders across searches of one plan() call."""
+    orders = {} if orders is None else orders
+    table = []
+    for si, s in enumerate(searches):
+        row = {}
+        for name in set(names):
+            key = (name, s.view.index)
+            if key not in orders:
+                p = s.view.model.find_profile(name)
+                orders[key] = (p, policy.start_order(s.view, p) if p else [])
+            row[name] = orders[key]
+        table.append(row)
+    sizes = {n: [row[n][0] for row in table if row[n][0]] for n in set(names)}
+    need = [(0, 0)] * (len(names) + 1)
+    for i in range(len(names) - 1, -1, -1):
+        offered = sizes[names[i]]
+        need[i] = (need[i + 1][0] + min(p.mem_slots for p in offered),
+                   need[i + 1][1] + min(p.slices for p in offered))
+    rest = [Counter(names[i:]) for i in range(len(names) + 1)]
     out: List[Tuple[GiProfile, int, int]] = []
 
     def go(i: int, floor: Tuple[int, int]) -> bool:
         if i == len(names):
             return True
-        if i and names[i - 1] != names[i]:
+        free = [s.free() for s in searches]
+        if need[i][0] > sum(f[0] for f in free) or need[i][1] > sum(f[1] for f in free):
+            return False
+        if i == 0 or names[i - 1] != names[i]:
             floor = (-1, -1)
+            # At each new profile: instance limits (e.g. +me: 1) and free starts.
+            for name, count in rest[i].items():
+                if count > sum(s.room_for(*row[name]) for row, s in zip(table, searches) if row[name][0]):
+                    return False
         for si, s in enumerate(searches):
-            p, starts = orders[names[i], si]
+            p, starts = table[si][names[i]]
             for rank, start in enumerate(starts):
                 if (si, rank) <= floor or not s.fits(p, start):
                     continue
@@ -233,19 +268,19 @@ def plan(node: Iterable[GpuView], request: Dict[str, int], gpu: Optional[int] = 
     if gpu is not None and not views:
         raise NoFit(f"GPU {gpu} does not exist on this node")
     wanted = ", ".join(f"{n}:{c}" for n, c in sorted(request.items()))
-    offered = False
+    offered, orders = False, {}
     for view in views:
         names = _expand([view], request)
         if names is None:
             continue
         offered = True
-        chosen = _search(names, [_GpuSearch(view)], policy)
+        chosen = _search(names, [_GpuSearch(view)], policy, orders)
         if chosen is not None:
             return _finish([view], chosen)
     names = _expand(views, request) if len(views) > 1 else None
     if names is not None:
         offered = True
-        chosen = _search(names, [_GpuSearch(v) for v in views], policy)
+        chosen = _search(names, [_GpuSearch(v) for v in views], policy, orders)
         if chosen is not None:
             return _finish(views, chosen)
     if not offered:
