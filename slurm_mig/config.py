@@ -30,12 +30,16 @@ class Config:
     lock_timeout: float = 120.0               # seconds to wait for the node lock
     epilog_retries: int = 5                   # destroy attempts while a process holds an instance
     epilog_retry_delay: float = 1.0
+    gpu_fallback: bool = False                # dynamic: place on another GPU when Slurm's cannot
 
 
 def _coerce(name: str, value, source: str):
     kind = {f.name: f.type for f in fields(Config)}[name]
     try:
-        if kind == "float":
+        if kind == "bool":
+            ok = isinstance(value, bool) or str(value).lower() in ("true", "false", "1", "0")
+            value = value if isinstance(value, bool) else str(value).lower() in ("true", "1")
+        elif kind == "float":
             value = float(value)
             ok = value >= 0
         elif kind == "int":

@@ -243,7 +243,8 @@ def _try_place(node: Node, job: str, request: dict, gpu: Optional[int], uid: Opt
     jl = job_log(job)
     for attempt in range(attempts):
         try:
-            p = planner.plan(node.view(gpus if attempt == 0 else None), request, gpu, policy)
+            view = node.view(gpus if attempt == 0 else None)
+            p = _plan_with_fallback(planner, view, request, gpu, policy, node.cfg.gpu_fallback, jl)
         except NoFit as e:
             return str(e)
         rec = Record(job=job, state="planned", request=request, uid=uid, instances=[
@@ -277,6 +278,21 @@ def _try_place(node: Node, job: str, request: dict, gpu: Optional[int], uid: Opt
         return None
     node.fail(job, uid, request, last)
     return None
+
+
+def _plan_with_fallback(planner, view, request, gpu, policy, fallback: bool, jl):
+    """Plan on Slurm's GPU; with gpu_fallback, on any GPU of the node when that
+    one cannot take the request (Slurm's per-GPU shard counts then no longer
+    match the instances; bench/cluster_sim.py measures what it buys)."""
+    try:
+        return planner.plan(view, request, gpu, policy)
+    except NoFit:
+        if not fallback or gpu is None:
+            raise
+        p = planner.plan(view, request, None, policy)
+        jl.warning("GPU %d (Slurm's choice) has no room; placing on GPU %s", gpu,
+                   ",".join(map(str, p.gpus)))
+        return p
 
 
 def epilog(cfg: Config, job: str) -> Record:
