@@ -70,5 +70,10 @@ def run() -> None:
     except SlurmMigError as e:
         click.echo(f"slurm-mig: error: {e}", err=True)
         sys.exit(e.exit_code)
+    except Exception as e:
+        if not type(e).__name__.startswith("NVMLError"):
+            raise
+        click.echo(f"slurm-mig: error: NVML: {e}", err=True)
+        sys.exit(1)
     except BrokenPipeError:
         sys.exit(1)

@@ -40,8 +40,11 @@ def sim_init(state, gpus, mig):
 
 def _error_code(value: str) -> int:
     import pynvml
+    from .sim.nvml import KILL
     if value.isdigit():
         return int(value)
+    if value.upper() == "KILL":
+        return KILL
     name = "NVML_ERROR_" + value.upper().replace("NVML_ERROR_", "")
     if not hasattr(pynvml, name):
         raise BadInput(f"unknown NVML error {value!r}; use a number or a name such as "
@@ -52,7 +55,8 @@ def _error_code(value: str) -> int:
 @sim.command("fault")
 @click.argument("state", type=click.Path(exists=True, dir_okay=False))
 @click.option("--call", "call", metavar="NVML_FUNCTION", help="e.g. nvmlDeviceCreateGpuInstanceWithPlacement")
-@click.option("--error", metavar="CODE", help="NVML error code or name, e.g. 23 or INSUFFICIENT_RESOURCES")
+@click.option("--error", metavar="CODE", help="NVML error code or name, e.g. 23 or INSUFFICIENT_RESOURCES; "
+              "KILL instead SIGKILLs the calling process at that call (crash tests).")
 @click.option("--after", default=0, show_default=True, help="Let this many calls succeed first.")
 @click.option("--times", default=1, show_default=True, help="Fail this many calls.")
 @click.option("--clear", is_flag=True, help="Remove all injected faults.")

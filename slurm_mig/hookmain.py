@@ -48,6 +48,11 @@ def run() -> None:
     except SlurmMigError as e:
         print(f"slurm-mig: error: {e}", file=sys.stderr)
         sys.exit(e.exit_code)
+    except Exception as e:       # an NVML failure the hooks did not absorb: a node problem
+        if not type(e).__name__.startswith("NVMLError"):
+            raise
+        print(f"slurm-mig: error: NVML: {e}", file=sys.stderr)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

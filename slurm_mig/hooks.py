@@ -186,19 +186,29 @@ def prolog(cfg: Config, job: str, spec: str, gpu: Optional[int] = None,
     from . import planner
     policy = planner.POLICIES[cfg.policy]
     deadline = time.monotonic() + cfg.wait_for_room
+    nvml_errors = 0
     while True:
         with node.ledger.lock():
-            rec = node.ledger.get(job)
-            if rec is not None and rec.state == "bound":
-                live = node.live_instances()
-                if all(any(_matches(e, i) for i in live.values()) for e in rec.instances):
-                    node.bind(job, uid, rec.uuids)
-                    jl.info("already bound to %s", ",".join(rec.uuids))
-                    return
-            gpus = node.driver.gpus()
-            if tidy(node, gpus=gpus):
-                gpus = node.driver.gpus()       # tidy changed the node: read it again
-            reason = _try_place(node, job, request, gpu, uid, policy, gpus)
+            nvml = node.driver.nvml          # NVML that cannot even start is a node problem
+            try:
+                rec = node.ledger.get(job)
+                if rec is not None and rec.state == "bound":
+                    live = node.live_instances()
+                    if all(any(_matches(e, i) for i in live.values()) for e in rec.instances):
+                        node.bind(job, uid, rec.uuids)
+                        jl.info("already bound to %s", ",".join(rec.uuids))
+                        return
+                gpus = node.driver.gpus()
+                if tidy(node, gpus=gpus):
+                    gpus = node.driver.gpus()       # tidy changed the node: read it again
+                reason = _try_place(node, job, request, gpu, uid, policy, gpus)
+            except nvml.NVMLError as e:
+                nvml_errors += 1
+                reason = f"NVML error while reading the node: {e}"
+                jl.warning("%s (%d/2)", reason, nvml_errors)
+                if nvml_errors < 2:
+                    continue
+                break
             if reason is None:
                 return
         if time.monotonic() >= deadline:
@@ -304,15 +314,32 @@ def epilog(cfg: Config, job: str) -> Record:
         rec = node.ledger.get(job)
         if rec is None or not rec.live:
             return rec
-        if rec.static:
-            for uuid in rec.uuids:
-                pids = node.driver.busy_pids(uuid)
-                if pids:
-                    job_log(job).warning("static instance %s still used by pids %s", uuid, pids)
-            rec.state = "released"
+        if not rec.static:
+            # Intent first: whatever fails below, reconcile knows the job is over.
+            rec.state = "releasing"
             node.ledger.put(rec)
+        nvml = node.driver.nvml
+        try:
+            return _release_job(node, rec, cfg)
+        except nvml.NVMLError as e:
+            # The instances stay owned by the record; reconcile finishes the job.
+            rec.state, rec.reason = "releasing", f"NVML error during epilog: {e}"
+            node.ledger.put(rec)
+            job_log(job).error("%s; `slurm-mig reconcile` retries", rec.reason)
             return rec
-        return release(node, rec, cfg.epilog_retries, cfg.epilog_retry_delay)
+
+
+def _release_job(node: Node, rec: Record, cfg: Config) -> Record:
+    """Static instances stay (a process left on one is logged); dynamic ones go."""
+    if rec.static:
+        for uuid in rec.uuids:
+            pids = node.driver.busy_pids(uuid)
+            if pids:
+                job_log(rec.job).warning("static instance %s still used by pids %s", uuid, pids)
+        rec.state = "released"
+        node.ledger.put(rec)
+        return rec
+    return release(node, rec, cfg.epilog_retries, cfg.epilog_retry_delay)
 
 
 def reconcile(cfg: Config, dry_run: bool = False, active_jobs: Optional[set] = None) -> List[str]:

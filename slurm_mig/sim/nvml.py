@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import os
+import signal
 import uuid
 from types import SimpleNamespace
 from typing import Callable, List, Optional
@@ -18,6 +20,7 @@ from .. import catalog
 from .state import SimStore
 
 _DEV, _MIG, _GI, _CI = 1, 2, 3, 4
+KILL = -9       # a fault "error" that SIGKILLs the calling process instead: crash tests
 
 
 def _err(code: int) -> pynvml.NVMLError:
@@ -76,25 +79,31 @@ def nvml_call(fn: Callable) -> Callable:
 
     @functools.wraps(fn)
     def wrapper(self, *args, **kwargs):
-        if not self._initialized:
+        if not self._initialized and name != "nvmlInit":
             raise _err(pynvml.NVML_ERROR_UNINITIALIZED)
         with self.store.transaction() as state:
-            _maybe_fault(state, name)
+            if _maybe_fault(state, name):
+                self.store.save(state)               # the fired fault must stay fired
+                os.kill(os.getpid(), signal.SIGKILL)
             return fn(self, state, *args, **kwargs)
     return wrapper
 
 
-def _maybe_fault(state: dict, name: str) -> None:
+def _maybe_fault(state: dict, name: str) -> bool:
+    """Count the call; raise the injected error, or return True for a KILL."""
     faults = [f for f in state.get("faults", []) if f["call"] == name]
     if not faults:
-        return
+        return False
     calls = state.setdefault("calls", {})
     calls[name] = n = calls.get(name, 0) + 1
     state["_dirty"] = True
     for f in faults:
         if n > f["after"] and f["fired"] < f["times"]:
             f["fired"] += 1
+            if f["error"] == KILL:
+                return True
             raise _err(f["error"])
+    return False
 
 
 class SimNvml:
@@ -117,9 +126,9 @@ class SimNvml:
         return self.store.session()
 
     # -- library ---------------------------------------------------------
-    def nvmlInit(self):
-        self.store.check_exists()
-        self.store.read()   # a corrupt file fails here, by name
+    @nvml_call
+    def nvmlInit(self, state):
+        """Opening the state checks it: a missing or corrupt file fails here, by name."""
         self._initialized = True
 
     def nvmlShutdown(self):

@@ -108,13 +108,18 @@ class SimStore:
         with self.session():
             yield from self._run(self._cache)
 
+    def save(self, state: dict) -> None:
+        """Write now (the lock is held by the caller's transaction)."""
+        state.pop("_dirty", None)
+        write_json(self.path, state, mode=0o644, durable=False)
+        self._cache_key = self._key(os.stat(self.path))
+
     def _run(self, state: dict) -> Iterator[dict]:
         try:
             yield state
         finally:
             if state.pop("_dirty", False):
-                write_json(self.path, state, mode=0o644, durable=False)
-                self._cache_key = self._key(os.stat(self.path))
+                self.save(state)
 
     @contextlib.contextmanager
     def session(self) -> Iterator[None]:
