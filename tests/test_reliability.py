@@ -127,15 +127,19 @@ def test_fault_matrix(make_node, monkeypatch, tmp_path_factory):
 
 
 # -- 2. crashes: SIGKILL at every NVML call, and at random moments -------------------
-def hook_env(cfg, job, extra=None):
-    return {**os.environ, "SLURM_MIG_BACKEND": cfg.backend, "SLURM_MIG_STATE_DIR": cfg.state_dir,
-            "SLURM_MIG_RUN_DIR": cfg.run_dir, "SLURM_JOB_ID": job, "SLURM_MIG_REQUEST": REQUEST,
-            "SLURM_MIG_CONFIG": "/nonexistent/slurm-mig.toml", **(extra or {})}
+def hook_env(cfg, job):
+    """The environment a hook process gets, with a config file mirroring `cfg`."""
+    conf = os.path.join(os.path.dirname(cfg.state_dir), "hooks.toml")
+    if not os.path.exists(conf):
+        with open(conf, "w") as f:
+            f.write(f'backend = "{cfg.backend}"\nstate_dir = "{cfg.state_dir}"\n'
+                    f'run_dir = "{cfg.run_dir}"\nwait_for_room = {cfg.wait_for_room}\n'
+                    f'epilog_retries = {cfg.epilog_retries}\nepilog_retry_delay = {cfg.epilog_retry_delay}\n')
+    return {**os.environ, "SLURM_MIG_CONFIG": conf, "SLURM_JOB_ID": job, "SLURM_MIG_REQUEST": REQUEST}
 
 
 def run_hook(cfg, verb, job, **kw):
     env = hook_env(cfg, job)
-    env.pop("SLURM_MIG_CONFIG")
     return subprocess.run([sys.executable, "-m", "slurm_mig.hookmain", verb], env=env,
                           capture_output=True, text=True, timeout=60, **kw)
 
@@ -171,7 +175,6 @@ def test_random_kills_during_hooks(make_node):
         job = str(100 + i % 6)
         verb = rng.choice(["prolog", "prolog", "epilog"])
         env = hook_env(cfg, job)
-        env.pop("SLURM_MIG_CONFIG")
         p = subprocess.Popen([sys.executable, "-m", "slurm_mig.hookmain", verb], env=env,
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         time.sleep(rng.uniform(0.05, 0.4))
@@ -207,7 +210,6 @@ def test_parallel_random_hook_sequences(make_node):
             job = str(rng.randint(1, 15))
             verb = rng.choice(["prolog", "prolog", "epilog"])
             env = {**hook_env(cfg, job), "SLURM_MIG_REQUEST": rng.choice(specs)}
-            env.pop("SLURM_MIG_CONFIG")
             procs.append(subprocess.Popen([sys.executable, "-m", "slurm_mig.hookmain", verb], env=env,
                                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True))
         for p in procs:
