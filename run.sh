@@ -23,6 +23,8 @@ install_debian_packages() {
 install_python_package() {
     [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
     "$VENV/bin/pip" install -q --disable-pip-version-check -e '.[test]'
+    # Hooks start a Python process per job: byte-compile once, as a normal install does.
+    "$VENV/bin/python" -m compileall -q slurm_mig >/dev/null
 }
 
 case "${1:-}" in

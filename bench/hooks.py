@@ -37,6 +37,10 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=40)
     args = ap.parse_args()
+    # As installed on a node: byte-compiled (an editable install, or
+    # PYTHONDONTWRITEBYTECODE=1, would otherwise compile on every start).
+    import compileall
+    compileall.compile_dir(os.path.join(REPO, "slurm_mig"), quiet=1)
     tmp = tempfile.mkdtemp(prefix="slurm-mig-bench-")
     state = os.path.join(tmp, "node.json")
     env = {**os.environ, "SLURM_MIG_BACKEND": f"sim:{state}", "SLURM_MIG_STATE_DIR": f"{tmp}/state",

@@ -8,8 +8,7 @@ from __future__ import annotations
 import functools
 import json
 import os
-from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, NamedTuple, Optional, Tuple
 
 from .errors import BadInput
 
@@ -27,16 +26,14 @@ GI_ENUM_COUNT = 0x12
 CI_ENUM_COUNT = 0x9
 
 
-@dataclass(frozen=True)
-class CiProfile:
+class CiProfile(NamedTuple):
     enum: int          # also the CI profile id NVML reports
     slices: int
     max: int
     starts: Tuple[int, ...]
 
 
-@dataclass(frozen=True)
-class GiProfile:
+class GiProfile(NamedTuple):
     name: str
     enum: int
     id: int
@@ -58,8 +55,7 @@ class GiProfile:
         return {1: 0, 2: 1, 3: 2, 4: 3, 7: 4, 8: 5, 6: 6}[self.slices]
 
 
-@dataclass(frozen=True)
-class GpuModel:
+class GpuModel(NamedTuple):
     key: str
     arch: str
     memory_slots: int
@@ -69,7 +65,7 @@ class GpuModel:
     nvml_names: Tuple[str, ...]
     pci_device_ids: Tuple[str, ...]
     profiles: Tuple[GiProfile, ...]
-    ci_profiles: Dict[int, Tuple[CiProfile, ...]] = field(repr=False, default_factory=dict)
+    ci_profiles: Dict[int, Tuple[CiProfile, ...]]
     unverified: Tuple[str, ...] = ()
 
     @property

@@ -22,8 +22,7 @@ class Ctx:
         if self._cfg is None:
             self._cfg = config.load(self._path, **self._args)
         if overrides:
-            from dataclasses import replace
-            return replace(self._cfg, **{k: v for k, v in overrides.items() if v is not None})
+            return self._cfg._replace(**{k: v for k, v in overrides.items() if v is not None})
         return self._cfg
 
 

@@ -205,8 +205,7 @@ def _status_doc(cfg):
         free = {}
         if view is not None:
             as_busy = planner.GpuView(view.index, view.model, True,
-                                      tuple(planner.Slot(**{**s.__dict__, "owner": s.owner or "-"})
-                                            for s in view.slots))
+                                      tuple(s._replace(owner=s.owner or "-") for s in view.slots))
             free = {p.name: planner.capacity(as_busy, p) for p in view.model.profiles}
         doc.append({
             "index": g.index, "name": g.name, "model": g.model_key, "uuid": g.uuid, "minor": g.minor,

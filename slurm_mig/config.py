@@ -6,8 +6,7 @@ Hooks run with the environment slurmd gives them, so the config file
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, fields, replace
-from typing import Optional
+from typing import NamedTuple, Optional
 
 from .errors import BadInput
 
@@ -16,8 +15,7 @@ ENV_TWINS = {"backend": "SLURM_MIG_BACKEND", "state_dir": "SLURM_MIG_STATE_DIR",
              "run_dir": "SLURM_MIG_RUN_DIR"}
 
 
-@dataclass(frozen=True)
-class Config:
+class Config(NamedTuple):
     backend: str = "nvml"
     state_dir: str = "/var/lib/slurm-mig"     # ledger + lock, root only
     run_dir: str = "/run/slurm-mig"           # per-job env files read by the TaskProlog
@@ -34,7 +32,7 @@ class Config:
 
 
 def _coerce(name: str, value, source: str):
-    kind = {f.name: f.type for f in fields(Config)}[name]
+    kind = type(Config._field_defaults[name]).__name__      # every setting has a default
     try:
         if kind == "bool":
             ok = isinstance(value, bool) or str(value).lower() in ("true", "false", "1", "0")
@@ -75,11 +73,11 @@ def load(path: Optional[str] = None, **overrides) -> Config:
         if os.environ.get(var):
             values[name] = os.environ[var]
     values.update({k: v for k, v in overrides.items() if v is not None})
-    known = {f.name for f in fields(Config)}
+    known = set(Config._fields)
     unknown = sorted(set(values) - known)
     if unknown:
         raise BadInput(f"{path}: unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
-    return replace(Config(), **{k: _coerce(k, v, path) for k, v in values.items()})
+    return Config()._replace(**{k: _coerce(k, v, path) for k, v in values.items()})
 
 
 def _read_toml(path: str) -> dict:

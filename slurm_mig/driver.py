@@ -7,15 +7,13 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-from dataclasses import dataclass, field
-from typing import List, Optional, Tuple
+from typing import List, NamedTuple, Optional, Tuple
 
 from . import catalog
 from .errors import NodeProblem
 
 
-@dataclass(frozen=True)
-class Instance:
+class Instance(NamedTuple):
     """One GPU instance and its (full-size) compute instance."""
     gpu: int
     profile_id: int
@@ -28,16 +26,15 @@ class Instance:
     ci_count: int = 0
 
 
-@dataclass
 class Gpu:
-    index: int
-    name: str
-    uuid: str
-    minor: int
-    model: Optional[catalog.GpuModel]
-    mig_current: int
-    mig_pending: int
-    instances: List[Instance] = field(default_factory=list)
+    """A GPU as NVML reports it; mig_current/pending are -1 when MIG is unsupported."""
+
+    def __init__(self, index: int, name: str, uuid: str, minor: int,
+                 model: Optional[catalog.GpuModel], mig_current: int, mig_pending: int,
+                 instances: Optional[List[Instance]] = None):
+        self.index, self.name, self.uuid, self.minor = index, name, uuid, minor
+        self.model, self.mig_current, self.mig_pending = model, mig_current, mig_pending
+        self.instances: List[Instance] = instances or []
 
     @property
     def model_key(self) -> str:

@@ -1,14 +1,13 @@
 """Applies a Plan through the driver, verifies it, and rolls back on failure."""
 from __future__ import annotations
 
-import logging
 from typing import Dict, Iterable, List, Optional
 
 from .driver import Driver, Gpu, Instance
 from .errors import NodeProblem
+from .log import log
 from .planner import GpuView, Plan, Slot
 
-log = logging.getLogger("slurm-mig")
 
 
 def owners(records: Iterable) -> Dict[tuple, str]:

@@ -8,10 +8,8 @@ NodeProblem, which the CLI turns into exit 1 with the reason.
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import time
-from dataclasses import asdict
 from typing import Dict, List, Optional, Tuple
 
 from typing import TYPE_CHECKING
@@ -21,18 +19,18 @@ from .errors import BadInput, NoFit, NodeProblem
 from .fsutil import atomic_write
 from .jobfiles import ENV, FAIL, job_file
 from .ledger import Ledger, Record
+from .log import JobLog
 from .request import check_job_id, format_spec, parse_spec
 
 if TYPE_CHECKING:      # imported where used: the epilog needs no planner
     from . import planner
     from .driver import Driver, Gpu, Instance
 
-log = logging.getLogger("slurm-mig")
 POLL_INTERVAL = 0.5
 
 
-def job_log(job: str) -> logging.LoggerAdapter:
-    return logging.LoggerAdapter(log, {"job": job})
+def job_log(job: str) -> JobLog:
+    return JobLog(job)
 
 
 class Node:
@@ -273,13 +271,13 @@ def _try_place(node: Node, job: str, request: dict, gpu: Optional[int], uid: Opt
             jl.warning("apply failed (attempt %d/%d): %s", attempt + 1, attempts, e.cause)
             if e.leaked:
                 rec.state, rec.reason = "releasing", f"rollback incomplete: {e.cause}"
-                rec.instances = [asdict(i) for i in e.leaked]
+                rec.instances = [i._asdict() for i in e.leaked]
             else:
                 rec.state, rec.reason = "released", f"apply failed: {e.cause}"
             node.ledger.put(rec)
             last = f"creating instances failed: {e.cause}"
             continue
-        rec.state, rec.instances = "created", [asdict(i) for i in bound]
+        rec.state, rec.instances = "created", [i._asdict() for i in bound]
         node.ledger.put(rec)
         node.bind(job, uid, rec.uuids)
         rec.state = "bound"

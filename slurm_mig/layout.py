@@ -200,7 +200,6 @@ def export(driver: Driver, name: str = "current") -> str:
 def apply_changes(driver: Driver, changes: List[GpuChange], run_hooks) -> None:
     """Carry out a diff, GPU by GPU: removals, mode changes, then creations
     (which executor.apply rolls back if one fails)."""
-    from dataclasses import replace
     from .executor import apply
     for c in changes:
         if c.empty:
@@ -213,4 +212,4 @@ def apply_changes(driver: Driver, changes: List[GpuChange], run_hooks) -> None:
             for index in c.plan.enable_mig:
                 mode_change(driver, index, True, run_hooks)
             if c.plan.placements or c.plan.destroy:
-                apply(driver, replace(c.plan, enable_mig=()))
+                apply(driver, c.plan._replace(enable_mig=()))

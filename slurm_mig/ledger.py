@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from dataclasses import asdict, dataclass, field
 from typing import Iterator, List, Optional
 
 from .errors import BadInput, StateCorrupt
@@ -20,16 +19,21 @@ LIVE = ("planned", "created", "bound", "releasing")
 STATES = LIVE + ("released", "failed")
 
 
-@dataclass
 class Record:
-    job: str
-    state: str
-    request: dict = field(default_factory=dict)
-    instances: List[dict] = field(default_factory=list)   # gpu, gi_id, ci_id, uuid, profile, start, size
-    reason: str = ""
-    uid: Optional[int] = None
-    updated: float = 0.0
-    static: bool = False      # static mode: instances stay when the job ends
+    """One job's record. instances: dicts with gpu, gi_id, ci_id, uuid, profile,
+    start, size; static: instances stay when the job ends (static mode)."""
+
+    FIELDS = ("job", "state", "request", "instances", "reason", "uid", "updated", "static")
+
+    def __init__(self, job: str, state: str, request: Optional[dict] = None,
+                 instances: Optional[List[dict]] = None, reason: str = "",
+                 uid: Optional[int] = None, updated: float = 0.0, static: bool = False):
+        self.job, self.state, self.request = job, state, request or {}
+        self.instances: List[dict] = instances or []
+        self.reason, self.uid, self.updated, self.static = reason, uid, updated, static
+
+    def to_dict(self) -> dict:
+        return {name: getattr(self, name) for name in self.FIELDS}
 
     @property
     def live(self) -> bool:
@@ -81,7 +85,7 @@ class Ledger:
 
     def put(self, rec: Record) -> None:
         rec.updated = time.time()
-        write_json(self._path(rec.job), asdict(rec))
+        write_json(self._path(rec.job), rec.to_dict())
 
     def records(self) -> List[Record]:
         if not os.path.isdir(self.jobs_dir):

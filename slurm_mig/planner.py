@@ -8,15 +8,13 @@ offers GPUs and starts.
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, field
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple
 
 from .catalog import GiProfile, GpuModel
 from .errors import NoFit
 
 
-@dataclass(frozen=True)
-class Slot:
+class Slot(NamedTuple):
     """An existing instance as the planner sees it; owner None means idle."""
     gpu: int
     profile_id: int
@@ -27,8 +25,7 @@ class Slot:
     uuid: Optional[str] = None
 
 
-@dataclass(frozen=True)
-class GpuView:
+class GpuView(NamedTuple):
     index: int
     model: GpuModel
     mig_enabled: bool = True
@@ -46,16 +43,14 @@ class GpuView:
         return self.model.memory_slots - sum(s.size for s in self.busy)
 
 
-@dataclass(frozen=True)
-class Placement:
+class Placement(NamedTuple):
     gpu: int
     profile: GiProfile
     start: int
     reuse: Optional[Slot] = None     # an idle instance taken over as it is
 
 
-@dataclass(frozen=True)
-class Plan:
+class Plan(NamedTuple):
     placements: Tuple[Placement, ...]
     destroy: Tuple[Slot, ...] = ()          # idle instances removed first
     enable_mig: Tuple[int, ...] = ()        # GPUs whose MIG mode must be turned on

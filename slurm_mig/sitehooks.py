@@ -2,13 +2,12 @@
 clients (DCGM, monitoring agents) around a MIG mode change, like mig-parted's."""
 from __future__ import annotations
 
-import logging
 import os
 import subprocess
 
 from .errors import NodeProblem
+from .log import log
 
-log = logging.getLogger("slurm-mig")
 
 
 def runner(hooks_dir: str, timeout: float = 300.0):

@@ -9,8 +9,7 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
-from dataclasses import dataclass
-from typing import List, Optional
+from typing import List, NamedTuple, Optional
 
 from .errors import BadInput, NodeProblem
 from .request import check_job_id
@@ -18,8 +17,7 @@ from .request import check_job_id
 _ALLOC = re.compile(r"(?:^|,)(?:gres[:/])?([^,():]+)[^,()]*\((IDX|CNT):([^)]*)\)")
 
 
-@dataclass(frozen=True)
-class JobRequest:
+class JobRequest(NamedTuple):
     spec: str                 # the mig: items, e.g. "mig:3g.40gb:1"
     gpu: Optional[int]        # GPU index from the shard/gpu allocation, if any
     mig_idx: List[int]        # static mode: IDX numbers of the allocated mig records

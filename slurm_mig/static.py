@@ -4,7 +4,6 @@ Instances are never created or destroyed per job here."""
 from __future__ import annotations
 
 import re
-from dataclasses import asdict
 from typing import List, Optional, Tuple
 
 from .errors import BadInput, NodeProblem
@@ -85,7 +84,7 @@ def prolog(node, job: str, idx: List[int], uid: Optional[int]) -> None:
                 return
             bound.append(inst)
         rec = Record(job=job, state="bound", request={"static_idx": idx}, uid=uid,
-                     instances=[asdict(b) for b in bound], static=True)
+                     instances=[b._asdict() for b in bound], static=True)
         node.ledger.put(rec)
         node.bind(job, uid, rec.uuids)
         job_log(job).info("bound static %s", ",".join(rec.uuids))

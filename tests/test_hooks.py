@@ -201,7 +201,6 @@ def test_concurrent_prologs_bind_distinct_instances(make_node, gpus, n):
 
 
 def test_gpu_fallback_places_elsewhere_only_when_enabled(make_node):
-    from dataclasses import replace
     cfg, state = make_node("2xH100-80GB", policy="first-fit")
     for job, spec in [("1", "mig:1g.10gb:1"), ("2", "mig:1g.10gb:1"), ("3", "mig:1g.10gb:1"),
                       ("4", "mig:3g.40gb:1")]:
@@ -210,6 +209,6 @@ def test_gpu_fallback_places_elsewhere_only_when_enabled(make_node):
     # GPU 0 now has memory slots 1 and 3 free: room by count, none for a 2g.20gb.
     hooks.prolog(cfg, "5", "mig:2g.20gb:1", gpu=0)
     assert task_prolog(cfg.run_dir, "5")[1] == 1
-    hooks.prolog(replace(cfg, gpu_fallback=True), "6", "mig:2g.20gb:1", gpu=0)
+    hooks.prolog(cfg._replace(gpu_fallback=True), "6", "mig:2g.20gb:1", gpu=0)
     assert task_prolog(cfg.run_dir, "6")[1] == 0
     assert [i["gpu"] for i in Ledger(cfg.state_dir).get("6").instances] == [1]

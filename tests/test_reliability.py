@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import replace
 
 import pynvml
 import pytest
@@ -295,7 +294,7 @@ def test_env_files_are_private_to_the_job_user(make_node):
     cfg, _ = make_node("1xH100-80GB")
     top = tempfile.mkdtemp(prefix="slurm-mig-perm-")     # pytest's own tmp is root-only
     os.chmod(top, 0o755)
-    cfg = replace(cfg, run_dir=os.path.join(top, "run"), state_dir=os.path.join(top, "state"))
+    cfg = cfg._replace(run_dir=os.path.join(top, "run"), state_dir=os.path.join(top, "state"))
     hooks.prolog(cfg, "1", "mig:1g.10gb:1", uid=65534)      # nobody's job
     hooks.prolog(cfg, "2", "mig:1g.10gb:1", uid=1)          # daemon's job
     script = os.path.join(REPO, "prolog", "slurm-mig-task-prolog")

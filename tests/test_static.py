@@ -14,7 +14,6 @@ LAYOUTS = os.path.join(os.path.dirname(__file__), "data", "mig-parted-h100.yaml"
 
 @pytest.fixture
 def static_node(make_node, cli, tmp_path):
-    from dataclasses import replace
     cfg, state = make_node("2xH100-80GB")
     proc = tmp_path / "proc" / "driver" / "nvidia-caps"
     proc.mkdir(parents=True)
@@ -23,7 +22,7 @@ def static_node(make_node, cli, tmp_path):
     cli("apply", "-f", LAYOUTS, "-c", "custom-config", env=env, check=0)
     cli("gres-conf", "--mode", "static", "--output", str(tmp_path / "etc"), "--proc-root",
         str(tmp_path / "proc"), "--node-name", "n1", env=env, check=0)
-    cfg = replace(cfg, mode="static", gres_conf=str(tmp_path / "etc" / "gres.conf"),
+    cfg = cfg._replace(mode="static", gres_conf=str(tmp_path / "etc" / "gres.conf"),
                   proc_root=str(tmp_path / "proc"))
     return cfg, state
 

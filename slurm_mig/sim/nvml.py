@@ -10,14 +10,13 @@ import ctypes
 import functools
 import os
 import signal
-import uuid
 from types import SimpleNamespace
 from typing import Callable, List, Optional
 
 import pynvml
 
 from .. import catalog
-from .state import SimStore
+from .state import SimStore, random_uuid
 
 _DEV, _MIG, _GI, _CI = 1, 2, 3, 4
 KILL = -9       # a fault "error" that SIGKILLs the calling process instead: crash tests
@@ -493,7 +492,7 @@ class SimNvml:
             raise _err(pynvml.NVML_ERROR_INSUFFICIENT_RESOURCES)
         ci_id = min(set(range(8)) - {c["id"] for c in gi["cis"]})
         gi["cis"].append({"id": ci_id, "profile_id": cp.enum, "start": starts[0],
-                          "size": cp.slices, "uuid": f"MIG-{uuid.uuid4()}"})
+                          "size": cp.slices, "uuid": "MIG-" + random_uuid()})
         state["_dirty"] = True
         return _handle(_CI, g, gi["id"], ci_id, ptype=pynvml.c_nvmlComputeInstance_t)
 

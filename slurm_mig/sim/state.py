@@ -6,17 +6,25 @@ processes (concurrent prologs) see one consistent node.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
-import uuid
 from typing import Iterator, List
 
 from .. import catalog
 from ..errors import BadInput, StateCorrupt
-from ..fsutil import locked, read_json, write_json
+from ..fsutil import atomic_write, locked, read_json, write_json
 
 STATE_VERSION = 1
 _GPU_SPEC = re.compile(r"^(\d+)x([A-Za-z0-9.\-]+)$")
+
+
+def random_uuid() -> str:
+    """A random (version 4) UUID string, without importing uuid (hooks start fast)."""
+    h = bytearray(os.urandom(16))
+    h[6], h[8] = (h[6] & 0x0F) | 0x40, (h[8] & 0x3F) | 0x80
+    x = h.hex()
+    return f"{x[:8]}-{x[8:12]}-{x[12:16]}-{x[16:20]}-{x[20:]}"
 
 
 def parse_gpu_spec(spec: str) -> List[str]:
@@ -55,7 +63,7 @@ def init_state(path: str, gpus: str, mig_enabled: bool = True, driver: str = "58
             "model": model.key,
             "name": model.nvml_names[0],
             "pci_device_id": model.pci_device_ids[0],
-            "uuid": f"GPU-{uuid.uuid4()}",
+            "uuid": "GPU-" + random_uuid(),
             "minor": i,
             "mig_current": mode,
             "mig_pending": mode,
@@ -109,9 +117,11 @@ class SimStore:
             yield from self._run(self._cache)
 
     def save(self, state: dict) -> None:
-        """Write now (the lock is held by the caller's transaction)."""
+        """Write now (the lock is held by the caller's transaction): compact and
+        without fsync, as every simulated NVML change rewrites the file."""
         state.pop("_dirty", None)
-        write_json(self.path, state, mode=0o644, durable=False)
+        atomic_write(self.path, json.dumps(state, separators=(",", ":")).encode(), mode=0o644,
+                     durable=False)
         self._cache_key = self._key(os.stat(self.path))
 
     def _run(self, state: dict) -> Iterator[dict]:
