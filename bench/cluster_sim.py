@@ -341,6 +341,29 @@ def run_all(jobs, nodes, gpus, setup, retry_delay, prolog_wait):
     return results
 
 
+def plot(results, title, path):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    shown = {k: r for k, r in results.items()
+             if r["never"] == 0 and not math.isnan(r["mean_jct_min"]) and not k.startswith("static:best")}
+    names = [k.replace("xall-", "x").replace(".10gb", "").replace(".20gb", "").replace(".40gb", "")
+             .replace(".80gb", "") for k in shown]
+    fig, ax = plt.subplots(figsize=(9, 0.45 * len(shown) + 1.5))
+    y = range(len(shown))
+    ax.barh([i + 0.2 for i in y], [r["mean_jct_min"] for r in shown.values()], 0.4, label="mean JCT (min)")
+    ax.barh([i - 0.2 for i in y], [r["p95_wait_min"] for r in shown.values()], 0.4, label="p95 wait (min)")
+    ax.set_yticks(list(y))
+    ax.set_yticklabels(names, fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xscale("symlog")
+    ax.set_xlabel("minutes (log scale)")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--nodes", type=int, default=4)
@@ -356,6 +379,8 @@ def main():
     ap.add_argument("--prolog-wait", type=float, default=30.0,
                     help="how long the prolog waits for room (wait_for_room)")
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--plot", metavar="FILE.png", help="also draw mean JCT and p95 wait per policy "
+                    "(needs matplotlib: pip install '.[bench]')")
     args = ap.parse_args()
     jobs = read_trace(args.trace) if args.trace else synthetic(
         args.workload, args.jobs, args.nodes, args.gpus, args.load, args.median_min, args.seed)
@@ -367,6 +392,8 @@ def main():
     for name, r in results.items():
         print(f"{name:<52} {r['mean_wait_min']:9.1f} {r['p95_wait_min']:9.1f} {r['mean_jct_min']:8.1f} "
               f"{r['util']:6.1%} {r['makespan_h']:10.1f} {r['never']:6d} {r['misadmitted']:7d}")
+    if args.plot:
+        plot(results, f"{args.nodes}x{args.gpus} H100-80GB, {source}", args.plot)
     best = next((k for k in results if k.startswith("static:best")), None)
     if best:
         base = results[best]["mean_jct_min"]
