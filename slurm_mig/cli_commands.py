@@ -382,8 +382,10 @@ def gres_conf(obj, mode, output, node_name, dev_root, proc_root, spec):
 @click.option("--check", is_flag=True, help="Change nothing; exit 1 with the differences if the GPUs differ.")
 @click.option("--dry-run", is_flag=True, help="Print what would change; change nothing.")
 @click.option("--force", is_flag=True, help="Also remove instances a Slurm job owns (NVML still refuses while processes run).")
+@click.option("--allow-reset", is_flag=True, help="When a MIG mode change is left pending (Ampere), reset "
+              "that GPU alone, if no process uses it.")
 @click.pass_obj
-def apply_cmd(obj, path, name, check, dry_run, force):
+def apply_cmd(obj, path, name, check, dry_run, force, allow_reset):
     """Apply a static MIG layout, changing only what differs (idempotent).
 
     Instances already in the layout stay where they are; what is missing is
@@ -411,7 +413,7 @@ def apply_cmd(obj, path, name, check, dry_run, force):
                 click.echo(f"{name}: {'differs' if lines else 'matches'}", err=bool(lines))
                 return 1 if lines else 0
             return 0
-        layout.apply_changes(node.driver, changes, runner(cfg.hooks_dir))
+        layout.apply_changes(node.driver, changes, runner(cfg.hooks_dir), allow_reset)
     for line in lines:
         click.echo(line)
     click.echo(f"{name}: applied" if lines else f"{name}: already in place, nothing changed")
@@ -449,12 +451,13 @@ def export_cmd(obj, name):
 def sim_reset(state, index):
     """Reset one simulated GPU (like `nvidia-smi --gpu-reset -i N`): a pending
     MIG mode takes effect and its instances vanish. Refused while processes run."""
-    from .sim import SimStore
-    with SimStore(state).transaction() as st:
-        if not 0 <= index < len(st["gpus"]):
-            raise BadInput(f"no GPU {index} on this simulated node")
-        if any(p["gpu"] == index for p in st["processes"]):
-            raise BadInput(f"GPU {index} has running processes; a reset is refused")
-        gpu = st["gpus"][index]
-        gpu["mig_current"], gpu["gis"] = gpu["mig_pending"], []
-        st["_dirty"] = True
+    import pynvml
+    from .sim import SimNvml
+    n = SimNvml(state)
+    n.nvmlInit()
+    try:
+        n.reset_gpu(index)
+    except pynvml.NVMLError as e:
+        raise BadInput(f"cannot reset GPU {index}: "
+                       + ("processes are running on it" if e.value == pynvml.NVML_ERROR_IN_USE
+                          else f"no GPU {index} on this simulated node")) from None

@@ -212,6 +212,23 @@ class Driver:
         n.nvmlGpuInstanceDestroy(gi)
         return True
 
+    def reset_gpu(self, index: int) -> None:
+        """Reset this one GPU (never the others): `nvidia-smi --gpu-reset -i N`, or
+        the simulator's equivalent. Callers check it has no processes first."""
+        reset = getattr(self.nvml, "reset_gpu", None)
+        if reset is not None:
+            reset(index)
+            return
+        import subprocess
+        p = subprocess.run(["nvidia-smi", "--gpu-reset", "-i", str(int(index))],
+                           capture_output=True, text=True, timeout=300, check=False)
+        if p.returncode != 0:
+            raise NodeProblem(f"GPU {index}: reset failed: {(p.stderr or p.stdout).strip()}")
+
+    def gpu_pids(self, index: int) -> List[int]:
+        n = self.nvml
+        return [p.pid for p in n.nvmlDeviceGetComputeRunningProcesses(self.handle(index))]
+
     def set_mig_mode(self, index: int, enabled: bool) -> int:
         """Request a MIG mode; returns NVML's activation status (0 = done)."""
         return self.nvml.nvmlDeviceSetMigMode(self.handle(index), 1 if enabled else 0)

@@ -249,11 +249,21 @@ def _try_place(node: Node, job: str, request: dict, gpu: Optional[int], uid: Opt
     from . import planner
     from .executor import ApplyFailed, apply
     jl = job_log(job)
+    reset_needed = [g for g in gpus if g.model is not None and g.mig_current == 0
+                    and g.model.mig_toggle_needs_reset and gpu in (None, g.index)]
     for attempt in range(attempts):
         try:
             view = node.view(gpus if attempt == 0 else None)
+            if gpu is not None and reset_needed:
+                raise NoFit("")
             p = _plan_with_fallback(planner, view, request, gpu, policy, node.cfg.gpu_fallback, jl)
         except NoFit as e:
+            if reset_needed:
+                # Ampere cannot switch MIG on without a reset: the admin must act.
+                g = reset_needed[0]
+                raise NodeProblem(f"GPU {g.index} ({g.model.key}) has MIG mode off and enabling it "
+                                  f"resets the GPU: run `nvidia-smi -i {g.index} -mig 1` when it is "
+                                  "idle, or apply a layout with `slurm-mig apply`") from e
             return str(e)
         rec = Record(job=job, state="planned", request=request, uid=uid, instances=[
             {"gpu": pl.gpu, "profile": pl.profile.name, "profile_id": pl.profile.id,

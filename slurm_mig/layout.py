@@ -166,20 +166,26 @@ def describe(changes: List[GpuChange]) -> List[str]:
     return lines
 
 
-def mode_change(driver: Driver, index: int, enabled: bool, run_hooks) -> None:
-    """Switch MIG mode on one GPU, with the site's hooks around it; a change the
-    driver leaves pending is reported with what to do, never hidden."""
+def mode_change(driver: Driver, index: int, enabled: bool, run_hooks, allow_reset: bool = False) -> None:
+    """Switch MIG mode on one GPU, with the site's hooks around it. A change the
+    driver leaves pending is completed by resetting that GPU alone when allowed
+    and nothing runs on it; otherwise it is reported with what to do."""
     run_hooks("pre-mode-change", index, enabled)
     try:
         status = driver.set_mig_mode(index, enabled)
+        if status != 0 and allow_reset and not driver.gpu_pids(index):
+            driver.reset_gpu(index)
+            status = 0 if driver.gpu(index, with_instances=False).mig_current == int(enabled) else status
     finally:
         run_hooks("post-mode-change", index, enabled)
     if status != 0:
         current, pending = driver.nvml.nvmlDeviceGetMigMode(driver.handle(index))
+        pids = driver.gpu_pids(index)
         raise NodeProblem(f"GPU {index}: MIG mode is {'on' if current else 'off'}, pending "
-                          f"{'on' if pending else 'off'} (NVML activation status {status}); stop the "
-                          f"processes using it (site hooks) and retry, or reset this GPU only: "
-                          f"`nvidia-smi --gpu-reset -i {index}`")
+                          f"{'on' if pending else 'off'} (NVML activation status {status})"
+                          + (f"; processes {pids} use it" if pids else "")
+                          + f"; stop what uses it (site hooks) and retry with --allow-reset, "
+                          f"or reset this GPU only: `nvidia-smi --gpu-reset -i {index}`")
 
 
 def export(driver: Driver, name: str = "current") -> str:
@@ -197,7 +203,7 @@ def export(driver: Driver, name: str = "current") -> str:
     return yaml.safe_dump({"version": "v1", "mig-configs": {name: entries}}, sort_keys=False)
 
 
-def apply_changes(driver: Driver, changes: List[GpuChange], run_hooks) -> None:
+def apply_changes(driver: Driver, changes: List[GpuChange], run_hooks, allow_reset: bool = False) -> None:
     """Carry out a diff, GPU by GPU: removals, mode changes, then creations
     (which executor.apply rolls back if one fails)."""
     from .executor import apply
@@ -207,9 +213,9 @@ def apply_changes(driver: Driver, changes: List[GpuChange], run_hooks) -> None:
         for i in c.destroy_all:
             driver.destroy(i.gpu, i.gi_id)
         if c.disable_mig:
-            mode_change(driver, c.gpu.index, False, run_hooks)
+            mode_change(driver, c.gpu.index, False, run_hooks, allow_reset)
         if c.plan is not None:
             for index in c.plan.enable_mig:
-                mode_change(driver, index, True, run_hooks)
+                mode_change(driver, index, True, run_hooks, allow_reset)
             if c.plan.placements or c.plan.destroy:
                 apply(driver, c.plan._replace(enable_mig=()))

@@ -8,6 +8,7 @@ import pynvml
 import pytest
 
 from slurm_mig import hooks
+from slurm_mig.errors import NodeProblem
 from slurm_mig.jobfiles import task_prolog
 from slurm_mig.ledger import Ledger
 from slurm_mig.sim import SimStore
@@ -132,10 +133,13 @@ def test_hopper_mig_off_is_enabled_by_prolog(make_node):
     assert len(env_of(cfg, "1")) == 1
 
 
-def test_ampere_mig_off_is_not_used(make_node):
+def test_ampere_mig_off_is_a_node_problem_naming_the_fix(make_node):
     cfg, _ = make_node("1xA100-40GB", mig=False)
-    hooks.prolog(cfg, "1", "mig:1g.5gb:1")
-    assert task_prolog(cfg.run_dir, "1")[1] == 1
+    with pytest.raises(NodeProblem, match=r"nvidia-smi -i 0 -mig 1"):
+        hooks.prolog(cfg, "1", "mig:1g.5gb:1")
+    cfg2, _ = make_node("1xA100-40GB,1xH100-80GB", mig=False)
+    hooks.prolog(cfg2, "2", "mig:1g.10gb:1")           # the Hopper GPU serves it
+    assert task_prolog(cfg2.run_dir, "2")[1] == 0
 
 
 # -- faults: any single NVML failure during a prolog -----------------------

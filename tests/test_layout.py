@@ -136,3 +136,30 @@ def test_ampere_mode_change_pending_is_reported_and_site_hooks_run(make_node, cl
     cli("sim", "reset", state, "--gpu", "0", check=0)      # the admin resets that GPU only
     cli("apply", "-f", str(layout), "-c", "a", env=env, check=0)
     assert len(SimStore(state).read()["gpus"][0]["gis"]) == 2
+
+
+def test_allow_reset_completes_a_pending_ampere_mode_change(make_node, cli, tmp_path):
+    cfg, state = make_node("2xA100-40GB", mig=False)
+    with SimStore(state).transaction() as st:
+        for g in st["gpus"]:
+            g["reset_capable"] = False
+        st["_dirty"] = True
+    layout = tmp_path / "l.yaml"
+    layout.write_text("version: v1\nmig-configs:\n  a:\n    - devices: [0]\n      mig-enabled: true\n"
+                      "      mig-devices: {7g.40gb: 1}\n")
+    env = {"SLURM_MIG_BACKEND": cfg.backend, "SLURM_MIG_STATE_DIR": cfg.state_dir}
+    cli("apply", "-f", str(layout), "-c", "a", "--allow-reset", env=env, check=0)
+    gpus = SimStore(state).read()["gpus"]
+    assert gpus[0]["mig_current"] == 1 and len(gpus[0]["gis"]) == 1
+    assert gpus[1]["mig_current"] == 0 and gpus[1]["mig_pending"] == 0     # the other GPU untouched
+    assert "no GPU 7" in cli("sim", "reset", state, "--gpu", "7", check=2).stderr
+
+
+def test_reset_is_refused_while_a_process_runs(make_node, cli):
+    cfg, state = make_node("1xH100-80GB")
+    env = {"SLURM_MIG_BACKEND": cfg.backend, "SLURM_MIG_STATE_DIR": cfg.state_dir}
+    cli("apply", "-f", LAYOUTS, "-c", "all-7g.80gb", env=env, check=0)
+    uuid = SimStore(state).read()["gpus"][0]["gis"][0]["cis"][0]["uuid"]
+    cli("sim", "busy", state, "--uuid", uuid, check=0)
+    assert "processes are running" in cli("sim", "reset", state, "--gpu", "0", check=2).stderr
+    assert len(SimStore(state).read()["gpus"][0]["gis"]) == 1

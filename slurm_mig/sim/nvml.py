@@ -124,6 +124,18 @@ class SimNvml:
         """Not NVML: lets the driver batch many calls under one state lock."""
         return self.store.session()
 
+    def reset_gpu(self, index: int) -> None:
+        """Not NVML (it is `nvidia-smi --gpu-reset -i N`): a pending MIG mode takes
+        effect and the GPU's instances vanish. Refused while processes run."""
+        with self.store.transaction() as state:
+            if not 0 <= index < len(state["gpus"]):
+                raise _err(pynvml.NVML_ERROR_INVALID_ARGUMENT)
+            if self._processes(state, index):
+                raise _err(pynvml.NVML_ERROR_IN_USE)
+            gpu = state["gpus"][index]
+            gpu["mig_current"], gpu["gis"] = gpu["mig_pending"], []
+            state["_dirty"] = True
+
     # -- library ---------------------------------------------------------
     @nvml_call
     def nvmlInit(self, state):
