@@ -29,6 +29,7 @@ class Config(NamedTuple):
     epilog_retries: int = 5                   # destroy attempts while a process holds an instance
     epilog_retry_delay: float = 1.0
     gpu_fallback: bool = False                # dynamic: place on another GPU when Slurm's cannot
+    job_source: str = "scontrol"              # how the prolog reads the job: scontrol | squeue
 
 
 def _coerce(name: str, value, source: str):
@@ -54,6 +55,8 @@ def _coerce(name: str, value, source: str):
         from .planner import POLICIES
         if value not in POLICIES:
             raise BadInput(f"{source}: policy must be one of {', '.join(POLICIES)}, not {value!r}")
+    if name == "job_source" and value not in ("scontrol", "squeue"):
+        raise BadInput(f"{source}: job_source must be 'scontrol' or 'squeue', not {value!r}")
     if name == "mode" and value not in ("dynamic", "static"):
         raise BadInput(f"{source}: mode must be 'dynamic' or 'static', not {value!r}")
     return value

@@ -225,7 +225,7 @@ def run_prolog(cfg: Config, job: str, spec: Optional[str] = None, gpu: Optional[
         from . import static
         if idx is None:
             from .slurm import read_job
-            indices = read_job(job).mig_idx
+            indices = read_job(job, cfg.job_source).mig_idx
             if not indices:
                 return
         else:
@@ -234,7 +234,7 @@ def run_prolog(cfg: Config, job: str, spec: Optional[str] = None, gpu: Optional[
         return
     if spec is None:
         from .slurm import read_job
-        req = read_job(job)
+        req = read_job(job, cfg.job_source)
         if not req.spec:
             return
         spec, gpu = req.spec, gpu if gpu is not None else req.gpu

@@ -1,8 +1,9 @@
 """Reading a job's MIG request and allocation from Slurm.
 
-Default: `scontrol show job -d -o ID` (works on 22.05 and later; pyslurm has
-no build for 22.05). What the prolog needs: the `mig:` items of the request
-and, when the job holds shards or a gpu, the GPU index Slurm allocated.
+Default: `scontrol show job -d -o ID`; alternative: `squeue --json` (config
+job_source). pyslurm is not used: PyPI has no build for Slurm 22.05. What the
+prolog needs: the `mig:` items of the request and, when the job holds shards
+or a gpu, the GPU index Slurm allocated (static mode: the mig IDX numbers).
 """
 from __future__ import annotations
 
@@ -23,23 +24,15 @@ class JobRequest(NamedTuple):
     mig_idx: List[int]        # static mode: IDX numbers of the allocated mig records
 
 
-def parse_scontrol(text: str, job: str) -> JobRequest:
-    """Parse `scontrol show job -d -o` output (one line of KEY=VALUE tokens)."""
-    fields = {}
-    for token in text.split():
-        key, sep, value = token.partition("=")
-        if sep and key not in fields:
-            fields[key] = value
-    if fields.get("JobId") != job:
-        raise BadInput(f"scontrol output does not describe job {job} (field JobId)")
-    request = fields.get("JOB_GRES") or fields.get("TresPerNode") or ""
-    if request in ("", "(null)", "N/A"):
+def _job_request(request: str, allocation: str) -> JobRequest:
+    """From the request (JOB_GRES / tres_per_node) and the node's allocation
+    (`mig:...(IDX:..),shard:4(IDX:0)`), whatever tool printed them."""
+    if request in ("(null)", "N/A"):
         request = ""
-    mig = ",".join(item for item in request.split(",")
-                   if re.match(r"^(gres[:/])?mig:", item))
+    mig = ",".join(item for item in request.split(",") if re.match(r"^(gres[:/])?mig:", item))
     from .static import parse_idx
     gpu, mig_idx = None, []
-    for m in _ALLOC.finditer(fields.get("GRES", "")):
+    for m in _ALLOC.finditer(allocation):
         name, kind, value = m.groups()
         if kind != "IDX":
             continue
@@ -50,16 +43,54 @@ def parse_scontrol(text: str, job: str) -> JobRequest:
     return JobRequest(spec=mig, gpu=gpu, mig_idx=sorted(mig_idx))
 
 
-def read_job(job: str, timeout: float = 10.0) -> JobRequest:
-    job = check_job_id(job)
-    exe = shutil.which("scontrol")
-    if exe is None:
-        raise NodeProblem("scontrol not found in PATH; give --request instead")
+def parse_scontrol(text: str, job: str) -> JobRequest:
+    """Parse `scontrol show job -d -o` output (one line of KEY=VALUE tokens)."""
+    fields = {}
+    for token in text.split():
+        key, sep, value = token.partition("=")
+        if sep and key not in fields:
+            fields[key] = value
+    if fields.get("JobId") != job:
+        raise BadInput(f"scontrol output does not describe job {job} (field JobId)")
+    return _job_request(fields.get("JOB_GRES") or fields.get("TresPerNode") or "",
+                        fields.get("GRES", ""))
+
+
+def parse_squeue_json(text: str, job: str) -> JobRequest:
+    """Parse `squeue --json` (which lists every job: the one wanted is picked by job_id)."""
+    import json
     try:
-        out = subprocess.run([exe, "show", "job", "-d", "-o", job], capture_output=True,
-                             text=True, timeout=timeout, check=False)
+        doc = json.loads(text)
+        jobs = doc["jobs"]
+    except (ValueError, KeyError, TypeError) as e:
+        raise BadInput(f"squeue --json output has no `jobs` list ({e})") from None
+    entry = next((j for j in jobs if isinstance(j, dict) and str(j.get("job_id")) == job), None)
+    if entry is None:
+        raise BadInput(f"squeue --json does not list job {job} (field job_id)")
+    request = entry.get("tres_per_node") or ""
+    detail = entry.get("gres_detail") or []
+    if not isinstance(request, str) or not isinstance(detail, list):
+        raise BadInput(f"squeue --json: unexpected tres_per_node/gres_detail for job {job}")
+    return _job_request(request, ",".join(str(d) for d in detail))
+
+
+SOURCES = {"scontrol": (["show", "job", "-d", "-o"], parse_scontrol),
+           "squeue": (["--json"], parse_squeue_json)}
+
+
+def read_job(job: str, source: str = "scontrol", timeout: float = 10.0) -> JobRequest:
+    """The job's MIG request and allocation, from `scontrol` (default) or `squeue --json`."""
+    job = check_job_id(job)
+    args, parse = SOURCES[source]
+    tool = "scontrol" if source == "scontrol" else "squeue"
+    exe = shutil.which(tool)
+    if exe is None:
+        raise NodeProblem(f"{tool} not found in PATH; give --request instead")
+    argv = [exe] + args + ([job] if source == "scontrol" else [])
+    try:
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
     except subprocess.TimeoutExpired:
-        raise NodeProblem(f"scontrol show job {job} timed out after {timeout:g}s") from None
+        raise NodeProblem(f"{' '.join(argv[:3])} timed out after {timeout:g}s") from None
     if out.returncode != 0:
-        raise BadInput(f"scontrol show job {job} failed: {out.stderr.strip() or out.returncode}")
-    return parse_scontrol(out.stdout, job)
+        raise BadInput(f"{tool} failed for job {job}: {out.stderr.strip() or out.returncode}")
+    return parse(out.stdout, job)

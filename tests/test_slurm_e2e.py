@@ -88,6 +88,18 @@ def test_alias_is_accepted(cluster):
     assert len(uuids_in(cluster.output(job))) == 1
 
 
+def test_scontrol_and_squeue_json_agree_on_a_running_job(cluster):
+    from slurm_mig.slurm import parse_scontrol, parse_squeue_json
+    from slurm_mig.request import parse_spec
+    job = cluster.sbatch("--gres=mig:2g.20gb:1", script="sleep 3")
+    cluster._wait(lambda: cluster.job_state(job) == "RUNNING", 60, "job running")
+    a = parse_scontrol(cluster.run("scontrol", "show", "job", "-d", "-o", job).stdout, job)
+    b = parse_squeue_json(cluster.run("squeue", "--json").stdout, job)
+    assert parse_spec(a.spec) == parse_spec(b.spec) == {"2g.20gb": 1}
+    assert a.gpu == b.gpu and a.gpu in (0, 1)
+    assert cluster.wait_job(job) == "COMPLETED"
+
+
 def test_generated_config_parses_in_slurmd(cluster):
     p = subprocess.run(["slurmd", "-G", "-N", cluster.node, "-f", cluster.conf],
                        capture_output=True, text=True, env=cluster.env, timeout=60)
