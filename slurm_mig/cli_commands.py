@@ -322,12 +322,20 @@ def epilog(obj, job):
 
 @main.command()
 @click.option("--dry-run", is_flag=True, help="Only say what would be cleaned.")
+@click.option("--node", metavar="NAME", help="This node's Slurm name, to ask which jobs still run "
+              "(default: SLURMD_NODENAME, else the short host name).")
 @click.pass_obj
-def reconcile(obj, dry_run):
-    """Clean instances no job owns and records whose prolog died or whose
-    instances vanished."""
+def reconcile(obj, dry_run, node):
+    """Clean instances no job owns, records whose prolog died or whose
+    instances vanished, and records of jobs Slurm no longer runs here."""
+    import socket
     from . import hooks
-    actions = hooks.reconcile(obj.cfg(), dry_run=dry_run)
+    from .slurm import active_jobs
+    node = node or os.environ.get("SLURMD_NODENAME") or socket.gethostname().split(".")[0]
+    active = active_jobs(node)
+    if active is None:
+        click.echo("squeue unavailable: jobs that ended without an epilog are not checked", err=True)
+    actions = hooks.reconcile(obj.cfg(), dry_run=dry_run, active_jobs=active)
     prefix = "would " if dry_run else ""
     for a in actions:
         click.echo(prefix + a)

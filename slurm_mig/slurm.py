@@ -94,3 +94,21 @@ def read_job(job: str, source: str = "scontrol", timeout: float = 10.0) -> JobRe
     if out.returncode != 0:
         raise BadInput(f"{tool} failed for job {job}: {out.stderr.strip() or out.returncode}")
     return parse(out.stdout, job)
+
+
+def active_jobs(node: str, timeout: float = 10.0) -> Optional[set]:
+    """Ids of the jobs Slurm still runs (or is starting/ending) on `node`;
+    None when Slurm cannot be asked, so callers skip the liveness check."""
+    if not re.fullmatch(r"[A-Za-z0-9._-]{1,255}", node or ""):
+        raise BadInput(f"invalid node name {node!r}")
+    exe = shutil.which("squeue")
+    if exe is None:
+        return None
+    try:
+        out = subprocess.run([exe, "-h", "-w", node, "-t", "R,CF,CG,S", "-o", "%A"],
+                             capture_output=True, text=True, timeout=timeout, check=False)
+    except subprocess.TimeoutExpired:
+        return None
+    if out.returncode != 0:
+        return None
+    return {line.strip() for line in out.stdout.splitlines() if line.strip().isdigit()}

@@ -45,3 +45,10 @@ def test_squeue_json_filters_on_job_id():
 def test_squeue_json_errors(text, needle):
     with pytest.raises(BadInput, match=needle):
         parse_squeue_json(text, "5")
+
+
+@pytest.mark.parametrize("node", ["", "a b", "n1;id", "../x", "$(id)"])
+def test_active_jobs_rejects_hostile_node_names(node):
+    from slurm_mig.slurm import active_jobs
+    with pytest.raises(BadInput, match="invalid node name"):
+        active_jobs(node)

@@ -100,6 +100,16 @@ def test_scontrol_and_squeue_json_agree_on_a_running_job(cluster):
     assert cluster.wait_job(job) == "COMPLETED"
 
 
+def test_reconcile_releases_records_of_jobs_slurm_no_longer_runs(cluster):
+    # A job whose epilog never ran (slurmd crashed, say): its record is still bound.
+    p = cluster.slurm_mig("prolog", "--job", "424242", "--request", "mig:1g.10gb:1", "--wait", "0")
+    assert p.returncode == 0
+    assert any(i["owner"] == "424242" for i in live_instances(cluster))
+    out = cluster.slurm_mig("reconcile", "--node", cluster.node).stdout
+    assert "job 424242" in out
+    assert live_instances(cluster) == []
+
+
 def test_generated_config_parses_in_slurmd(cluster):
     p = subprocess.run(["slurmd", "-G", "-N", cluster.node, "-f", cluster.conf],
                        capture_output=True, text=True, env=cluster.env, timeout=60)
