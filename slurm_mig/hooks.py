@@ -10,9 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from typing import Dict, List, Optional, Tuple
-
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Dict, List, Optional, Tuple
 
 from .config import Config
 from .errors import BadInput, NoFit, NodeProblem
@@ -27,10 +25,6 @@ if TYPE_CHECKING:      # imported where used: the epilog needs no planner
     from .driver import Driver, Gpu, Instance
 
 POLL_INTERVAL = 0.5
-
-
-def job_log(job: str) -> JobLog:
-    return JobLog(job)
 
 
 class Node:
@@ -67,7 +61,7 @@ class Node:
 
     def fail(self, job: str, uid: Optional[int], request: dict, reason: str) -> None:
         """Fail only this job: record why; the TaskProlog prints it and exits 1."""
-        job_log(job).error("job refused: %s", reason)
+        JobLog(job).error("job refused: %s", reason)
         self.ledger.put(Record(job=job, state="failed", request=request, reason=reason, uid=uid))
         self.remove_job_files(job)
         self._write_job_file(job, FAIL, f"slurm-mig: job {job} could not get its MIG "
@@ -95,12 +89,21 @@ def _matches(entry: dict, inst: Instance) -> bool:
 def release(node: Node, rec: Record, retries: int, delay: float) -> Record:
     """Destroy the record's instances (CIs first). Instances still held by a
     process are retried, then kept owned by the record in state 'releasing'."""
-    d, jl = node.driver, job_log(rec.job)
+    d, jl = node.driver, JobLog(rec.job)
+    live: Dict[int, Dict[Tuple[int, int], Instance]] = {}     # per GPU, read once, again after a failure
+
+    def find(entry: dict) -> Optional[Instance]:
+        g = entry.get("gpu")
+        if g is None:
+            return None
+        if g not in live:
+            live[g] = node.live_instances([g])
+        return next((i for i in live[g].values() if _matches(entry, i)), None)
+
     remaining = []
     for entry in rec.instances:
         for attempt in range(retries + 1):
-            live = node.live_instances([entry["gpu"]]) if entry.get("gpu") is not None else {}
-            inst = next((i for i in live.values() if _matches(entry, i)), None)
+            inst = find(entry)
             if inst is None:
                 break
             try:
@@ -108,6 +111,7 @@ def release(node: Node, rec: Record, retries: int, delay: float) -> Record:
                 jl.info("destroyed %s %s on GPU %d (GI %d)", inst.profile, inst.uuid, inst.gpu, inst.gi_id)
                 break
             except d.nvml.NVMLError as e:
+                live.pop(inst.gpu, None)
                 pids = d.busy_pids(inst.uuid) if inst.uuid else []
                 jl.warning("cannot destroy %s on GPU %d yet (%s; pids %s), attempt %d/%d",
                            inst.uuid, inst.gpu, e, pids or "none", attempt + 1, retries + 1)
@@ -141,10 +145,12 @@ def tidy(node: Node, destroy_unowned: bool = False, dry_run: bool = False,
             else node.live_instances())
     for rec in node.ledger.live():
         present = [e for e in rec.instances if any(_matches(e, i) for i in live.values())]
-        if rec.static:
-            if active_jobs is not None and rec.job not in active_jobs and not dry_run:
-                rec.state = "released"
-                node.ledger.put(rec)
+        if rec.static:       # static instances stay; only the record of an ended job closes
+            if active_jobs is not None and rec.job not in active_jobs:
+                actions.append(f"job {rec.job}: ended; static record closed")
+                if not dry_run:
+                    rec.state = "released"
+                    node.ledger.put(rec)
             continue
         if rec.state in ("planned", "created", "releasing") or (
                 active_jobs is not None and rec.job not in active_jobs):
@@ -174,7 +180,7 @@ def prolog(cfg: Config, job: str, spec: str, gpu: Optional[int] = None,
            uid: Optional[int] = None) -> None:
     """Create and bind the job's instances. Raises NodeProblem only for node faults."""
     job = check_job_id(job)
-    node, jl = Node(cfg), job_log(job)
+    node, jl = Node(cfg), JobLog(job)
     try:
         request = parse_spec(spec)
     except BadInput as e:
@@ -248,7 +254,7 @@ def _try_place(node: Node, job: str, request: dict, gpu: Optional[int], uid: Opt
     failed for good after an apply was rolled back and retried from a fresh read."""
     from . import planner
     from .executor import ApplyFailed, apply
-    jl = job_log(job)
+    jl = JobLog(job)
     reset_needed = [g for g in gpus if g.model is not None and g.mig_current == 0
                     and g.model.mig_toggle_needs_reset and gpu in (None, g.index)]
     for attempt in range(attempts):
@@ -333,7 +339,7 @@ def epilog(cfg: Config, job: str) -> Record:
             # The instances stay owned by the record; reconcile finishes the job.
             rec.state, rec.reason = "releasing", f"NVML error during epilog: {e}"
             node.ledger.put(rec)
-            job_log(job).error("%s; `slurm-mig reconcile` retries", rec.reason)
+            JobLog(job).error("%s; `slurm-mig reconcile` retries", rec.reason)
             return rec
 
 
@@ -343,7 +349,7 @@ def _release_job(node: Node, rec: Record, cfg: Config) -> Record:
         for uuid in rec.uuids:
             pids = node.driver.busy_pids(uuid)
             if pids:
-                job_log(rec.job).warning("static instance %s still used by pids %s", uuid, pids)
+                JobLog(rec.job).warning("static instance %s still used by pids %s", uuid, pids)
         rec.state = "released"
         node.ledger.put(rec)
         return rec

@@ -51,7 +51,7 @@ def parse_idx(text: str) -> List[int]:
 def prolog(node, job: str, idx: List[int], uid: Optional[int]) -> None:
     """Bind the instances behind Slurm's IDX numbers, after checking they exist
     and nobody else holds them. Per-job problems fail the job, not the node."""
-    from .hooks import job_log
+    from .log import JobLog
     from .ledger import Record
     cfg = node.cfg
     table = idx_table(cfg.gres_conf, cfg.proc_root)
@@ -87,4 +87,4 @@ def prolog(node, job: str, idx: List[int], uid: Optional[int]) -> None:
                      instances=[b._asdict() for b in bound], static=True)
         node.ledger.put(rec)
         node.bind(job, uid, rec.uuids)
-        job_log(job).info("bound static %s", ",".join(rec.uuids))
+        JobLog(job).info("bound static %s", ",".join(rec.uuids))
