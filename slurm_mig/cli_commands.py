@@ -1,4 +1,4 @@
-"""The verbs of `slurm-mig` (see DESIGN.md, CLI contract)."""
+"""The verbs of `slurm-mig`; `slurm-mig VERB --help` documents each."""
 from __future__ import annotations
 
 import json

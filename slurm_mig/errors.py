@@ -1,4 +1,4 @@
-"""Exceptions that map onto the CLI's exit-code contract (DESIGN.md)."""
+"""Exceptions that map onto the CLI's exit codes: 0 ok, 1 node/other, 2 bad input, 3 no fit."""
 
 
 class SlurmMigError(Exception):

@@ -47,22 +47,21 @@ def write_json(path: str, obj: Any, mode: int = 0o600, durable: bool = True) -> 
                  durable=durable)
 
 
-def read_json(path: str, what: str) -> Any:
+def read_json(path: str, what: str, hint: str = "move it aside and run `slurm-mig reconcile`") -> Any:
     """Parse a JSON file; a corrupt one is reported by name, not as a traceback."""
     try:
         with open(path, encoding="utf-8") as f:
             return json.load(f)
     except (ValueError, UnicodeDecodeError) as e:
-        raise StateCorrupt(f"{what} {path} is corrupt ({e}); "
-                           "move it aside and run `slurm-mig reconcile`") from e
+        raise StateCorrupt(f"{what} {path} is corrupt ({e}); {hint}") from e
 
 
 @contextlib.contextmanager
-def locked(path: str, timeout: float = 60.0, shared: bool = False) -> Iterator[None]:
+def locked(path: str, timeout: float = 60.0) -> Iterator[None]:
     """flock `path` (created 0600), giving up after `timeout` seconds with a clear error."""
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     try:
-        op = (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB
+        op = fcntl.LOCK_EX | fcntl.LOCK_NB
         deadline = time.monotonic() + timeout
         delay = 0.001
         while True:

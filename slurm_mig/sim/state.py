@@ -92,7 +92,8 @@ class SimStore:
                            "create it with `slurm-mig sim init STATE.json --gpus 2xH100-SXM5-80GB`")
 
     def _load(self) -> dict:
-        state = read_json(self.path, "simulated node state")
+        state = read_json(self.path, "simulated node state",
+                          "recreate it with `slurm-mig sim init`")
         if not isinstance(state, dict) or state.get("version") != STATE_VERSION \
                 or not isinstance(state.get("gpus"), list):
             raise StateCorrupt(f"simulated node state {self.path} is not a version-"
