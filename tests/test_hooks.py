@@ -75,10 +75,14 @@ def test_waits_for_an_epilog_to_free_room(make_node):
     hooks.prolog(cfg, "1", "mig:7g.80gb:1")
     env = {**os.environ, "SLURM_MIG_BACKEND": cfg.backend, "SLURM_MIG_STATE_DIR": cfg.state_dir,
            "SLURM_MIG_RUN_DIR": cfg.run_dir}
-    waiting = subprocess.Popen([sys.executable, "-m", "slurm_mig", "prolog", "--job", "2",
-                                "--request", "mig:3g.40gb:1", "--wait", "20"], env=env)
+    waiting = subprocess.Popen([sys.executable, "-m", "slurm_mig", "-v", "prolog", "--job", "2",
+                                "--request", "mig:3g.40gb:1", "--wait", "20"], env=env,
+                               stderr=subprocess.PIPE, text=True)
+    first = waiting.stderr.readline()          # the prolog is waiting before the epilog runs
+    assert "waiting for room" in first, first
     hooks.epilog(cfg, "1")
     assert waiting.wait(timeout=60) == 0
+    assert "bound MIG-" in waiting.stderr.read()
     assert len(env_of(cfg, "2")) == 1
 
 
