@@ -281,8 +281,10 @@ def plan(obj, spec, gpu, policy, as_json):
 @click.option("--uid", type=int, help="Owner of the job's env file. [default: SLURM_JOB_UID]")
 @click.option("--wait", "wait", type=float, help="Seconds to wait for room (overrides config wait_for_room).")
 @click.option("--idx", metavar="LIST", help="Static mode: allocated mig IDX numbers, e.g. 0-1,4; default: from Slurm.")
+@click.option("--whole-gpus", metavar="LIST", help="GPUs given to the job whole (--gres=gpu), e.g. 0,1; "
+              "default: from Slurm.")
 @click.pass_obj
-def prolog(obj, job, spec, gpu, uid, wait, idx):
+def prolog(obj, job, spec, gpu, uid, wait, idx, whole_gpus):
     """Slurm Prolog: create (dynamic mode) or look up (static mode) and bind
     this job's MIG instances.
 
@@ -294,7 +296,10 @@ def prolog(obj, job, spec, gpu, uid, wait, idx):
     job = _job_id(job)
     if uid is None and os.environ.get("SLURM_JOB_UID", "").isdigit():
         uid = int(os.environ["SLURM_JOB_UID"])
-    hooks.run_prolog(cfg, job, spec, gpu, uid, idx)
+    if whole_gpus is not None:
+        from .static import parse_idx
+        whole_gpus = parse_idx(whole_gpus)
+    hooks.run_prolog(cfg, job, spec, gpu, uid, idx, whole_gpus)
 
 
 @main.command("task-prolog")

@@ -15,11 +15,13 @@ def owners(records: Iterable) -> Dict[tuple, str]:
     return {(i["gpu"], i["gi_id"]): r.job for r in records for i in r.instances}
 
 
-def node_view(gpus: List[Gpu], owned: Dict[tuple, str]) -> List[GpuView]:
-    """What the planner sees: catalog-known GPUs, instances marked with owners."""
+def node_view(gpus: List[Gpu], owned: Dict[tuple, str], held: Iterable[int] = ()) -> List[GpuView]:
+    """What the planner sees: catalog-known GPUs, instances marked with owners;
+    GPUs a job holds whole (`held`) are not offered."""
     views = []
+    held = set(held)
     for g in gpus:
-        if g.model is None or g.mig_current < 0:
+        if g.model is None or g.mig_current < 0 or g.index in held:
             continue
         if g.mig_current == 0 and g.model.mig_toggle_needs_reset:
             continue       # Ampere with MIG off: unusable without a reset

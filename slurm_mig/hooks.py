@@ -75,7 +75,9 @@ class Node:
 
     def view(self, gpus: Optional[List[Gpu]] = None) -> List[planner.GpuView]:
         from .executor import node_view, owners
-        return node_view(self.driver.gpus() if gpus is None else gpus, owners(self.ledger.live()))
+        live = self.ledger.live()
+        return node_view(self.driver.gpus() if gpus is None else gpus, owners(live),
+                         held=[g for r in live for g in r.mig_off_gpus])
 
 
 def _matches(entry: dict, inst: Instance) -> bool:
@@ -119,9 +121,20 @@ def release(node: Node, rec: Record, retries: int, delay: float) -> Record:
                     time.sleep(delay)
         else:
             remaining.append(entry)
-    if remaining:
+    still_off = []
+    for g in rec.mig_off_gpus:           # a GPU handed over whole goes back to MIG
+        status = d.set_mig_mode(g, True)
+        if status == 0:
+            jl.info("GPU %d: MIG mode back on", g)
+        else:
+            still_off.append(g)
+            jl.warning("GPU %d: MIG mode not back on yet (NVML status %d)", g, status)
+    rec.mig_off_gpus = still_off
+    if remaining or still_off:
         rec.state, rec.instances = "releasing", remaining
-        rec.reason = "instances still in use: " + ", ".join(str(e.get("uuid")) for e in remaining)
+        rec.reason = "; ".join(filter(None, [
+            "instances still in use: " + ", ".join(str(e.get("uuid")) for e in remaining) if remaining else "",
+            "MIG mode not back on for GPU " + ",".join(map(str, still_off)) if still_off else ""]))
         jl.error("%s; `slurm-mig reconcile` retries them", rec.reason)
     else:
         rec.state = "released"
@@ -160,7 +173,7 @@ def tidy(node: Node, destroy_unowned: bool = False, dry_run: bool = False,
                 release(node, rec, retries=0, delay=0)
                 if rec.state == "released":
                     node.remove_job_files(rec.job)
-        elif not present:
+        elif rec.instances and not present:
             actions.append(f"job {rec.job}: instances vanished; record closed")
             if not dry_run:
                 rec.state, rec.reason = "released", "instances vanished (GPU reset or reboot)"
@@ -224,9 +237,11 @@ def prolog(cfg: Config, job: str, spec: str, gpu: Optional[int] = None,
 
 
 def run_prolog(cfg: Config, job: str, spec: Optional[str] = None, gpu: Optional[int] = None,
-               uid: Optional[int] = None, idx: Optional[str] = None) -> None:
+               uid: Optional[int] = None, idx: Optional[str] = None,
+               whole_gpus: Optional[List[int]] = None) -> None:
     """The Prolog for either mode. What is not given is read from Slurm
-    (`scontrol show job -d -o`); a job without a MIG request is left alone."""
+    (`scontrol show job -d -o`); a job given whole GPUs (--gres=gpu) gets them
+    usable; a job with neither is left alone."""
     if cfg.mode == "static":
         from . import static
         if idx is None:
@@ -238,13 +253,16 @@ def run_prolog(cfg: Config, job: str, spec: Optional[str] = None, gpu: Optional[
             indices = static.parse_idx(idx)
         static.prolog(Node(cfg), job, indices, uid)
         return
-    if spec is None:
+    if spec is None and whole_gpus is None:
         from .slurm import read_job
         req = read_job(job, cfg.job_source)
-        if not req.spec:
-            return
-        spec, gpu = req.spec, gpu if gpu is not None else req.gpu
-    prolog(cfg, job, spec, gpu, uid)
+        spec, gpu = req.spec or None, gpu if gpu is not None else req.gpu
+        whole_gpus = req.whole_gpus if not spec else None
+    if whole_gpus:
+        from .wholegpu import prolog as whole_gpu_prolog
+        whole_gpu_prolog(Node(cfg), job, whole_gpus, uid)
+    elif spec:
+        prolog(cfg, job, spec, gpu, uid)
 
 
 def _try_place(node: Node, job: str, request: dict, gpu: Optional[int], uid: Optional[int],

@@ -21,16 +21,21 @@ STATES = LIVE + ("released", "failed")
 
 class Record:
     """One job's record. instances: dicts with gpu, gi_id, ci_id, uuid, profile,
-    start, size; static: instances stay when the job ends (static mode)."""
+    start, size; static: instances stay when the job ends (static mode);
+    mig_off_gpus: GPUs given whole with MIG turned off (dynamic mode)."""
 
-    FIELDS = ("job", "state", "request", "instances", "reason", "uid", "updated", "static")
+    FIELDS = ("job", "state", "request", "instances", "reason", "uid", "updated", "static",
+              "mig_off_gpus")
 
     def __init__(self, job: str, state: str, request: Optional[dict] = None,
                  instances: Optional[List[dict]] = None, reason: str = "",
-                 uid: Optional[int] = None, updated: float = 0.0, static: bool = False):
+                 uid: Optional[int] = None, updated: float = 0.0, static: bool = False,
+                 mig_off_gpus: Optional[List[int]] = None):
         self.job, self.state, self.request = job, state, request or {}
         self.instances: List[dict] = instances or []
         self.reason, self.uid, self.updated, self.static = reason, uid, updated, static
+        # GPUs handed to this job whole with MIG switched off; switched back on at release.
+        self.mig_off_gpus: List[int] = mig_off_gpus or []
 
     def to_dict(self) -> dict:
         return {name: getattr(self, name) for name in self.FIELDS}

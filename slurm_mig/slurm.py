@@ -20,8 +20,9 @@ _ALLOC = re.compile(r"(?:^|,)(?:gres[:/])?([^,():]+)[^,()]*\((IDX|CNT):([^)]*)\)
 
 class JobRequest(NamedTuple):
     spec: str                 # the mig: items, e.g. "mig:3g.40gb:1"
-    gpu: Optional[int]        # GPU index from the shard/gpu allocation, if any
+    gpu: Optional[int]        # GPU index the job's shards came from, if any
     mig_idx: List[int]        # static mode: IDX numbers of the allocated mig records
+    whole_gpus: List[int] = []   # GPU indices allocated whole (--gres=gpu:N)
 
 
 def _job_request(request: str, allocation: str) -> JobRequest:
@@ -31,16 +32,18 @@ def _job_request(request: str, allocation: str) -> JobRequest:
         request = ""
     mig = ",".join(item for item in request.split(",") if re.match(r"^(gres[:/])?mig:", item))
     from .static import parse_idx
-    gpu, mig_idx = None, []
+    gpu, mig_idx, whole = None, [], []
     for m in _ALLOC.finditer(allocation):
         name, kind, value = m.groups()
         if kind != "IDX":
             continue
-        if name in ("shard", "gpu") and gpu is None:
+        if name == "shard" and gpu is None:
             gpu = parse_idx(value)[0]
+        elif name == "gpu":
+            whole.extend(parse_idx(value))
         elif name == "mig":
             mig_idx.extend(parse_idx(value))
-    return JobRequest(spec=mig, gpu=gpu, mig_idx=sorted(mig_idx))
+    return JobRequest(spec=mig, gpu=gpu, mig_idx=sorted(mig_idx), whole_gpus=sorted(whole))
 
 
 def parse_scontrol(text: str, job: str) -> JobRequest:

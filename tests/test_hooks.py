@@ -220,3 +220,45 @@ def test_gpu_fallback_places_elsewhere_only_when_enabled(make_node):
     hooks.prolog(cfg._replace(gpu_fallback=True), "6", "mig:2g.20gb:1", gpu=0)
     assert task_prolog(cfg.run_dir, "6")[1] == 0
     assert [i["gpu"] for i in Ledger(cfg.state_dir).get("6").instances] == [1]
+
+
+# -- whole GPUs (--gres=gpu) in dynamic mode ------------------------------------
+def test_whole_hopper_gpu_runs_with_mig_off_and_gets_it_back(make_node):
+    cfg, state = make_node("2xH100-80GB")
+    hooks.run_prolog(cfg, "30", whole_gpus=[1])
+    gpus = SimStore(state).read()["gpus"]
+    assert gpus[1]["mig_current"] == 0
+    assert env_of_any(cfg, "30") == [gpus[1]["uuid"]]
+    hooks.prolog(cfg, "31", "mig:7g.80gb:1")            # unpinned: must not take GPU 1
+    assert [i["gpu"] for i in Ledger(cfg.state_dir).get("31").instances] == [0]
+    hooks.prolog(cfg, "32", "mig:1g.10gb:1")            # nothing left but the held GPU
+    assert task_prolog(cfg.run_dir, "32")[1] == 1
+    hooks.epilog(cfg, "30")
+    assert SimStore(state).read()["gpus"][1]["mig_current"] == 1
+    assert Ledger(cfg.state_dir).get("30").state == "released"
+
+
+def test_whole_ampere_gpu_gets_a_full_instance(make_node):
+    cfg, state = make_node("1xA100-40GB")
+    hooks.run_prolog(cfg, "40", whole_gpus=[0])
+    (uuid,) = env_of(cfg, "40")
+    gis = SimStore(state).read()["gpus"][0]["gis"]
+    assert [(g["profile_id"], g["start"], g["size"]) for g in gis] == [(0, 0, 8)]
+    assert gis[0]["cis"][0]["uuid"] == uuid
+    hooks.epilog(cfg, "40")
+    assert SimStore(state).read()["gpus"][0]["gis"] == []
+
+
+def test_whole_gpu_with_another_jobs_instances_fails_only_the_job(make_node):
+    cfg, state = make_node("1xH100-80GB")
+    hooks.prolog(cfg, "50", "mig:1g.10gb:1")
+    hooks.run_prolog(cfg, "51", whole_gpus=[0])
+    text, code = task_prolog(cfg.run_dir, "51")
+    assert code == 1 and "still holds MIG instances of job 50" in text
+    assert SimStore(state).read()["gpus"][0]["mig_current"] == 1
+
+
+def env_of_any(cfg, job):
+    text, code = task_prolog(cfg.run_dir, job)
+    assert code == 0, text
+    return text.strip().split("=", 1)[1].split(",")

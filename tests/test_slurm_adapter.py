@@ -52,3 +52,9 @@ def test_active_jobs_rejects_hostile_node_names(node):
     from slurm_mig.slurm import active_jobs
     with pytest.raises(BadInput, match="invalid node name"):
         active_jobs(node)
+
+
+def test_whole_gpu_allocation():
+    text = ("JobId=8 JOB_GRES=gpu:h100_sxm5_80gb:2 Nodes=n CPU_IDs=0 Mem=0 "
+            "GRES=gpu:h100_sxm5_80gb:2(IDX:0-1) TresPerNode=gres:gpu:2")
+    assert parse_scontrol(text, "8") == JobRequest("", None, [], [0, 1])

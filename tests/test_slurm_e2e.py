@@ -110,6 +110,17 @@ def test_reconcile_releases_records_of_jobs_slurm_no_longer_runs(cluster):
     assert live_instances(cluster) == []
 
 
+def test_whole_gpu_job_gets_the_gpu_with_mig_off_then_mig_returns(cluster):
+    job = cluster.sbatch("--gres=gpu:1", script="echo CVD=$CUDA_VISIBLE_DEVICES; sleep 2")
+    cluster._wait(lambda: cluster.job_state(job) in ("RUNNING", "COMPLETED"), 60, "job running")
+    doc = json.loads(cluster.slurm_mig("status", "--json").stdout)
+    assert cluster.wait_job(job) == "COMPLETED"
+    (uuid,) = uuids_in(cluster.output(job))
+    gpu = next(g for g in doc["gpus"] if g["uuid"] == uuid)
+    after = json.loads(cluster.slurm_mig("status", "--json").stdout)["gpus"][gpu["index"]]
+    assert after["mig"] == {"current": 1, "pending": 1}
+
+
 def test_generated_config_parses_in_slurmd(cluster):
     p = subprocess.run(["slurmd", "-G", "-N", cluster.node, "-f", cluster.conf],
                        capture_output=True, text=True, env=cluster.env, timeout=60)

@@ -1,0 +1,67 @@
+"""Dynamic mode: a job given whole GPUs (`--gres=gpu:N`). Slurm does not share
+such a GPU with shard jobs; the prolog makes it usable: MIG off where the GPU
+switches without a reset (Hopper and later; back on at release), else one
+full-size instance (destroyed at release like any other)."""
+from __future__ import annotations
+
+from typing import List, Optional
+
+from .errors import NodeProblem
+from .ledger import Record
+from .log import JobLog
+
+
+def prolog(node, job: str, gpus: List[int], uid: Optional[int]) -> None:
+    from .hooks import _matches, tidy
+    jl = JobLog(job)
+    d = node.driver
+    with node.ledger.lock():
+        rec = node.ledger.get(job)
+        if rec is not None and rec.state == "bound":
+            node.bind(job, uid, rec.uuids or [g.uuid for g in d.gpus(False) if g.index in gpus])
+            return
+        live_gpus = d.gpus()
+        if tidy(node, gpus=live_gpus):
+            live_gpus = d.gpus()
+        by_index = {g.index: g for g in live_gpus}
+        records = node.ledger.live()
+        for n in gpus:
+            g = by_index.get(n)
+            if g is None or g.model is None:
+                node.fail(job, uid, {"whole_gpus": gpus}, f"GPU {n} is not a known MIG-capable GPU here")
+                return
+            owner = next((r.job for r in records for i in g.instances
+                          if any(_matches(e, i) for e in r.instances)), None)
+            if owner is not None:
+                node.fail(job, uid, {"whole_gpus": gpus},
+                          f"GPU {n} still holds MIG instances of job {owner}")
+                return
+        rec = Record(job=job, state="planned", request={"whole_gpus": gpus}, uid=uid)
+        node.ledger.put(rec)
+        visible = []
+        for n in gpus:
+            g = by_index[n]
+            for i in g.instances:                     # idle leftovers: nobody owns them
+                d.destroy(n, i.gi_id)
+            if g.mig_current == 0:
+                visible.append(g.uuid)
+            elif not g.model.mig_toggle_needs_reset:
+                status = d.set_mig_mode(n, False)
+                if status != 0:
+                    rec.state, rec.reason = "releasing", f"MIG mode off failed on GPU {n}"
+                    node.ledger.put(rec)
+                    raise NodeProblem(f"GPU {n}: turning MIG mode off left it pending (NVML status "
+                                      f"{status}); something still uses the GPU")
+                rec.mig_off_gpus.append(n)
+                node.ledger.put(rec)
+                visible.append(g.uuid)
+            else:                                    # Ampere: one instance spanning the GPU
+                full = max(g.model.profiles, key=lambda p: (p.mem_slots, p.slices))
+                inst = d.create(n, full, full.starts[0])
+                rec.instances.append(inst._asdict())
+                node.ledger.put(rec)
+                visible.append(inst.uuid)
+        rec.state = "bound"
+        node.bind(job, uid, visible)
+        node.ledger.put(rec)
+        jl.info("whole GPU(s) %s bound: %s", ",".join(map(str, gpus)), ",".join(visible))
