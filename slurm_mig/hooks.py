@@ -59,10 +59,13 @@ class Node:
         self.remove_job_files(job)
         self._write_job_file(job, ENV, f"export CUDA_VISIBLE_DEVICES={','.join(uuids)}\n", uid)
 
-    def fail(self, job: str, uid: Optional[int], request: dict, reason: str) -> None:
-        """Fail only this job: record why; the TaskProlog prints it and exits 1."""
+    def fail(self, job: str, uid: Optional[int], request: dict, reason: str,
+             keep_record: bool = False) -> None:
+        """Fail only this job: record why; the TaskProlog prints it and exits 1.
+        keep_record: the job's record still owns something to clean; leave it."""
         JobLog(job).error("job refused: %s", reason)
-        self.ledger.put(Record(job=job, state="failed", request=request, reason=reason, uid=uid))
+        if not keep_record:
+            self.ledger.put(Record(job=job, state="failed", request=request, reason=reason, uid=uid))
         self.remove_job_files(job)
         self._write_job_file(job, FAIL, f"slurm-mig: job {job} could not get its MIG "
                              f"devices: {reason}\n", uid)

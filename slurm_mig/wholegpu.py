@@ -12,56 +12,68 @@ from .log import JobLog
 
 
 def prolog(node, job: str, gpus: List[int], uid: Optional[int]) -> None:
-    from .hooks import _matches, tidy
-    jl = JobLog(job)
+    """Hand the GPUs over; an NVML error fails only the job, after undoing what
+    was done (what cannot be undone stays owned by the record for reconcile)."""
+    from .hooks import release
     d = node.driver
     with node.ledger.lock():
-        rec = node.ledger.get(job)
-        if rec is not None and rec.state == "bound":
-            node.bind(job, uid, rec.uuids or [g.uuid for g in d.gpus(False) if g.index in gpus])
-            return
-        live_gpus = d.gpus()
-        if tidy(node, gpus=live_gpus):
-            live_gpus = d.gpus()
-        by_index = {g.index: g for g in live_gpus}
-        records = node.ledger.live()
-        for n in gpus:
-            g = by_index.get(n)
-            if g is None or g.model is None:
-                node.fail(job, uid, {"whole_gpus": gpus}, f"GPU {n} is not a known MIG-capable GPU here")
-                return
-            owner = next((r.job for r in records for i in g.instances
-                          if any(_matches(e, i) for e in r.instances)), None)
-            if owner is not None:
-                node.fail(job, uid, {"whole_gpus": gpus},
-                          f"GPU {n} still holds MIG instances of job {owner}")
-                return
         rec = Record(job=job, state="planned", request={"whole_gpus": gpus}, uid=uid)
-        node.ledger.put(rec)
-        visible = []
-        for n in gpus:
-            g = by_index[n]
-            for i in g.instances:                     # idle leftovers: nobody owns them
-                d.destroy(n, i.gi_id)
-            if g.mig_current == 0:
-                visible.append(g.uuid)
-            elif not g.model.mig_toggle_needs_reset:
-                status = d.set_mig_mode(n, False)
-                if status != 0:
-                    rec.state, rec.reason = "releasing", f"MIG mode off failed on GPU {n}"
-                    node.ledger.put(rec)
-                    raise NodeProblem(f"GPU {n}: turning MIG mode off left it pending (NVML status "
-                                      f"{status}); something still uses the GPU")
-                rec.mig_off_gpus.append(n)
-                node.ledger.put(rec)
-                visible.append(g.uuid)
-            else:                                    # Ampere: one instance spanning the GPU
-                full = max(g.model.profiles, key=lambda p: (p.mem_slots, p.slices))
-                inst = d.create(n, full, full.starts[0])
-                rec.instances.append(inst._asdict())
-                node.ledger.put(rec)
-                visible.append(inst.uuid)
-        rec.state = "bound"
-        node.bind(job, uid, visible)
-        node.ledger.put(rec)
-        jl.info("whole GPU(s) %s bound: %s", ",".join(map(str, gpus)), ",".join(visible))
+        try:
+            _hand_over(node, job, gpus, uid, rec)
+        except d.nvml.NVMLError as e:
+            if rec.updated:                  # written as intent (put sets updated): undo through it
+                release(node, rec, retries=0, delay=0)
+            node.fail(job, uid, {"whole_gpus": gpus}, f"NVML error while preparing the GPU: {e}",
+                      keep_record=rec.state == "releasing")
+
+
+def _hand_over(node, job: str, gpus: List[int], uid: Optional[int], rec: Record) -> None:
+    """Bind the job to its GPUs, or fail it with the reason; `rec` is written
+    (as intent) before the first change."""
+    from .hooks import _matches, tidy
+    d = node.driver
+    old = node.ledger.get(job)
+    if old is not None and old.state == "bound":
+        node.bind(job, uid, old.uuids or [g.uuid for g in d.gpus(False) if g.index in gpus])
+        return
+    live_gpus = d.gpus()
+    if tidy(node, gpus=live_gpus):
+        live_gpus = d.gpus()
+    by_index = {g.index: g for g in live_gpus}
+    records = node.ledger.live()
+    for n in gpus:
+        g = by_index.get(n)
+        if g is None or g.model is None:
+            node.fail(job, uid, {"whole_gpus": gpus}, f"GPU {n} is not a known MIG-capable GPU here")
+            return
+        owner = next((r.job for r in records for i in g.instances
+                      if any(_matches(e, i) for e in r.instances)), None)
+        if owner is not None:
+            node.fail(job, uid, {"whole_gpus": gpus}, f"GPU {n} still holds MIG instances of job {owner}")
+            return
+    node.ledger.put(rec)
+    visible = []
+    for n in gpus:
+        g = by_index[n]
+        for i in g.instances:                     # idle leftovers: nobody owns them
+            d.destroy(n, i.gi_id)
+        if g.mig_current == 0:
+            visible.append(g.uuid)
+        elif not g.model.mig_toggle_needs_reset:
+            rec.mig_off_gpus.append(n)            # intent first: release turns it back on
+            node.ledger.put(rec)
+            status = d.set_mig_mode(n, False)
+            if status != 0:
+                raise NodeProblem(f"GPU {n}: turning MIG mode off left it pending (NVML status "
+                                  f"{status}); something still uses the GPU")
+            visible.append(g.uuid)
+        else:                                    # Ampere: one instance spanning the GPU
+            full = max(g.model.profiles, key=lambda p: (p.mem_slots, p.slices))
+            inst = d.create(n, full, full.starts[0])
+            rec.instances.append(inst._asdict())
+            node.ledger.put(rec)
+            visible.append(inst.uuid)
+    rec.state = "bound"
+    node.bind(job, uid, visible)
+    node.ledger.put(rec)
+    JobLog(job).info("whole GPU(s) %s bound: %s", ",".join(map(str, gpus)), ",".join(visible))

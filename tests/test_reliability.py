@@ -314,3 +314,35 @@ def test_env_files_are_private_to_the_job_user(make_node):
     for name in os.listdir(os.path.join(cfg.state_dir, "jobs")):
         assert os.stat(os.path.join(cfg.state_dir, "jobs", name)).st_mode & 0o077 == 0
     shutil.rmtree(top)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("gpus", ["1xH100-80GB", "1xA100-40GB"])
+def test_whole_gpu_hooks_under_single_faults(make_node, monkeypatch, gpus):
+    cfg, state = make_node(gpus)
+    run_pro = lambda: hooks.run_prolog(cfg, "1", whole_gpus=[0])       # noqa: E731
+    calls = sorted(set(record_calls(monkeypatch, run_pro))
+                   | set(record_calls(monkeypatch, lambda: hooks.epilog(cfg, "1"))))
+    cases = 0
+    for call in calls:
+        for error in (pynvml.NVML_ERROR_UNKNOWN, pynvml.NVML_ERROR_IN_USE, pynvml.NVML_ERROR_GPU_IS_LOST):
+            for phase in ("prolog", "epilog"):
+                cfg, state = make_node(gpus)
+                if phase == "epilog":
+                    run_pro()
+                inject(state, call, error)
+                try:
+                    run_pro() if phase == "prolog" else hooks.epilog(cfg, "1")
+                except NodeProblem:
+                    pass          # exit 1 under Slurm (NVML unusable); reconcile must still recover
+                inject(state, call, error, after=10**9)
+                hooks.epilog(cfg, "1")
+                hooks.reconcile(cfg)
+                gpu = SimStore(state).read()["gpus"][0]
+                assert gpu["gis"] == [] and gpu["mig_current"] == 1, (call, error, phase, gpu)
+                assert Ledger(cfg.state_dir).live() == []
+                run_pro()                                      # the next whole-GPU job works
+                assert task_prolog(cfg.run_dir, "1")[1] == 0
+                hooks.epilog(cfg, "1")
+                cases += 1
+    assert cases == len(calls) * 6 and cases >= 30
