@@ -63,6 +63,10 @@ def main() -> int:
         say(f"job {job} {c.wait_job(job)}: {c.output(job).strip()}")
         say(f"node {c.node} is still {c.node_state()} (not drained)")
 
+        step("A whole-GPU job (--gres=gpu:1): MIG off for the job, back on afterwards")
+        job = c.sbatch("--gres=gpu:1", script="echo \"whole GPU: CUDA_VISIBLE_DEVICES=$CUDA_VISIBLE_DEVICES\"")
+        say(f"job {job} {c.wait_job(job)}: {c.output(job).strip()}")
+
         step("An unknown profile is refused at submission")
         try:
             c.sbatch("--gres=mig:5g.50gb:1", script="true")
