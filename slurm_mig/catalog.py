@@ -23,6 +23,8 @@ GI_ENUM_NAMES = {
     0x10: "2_SLICE_ALL_ME", 0x11: "3_SLICE_GFX",
 }
 GI_ENUM_COUNT = 0x12
+# nvmlDeviceGetArchitecture values (NVML_DEVICE_ARCH_*) of the architectures with MIG.
+ARCH_CODES = {"ampere": 7, "hopper": 9, "blackwell": 10}
 CI_ENUM_COUNT = 0x9
 
 

@@ -164,10 +164,16 @@ def _catalog_import(obj, index, key):
     profiles = d.gi_profiles(h)
     if not profiles:
         raise BadInput(f"GPU {index} ({name}) reports no MIG profiles; is MIG mode on?")
-    slots = max(s + z for _, info in profiles for s, z in d.placements(h, info.id))
+    from .catalog import ARCH_CODES
+    placements = {info.id: d.placements(h, info.id) for _, info in profiles}
+    slots = max(s + z for pl in placements.values() for s, z in pl)
+    arch = {code: name for name, code in ARCH_CODES.items()}.get(n.nvmlDeviceGetArchitecture(h))
+    if arch is None:
+        raise BadInput(f"GPU {index} ({name}) has an architecture the catalog does not know "
+                       "(MIG mode handling is per architecture)")
     layout, models = {}, {}
     for enum, info in profiles:
-        pl = d.placements(h, info.id)
+        pl = placements[info.id]
         layout[str(enum)] = {"id": info.id, "slices": info.sliceCount, "mem_slots": pl[0][1] if pl else 0,
                              "max": info.instanceCount, "starts": [s for s, _ in pl]}
         models[str(enum)] = {"name": _nvml_str(info.name).replace("MIG ", ""),
@@ -179,9 +185,8 @@ def _catalog_import(obj, index, key):
                                "gi_profiles": layout}},
              "models": {key: {"aliases": [], "nvml_names": [name],
                               "pci_device_ids": [f"0x{pci.pciDeviceId >> 16:04X}"],
-                              "arch": "FILL-IN (ampere|hopper|blackwell)", "layout": key,
-                              "memory_mib": n.nvmlDeviceGetMemoryInfo(h).total // (1 << 20)
-                              if hasattr(n, "nvmlDeviceGetMemoryInfo") else None,
+                              "arch": arch, "layout": key,
+                              "memory_mib": n.nvmlDeviceGetMemoryInfo(h).total >> 20,
                               "profiles": models}}}
     click.echo(json.dumps(entry, indent=1))
 

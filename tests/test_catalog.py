@@ -77,3 +77,11 @@ def test_unverified_values_are_marked():
 def test_ampere_needs_reset_hopper_does_not():
     assert CAT.model("A100-40GB").mig_toggle_needs_reset
     assert not CAT.model("H100-80GB").mig_toggle_needs_reset
+
+
+def test_arch_codes_are_nvmls():
+    import pynvml
+    assert catalog.ARCH_CODES == {"ampere": pynvml.NVML_DEVICE_ARCH_AMPERE,
+                                  "hopper": pynvml.NVML_DEVICE_ARCH_HOPPER,
+                                  "blackwell": pynvml.NVML_DEVICE_ARCH_BLACKWELL}
+    assert {m.arch for m in CAT.models.values()} <= set(catalog.ARCH_CODES)

@@ -3,6 +3,8 @@ import json
 
 import pytest
 
+from slurm_mig import catalog
+
 
 @pytest.fixture
 def node(tmp_path, cli):
@@ -118,6 +120,14 @@ def test_catalog_import_reads_a_gpu(node, cli):
     assert layout["memory_slots"] == 8 and layout["gi_profiles"]["2"]["starts"] == [0, 4]
     (model,) = doc["models"].values()
     assert model["profiles"]["2"]["name"] == "3g.40gb"
+    assert (model["arch"], model["memory_mib"], model["pci_device_ids"]) == ("hopper", 81559, ["0x2330"])
+    # The printed entry loads as catalog data and describes the same GPU.
+    with open(catalog.DATA_FILE) as f:
+        ci_profiles = json.load(f)["ci_profiles"]
+    (imported,) = catalog.Catalog.from_dict({**doc, "ci_profiles": ci_profiles}).models.values()
+    h100 = catalog.load().model("H100-80GB")
+    assert [(p.id, p.starts, p.mem_slots, p.max) for p in imported.profiles] == \
+        [(p.id, p.starts, p.mem_slots, p.max) for p in h100.profiles]
 
 
 def test_help_explains(cli):

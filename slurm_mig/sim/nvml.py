@@ -243,6 +243,19 @@ class SimNvml:
         return info
 
     @nvml_call
+    def nvmlDeviceGetArchitecture(self, state, handle):
+        gpu, *_ = self._gpu(state, handle)
+        return catalog.ARCH_CODES[self._model(gpu).arch]
+
+    @nvml_call
+    def nvmlDeviceGetMemoryInfo(self, state, handle, version=None):
+        gpu, *_ = self._gpu(state, handle)
+        info = pynvml.c_nvmlMemory_t()
+        info.total = self._model(gpu).memory_mib << 20
+        info.used, info.free = 0, info.total
+        return info
+
+    @nvml_call
     def nvmlDeviceGetMigMode(self, state, handle):
         gpu, *_ = self._gpu(state, handle)
         return [gpu["mig_current"], gpu["mig_pending"]]
