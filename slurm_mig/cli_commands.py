@@ -203,7 +203,7 @@ def _status_doc(cfg):
     except PermissionError:
         records = []
     owned = owners(records)
-    views = {v.index: v for v in node_view(gpus, owned)}
+    views = {v.index: v for v in node_view(gpus, records)}
     doc = []
     for g in gpus:
         view = views.get(g.index)

@@ -15,11 +15,13 @@ def owners(records: Iterable) -> Dict[tuple, str]:
     return {(i["gpu"], i["gi_id"]): r.job for r in records for i in r.instances}
 
 
-def node_view(gpus: List[Gpu], owned: Dict[tuple, str], held: Iterable[int] = ()) -> List[GpuView]:
-    """What the planner sees: catalog-known GPUs, instances marked with owners;
-    GPUs a job holds whole (`held`) are not offered."""
+def node_view(gpus: List[Gpu], records: Iterable) -> List[GpuView]:
+    """What the planner sees: catalog-known GPUs, instances marked with the live
+    records owning them; GPUs a job holds whole (MIG off for it) are not offered."""
+    records = list(records)
+    owned = owners(records)
+    held = {g for r in records for g in r.mig_off_gpus}
     views = []
-    held = set(held)
     for g in gpus:
         if g.model is None or g.mig_current < 0 or g.index in held:
             continue

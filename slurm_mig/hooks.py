@@ -77,10 +77,8 @@ class Node:
         return {(i.gpu, i.gi_id): i for g in indices for i in d.gpu(g).instances}
 
     def view(self, gpus: Optional[List[Gpu]] = None) -> List[planner.GpuView]:
-        from .executor import node_view, owners
-        live = self.ledger.live()
-        return node_view(self.driver.gpus() if gpus is None else gpus, owners(live),
-                         held=[g for r in live for g in r.mig_off_gpus])
+        from .executor import node_view
+        return node_view(self.driver.gpus() if gpus is None else gpus, self.ledger.live())
 
 
 def _matches(entry: dict, inst: Instance) -> bool:
@@ -276,21 +274,19 @@ def _try_place(node: Node, job: str, request: dict, gpu: Optional[int], uid: Opt
     from . import planner
     from .executor import ApplyFailed, apply
     jl = JobLog(job)
+    # Ampere cannot switch MIG on without a reset: a job that needs such a GPU
+    # (Slurm's GPU, or any when nothing else fits) is a problem the admin must fix.
     reset_needed = [g for g in gpus if g.model is not None and g.mig_current == 0
                     and g.model.mig_toggle_needs_reset and gpu in (None, g.index)]
+    if reset_needed and gpu is not None:
+        raise _mig_off_problem(reset_needed[0])
     for attempt in range(attempts):
         try:
             view = node.view(gpus if attempt == 0 else None)
-            if gpu is not None and reset_needed:
-                raise NoFit("")
             p = _plan_with_fallback(planner, view, request, gpu, policy, node.cfg.gpu_fallback, jl)
         except NoFit as e:
             if reset_needed:
-                # Ampere cannot switch MIG on without a reset: the admin must act.
-                g = reset_needed[0]
-                raise NodeProblem(f"GPU {g.index} ({g.model.key}) has MIG mode off and enabling it "
-                                  f"resets the GPU: run `nvidia-smi -i {g.index} -mig 1` when it is "
-                                  "idle, or apply a layout with `slurm-mig apply`") from e
+                raise _mig_off_problem(reset_needed[0]) from e
             return str(e)
         rec = Record(job=job, state="planned", request=request, uid=uid, instances=[
             {"gpu": pl.gpu, "profile": pl.profile.name, "profile_id": pl.profile.id,
@@ -323,6 +319,12 @@ def _try_place(node: Node, job: str, request: dict, gpu: Optional[int], uid: Opt
         return None
     node.fail(job, uid, request, last)
     return None
+
+
+def _mig_off_problem(g: Gpu) -> NodeProblem:
+    return NodeProblem(f"GPU {g.index} ({g.model.key}) has MIG mode off and enabling it resets "
+                       f"the GPU: run `nvidia-smi -i {g.index} -mig 1` when it is idle, or apply a "
+                       "layout with `slurm-mig apply`")
 
 
 def _plan_with_fallback(planner, view, request, gpu, policy, fallback: bool, jl):

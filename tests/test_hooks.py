@@ -233,6 +233,8 @@ def test_whole_hopper_gpu_runs_with_mig_off_and_gets_it_back(make_node):
     assert [i["gpu"] for i in Ledger(cfg.state_dir).get("31").instances] == [0]
     hooks.prolog(cfg, "32", "mig:1g.10gb:1")            # nothing left but the held GPU
     assert task_prolog(cfg.run_dir, "32")[1] == 1
+    from slurm_mig.cli_commands import _status_doc
+    assert _status_doc(cfg)[1]["can_create"] == {}       # status does not offer it either
     hooks.epilog(cfg, "30")
     assert SimStore(state).read()["gpus"][1]["mig_current"] == 1
     assert Ledger(cfg.state_dir).get("30").state == "released"
