@@ -41,7 +41,9 @@ import random
 import statistics
 from collections import Counter
 
-from slurm_mig import catalog, planner as P
+from slurm_mig.core import catalog, planner as P
+from slurm_mig.core.policies import POLICIES
+from slurm_mig.core.view import GpuView, Occupied
 from slurm_mig.errors import NoFit
 
 MODEL = catalog.load().model("H100-80GB")
@@ -163,13 +165,13 @@ class DynamicCluster:
         self.waiting = []              # (job, node, gpu, need, deadline): prologs waiting for room
         self.slots = [[[] for _ in range(gpus)] for _ in range(nodes)]
         self.units = [[0] * gpus for _ in range(nodes)]     # Slurm's shard view per GPU
-        self.policy = P.POLICIES[policy]
+        self.policy = POLICIES[policy]
         self.slurm, self.fallback = slurm_accounting, fallback
         self.held = {}
         self.misadmitted = 0
 
     def _views(self, n):
-        return [P.GpuView(g, MODEL, slots=tuple(s)) for g, s in enumerate(self.slots[n])]
+        return [GpuView(g, MODEL, occupied=tuple(s)) for g, s in enumerate(self.slots[n])]
 
     def try_start(self, job):
         p = MODEL.find_profile(job.profile)
@@ -215,8 +217,8 @@ class DynamicCluster:
     def _bind(self, n, job, plan, gpu, need):
         slots = []
         for pl in plan.placements:
-            slot = P.Slot(gpu=pl.gpu, profile_id=pl.profile.id, start=pl.start,
-                          size=pl.profile.mem_slots, gi_id=job.id, owner=str(job.id))
+            slot = Occupied(gpu=pl.gpu, profile_id=pl.profile.id, start=pl.start,
+                          size=pl.profile.mem_slots, slices=pl.profile.slices, gi_id=job.id, owner=str(job.id))
             self.slots[n][pl.gpu].append(slot)
             slots.append(slot)
         self.held[job.id] = (n, slots, gpu, need)

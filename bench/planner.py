@@ -10,7 +10,9 @@ import random
 import statistics
 import time
 
-from slurm_mig import catalog, planner as P
+from slurm_mig.core import catalog, planner as P
+from slurm_mig.core.policies import POLICIES
+from slurm_mig.core.view import GpuView, Occupied
 from slurm_mig.errors import NoFit
 
 MODEL = catalog.load().model("H100-80GB")
@@ -25,8 +27,8 @@ def random_gpu(rng, index):
         if trial.ok():
             placed.append((p, s))
     kept = [x for x in placed if rng.random() < 0.5]
-    return P.GpuView(index, MODEL, slots=tuple(
-        P.Slot(gpu=index, profile_id=p.id, start=s, size=p.mem_slots, gi_id=i, owner="1")
+    return GpuView(index, MODEL, occupied=tuple(
+        Occupied(gpu=index, profile_id=p.id, start=s, size=p.mem_slots, slices=p.slices, gi_id=i, owner="1")
         for i, (p, s) in enumerate(kept)))
 
 

@@ -11,7 +11,9 @@ import heapq
 import random
 import statistics
 
-from slurm_mig import catalog, planner as P
+from slurm_mig.core import catalog, planner as P
+from slurm_mig.core.policies import POLICIES
+from slurm_mig.core.view import GpuView, Occupied
 from slurm_mig.errors import NoFit
 
 MIX = {"1g.10gb": 4, "1g.20gb": 2, "2g.20gb": 3, "3g.40gb": 2, "4g.40gb": 1, "7g.80gb": 1}
@@ -39,15 +41,15 @@ def run(policy, seed, gpus, jobs, load):
             refused += 1
             continue
         admitted += 1
-        views = [P.GpuView(g, model, slots=tuple(slots[g])) for g in fits_counts]
+        views = [GpuView(g, model, occupied=tuple(slots[g])) for g in fits_counts]
         try:
-            plan = P.plan(views, {p.name: 1}, policy=P.POLICIES[policy])
+            plan = P.plan(views, {p.name: 1}, policy=POLICIES[policy])
         except NoFit:
             failed += 1
             continue
         pl = plan.placements[0]
         next_id += 1
-        slot = P.Slot(gpu=pl.gpu, profile_id=p.id, start=pl.start, size=p.mem_slots,
+        slot = Occupied(gpu=pl.gpu, profile_id=p.id, start=pl.start, size=p.mem_slots, slices=p.slices,
                       gi_id=next_id, owner=str(next_id))
         slots[pl.gpu].append(slot)
         heapq.heappush(ends, (t + rng.expovariate(1.0 / (load * gpus)), pl.gpu, slot))
@@ -63,7 +65,7 @@ def main():
     args = ap.parse_args()
     print(f"{args.gpus} x H100-80GB, {args.jobs} jobs x {args.seeds} seeds, mix {MIX}")
     print(f"{'policy':<10} {'fragmentation failures / admitted':>34} {'refused by counts':>18} {'served':>8}")
-    for policy in P.POLICIES:
+    for policy in POLICIES:
         runs = [run(policy, s, args.gpus, args.jobs, args.load) for s in range(args.seeds)]
         fail = statistics.median(r[0] for r in runs)
         refused = statistics.median(r[1] for r in runs)

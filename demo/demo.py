@@ -8,7 +8,8 @@ import os
 import sys
 import time
 
-from slurm_mig.devcluster import ClusterError, DevCluster
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests"))
+from harness.devcluster import ClusterError, DevCluster  # noqa: E402  (the test harness, never installed)
 
 
 def say(text=""):

@@ -23,7 +23,7 @@ class Config(NamedTuple):
     hooks_dir: str = "/etc/slurm-mig/hooks.d"  # site hooks around MIG mode changes
     gres_conf: str = "/etc/slurm/gres.conf"   # static mode: the generated gres.conf (IDX order)
     proc_root: str = "/proc"                  # where driver/nvidia-caps/mig-minors is read
-    policy: str = "most-room"                 # placement policy, see planner.POLICIES
+    policy: str = "most-room"                 # placement policy, see core.policies
     wait_for_room: float = 30.0               # prolog: seconds to wait for an epilog to free room
     lock_timeout: float = 120.0               # seconds to wait for the node lock
     epilog_retries: int = 5                   # destroy attempts while a process holds an instance
@@ -52,7 +52,7 @@ def _coerce(name: str, value, source: str):
     if not ok:
         raise BadInput(f"{source}: bad value {value!r} for {name}")
     if name == "policy":
-        from .planner import POLICIES
+        from .core.policies import POLICIES
         if value not in POLICIES:
             raise BadInput(f"{source}: policy must be one of {', '.join(POLICIES)}, not {value!r}")
     if name == "job_source" and value not in ("scontrol", "squeue"):

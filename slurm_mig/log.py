@@ -10,7 +10,7 @@ import sys
 from typing import Optional
 
 _state = {"syslog": None, "verbose": False}
-_LEVELS = {"debug": 7, "info": 6, "warning": 4, "error": 3}    # syslog priorities
+_LEVELS = {"info": 6, "warning": 4, "error": 3}    # syslog priorities
 
 
 def setup_logging(verbose: bool = False) -> None:
@@ -33,9 +33,6 @@ class JobLog:
             _state["syslog"].syslog(_LEVELS[level], text)
         if level in ("warning", "error") or _state["verbose"]:
             print(f"slurm-mig: {text}", file=sys.stderr, flush=True)
-
-    def debug(self, msg: str, *args) -> None:
-        self._emit("debug", msg, args)
 
     def info(self, msg: str, *args) -> None:
         self._emit("info", msg, args)

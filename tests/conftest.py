@@ -5,7 +5,7 @@ import sys
 import pytest
 
 from slurm_mig.config import Config
-from slurm_mig.driver import Driver
+from slurm_mig.nvml.driver import Driver
 from slurm_mig.sim import SimNvml, init_state
 
 

@@ -1,7 +1,7 @@
 """The catalog against the tables in shared/reference/mig-facts.md."""
 import pytest
 
-from slurm_mig import catalog
+from slurm_mig.core import catalog
 from slurm_mig.errors import BadInput
 
 CAT = catalog.load()

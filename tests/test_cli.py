@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from slurm_mig import catalog
+from slurm_mig.core import catalog
 
 
 @pytest.fixture

@@ -2,8 +2,8 @@
 MIG-capable GPU when one is present (never changing its MIG settings)."""
 import pytest
 
-from slurm_mig import catalog
-from slurm_mig.driver import Driver
+from slurm_mig.core import catalog
+from slurm_mig.nvml.driver import Driver
 
 
 def real_driver():
@@ -35,7 +35,7 @@ def test_enumerates_gpus(driver):
     gpus = driver.gpus()
     assert gpus and [g.index for g in gpus] == list(range(len(gpus)))
     for g in gpus:
-        assert g.uuid.startswith("GPU-") and g.mig_current in (-1, 0, 1)
+        assert g.uuid.startswith("GPU-") and (g.mig_capable or not g.mig_on)
 
 
 def test_instances_have_uuids_and_placements(driver):
@@ -59,7 +59,7 @@ def test_placements_agree_with_catalog(driver):
 
 def test_live_profiles_agree_with_catalog(driver):
     for g in driver.gpus():
-        if g.model is None or g.mig_current != 1:
+        if g.model is None or not g.mig_on:
             continue
         for enum, info in driver.gi_profiles(driver.handle(g.index)):
             p = g.model.profile_by_enum(enum)
@@ -73,7 +73,41 @@ def test_create_and_destroy(make_node, driver_for):
     p = catalog.load().model("A30").find_profile("2g.12gb")
     inst = d.create(0, p, 2)
     assert (inst.start, inst.size, inst.ci_count) == (2, 2, 1) and inst.uuid.startswith("MIG-")
-    assert d.gpu(0).instances == [inst]
+    assert d.gpu(0).instances == (inst,)
     assert d.destroy(0, inst.gi_id) is True
     assert d.destroy(0, inst.gi_id) is False
-    assert d.gpu(0).instances == []
+    assert d.gpu(0).instances == ()
+
+
+def test_an_instance_of_a_profile_the_catalog_lacks_is_listed_and_left_alone(make_node, monkeypatch):
+    """A newer driver's profile: NVML lists it, the catalog does not. It must be
+    seen (status), planned around (never placed over) and never destroyed."""
+    import types
+
+    from harness import calls as hooks
+    from slurm_mig.core import planner
+    from slurm_mig.errors import NoFit
+    from slurm_mig.node.context import NodeContext
+    from slurm_mig.node.status import status_doc
+    from slurm_mig.nvml import driver as driver_mod
+    from slurm_mig.sim import SimNvml
+
+    cfg, state = make_node("1xH100-80GB")
+    full = catalog.load()
+    h100 = full.model("H100-80GB")
+    Driver(SimNvml(state)).create(0, h100.find_profile("1g.20gb"), 2)
+    lacking = catalog.Catalog({k: (m._replace(profiles=tuple(p for p in m.profiles if p.name != "1g.20gb"))
+                                   if k == h100.key else m) for k, m in full.models.items()})
+    monkeypatch.setattr(driver_mod, "catalog", types.SimpleNamespace(
+        load=lambda: lacking, GI_ENUM_COUNT=catalog.GI_ENUM_COUNT, CI_ENUM_COUNT=catalog.CI_ENUM_COUNT))
+
+    ctx = NodeContext(cfg)
+    (inst,) = ctx.driver.gpu(0).instances
+    assert (inst.known, inst.profile, inst.start, inst.size, inst.slices) == (False, "1g.20gb", 2, 2, 1)
+    assert status_doc(ctx)[0]["instances"][0]["owner"] == "unknown profile"
+    with pytest.raises(NoFit):
+        planner.plan(ctx.view(), {"7g.80gb": 1})
+    assert all(not (s < 4 and 2 < s + p.mem_slots) for p, _, s in
+               [(x.profile, x.gpu, x.start) for x in planner.plan(ctx.view(), {"3g.40gb": 1}).placements])
+    hooks.reconcile(cfg)
+    assert [i.gi_id for i in ctx.driver.gpu(0).instances] == [inst.gi_id]

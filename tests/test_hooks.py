@@ -7,10 +7,10 @@ import sys
 import pynvml
 import pytest
 
-from slurm_mig import hooks
+from harness import calls as hooks
 from slurm_mig.errors import NodeProblem
-from slurm_mig.jobfiles import task_prolog
-from slurm_mig.ledger import Ledger
+from slurm_mig.node.jobfiles import task_prolog
+from slurm_mig.node.ledger import Ledger
 from slurm_mig.sim import SimStore
 
 
@@ -104,14 +104,15 @@ def test_epilog_keeps_busy_instance_until_reconcile(make_node, cli):
 
 def test_reconcile_cleans_after_a_dead_prolog_and_unowned_instances(make_node, driver_for):
     cfg, state = make_node()
-    from slurm_mig import catalog
-    from slurm_mig.ledger import Record
+    from slurm_mig.core import catalog
+    from slurm_mig.core.view import Held
+    from slurm_mig.node.ledger import Record
     d = driver_for(state)
     p = catalog.load().model("H100-80GB").find_profile("3g.40gb")
     made = d.create(0, p, 0)             # the prolog died after creating this ...
     Ledger(cfg.state_dir).ensure()
     Ledger(cfg.state_dir).put(Record(job="44", state="planned", instances=[
-        {"gpu": 0, "profile_id": p.id, "start": 0, "size": 4, "gi_id": None, "uuid": None}]))
+        Held(gpu=0, profile_id=p.id, profile=p.name, start=0, size=4)]))
     d.create(0, catalog.load().model("H100-80GB").find_profile("1g.10gb"), 6)   # ... and this has no owner
     assert len(hooks.reconcile(cfg, dry_run=True)) == 2 and len(instances(state)) == 2
     actions = hooks.reconcile(cfg)
@@ -219,7 +220,7 @@ def test_gpu_fallback_places_elsewhere_only_when_enabled(make_node):
     assert task_prolog(cfg.run_dir, "5")[1] == 1
     hooks.prolog(cfg._replace(gpu_fallback=True), "6", "mig:2g.20gb:1", gpu=0)
     assert task_prolog(cfg.run_dir, "6")[1] == 0
-    assert [i["gpu"] for i in Ledger(cfg.state_dir).get("6").instances] == [1]
+    assert [i.gpu for i in Ledger(cfg.state_dir).get("6").instances] == [1]
 
 
 # -- whole GPUs (--gres=gpu) in dynamic mode ------------------------------------
@@ -230,11 +231,12 @@ def test_whole_hopper_gpu_runs_with_mig_off_and_gets_it_back(make_node):
     assert gpus[1]["mig_current"] == 0
     assert env_of_any(cfg, "30") == [gpus[1]["uuid"]]
     hooks.prolog(cfg, "31", "mig:7g.80gb:1")            # unpinned: must not take GPU 1
-    assert [i["gpu"] for i in Ledger(cfg.state_dir).get("31").instances] == [0]
+    assert [i.gpu for i in Ledger(cfg.state_dir).get("31").instances] == [0]
     hooks.prolog(cfg, "32", "mig:1g.10gb:1")            # nothing left but the held GPU
     assert task_prolog(cfg.run_dir, "32")[1] == 1
-    from slurm_mig.cli_commands import _status_doc
-    assert _status_doc(cfg)[1]["can_create"] == {}       # status does not offer it either
+    from slurm_mig.node.context import NodeContext
+    from slurm_mig.node.status import status_doc
+    assert status_doc(NodeContext(cfg))[1]["can_create"] == {}       # status does not offer it either
     hooks.epilog(cfg, "30")
     assert SimStore(state).read()["gpus"][1]["mig_current"] == 1
     assert Ledger(cfg.state_dir).get("30").state == "released"

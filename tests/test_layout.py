@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from slurm_mig import hooks
+from harness import calls as hooks
 from slurm_mig.sim import SimStore
 
 LAYOUTS = os.path.join(os.path.dirname(__file__), "data", "mig-parted-h100.yaml")

@@ -5,7 +5,9 @@ from collections import Counter
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from slurm_mig import catalog, planner as P
+from slurm_mig.core import catalog, planner as P
+from slurm_mig.core.policies import POLICIES
+from slurm_mig.core.view import GpuView, Occupied
 from slurm_mig.errors import NoFit
 
 CAT = catalog.load()
@@ -15,7 +17,7 @@ H100 = CAT.model("H100-80GB")
 def valid_layout(model, placed):
     """placed: [(profile, start)] -> obeys overlap, max and slice rules."""
     for (p, s), (q, t) in itertools.combinations(placed, 2):
-        if p.overlaps(s, t, q.mem_slots):
+        if set(range(s, s + p.mem_slots)) & set(range(t, t + q.mem_slots)):   # independent of the code
             return False
     counts = Counter(p.id for p, _ in placed)
     return (all(counts[p.id] <= p.max for p, _ in placed)
@@ -53,22 +55,22 @@ def node_states(draw):
             s = draw(st.sampled_from(p.starts))
             if valid_layout(model, placed + [(p, s)]):
                 placed.append((p, s))
-        slots = tuple(P.Slot(gpu=g, profile_id=p.id, start=s, size=p.mem_slots, gi_id=i,
-                             owner=draw(st.sampled_from(["7", "8", None])))
-                      for i, (p, s) in enumerate(placed))
-        views.append(P.GpuView(index=g, model=model, slots=slots))
+        occupied = tuple(Occupied(gpu=g, profile_id=p.id, start=s, size=p.mem_slots, slices=p.slices,
+                                  gi_id=i, owner=draw(st.sampled_from(["7", "8", None])))
+                         for i, (p, s) in enumerate(placed))
+        views.append(GpuView(index=g, model=model, occupied=occupied))
     names = [p.name for p in model.profiles]
     request = draw(st.dictionaries(st.sampled_from(names), st.integers(1, 2), min_size=1, max_size=2))
     return views, request
 
 
 @settings(max_examples=300, deadline=None)
-@given(node_states(), st.sampled_from(list(P.POLICIES)))
+@given(node_states(), st.sampled_from(list(POLICIES)))
 def test_planner_complete_and_safe(state, policy):
     views, request = state
     expected = exhaustive_fits(views, request)
     try:
-        plan = P.plan(views, request, policy=P.POLICIES[policy])
+        plan = P.plan(views, request, policy=POLICIES[policy])
     except NoFit:
         assert not expected
         return
@@ -78,7 +80,7 @@ def test_planner_complete_and_safe(state, policy):
     assert Counter(p.profile.name for p in plan.placements) == Counter(
         {CAT.model(views[0].model.key).find_profile(n).name: c for n, c in request.items()})
     for v in views:
-        kept = [(v.model.profile_by_id(s.profile_id), s.start) for s in v.slots
+        kept = [(v.model.profile_by_id(s.profile_id), s.start) for s in v.occupied
                 if s not in plan.destroy and not any(p.reuse == s for p in plan.placements)]
         new = [(p.profile, p.start) for p in plan.placements if p.gpu == v.index]
         assert valid_layout(v.model, kept + new)
@@ -86,11 +88,12 @@ def test_planner_complete_and_safe(state, policy):
 
 def busy(profile, start, gpu=0, gi=1, owner="5"):
     p = H100.find_profile(profile)
-    return P.Slot(gpu=gpu, profile_id=p.id, start=start, size=p.mem_slots, gi_id=gi, owner=owner)
+    return Occupied(gpu=gpu, profile_id=p.id, start=start, size=p.mem_slots, slices=p.slices,
+                    gi_id=gi, owner=owner)
 
 
 def test_mixed_request_placed_around_a_running_job():
-    view = P.GpuView(0, H100, slots=(busy("2g.20gb", 2),))
+    view = GpuView(0, H100, occupied=(busy("2g.20gb", 2),))
     plan = P.plan([view], {"3g.40gb": 1, "1g.10gb": 2})
     assert sorted((p.profile.name, p.start) for p in plan.placements) == [
         ("1g.10gb", 0), ("1g.10gb", 1), ("3g.40gb", 4)]
@@ -98,7 +101,7 @@ def test_mixed_request_placed_around_a_running_job():
 
 def test_3g_plus_two_1g_cannot_sit_next_to_another_3g():
     # 3+3+1+1 = 8 compute slices > 7 and 4+4+1+1 = 10 memory slots > 8.
-    view = P.GpuView(0, H100, slots=(busy("3g.40gb", 0),))
+    view = GpuView(0, H100, occupied=(busy("3g.40gb", 0),))
     with pytest.raises(NoFit, match="does not fit"):
         P.plan([view], {"3g.40gb": 1, "1g.10gb": 2})
 
@@ -106,20 +109,20 @@ def test_3g_plus_two_1g_cannot_sit_next_to_another_3g():
 def test_idle_instance_of_right_profile_is_reused_and_others_destroyed():
     idle_3g = busy("3g.40gb", 4, gi=2, owner=None)
     idle_1g = busy("1g.10gb", 0, gi=7, owner=None)
-    plan = P.plan([P.GpuView(0, H100, slots=(idle_3g, idle_1g))], {"3g.40gb": 1})
+    plan = P.plan([GpuView(0, H100, occupied=(idle_3g, idle_1g))], {"3g.40gb": 1})
     assert plan.placements[0].reuse == idle_3g
     assert plan.destroy == (idle_1g,)
 
 
 def test_packed_keeps_big_holes_first_fit_does_not():
-    view = P.GpuView(0, H100)
-    packed = P.plan([view], {"1g.10gb": 1}, policy=P.POLICIES["packed"])
-    first = P.plan([view], {"1g.10gb": 1}, policy=P.POLICIES["first-fit"])
+    view = GpuView(0, H100)
+    packed = P.plan([view], {"1g.10gb": 1}, policy=POLICIES["packed"])
+    first = P.plan([view], {"1g.10gb": 1}, policy=POLICIES["first-fit"])
     assert packed.placements[0].start == 6 and first.placements[0].start == 0
 
 
 def test_best_fit_gpu_and_pinning():
-    views = [P.GpuView(0, H100), P.GpuView(1, H100, slots=(busy("3g.40gb", 0, gpu=1),))]
+    views = [GpuView(0, H100), GpuView(1, H100, occupied=(busy("3g.40gb", 0, gpu=1),))]
     assert P.plan(views, {"1g.10gb": 1}).gpus == [1]
     assert P.plan(views, {"1g.10gb": 1}, gpu=0).gpus == [0]
     with pytest.raises(NoFit, match="GPU 5 does not exist"):
@@ -127,7 +130,7 @@ def test_best_fit_gpu_and_pinning():
 
 
 def test_split_across_gpus_only_when_unpinned():
-    views = [P.GpuView(0, H100), P.GpuView(1, H100)]
+    views = [GpuView(0, H100), GpuView(1, H100)]
     assert P.plan(views, {"7g.80gb": 2}).gpus == [0, 1]
     with pytest.raises(NoFit):
         P.plan(views, {"7g.80gb": 2}, gpu=0)
@@ -135,23 +138,23 @@ def test_split_across_gpus_only_when_unpinned():
 
 def test_profile_not_offered():
     with pytest.raises(NoFit, match="no GPU here offers"):
-        P.plan([P.GpuView(0, CAT.model("A30"))], {"3g.40gb": 1})
+        P.plan([GpuView(0, CAT.model("A30"))], {"3g.40gb": 1})
 
 
 def test_capacity():
-    assert P.capacity(P.GpuView(0, H100), H100.find_profile("1g.10gb")) == 7
-    assert P.capacity(P.GpuView(0, H100, slots=(busy("3g.40gb", 0),)), H100.find_profile("3g.40gb")) == 1
+    assert P.capacity(GpuView(0, H100), H100.find_profile("1g.10gb")) == 7
+    assert P.capacity(GpuView(0, H100, occupied=(busy("3g.40gb", 0),)), H100.find_profile("3g.40gb")) == 1
 
 
 def test_default_policy_keeps_room_for_arrivals_shard_counts_admit():
     # 3g, 2g, then 1g, 1g on one GPU: 8 slots, 7 slices, so Slurm's shard count
     # admits all four. Only a start that uses slot 7 for the 3g keeps them placeable.
-    view = P.GpuView(0, H100)
+    view = GpuView(0, H100)
     placed = []
     for i, name in enumerate(["3g.40gb", "2g.20gb", "1g.10gb", "1g.10gb"]):
         pl = P.plan([view], {name: 1}, gpu=0).placements[0]
         placed.append((name, pl.start))
-        view = P.GpuView(0, H100, slots=view.slots + (busy(name, pl.start, gi=i + 1, owner=str(i)),))
+        view = GpuView(0, H100, occupied=view.occupied + (busy(name, pl.start, gi=i + 1, owner=str(i)),))
     assert placed[0] == ("3g.40gb", 4)
-    first_fit = P.plan([P.GpuView(0, H100)], {"3g.40gb": 1}, policy=P.POLICIES["first-fit"])
+    first_fit = P.plan([GpuView(0, H100)], {"3g.40gb": 1}, policy=POLICIES["first-fit"])
     assert first_fit.placements[0].start == 0

@@ -13,13 +13,14 @@ import pynvml
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from slurm_mig import driver as driver_mod, hooks
+from harness import calls as hooks
+from slurm_mig.nvml import backend as backend_mod
 from slurm_mig.errors import BadInput, NodeProblem, StateCorrupt
-from slurm_mig.jobfiles import task_prolog
-from slurm_mig.ledger import Ledger
+from slurm_mig.node.jobfiles import task_prolog
+from slurm_mig.node.ledger import Ledger
 from slurm_mig.sim import SimStore
 from slurm_mig.sim.nvml import KILL
-from slurm_mig.slurm import parse_scontrol
+from slurm_mig.slurm.jobinfo import parse_scontrol
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REQUEST = "mig:3g.40gb:1,mig:1g.10gb:1"
@@ -48,10 +49,10 @@ class Recorder:
 
 def record_calls(monkeypatch, fn):
     calls = []
-    real = driver_mod.open_backend
-    monkeypatch.setattr(driver_mod, "open_backend", lambda spec: Recorder(real(spec), calls))
+    real = backend_mod.open_backend
+    monkeypatch.setattr(backend_mod, "open_backend", lambda spec: Recorder(real(spec), calls))
     fn()
-    monkeypatch.setattr(driver_mod, "open_backend", real)
+    monkeypatch.setattr(backend_mod, "open_backend", real)
     return calls
 
 
@@ -139,7 +140,7 @@ def hook_env(cfg, job):
 
 def run_hook(cfg, verb, job, **kw):
     env = hook_env(cfg, job)
-    return subprocess.run([sys.executable, "-m", "slurm_mig.hookmain", verb], env=env,
+    return subprocess.run([sys.executable, "-m", "slurm_mig.hooks.main", verb], env=env,
                           capture_output=True, text=True, timeout=60, **kw)
 
 
@@ -174,7 +175,7 @@ def test_random_kills_during_hooks(make_node):
         job = str(100 + i % 6)
         verb = rng.choice(["prolog", "prolog", "epilog"])
         env = hook_env(cfg, job)
-        p = subprocess.Popen([sys.executable, "-m", "slurm_mig.hookmain", verb], env=env,
+        p = subprocess.Popen([sys.executable, "-m", "slurm_mig.hooks.main", verb], env=env,
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         time.sleep(rng.uniform(0.05, 0.4))
         p.send_signal(signal.SIGKILL)
@@ -209,7 +210,7 @@ def test_parallel_random_hook_sequences(make_node):
             job = str(rng.randint(1, 15))
             verb = rng.choice(["prolog", "prolog", "epilog"])
             env = {**hook_env(cfg, job), "SLURM_MIG_REQUEST": rng.choice(specs)}
-            procs.append(subprocess.Popen([sys.executable, "-m", "slurm_mig.hookmain", verb], env=env,
+            procs.append(subprocess.Popen([sys.executable, "-m", "slurm_mig.hooks.main", verb], env=env,
                                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True))
         for p in procs:
             assert p.wait(timeout=120) == 0, p.stderr.read()
@@ -230,7 +231,7 @@ def test_lock_timeout_is_a_clear_error(make_node, tmp_path):
     with Ledger(cfg.state_dir).lock():
         env = {**hook_env(cfg, "5"), "SLURM_MIG_CONFIG": str(conf)}
         t = time.monotonic()
-        p = subprocess.run([sys.executable, "-m", "slurm_mig.hookmain", "prolog"], env=env,
+        p = subprocess.run([sys.executable, "-m", "slurm_mig.hooks.main", "prolog"], env=env,
                            capture_output=True, text=True, timeout=60)
         assert time.monotonic() - t < 30
     assert p.returncode == 1 and "could not lock" in p.stderr and "Traceback" not in p.stderr
@@ -249,7 +250,7 @@ def test_scontrol_parser_fuzz(text):
 @settings(max_examples=200, deadline=None)
 @given(st.text(max_size=200))
 def test_layout_parser_fuzz(text):
-    from slurm_mig.layout import load_config
+    from slurm_mig.core.layout import load_config
     try:
         load_config(text, "a")
     except BadInput:

@@ -3,7 +3,7 @@ import pytest
 from hypothesis import given, strategies as st
 
 from slurm_mig.errors import BadInput
-from slurm_mig.request import check_job_id, format_spec, parse_spec
+from slurm_mig.core.syntax import check_job_id, format_spec, parse_spec
 
 
 @pytest.mark.parametrize("spec,expected", [

@@ -4,7 +4,7 @@ import json
 import pytest
 
 from slurm_mig.errors import BadInput
-from slurm_mig.slurm import JobRequest, parse_scontrol, parse_squeue_json
+from slurm_mig.slurm.jobinfo import JobRequest, parse_scontrol, parse_squeue_json
 
 # As printed by Slurm 22.05 (slurm-facts.md sections 2 and 7).
 DYNAMIC = ("JobId=5 JobName=x UserId=root(0) JOB_GRES=mig:3g.40gb:1,shard:4 "
@@ -49,7 +49,7 @@ def test_squeue_json_errors(text, needle):
 
 @pytest.mark.parametrize("node", ["", "a b", "n1;id", "../x", "$(id)"])
 def test_active_jobs_rejects_hostile_node_names(node):
-    from slurm_mig.slurm import active_jobs
+    from slurm_mig.slurm.jobinfo import active_jobs
     with pytest.raises(BadInput, match="invalid node name"):
         active_jobs(node)
 

@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from slurm_mig.devcluster import ClusterError, DevCluster
+from harness.devcluster import ClusterError, DevCluster
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(
     os.geteuid() != 0 or shutil.which("slurmd") is None and not os.path.exists("/usr/sbin/slurmd"),
@@ -89,8 +89,8 @@ def test_alias_is_accepted(cluster):
 
 
 def test_scontrol_and_squeue_json_agree_on_a_running_job(cluster):
-    from slurm_mig.slurm import parse_scontrol, parse_squeue_json
-    from slurm_mig.request import parse_spec
+    from slurm_mig.slurm.jobinfo import parse_scontrol, parse_squeue_json
+    from slurm_mig.core.syntax import parse_spec
     job = cluster.sbatch("--gres=mig:2g.20gb:1", script="sleep 3")
     cluster._wait(lambda: cluster.job_state(job) == "RUNNING", 60, "job running")
     a = parse_scontrol(cluster.run("scontrol", "show", "job", "-d", "-o", job).stdout, job)

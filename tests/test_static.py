@@ -3,10 +3,13 @@ import os
 
 import pytest
 
-from slurm_mig import hooks, static
-from slurm_mig.jobfiles import task_prolog
+from harness import calls as hooks
+from slurm_mig.core.syntax import parse_idx
+from slurm_mig.hooks import static
+from slurm_mig.node.context import NodeContext
+from slurm_mig.node.jobfiles import task_prolog
 from slurm_mig.errors import BadInput
-from slurm_mig.ledger import Ledger
+from slurm_mig.node.ledger import Ledger
 from slurm_mig.sim.nvml import mig_minors_text
 
 LAYOUTS = os.path.join(os.path.dirname(__file__), "data", "mig-parted-h100.yaml")
@@ -36,7 +39,7 @@ def test_idx_table_follows_gres_conf_order(static_node):
 
 def test_static_prolog_binds_by_idx_and_epilog_keeps_instances(static_node):
     cfg, state = static_node
-    node = hooks.Node(cfg)
+    node = NodeContext(cfg)
     static.prolog(node, "21", [1], uid=None)
     text, code = task_prolog(cfg.run_dir, "21")
     live = {i.uuid: i for g in node.driver.gpus() for i in g.instances}
@@ -49,7 +52,7 @@ def test_static_prolog_binds_by_idx_and_epilog_keeps_instances(static_node):
 
 def test_static_refuses_bad_or_taken_idx(static_node, cli):
     cfg, state = static_node
-    node = hooks.Node(cfg)
+    node = NodeContext(cfg)
     static.prolog(node, "1", [2, 3], uid=None)
     static.prolog(node, "2", [3], uid=None)                    # Slurm would not do this; we check
     assert "in use by job 1" in task_prolog(cfg.run_dir, "2")[0]
@@ -62,7 +65,7 @@ def test_static_refuses_bad_or_taken_idx(static_node, cli):
 
 
 def test_parse_idx():
-    assert static.parse_idx("0-2,5") == [0, 1, 2, 5]
+    assert parse_idx("0-2,5") == [0, 1, 2, 5]
     for bad in ("a", "3-1", "0-99999"):
         with pytest.raises(BadInput):
-            static.parse_idx(bad)
+            parse_idx(bad)

@@ -15,7 +15,8 @@ from typing import Callable, List, Optional
 
 import pynvml
 
-from .. import catalog
+from ..core import catalog
+from ..core.view import overlaps
 from .state import SimStore, random_uuid
 
 _DEV, _MIG, _GI, _CI = 1, 2, 3, 4
@@ -145,11 +146,6 @@ class SimNvml:
     def nvmlShutdown(self):
         self._initialized = False
 
-    @nvml_call
-    def nvmlSystemGetDriverVersion(self, state):
-        return state["driver"]
-
-    # -- lookups ---------------------------------------------------------
     def _gpu(self, state, handle, kinds=(_DEV,)):
         kind, g, gi, ci = _decode(handle)
         if kind not in kinds or g >= len(state["gpus"]):
@@ -191,10 +187,10 @@ class SimNvml:
 
     @staticmethod
     def _profile(model, profile_id):
-        try:
-            return model.profile_by_id(profile_id)
-        except KeyError:
-            raise _err(pynvml.NVML_ERROR_INVALID_ARGUMENT) from None
+        p = model.profile_by_id(profile_id)
+        if p is None:
+            raise _err(pynvml.NVML_ERROR_INVALID_ARGUMENT)
+        return p
 
     # -- devices ---------------------------------------------------------
     @nvml_call
@@ -278,46 +274,6 @@ class SimNvml:
         return pynvml.NVML_SUCCESS
 
     @nvml_call
-    def nvmlDeviceIsMigDeviceHandle(self, state, handle):
-        return ctypes.c_uint(1 if _decode(handle)[0] == _MIG else 0)
-
-    @nvml_call
-    def nvmlDeviceGetMaxMigDeviceCount(self, state, handle):
-        gpu, *_ = self._gpu(state, handle)
-        return 7 if gpu["mig_current"] == 1 else 0
-
-    def _mig_devices(self, gpu):
-        return [(gi, ci) for gi in sorted(gpu["gis"], key=lambda x: x["id"])
-                for ci in sorted(gi["cis"], key=lambda x: x["id"])]
-
-    @nvml_call
-    def nvmlDeviceGetMigDeviceHandleByIndex(self, state, handle, index):
-        gpu, g, *_ = self._gpu(state, handle)
-        self._mig_on(gpu)
-        devices = self._mig_devices(gpu)
-        if not 0 <= index < len(devices):
-            raise _err(pynvml.NVML_ERROR_NOT_FOUND)
-        gi, ci = devices[index]
-        return _handle(_MIG, g, gi["id"], ci["id"])
-
-    @nvml_call
-    def nvmlDeviceGetDeviceHandleFromMigDeviceHandle(self, state, handle):
-        _, g, *_ = self._ci(state, handle, (_MIG,))
-        return _handle(_DEV, g)
-
-    @nvml_call
-    def nvmlDeviceGetGpuInstanceId(self, state, handle):
-        if _decode(handle)[0] != _MIG:
-            raise _err(pynvml.NVML_ERROR_NOT_SUPPORTED)
-        return self._ci(state, handle, (_MIG,))[2]["id"]
-
-    @nvml_call
-    def nvmlDeviceGetComputeInstanceId(self, state, handle):
-        if _decode(handle)[0] != _MIG:
-            raise _err(pynvml.NVML_ERROR_NOT_SUPPORTED)
-        return self._ci(state, handle, (_MIG,))[3]["id"]
-
-    @nvml_call
     def nvmlDeviceGetComputeRunningProcesses(self, state, handle):
         if _decode(handle)[0] == _MIG:
             _, g, gi, ci = self._ci(state, handle, (_MIG,))
@@ -375,22 +331,7 @@ class SimNvml:
         if used + p.slices > model.compute_slices:
             return []
         return [s for s in p.starts
-                if not any(p.overlaps(s, g["start"], g["size"]) for g in gis)]
-
-    @nvml_call
-    def nvmlDeviceGetGpuInstanceRemainingCapacity(self, state, handle, profileId):
-        gpu, *_ = self._gpu(state, handle)
-        self._mig_on(gpu)
-        model = self._model(gpu)
-        p = self._profile(model, profileId)
-        trial = {"gis": list(gpu["gis"])}
-        n = 0
-        while True:
-            starts = self._free_starts(trial, model, p)
-            if not starts:
-                return n
-            trial["gis"].append({"profile_id": p.id, "start": starts[0], "size": p.mem_slots})
-            n += 1
+                if not any(overlaps(s, p.mem_slots, g["start"], g["size"]) for g in gis)]
 
     def _create_gi(self, state, g, gpu, p, start):
         model = self._model(gpu)
@@ -498,17 +439,6 @@ class SimNvml:
                             for c in gi["cis"])]
 
     @nvml_call
-    def nvmlGpuInstanceGetComputeInstanceRemainingCapacity(self, state, handle, profileId):
-        gpu, _, gi = self._gi(state, handle)
-        gi_profile, cp = self._ci_profile(gpu, gi, profileId)
-        trial = {"cis": list(gi["cis"])}
-        n = 0
-        while (starts := self._ci_free_starts(trial, cp, gi_profile.slices)):
-            trial["cis"].append({"profile_id": cp.enum, "start": starts[0], "size": cp.slices})
-            n += 1
-        return n
-
-    @nvml_call
     def nvmlGpuInstanceCreateComputeInstance(self, state, handle, profileId):
         gpu, g, gi = self._gi(state, handle)
         gi_profile, cp = self._ci_profile(gpu, gi, profileId)
@@ -528,13 +458,6 @@ class SimNvml:
         found = sorted(c["id"] for c in gi["cis"] if c["profile_id"] == cp.enum)
         return _fill(computeInstancesRef, countRef,
                      [_handle(_CI, g, gi["id"], i, ptype=pynvml.c_nvmlComputeInstance_t) for i in found])
-
-    @nvml_call
-    def nvmlGpuInstanceGetComputeInstanceById(self, state, handle, ci_id):
-        _, g, gi = self._gi(state, handle)
-        if not any(c["id"] == ci_id for c in gi["cis"]):
-            raise _err(pynvml.NVML_ERROR_NOT_FOUND)
-        return _handle(_CI, g, gi["id"], ci_id, ptype=pynvml.c_nvmlComputeInstance_t)
 
     @nvml_call
     def nvmlComputeInstanceGetInfo(self, state, handle):

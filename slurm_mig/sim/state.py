@@ -11,12 +11,12 @@ import os
 import re
 from typing import Iterator, List
 
-from .. import catalog
+from ..core import catalog
+from ..core.syntax import parse_gpu_spec
 from ..errors import BadInput, StateCorrupt
 from ..fsutil import atomic_write, locked, read_json, write_json
 
 STATE_VERSION = 1
-_GPU_SPEC = re.compile(r"^(\d+)x([A-Za-z0-9.\-]+)$")
 
 
 def random_uuid() -> str:
@@ -25,23 +25,6 @@ def random_uuid() -> str:
     h[6], h[8] = (h[6] & 0x0F) | 0x40, (h[8] & 0x3F) | 0x80
     x = h.hex()
     return f"{x[:8]}-{x[8:12]}-{x[12:16]}-{x[16:20]}-{x[20:]}"
-
-
-def parse_gpu_spec(spec: str) -> List[str]:
-    """'2xH100-SXM5-80GB,1xA100-40GB' -> model keys, one per GPU, in order."""
-    cat = catalog.load()
-    models: List[str] = []
-    for part in filter(None, (p.strip() for p in spec.split(","))):
-        m = _GPU_SPEC.match(part)
-        if not m or int(m.group(1)) < 1:
-            raise BadInput(f"bad GPU spec {part!r}; expected COUNTxMODEL, e.g. 2xH100-SXM5-80GB")
-        model = cat.model(m.group(2))
-        models.extend([model.key] * int(m.group(1)))
-    if not models:
-        raise BadInput("no GPUs given; expected e.g. --gpus 2xH100-SXM5-80GB")
-    if len(models) > 32:
-        raise BadInput("at most 32 GPUs per simulated node (as in mig-minors)")
-    return models
 
 
 def init_state(path: str, gpus: str, mig_enabled: bool = True, driver: str = "580.65.06") -> dict:

@@ -1,0 +1,47 @@
+"""`slurm-mig gres-conf`: the Slurm configuration that matches the node."""
+from __future__ import annotations
+
+import os
+
+import click
+
+from ..errors import BadInput
+from .app import main
+
+
+@main.command("gres-conf")
+@click.option("--mode", type=click.Choice(["dynamic", "static"]), help="Default: the config's mode.")
+@click.option("--output", metavar="DIR", help="Write the files here (default: print them).")
+@click.option("--node-name", metavar="NAME", help="NodeName for the records and the node line.")
+@click.option("--dev-root", default="/dev", show_default=True, metavar="DIR",
+              help="Where /dev/nvidiaN and nvidia-caps/ live (tests use fake ones).")
+@click.option("--proc-root", default="/proc", show_default=True, metavar="DIR",
+              help="Where driver/nvidia-caps/mig-minors lives (static mode).")
+@click.option("--from-spec", "spec", metavar="NxMODEL[,...]",
+              help="Describe a declared node (e.g. 8xH100-80GB) instead of the live GPUs (dynamic mode).")
+@click.pass_obj
+def gres_conf(obj, mode, output, node_name, dev_root, proc_root, spec):
+    """Generate gres.conf, slurm.conf.node (GresTypes + the node's Gres=) and,
+    in dynamic mode, job_submit.lua, from the live GPUs or a declared node."""
+    from ..fsutil import atomic_write
+    from ..slurm import confgen
+    cfg = obj.cfg()
+    mode = mode or cfg.mode
+    if spec and mode == "static":
+        raise BadInput("--from-spec describes no instances; static mode reads the live GPUs")
+    if spec:
+        gpus, source = confgen.from_spec(spec), f"the declared node {spec}"
+    else:
+        from ..nvml.backend import open_driver
+        gpus, source = confgen.from_gpus(open_driver(cfg.backend).gpus()), \
+            f"the live GPUs (backend {cfg.backend})"
+    command = " ".join(["gres-conf", "--mode", mode] + (["--from-spec", spec] if spec else []))
+    files = confgen.render(gpus, mode, node_name, dev_root, command, source, proc_root)
+    if output:
+        os.makedirs(output, exist_ok=True)
+        for name, text in files.items():
+            atomic_write(os.path.join(output, name), text.encode(), mode=0o644)
+            click.echo(f"wrote {os.path.join(output, name)}")
+    else:
+        for name, text in files.items():
+            click.echo(f"==> {name} <==\n{text}")

@@ -1,0 +1,67 @@
+"""`slurm-mig status` and `slurm-mig plan`: read the node, change nothing."""
+from __future__ import annotations
+
+import json
+
+import click
+
+from .app import main, table
+
+
+def _mode(v: int) -> str:
+    return {1: "on", 0: "off"}.get(v, "n/a")
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_obj
+def status(obj, as_json):
+    """GPUs, MIG mode, instances with their owning jobs, and free room."""
+    from ..node.context import NodeContext
+    from ..node.status import status_doc
+    doc = status_doc(NodeContext(obj.cfg()))
+    if as_json:
+        click.echo(json.dumps({"gpus": doc}, indent=1))
+        return
+    click.echo(table([(g["index"], g["model"], g["uuid"], f"{_mode(g['mig']['current'])}/"
+                        f"{_mode(g['mig']['pending'])}", len(g["instances"])) for g in doc],
+                      ["GPU", "MODEL", "UUID", "MIG(cur/pend)", "INSTANCES"]))
+    rows = [(g["index"], i["gi_id"], i["ci_id"] if i["ci_id"] is not None else "-", i["profile"],
+             f"{i['placement'][0]}:{i['placement'][1]}", i["uuid"] or "-",
+             f"job {i['owner']}" if i["owner"] else "idle")
+            for g in doc for i in g["instances"]]
+    if rows:
+        click.echo()
+        click.echo(table(rows, ["GPU", "GI", "CI", "PROFILE", "PLACEMENT", "UUID", "OWNER"]))
+    click.echo()
+    click.echo("Can still create (each alone):")
+    for g in doc:
+        room = ", ".join(f"{k}:{v}" for k, v in g["can_create"].items() if v) or "nothing"
+        click.echo(f"  GPU {g['index']}: {room}")
+
+
+@main.command()
+@click.option("--request", "spec", required=True, metavar="SPEC", help="e.g. mig:3g.40gb:1,mig:1g.10gb:2")
+@click.option("--gpu", type=int, help="Place only on this GPU index.")
+@click.option("--policy", type=click.Choice(["most-room", "packed", "first-fit"]), help="Placement policy.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_obj
+def plan(obj, spec, gpu, policy, as_json):
+    """Show what a prolog would do for SPEC; changes nothing. Exit 3 if it does not fit."""
+    from ..core import planner
+    from ..core.policies import policy as named_policy
+    from ..core.syntax import parse_spec
+    from ..node.context import NodeContext
+    cfg = obj.cfg(policy=policy)
+    request = parse_spec(spec)
+    p = planner.plan(NodeContext(cfg).view(), request, gpu, named_policy(cfg.policy))
+    if as_json:
+        click.echo(json.dumps({
+            "enable_mig": list(p.enable_mig),
+            "destroy": [{"gpu": s.gpu, "gi_id": s.gi_id, "placement": [s.start, s.size]} for s in p.destroy],
+            "placements": [{"gpu": x.gpu, "profile": x.profile.name, "profile_id": x.profile.id,
+                            "placement": [x.start, x.profile.mem_slots],
+                            "reuse_gi": x.reuse.gi_id if x.reuse else None} for x in p.placements]},
+            indent=1))
+    else:
+        click.echo("\n".join(p.describe()))

@@ -1,0 +1,149 @@
+"""Dynamic mode Prolog for MIG requests: plan, create and bind the job's
+instances on the GPU Slurm gave its shards, waiting a bounded time for room.
+
+Per-job problems (bad request, no room, a failed create) fail the job alone
+(its TaskProlog prints the reason); node problems raise NodeProblem.
+"""
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, List, Optional
+
+from ..config import Config
+from ..core.syntax import check_job_id, format_spec, parse_spec
+from ..core.view import Held
+from ..errors import BadInput, NoFit, NodeProblem
+from ..log import JobLog
+from ..node.context import NodeContext
+from ..node.ledger import Record
+from ..node.reconcile import reconcile
+from ..nvml.errors import NVMLError
+
+if TYPE_CHECKING:
+    from ..core.policies import Policy
+    from ..core.view import Gpu
+
+POLL_INTERVAL = 0.5
+
+
+def prolog(cfg: Config, job: str, spec: str, gpu: Optional[int] = None,
+           uid: Optional[int] = None) -> None:
+    """Create and bind the job's instances. Raises NodeProblem only for node faults."""
+    job = check_job_id(job)
+    node, jl = NodeContext(cfg), JobLog(job)
+    try:
+        request = parse_spec(spec)
+    except BadInput as e:
+        with node.ledger.lock():
+            node.fail(job, uid, str(e))
+        return
+    from ..core.policies import policy as named_policy
+    policy = named_policy(cfg.policy)
+    deadline = time.monotonic() + cfg.wait_for_room
+    nvml_errors = 0
+    while True:
+        with node.ledger.lock():
+            node.driver                      # NVML that cannot even start is a node problem
+            try:
+                rec = node.ledger.get(job)
+                if rec is not None and rec.state == "bound":
+                    live = node.live_instances().values()
+                    if all(any(e.names(i) for i in live) for e in rec.instances):
+                        node.bind(job, uid, rec.uuids)
+                        jl.info("already bound to %s", ",".join(rec.uuids))
+                        return
+                gpus = node.driver.gpus()
+                if reconcile(node, gpus=gpus):
+                    gpus = node.driver.gpus()       # reconcile changed the node: read it again
+                reason = _try_place(node, job, request, gpu, uid, policy, gpus)
+            except NVMLError as e:
+                nvml_errors += 1
+                reason = f"NVML error while reading the node: {e}"
+                jl.warning("%s (%d/2)", reason, nvml_errors)
+                if nvml_errors < 2:
+                    continue
+                break
+            if reason is None:
+                return
+        if time.monotonic() >= deadline:
+            break
+        jl.info("waiting for room: %s", reason)
+        time.sleep(min(POLL_INTERVAL, max(0.0, deadline - time.monotonic())))
+    with node.ledger.lock():
+        node.fail(job, uid, reason, Record(job=job, state="failed", request=request, uid=uid))
+
+
+def _try_place(node: NodeContext, job: str, request: dict, gpu: Optional[int], uid: Optional[int],
+               policy: "Policy", gpus: List["Gpu"], attempts: int = 2) -> Optional[str]:
+    """Plan and apply under the lock. Returns why the request does not fit
+    now (worth waiting for), or None when the job is settled: bound, or
+    failed for good after an apply was rolled back and retried from a fresh read."""
+    from ..core import planner
+    from ..node.executor import ApplyFailed, apply
+    jl = JobLog(job)
+    # Ampere cannot switch MIG on without a reset: a job that needs such a GPU
+    # (Slurm's GPU, or any when nothing else fits) is a problem the admin must fix.
+    reset_needed = [g for g in gpus if g.model is not None and g.mig_capable and not g.mig_on
+                    and g.model.mig_toggle_needs_reset and gpu in (None, g.index)]
+    if reset_needed and gpu is not None:
+        raise _mig_off_problem(reset_needed[0])
+    for attempt in range(attempts):
+        try:
+            view = node.view(gpus if attempt == 0 else None)
+            p = _plan_with_fallback(planner, view, request, gpu, policy, node.cfg.gpu_fallback, jl)
+        except NoFit as e:
+            if reset_needed:
+                raise _mig_off_problem(reset_needed[0]) from e
+            return str(e)
+        rec = Record(job=job, state="planned", request=request, uid=uid, instances=[
+            Held(gpu=pl.gpu, profile=pl.profile.name, profile_id=pl.profile.id,
+                 start=pl.start, size=pl.profile.mem_slots,
+                 gi_id=pl.reuse.gi_id if pl.reuse else None,
+                 uuid=pl.reuse.uuid if pl.reuse else None) for pl in p.placements])
+        node.ledger.put(rec)
+        try:
+            bound = apply(node.driver, p)
+        except ApplyFailed as e:
+            if isinstance(e.cause, NodeProblem):
+                rec.state, rec.reason = "failed", str(e.cause)
+                node.ledger.put(rec)
+                raise e.cause
+            jl.warning("apply failed (attempt %d/%d): %s", attempt + 1, attempts, e.cause)
+            if e.leaked:
+                rec.state, rec.reason = "releasing", f"rollback incomplete: {e.cause}"
+                rec.instances = [Held.of(i) for i in e.leaked]
+            else:
+                rec.state, rec.reason = "released", f"apply failed: {e.cause}"
+            node.ledger.put(rec)
+            last = f"creating instances failed: {e.cause}"
+            continue
+        rec.state, rec.instances = "created", [Held.of(i) for i in bound]
+        node.ledger.put(rec)
+        node.bind(job, uid, rec.uuids)
+        rec.state = "bound"
+        node.ledger.put(rec)
+        jl.info("bound %s (%s)", ",".join(rec.uuids), format_spec(request))
+        return None
+    node.fail(job, uid, last, Record(job=job, state="failed", request=request, uid=uid))
+    return None
+
+
+def _mig_off_problem(g: "Gpu") -> NodeProblem:
+    return NodeProblem(f"GPU {g.index} ({g.model.key}) has MIG mode off and enabling it resets "
+                       f"the GPU: run `nvidia-smi -i {g.index} -mig 1` when it is idle, or apply a "
+                       "layout with `slurm-mig apply`")
+
+
+def _plan_with_fallback(planner, view, request, gpu, policy, fallback: bool, jl):
+    """Plan on Slurm's GPU; with gpu_fallback, on any GPU of the node when that
+    one cannot take the request (Slurm's per-GPU shard counts then no longer
+    match the instances; bench/cluster_sim.py measures what it buys)."""
+    try:
+        return planner.plan(view, request, gpu, policy)
+    except NoFit:
+        if not fallback or gpu is None:
+            raise
+        p = planner.plan(view, request, None, policy)
+        jl.warning("GPU %d (Slurm's choice) has no room; placing on GPU %s", gpu,
+                   ",".join(map(str, p.gpus)))
+        return p

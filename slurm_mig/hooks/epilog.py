@@ -1,0 +1,49 @@
+"""The Epilog: tear the job's instances down (dynamic mode) or close its
+record (static mode). Idempotent; nothing to do is success. An NVML error
+leaves the instances owned by the record for reconcile, never a failed Epilog
+(which would drain the node)."""
+from __future__ import annotations
+
+from typing import Optional
+
+from ..config import Config
+from ..core.syntax import check_job_id
+from ..log import JobLog
+from ..node.context import NodeContext
+from ..node.ledger import Record
+from ..node.reconcile import release
+from ..nvml.errors import NVMLError
+
+
+def epilog(cfg: Config, job: str) -> Optional[Record]:
+    job = check_job_id(job)
+    ctx = NodeContext(cfg)
+    with ctx.ledger.lock():
+        ctx.remove_job_files(job)
+        rec = ctx.ledger.get(job)
+        if rec is None or not rec.live:
+            return rec
+        if not rec.static:
+            # Intent first: whatever fails below, reconcile knows the job is over.
+            rec.state = "releasing"
+            ctx.ledger.put(rec)
+        try:
+            return _release_job(ctx, rec, cfg)
+        except NVMLError as e:
+            rec.state, rec.reason = "releasing", f"NVML error during epilog: {e}"
+            ctx.ledger.put(rec)
+            JobLog(job).error("%s; `slurm-mig reconcile` retries", rec.reason)
+            return rec
+
+
+def _release_job(ctx: NodeContext, rec: Record, cfg: Config) -> Record:
+    """Static instances stay (a process left on one is logged); dynamic ones go."""
+    if rec.static:
+        for uuid in rec.uuids:
+            pids = ctx.driver.busy_pids(uuid)
+            if pids:
+                JobLog(rec.job).warning("static instance %s still used by pids %s", uuid, pids)
+        rec.state = "released"
+        ctx.ledger.put(rec)
+        return rec
+    return release(ctx, rec, cfg.epilog_retries, cfg.epilog_retry_delay)

@@ -1,0 +1,66 @@
+"""`slurm-mig-hook prolog|epilog|task-prolog`: what the scripts Slurm runs exec.
+
+Everything comes from the environment slurmd provides (SLURM_JOB_ID,
+SLURM_JOB_UID) and the config file, so this skips the click CLI and its
+imports: it runs at every job start and end. Outside Slurm, SLURM_MIG_REQUEST
+(and SLURM_MIG_GPU) stand in for what the prolog reads from Slurm.
+
+The hook contract's error mapping lives here: a Prolog or Epilog exits 0 or
+1, never 2 (Slurm drains a node for any non-zero exit, so only node problems
+may surface at all; per-job problems were turned into a failed job below).
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+from ..errors import SlurmMigError
+
+VERBS = ("prolog", "epilog", "task-prolog")
+NODE_PROBLEM = 1
+
+
+def main(argv) -> int:
+    if len(argv) != 1 or argv[0] not in VERBS:
+        print(f"usage: slurm-mig-hook {'|'.join(VERBS)}  (job from SLURM_JOB_ID)", file=sys.stderr)
+        return NODE_PROBLEM
+    verb = argv[0]
+    from .. import config
+    from ..core.syntax import check_job_id
+    cfg = config.load()
+    job = check_job_id(os.environ.get("SLURM_JOB_ID"))
+    if verb == "task-prolog":
+        from ..node.jobfiles import task_prolog
+        text, code = task_prolog(cfg.run_dir, job)
+        sys.stdout.write(text)
+        return code
+    from ..log import setup_logging
+    setup_logging()
+    if verb == "epilog":
+        from .epilog import epilog
+        epilog(cfg, job)
+        return 0
+    from .dispatch import run_prolog
+    uid = os.environ.get("SLURM_JOB_UID", "")
+    gpu = os.environ.get("SLURM_MIG_GPU", "")
+    run_prolog(cfg, job, os.environ.get("SLURM_MIG_REQUEST") or None,
+               int(gpu) if gpu.isdigit() else None, int(uid) if uid.isdigit() else None)
+    return 0
+
+
+def run() -> None:
+    try:
+        sys.exit(main(sys.argv[1:]))
+    except SlurmMigError as e:
+        print(f"slurm-mig: error: {e}", file=sys.stderr)
+        sys.exit(NODE_PROBLEM)
+    except Exception as e:       # an NVML failure the hooks did not absorb: a node problem
+        from ..nvml.errors import NVMLError
+        if not isinstance(e, NVMLError):
+            raise
+        print(f"slurm-mig: error: NVML: {e}", file=sys.stderr)
+        sys.exit(NODE_PROBLEM)
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,79 @@
+"""Static mode on the node: Slurm allocates `mig` records by IDX (their order
+in gres.conf); the prolog maps those to live instances and binds their UUIDs.
+Instances are never created or destroyed per job here."""
+from __future__ import annotations
+
+import re
+from typing import List, Optional, Tuple
+
+from ..core.view import Held
+from ..errors import NodeProblem
+from ..log import JobLog
+from ..node.context import NodeContext
+from ..node.ledger import Record
+from ..node.procfs import read_mig_minors
+
+_CI_KEY = re.compile(r"gpu(\d+)/gi(\d+)/ci(\d+)/access")
+
+
+def idx_table(gres_conf: str, proc_root: str) -> List[Tuple[str, int, int, int]]:
+    """(profile, gpu minor, gi id, ci id) for each `Name=mig` record, in IDX order."""
+    by_minor = {minor: key for key, minor in read_mig_minors(proc_root).items()}
+    try:
+        with open(gres_conf, encoding="utf-8") as f:
+            lines = f.read().splitlines()
+    except OSError as e:
+        raise NodeProblem(f"cannot read {gres_conf}: {e.strerror}; set gres_conf in the config") from e
+    table = []
+    for line in lines:
+        fields = dict(kv.split("=", 1) for kv in line.split() if "=" in kv and not line.startswith("#"))
+        if fields.get("Name") != "mig" or "MultipleFiles" not in fields:
+            continue
+        caps = [int(m) for m in re.findall(r"nvidia-cap(\d+)", fields["MultipleFiles"])]
+        keys = [by_minor.get(c, "") for c in caps]
+        ci = next((_CI_KEY.fullmatch(k) for k in keys if _CI_KEY.fullmatch(k)), None)
+        if ci is None:
+            raise NodeProblem(f"{gres_conf}: record {line!r} names no CI capability in mig-minors")
+        table.append((fields.get("Type", ""), int(ci.group(1)), int(ci.group(2)), int(ci.group(3))))
+    return table
+
+
+def prolog(node: NodeContext, job: str, idx: List[int], uid: Optional[int]) -> None:
+    """Bind the instances behind Slurm's IDX numbers, after checking they exist
+    and nobody else holds them. Per-job problems fail the job, not the node."""
+    cfg = node.cfg
+    refused = Record(job=job, state="failed", static_idx=idx, uid=uid)
+    table = idx_table(cfg.gres_conf, cfg.proc_root)
+    with node.ledger.lock():
+        rec = node.ledger.get(job)
+        if rec is not None and rec.state == "bound":
+            node.bind(job, uid, rec.uuids)
+            return
+        bad = [i for i in idx if not 0 <= i < len(table)]
+        if bad or not idx:
+            node.fail(job, uid, f"Slurm allocated mig IDX {bad or idx}, but {cfg.gres_conf} "
+                      f"lists {len(table)} instances; regenerate it with `slurm-mig gres-conf`", refused)
+            return
+        gpus = {g.minor: g for g in node.driver.gpus()}
+        taken = {u: r.job for r in node.ledger.live() for u in r.uuids}
+        bound = []
+        for i in idx:
+            profile, minor, gi_id, ci_id = table[i]
+            gpu = gpus.get(minor)
+            inst = gpu and next((x for x in gpu.instances if x.gi_id == gi_id and x.ci_id == ci_id), None)
+            if inst is None or inst.profile != profile:
+                node.fail(job, uid, f"IDX {i} ({profile} GPU minor {minor} GI {gi_id} CI {ci_id}) "
+                          "is not on the GPU; re-apply the layout (`slurm-mig apply`)", refused)
+                return
+            holder = taken.get(inst.uuid)
+            pids = node.driver.busy_pids(inst.uuid)
+            if holder or pids:
+                node.fail(job, uid, f"IDX {i} ({inst.uuid}) is still in use by "
+                          + (f"job {holder}" if holder else f"pids {pids}"), refused)
+                return
+            bound.append(inst)
+        rec = Record(job=job, state="bound", static_idx=idx, uid=uid,
+                     instances=[Held.of(b) for b in bound], static=True)
+        node.ledger.put(rec)
+        node.bind(job, uid, rec.uuids)
+        JobLog(job).info("bound static %s", ",".join(rec.uuids))

@@ -1,0 +1,87 @@
+"""Dynamic mode: a job given whole GPUs (`--gres=gpu:N`). Slurm does not share
+such a GPU with shard jobs; the prolog makes it usable: MIG off where the GPU
+switches without a reset (Hopper and later; back on at release), else one
+full-size instance (destroyed at release like any other)."""
+from __future__ import annotations
+
+from typing import List, Optional
+
+from ..core.view import Held
+from ..errors import NodeProblem
+from ..log import JobLog
+from ..node.context import NodeContext, owner_of
+from ..node.ledger import Record
+from ..node.reconcile import reconcile, release
+from ..nvml.errors import NVMLError
+
+
+def prolog(node: NodeContext, job: str, gpus: List[int], uid: Optional[int]) -> None:
+    """Hand the GPUs over; an NVML error fails only the job, after undoing what
+    was done (what cannot be undone stays owned by the record for reconcile)."""
+    node.driver                          # NVML that cannot even start is a node problem
+    with node.ledger.lock():
+        rec = Record(job=job, state="planned", whole_gpus=gpus, uid=uid)
+        try:
+            _hand_over(node, job, gpus, uid, rec)
+        except NVMLError as e:
+            if rec.updated:                  # written as intent (put sets updated): undo through it
+                release(node, rec, retries=0, delay=0)
+            node.fail(job, uid, f"NVML error while preparing the GPU: {e}",
+                      Record(job=job, state="failed", whole_gpus=gpus, uid=uid),
+                      keep_record=rec.state == "releasing")
+
+
+def _hand_over(node: NodeContext, job: str, gpus: List[int], uid: Optional[int], rec: Record) -> None:
+    """Bind the job to its GPUs, or fail it with the reason; `rec` is written
+    (as intent) before the first change."""
+    d = node.driver
+    refused = Record(job=job, state="failed", whole_gpus=gpus, uid=uid)
+    old = node.ledger.get(job)
+    if old is not None and old.state == "bound":
+        node.bind(job, uid, old.uuids or [g.uuid for g in d.gpus(False) if g.index in gpus])
+        return
+    live_gpus = d.gpus()
+    if reconcile(node, gpus=live_gpus):
+        live_gpus = d.gpus()
+    by_index = {g.index: g for g in live_gpus}
+    records = node.ledger.live()
+    for n in gpus:
+        g = by_index.get(n)
+        if g is None or g.model is None:
+            node.fail(job, uid, f"GPU {n} is not a known MIG-capable GPU here", refused)
+            return
+        owner = next((o for i in g.instances if (o := owner_of(i, records))), None)
+        if owner is not None:
+            node.fail(job, uid, f"GPU {n} still holds MIG instances of job {owner}", refused)
+            return
+        unknown = [i for i in g.instances if not i.known]
+        if unknown:
+            node.fail(job, uid, f"GPU {n} holds an instance of a profile the catalog does not "
+                      f"know ({unknown[0].profile}); slurm-mig leaves it alone", refused)
+            return
+    node.ledger.put(rec)
+    visible = []
+    for n in gpus:
+        g = by_index[n]
+        for i in g.instances:                     # idle leftovers: nobody owns them
+            d.destroy(n, i.gi_id)
+        if not g.mig_on:
+            visible.append(g.uuid)
+        elif not g.model.mig_toggle_needs_reset:
+            rec.mig_off_gpus.append(n)            # intent first: release turns it back on
+            node.ledger.put(rec)
+            status = d.set_mig_mode(n, False)
+            if status != 0:
+                raise NodeProblem(f"GPU {n}: turning MIG mode off left it pending (NVML status "
+                                  f"{status}); something still uses the GPU")
+            visible.append(g.uuid)
+        else:                                    # Ampere: one instance spanning the GPU
+            full = max(g.model.profiles, key=lambda p: (p.mem_slots, p.slices))
+            inst = d.create(n, full, full.starts[0])
+            rec.instances.append(Held.of(inst))
+            node.ledger.put(rec)
+            visible.append(inst.uuid)
+    rec.state = "bound"
+    node.bind(job, uid, visible)
+    node.ledger.put(rec)
+    JobLog(job).info("whole GPU(s) %s bound: %s", ",".join(map(str, gpus)), ",".join(visible))

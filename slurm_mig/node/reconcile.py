@@ -1,0 +1,129 @@
+"""Releasing a job's instances, and reconciling the ledger with NVML.
+
+`release` is what an Epilog does for one record; `reconcile` finds what
+nobody will release otherwise (dead prologs, jobs gone without an Epilog,
+instances no record owns) and releases it. Callers hold the node lock.
+"""
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Dict, List, Optional, Tuple
+
+from ..log import JobLog
+from ..nvml.errors import NVMLError
+from .context import NodeContext
+from .ledger import Record
+
+if TYPE_CHECKING:
+    from ..core.view import Gpu, Held, Instance
+
+
+def release(ctx: NodeContext, rec: Record, retries: int, delay: float) -> Record:
+    """Destroy the record's instances (CIs first). Instances still held by a
+    process are retried, then kept owned by the record in state 'releasing'."""
+    d, jl = ctx.driver, JobLog(rec.job)
+    live: Dict[int, Dict[Tuple[int, int], Instance]] = {}     # per GPU, read once, again after a failure
+
+    def find(entry: "Held") -> Optional["Instance"]:
+        if entry.gpu not in live:
+            live[entry.gpu] = ctx.live_instances([entry.gpu])
+        return next((i for i in live[entry.gpu].values() if entry.names(i)), None)
+
+    remaining = []
+    for entry in rec.instances:
+        for attempt in range(retries + 1):
+            inst = find(entry)
+            if inst is None:
+                break
+            try:
+                d.destroy(inst.gpu, inst.gi_id)
+                jl.info("destroyed %s %s on GPU %d (GI %d)", inst.profile, inst.uuid, inst.gpu, inst.gi_id)
+                break
+            except NVMLError as e:
+                live.pop(inst.gpu, None)
+                pids = d.busy_pids(inst.uuid) if inst.uuid else []
+                jl.warning("cannot destroy %s on GPU %d yet (%s; pids %s), attempt %d/%d",
+                           inst.uuid, inst.gpu, e, pids or "none", attempt + 1, retries + 1)
+                if attempt < retries:
+                    time.sleep(delay)
+        else:
+            remaining.append(entry)
+    still_off = []
+    for g in rec.mig_off_gpus:           # a GPU handed over whole goes back to MIG
+        status = d.set_mig_mode(g, True)
+        if status == 0:
+            jl.info("GPU %d: MIG mode back on", g)
+        else:
+            still_off.append(g)
+            jl.warning("GPU %d: MIG mode not back on yet (NVML status %d)", g, status)
+    rec.mig_off_gpus = still_off
+    if remaining or still_off:
+        rec.state, rec.instances = "releasing", remaining
+        rec.reason = "; ".join(filter(None, [
+            "instances still in use: " + ", ".join(str(e.uuid) for e in remaining) if remaining else "",
+            "MIG mode not back on for GPU " + ",".join(map(str, still_off)) if still_off else ""]))
+        jl.error("%s; `slurm-mig reconcile` retries them", rec.reason)
+    else:
+        rec.state = "released"
+    ctx.ledger.put(rec)
+    return rec
+
+
+def reconcile(ctx: NodeContext, destroy_unowned: bool = False, dry_run: bool = False,
+              active_jobs: Optional[set] = None, gpus: Optional[List["Gpu"]] = None) -> List[str]:
+    """Make the ledger and NVML agree; returns what it did (or would do).
+
+    - planned/created records: their prolog died mid-way; undo them.
+    - releasing records: retry destroying their instances.
+    - bound records whose instances vanished (GPU reset, reboot): close them.
+    - bound records of jobs Slurm no longer runs (when `active_jobs` is known).
+    - with destroy_unowned: instances no live record owns are destroyed
+      (never those of a profile the catalog does not know).
+    `gpus` is a fresh read of the node, when the caller has one.
+    """
+    actions = []
+    live = ({(i.gpu, i.gi_id): i for g in gpus for i in g.instances} if gpus is not None
+            else ctx.live_instances())
+    for rec in ctx.ledger.live():
+        present = [i for i in live.values() if rec.owns(i)]
+        if rec.static:       # static instances stay; only the record of an ended job closes
+            if active_jobs is not None and rec.job not in active_jobs:
+                actions.append(f"job {rec.job}: ended; static record closed")
+                if not dry_run:
+                    rec.state = "released"
+                    ctx.ledger.put(rec)
+            continue
+        if rec.state in ("planned", "created", "releasing") or (
+                active_jobs is not None and rec.job not in active_jobs):
+            actions.append(f"job {rec.job}: release {len(present)} instance(s) ({rec.state})")
+            if not dry_run:
+                rec.reason = rec.reason or f"cleaned by reconcile from state {rec.state}"
+                release(ctx, rec, retries=0, delay=0)
+                if rec.state == "released":
+                    ctx.remove_job_files(rec.job)
+        elif rec.instances and not present:
+            actions.append(f"job {rec.job}: instances vanished; record closed")
+            if not dry_run:
+                rec.state, rec.reason = "released", "instances vanished (GPU reset or reboot)"
+                ctx.ledger.put(rec)
+    if destroy_unowned:
+        records = ctx.ledger.live()
+        for (gpu, gi_id), inst in sorted(ctx.live_instances().items()):
+            if not inst.known or any(r.owns(inst) for r in records):
+                continue
+            actions.append(f"GPU {gpu}: destroy unowned {inst.profile} GI {gi_id} ({inst.uuid})")
+            if not dry_run:
+                ctx.driver.destroy(gpu, gi_id)
+    return actions
+
+
+def reconcile_node(ctx: NodeContext, dry_run: bool = False,
+                   active_jobs: Optional[set] = None) -> List[str]:
+    """`slurm-mig reconcile`: a full reconcile under the node lock, then old
+    closed records pruned."""
+    with ctx.ledger.lock():
+        actions = reconcile(ctx, destroy_unowned=ctx.cfg.mode == "dynamic", dry_run=dry_run,
+                            active_jobs=active_jobs)
+        if not dry_run:
+            ctx.ledger.prune()
+    return actions

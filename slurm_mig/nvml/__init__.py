@@ -1,0 +1,1 @@
+"""The only code that calls NVML: backend factory, driver, discovery, errors."""

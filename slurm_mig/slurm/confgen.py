@@ -1,0 +1,108 @@
+"""gres.conf, the slurm.conf node line and job_submit.lua, from the live GPUs
+or from a declared node ('2xH100-80GB'). Deterministic output."""
+from __future__ import annotations
+
+import os
+from typing import Dict, List, NamedTuple, Optional, Tuple
+
+from ..core import catalog
+from ..core.syntax import parse_gpu_spec
+from ..core.view import Gpu, Instance
+from ..errors import BadInput, NodeProblem
+
+TEMPLATE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "templates")
+
+TEMPLATES = ("gres.conf", "slurm.conf.node", "job_submit.lua")
+
+
+class GpuDesc(NamedTuple):
+    """A GPU to describe to Slurm: live, or declared by a GPU spec."""
+    index: int
+    minor: int
+    model: catalog.GpuModel
+    instances: Tuple[Instance, ...] = ()
+
+
+def from_gpus(gpus: List[Gpu]) -> List[GpuDesc]:
+    out = []
+    for g in gpus:
+        if g.model is None:
+            raise BadInput(f"GPU {g.index} ({g.name}) is not in the catalog; add it with "
+                           "`slurm-mig catalog import`")
+        out.append(GpuDesc(g.index, g.minor, g.model, g.instances))
+    return out
+
+
+def from_spec(spec: str) -> List[GpuDesc]:
+    cat = catalog.load()
+    return [GpuDesc(i, i, cat.model(k)) for i, k in enumerate(parse_gpu_spec(spec))]
+
+
+def gpu_type(model: catalog.GpuModel) -> str:
+    return model.key.lower().replace("-", "_")
+
+
+def static_records(gpus: List[GpuDesc], dev_root: str, minors: Dict[str, int]) -> List[dict]:
+    """One record per instance in IDX order (GPU index, then start)."""
+    records = []
+    for g in sorted(gpus, key=lambda g: g.index):
+        for i in sorted(g.instances, key=lambda i: i.start):
+            if i.ci_id is None:
+                continue
+            gi_key, ci_key = f"gpu{g.minor}/gi{i.gi_id}/access", f"gpu{g.minor}/gi{i.gi_id}/ci{i.ci_id}/access"
+            if gi_key not in minors or ci_key not in minors:
+                raise NodeProblem(f"mig-minors has no entry for {ci_key}")
+            caps = os.path.join(dev_root, "nvidia-caps")
+            files = ",".join([os.path.join(dev_root, f"nvidia{g.minor}"),
+                              os.path.join(caps, f"nvidia-cap{minors[gi_key]}"),
+                              os.path.join(caps, f"nvidia-cap{minors[ci_key]}")])
+            records.append({"gpu": g.index, "gi_id": i.gi_id, "ci_id": i.ci_id, "start": i.start,
+                            "size": i.size, "uuid": i.uuid, "profile": i.profile, "files": files})
+    return records
+
+
+def render(gpus: List[GpuDesc], mode: str, node: Optional[str], dev_root: str,
+           command: str, source: str, proc_root: str = "/proc") -> Dict[str, str]:
+    import jinja2
+    if not gpus:
+        raise BadInput("no GPUs to describe")
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATE_DIR),
+                             trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True,
+                             undefined=jinja2.StrictUndefined)
+    ctx = {"mode": mode, "node": node, "command": command, "source": source,
+           "prefix": f"NodeName={node} " if node else ""}
+    types: Dict[str, int] = {}
+    if mode == "dynamic":
+        units: Dict[str, tuple] = {}
+        counts: Dict[str, int] = {}
+        for g in gpus:
+            for p in g.model.profiles:
+                for name in (p.name,) + p.aliases:
+                    if units.setdefault(name, (p.name, p.mem_slots)) != (p.name, p.mem_slots):
+                        raise BadInput(f"profile {name} has different sizes on this node's GPU "
+                                       "models; generate per model")
+                counts[p.name] = counts.get(p.name, 0) + p.max
+        ctx["gpus"] = [{"type": gpu_type(g.model), "device": os.path.join(dev_root, f"nvidia{g.minor}"),
+                        "units": g.model.memory_slots} for g in gpus]
+        ctx["mig_counts"] = sorted(counts.items())
+        ctx["units"] = [(name, canonical, u) for name, (canonical, u) in sorted(units.items())]
+        ctx["valid"] = ", ".join(sorted(counts))
+        ctx["units_per_gpu"] = max(g.model.memory_slots for g in gpus)
+        for g in gpus:
+            types[f"gpu:{gpu_type(g.model)}"] = types.get(f"gpu:{gpu_type(g.model)}", 0) + 1
+        types["shard"] = sum(g.model.memory_slots for g in gpus)
+        types.update({f"mig:{n}": c for n, c in sorted(counts.items())})
+        ctx["gres_types"] = "gpu,shard,mig"
+        names = TEMPLATES
+    else:
+        from ..node.procfs import read_mig_minors
+        records = static_records(gpus, dev_root, read_mig_minors(proc_root))
+        if not records:
+            raise BadInput("no MIG instances to list; apply a layout first (static mode)")
+        ctx["records"] = records
+        for r in records:
+            types[f"mig:{r['profile']}"] = types.get(f"mig:{r['profile']}", 0) + 1
+        ctx["gres_types"] = "mig"
+        names = TEMPLATES[:2]
+    ctx["gres"] = ",".join(f"{k}:{v}" for k, v in types.items())
+    return {n: env.get_template(n + ".j2").render(**ctx) for n in names}
