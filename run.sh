@@ -10,7 +10,7 @@ VENV=${SLURM_MIG_VENV:-$PWD/.venv}
 
 install_debian_packages() {
     local missing=()
-    for pkg in slurm-wlm munge python3-venv; do
+    for pkg in slurm-wlm munge python3-venv lua5.1; do
         dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || missing+=("$pkg")
     done
     if [ ${#missing[@]} -gt 0 ] && command -v apt-get >/dev/null; then

@@ -11,6 +11,7 @@ from typing import NamedTuple, Optional
 from .errors import BadInput
 
 DEFAULT_CONFIG = "/etc/slurm-mig/config.toml"
+OPTIONAL_STRINGS = ("slurm_bin_dir",)
 ENV_TWINS = {"backend": "SLURM_MIG_BACKEND", "state_dir": "SLURM_MIG_STATE_DIR",
              "run_dir": "SLURM_MIG_RUN_DIR"}
 
@@ -29,7 +30,8 @@ class Config(NamedTuple):
     epilog_retries: int = 5                   # destroy attempts while a process holds an instance
     epilog_retry_delay: float = 1.0
     gpu_fallback: bool = False                # dynamic: place on another GPU when Slurm's cannot
-    job_source: str = "scontrol"              # how the prolog reads the job: scontrol | squeue
+    job_source: str = "squeue"                # Slurm's JSON: squeue --json | scontrol --json (23.02+)
+    slurm_bin_dir: str = ""                   # Slurm clients; "" = PATH, /usr/bin, /usr/local/bin, /opt/slurm/bin
 
 
 def _coerce(name: str, value, source: str):
@@ -46,7 +48,7 @@ def _coerce(name: str, value, source: str):
             ok = value >= 0
         else:
             value = str(value)
-            ok = bool(value)
+            ok = bool(value) or name in OPTIONAL_STRINGS
     except (TypeError, ValueError):
         ok = False
     if not ok:
@@ -56,7 +58,9 @@ def _coerce(name: str, value, source: str):
         if value not in POLICIES:
             raise BadInput(f"{source}: policy must be one of {', '.join(POLICIES)}, not {value!r}")
     if name == "job_source" and value not in ("scontrol", "squeue"):
-        raise BadInput(f"{source}: job_source must be 'scontrol' or 'squeue', not {value!r}")
+        raise BadInput(f"{source}: job_source must be 'squeue' or 'scontrol', not {value!r}")
+    if name == "slurm_bin_dir" and value and not os.path.isabs(value):
+        raise BadInput(f"{source}: slurm_bin_dir must be an absolute path, not {value!r}")
     if name == "mode" and value not in ("dynamic", "static"):
         raise BadInput(f"{source}: mode must be 'dynamic' or 'static', not {value!r}")
     return value

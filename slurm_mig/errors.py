@@ -29,3 +29,9 @@ class StateCorrupt(SlurmMigError):
     """A state or ledger file cannot be parsed; the message names the file."""
 
     exit_code = 1
+
+
+class SlurmUnavailable(SlurmMigError):
+    """Slurm could not be asked (client missing, controller down or hung)."""
+
+    exit_code = 1

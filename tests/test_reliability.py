@@ -20,7 +20,7 @@ from slurm_mig.node.jobfiles import task_prolog
 from slurm_mig.node.ledger import Ledger
 from slurm_mig.sim import SimStore
 from slurm_mig.sim.nvml import KILL
-from slurm_mig.slurm.jobinfo import parse_scontrol
+from slurm_mig.slurm.jobinfo import parse_allocation, parse_jobs_json
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REQUEST = "mig:3g.40gb:1,mig:1g.10gb:1"
@@ -239,12 +239,13 @@ def test_lock_timeout_is_a_clear_error(make_node, tmp_path):
 
 # -- 4. hostile and malformed input ---------------------------------------------------------
 @given(st.text(max_size=300))
-def test_scontrol_parser_fuzz(text):
-    try:
-        req = parse_scontrol("JobId=7 " + text, "7")
-    except BadInput:
-        return
-    assert req.gpu is None or req.gpu >= 0
+def test_allocation_parser_fuzz(text):
+    for parse in (parse_allocation, lambda t: parse_jobs_json(t, "7", "n1")):
+        try:
+            req = parse(text)
+        except BadInput:
+            continue
+        assert req.gpu is None or req.gpu >= 0
 
 
 @settings(max_examples=200, deadline=None)

@@ -1,50 +1,96 @@
-"""Reading a job's request and allocation: scontrol -d -o and squeue --json."""
+"""Reading what Slurm gave a job on this node: every allocation format from
+22.05 to 26.05, Slurm's JSON with hostile free-text fields, several nodes."""
 import json
+import os
 
 import pytest
 
 from slurm_mig.errors import BadInput
-from slurm_mig.slurm.jobinfo import JobRequest, parse_scontrol, parse_squeue_json
-
-# As printed by Slurm 22.05 (slurm-facts.md sections 2 and 7).
-DYNAMIC = ("JobId=5 JobName=x UserId=root(0) JOB_GRES=mig:3g.40gb:1,shard:4 "
-           "Nodes=probe CPU_IDs=0 Mem=0 GRES=mig:3g.40gb(CNT:1),shard:4(IDX:0) "
-           "TresPerNode=gres:mig:3g.40gb:1,gres:shard:4")
-STATIC = ("JobId=6 JOB_GRES=mig:1g.10gb:2,mig:3g.40gb:1 Nodes=probe CPU_IDs=0 Mem=0 "
-          "GRES=mig:1g.10gb:2(IDX:0-1),mig:3g.40gb:1(IDX:7) TresPerNode=gres:mig:1g.10gb:2")
+from slurm_mig.slurm.jobinfo import (JobRequest, expand_hostlist, parse_allocation,
+                                     parse_jobs_json, split_items)
 
 
-def test_scontrol_dynamic():
-    assert parse_scontrol(DYNAMIC, "5") == JobRequest("mig:3g.40gb:1", 0, [])
-
-
-def test_scontrol_static_idx():
-    assert parse_scontrol(STATIC, "6") == JobRequest("mig:1g.10gb:2,mig:3g.40gb:1", None, [0, 1, 7])
-
-
-def test_scontrol_without_mig():
-    assert parse_scontrol("JobId=9 JOB_GRES=(null) TresPerNode=N/A", "9").spec == ""
-
-
-def test_scontrol_wrong_job_names_the_field():
-    with pytest.raises(BadInput, match="JobId"):
-        parse_scontrol(DYNAMIC, "6")
-
-
-def test_squeue_json_filters_on_job_id():
-    doc = {"jobs": [{"job_id": 4, "tres_per_node": "gres:mig:1g.10gb:1", "gres_detail": []},
-                    {"job_id": 5, "tres_per_node": "gres:mig:3g.40gb:1,gres:shard:4",
-                     "gres_detail": ["mig:3g.40gb(CNT:1),shard:4(IDX:1)"]}]}
-    assert parse_squeue_json(json.dumps(doc), "5") == JobRequest("gres:mig:3g.40gb:1", 1, [])
+@pytest.mark.parametrize("text,expected", [
+    # 22.05 (slurm-facts section 7): count-only mig + shard IDX
+    ("mig:3g.40gb(CNT:1),shard:4(IDX:0)", JobRequest("mig:3g.40gb:1", 0, [])),
+    ("mig:1g.10gb(CNT:2),mig:3g.40gb(CNT:1),shard:6(IDX:1)",
+     JobRequest("mig:1g.10gb:2,mig:3g.40gb:1", 1, [])),
+    # 23.11.2 and later (section 10): per-GPU alloc/avail, no IDX
+    ("mig:3g.40gb(CNT:1),shard:4(4/8,0/8)", JobRequest("mig:3g.40gb:1", 0, [])),
+    ("mig:7g.80gb(CNT:1),shard:8(0/8,8/8)", JobRequest("mig:7g.80gb:1", 1, [])),
+    ("gres/mig:3g.40gb(CNT:1),gres/shard:4(0/8,4/8)", JobRequest("mig:3g.40gb:1", 1, [])),
+    # whole GPUs, typed or not
+    ("gpu:h100_sxm5_80gb:2(IDX:0-1)", JobRequest("", None, [], [0, 1])),
+    ("gpu:1(IDX:1)", JobRequest("", None, [], [1])),
+    # static mode: mig records with files, by IDX
+    ("mig:1g.10gb:2(IDX:0-1),mig:3g.40gb:1(IDX:7)", JobRequest("", None, [0, 1, 7])),
+    ("", JobRequest("", None, [])),
+])
+def test_allocation_formats(text, expected):
+    assert parse_allocation(text) == expected
 
 
 @pytest.mark.parametrize("text,needle", [
-    ("not json", "no `jobs` list"), ('{"jobs": []}', "does not list job 5"),
-    ('{"jobs": [{"job_id": 5, "tres_per_node": 7}]}', "unexpected tres_per_node"),
+    ("shard:4(4/8,4/8)", "from GPUs \\[0, 1\\]"),       # would need two GPUs
+    ("shard:4(IDX:0", "unbalanced"), ("shard:4(4-8)", "shard allocation format"),
+    ("mig:3g.40gb(FOO:1)", "unknown mig allocation"), ("x y(IDX:0)", "unknown GRES allocation"),
 ])
-def test_squeue_json_errors(text, needle):
+def test_malformed_allocations_are_errors_not_tracebacks(text, needle):
     with pytest.raises(BadInput, match=needle):
-        parse_squeue_json(text, "5")
+        parse_allocation(text)
+
+
+def test_split_items_keeps_commas_inside_parentheses():
+    assert split_items("a:1(IDX:0,2),shard:4(4/8,0/8),b") == ["a:1(IDX:0,2)", "shard:4(4/8,0/8)", "b"]
+
+
+def job(job_id, nodes, detail, **free_text):
+    return {"job_id": job_id, "nodes": nodes, "gres_detail": detail,
+            "tres_per_node": "gres:mig:1g.10gb:1,gres:shard:1", **free_text}
+
+
+HOSTILE = {"name": "x JOB_GRES=mig:7g.80gb:1 GRES=shard:8(IDX:1)",
+           "comment": "GRES=gpu:1(IDX:0)", "current_working_directory": "/tmp/ Nodes=n1 GRES=gpu:2(IDX:0-1)",
+           "command": "y JOB_GRES=(null) GRES=gpu:1(IDX:0)"}
+
+
+def test_hostile_free_text_fields_change_nothing():
+    # As 22.05's squeue --json printed it for a job named like that (fields abridged).
+    doc = {"jobs": [job(1, "migsim", ["mig:3g.40gb(CNT:1),shard:4(IDX:0)"]),
+                    job(2, "migsim", ["mig:1g.10gb(CNT:1),shard:1(IDX:0)"], **HOSTILE),
+                    job(3, "migsim", [], name="y GRES=gpu:1(IDX:0)")]}
+    text = json.dumps(doc)
+    assert parse_jobs_json(text, "2", "migsim") == JobRequest("mig:1g.10gb:1", 0, [])
+    assert parse_jobs_json(text, "3", "migsim") == JobRequest("", None, [])
+
+
+def test_each_node_reads_its_own_allocation():
+    doc = {"jobs": [job(7, "n[1-2]", ["mig:3g.40gb(CNT:1),shard:4(IDX:1)",
+                                      "mig:3g.40gb(CNT:1),shard:4(IDX:0)"])]}
+    text = json.dumps(doc)
+    assert parse_jobs_json(text, "7", "n1") == JobRequest("mig:3g.40gb:1", 1, [])
+    assert parse_jobs_json(text, "7", "n2") == JobRequest("mig:3g.40gb:1", 0, [])
+    with pytest.raises(BadInput, match="not on n3"):
+        parse_jobs_json(text, "7", "n3")
+
+
+@pytest.mark.parametrize("text,needle", [
+    ("not json", "no `jobs` list"), ('{"jobs": {}}', "no `jobs` list"),
+    ('{"jobs": []}', "lists job 5 0 times"),
+    ('{"jobs": [{"job_id": 5}, {"job_id": 5}]}', "lists job 5 2 times"),
+    ('{"jobs": [{"job_id": 5, "nodes": "n1", "gres_detail": "shard:1(IDX:0)"}]}', "no usable"),
+    ('{"jobs": [{"job_id": 5, "nodes": "n[1-2]", "gres_detail": ["shard:1(IDX:0)"]}]}',
+     "1 gres_detail entries for 2 nodes"),
+    ('{"jobs": [{"job_id": 5, "nodes": "n[1-", "gres_detail": []}]}', "cannot read Slurm's node list"),
+])
+def test_json_errors_name_the_problem(text, needle):
+    with pytest.raises(BadInput, match=needle):
+        parse_jobs_json(text, "5", "n1")
+
+
+def test_hostlists_expand_by_clustershell():
+    assert expand_hostlist("n[1-2,5],gpu01") == ["gpu01", "n1", "n2", "n5"]
+    assert expand_hostlist("migsim") == ["migsim"]
 
 
 @pytest.mark.parametrize("node", ["", "a b", "n1;id", "../x", "$(id)"])
@@ -54,7 +100,35 @@ def test_active_jobs_rejects_hostile_node_names(node):
         active_jobs(node)
 
 
-def test_whole_gpu_allocation():
-    text = ("JobId=8 JOB_GRES=gpu:h100_sxm5_80gb:2 Nodes=n CPU_IDs=0 Mem=0 "
-            "GRES=gpu:h100_sxm5_80gb:2(IDX:0-1) TresPerNode=gres:gpu:2")
-    assert parse_scontrol(text, "8") == JobRequest("", None, [], [0, 1])
+# Real output of Slurm 22.05.8 (bookworm), 24.11.5 (trixie) and 26.05.5 (sid), captured
+# on clusters of two nodes with two GPUs each: `squeue --json -j ID` and the Prolog's
+# SLURMD_NODENAME / SLURM_JOB_GPUS on every node of the job.
+SLURM_DATA = os.path.join(os.path.dirname(__file__), "data", "slurm")
+EXPECTED_SPEC = {"a-mig3g-gpu1": "mig:3g.40gb:1", "b-hostile": "mig:3g.40gb:1",
+                 "c1-2node-same-idx": "mig:3g.40gb:1", "c2-2node-diff-idx": "mig:3g.40gb:1",
+                 "d-gpu1": "", "e-nogres": "", "f-two-profiles-srun-n2": "mig:1g.10gb:2,mig:3g.40gb:1"}
+CAPTURES = sorted((v, s, env) for v in os.listdir(SLURM_DATA) for s in os.listdir(os.path.join(SLURM_DATA, v))
+                  for env in os.listdir(os.path.join(SLURM_DATA, v, s)) if env.endswith(".env"))
+
+
+@pytest.mark.parametrize("version,scenario,env_file", CAPTURES)
+def test_every_slurm_version_is_read_per_node(version, scenario, env_file):
+    folder = os.path.join(SLURM_DATA, version, scenario)
+    with open(os.path.join(folder, "jobid")) as f:
+        job = f.read().strip()
+    with open(os.path.join(folder, env_file)) as f:
+        env = dict(line.strip().split("=", 1) for line in f if "=" in line)
+    with open(os.path.join(folder, "squeue-json-j.json")) as f:
+        req = parse_jobs_json(f.read(), job, env["SLURMD_NODENAME"])
+    assert req.spec == EXPECTED_SPEC[scenario]
+    slurmd_gpus = [int(g) for g in env.get("SLURM_JOB_GPUS", "").split(",") if g]
+    assert sorted(req.whole_gpus + ([req.gpu] if req.gpu is not None else [])) == slurmd_gpus
+    scontrol_json = os.path.join(folder, "scontrol-json-show-job.json")     # 23.02 and later
+    if os.path.exists(scontrol_json):
+        with open(scontrol_json) as f:
+            assert parse_jobs_json(f.read(), job, env["SLURMD_NODENAME"]) == req
+
+
+def test_the_captures_cover_three_versions_and_two_nodes():
+    assert {v for v, _, _ in CAPTURES} == {"22.05", "24.11", "26.05"}
+    assert sum(1 for v, s, _ in CAPTURES if s == "c2-2node-diff-idx") == 6

@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from harness.devcluster import ClusterError, DevCluster
+from harness.devcluster import ClusterError, DevCluster, slurm_calls_of
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(
     os.geteuid() != 0 or shutil.which("slurmd") is None and not os.path.exists("/usr/sbin/slurmd"),
@@ -88,16 +88,37 @@ def test_alias_is_accepted(cluster):
     assert len(uuids_in(cluster.output(job))) == 1
 
 
-def test_scontrol_and_squeue_json_agree_on_a_running_job(cluster):
-    from slurm_mig.slurm.jobinfo import parse_scontrol, parse_squeue_json
-    from slurm_mig.core.syntax import parse_spec
-    job = cluster.sbatch("--gres=mig:2g.20gb:1", script="sleep 3")
-    cluster._wait(lambda: cluster.job_state(job) == "RUNNING", 60, "job running")
-    a = parse_scontrol(cluster.run("scontrol", "show", "job", "-d", "-o", job).stdout, job)
-    b = parse_squeue_json(cluster.run("squeue", "--json").stdout, job)
-    assert parse_spec(a.spec) == parse_spec(b.spec) == {"2g.20gb": 1}
-    assert a.gpu == b.gpu and a.gpu in (0, 1)
-    assert cluster.wait_job(job) == "COMPLETED"
+def test_hostile_job_names_and_comments_change_nothing(cluster):
+    """Free-text fields shaped like allocation fields (issue: a job name forged
+    what the Prolog read): the job gets exactly what its --gres says."""
+    forged = cluster.sbatch("-J", "x JOB_GRES=mig:7g.80gb:1 GRES=shard:8(IDX:1)",
+                            "--comment", "GRES=gpu:1(IDX:0) Nodes=migsim GRES=shard:8(IDX:0)",
+                            "--gres=mig:1g.10gb:1",
+                            script="echo CVD=$CUDA_VISIBLE_DEVICES; sleep 3")
+    nothing = cluster.sbatch("-J", "y JOB_GRES=(null) GRES=gpu:1(IDX:0)",
+                             script="echo CVD=$CUDA_VISIBLE_DEVICES; sleep 3")
+    cluster._wait(lambda: live_instances(cluster) and cluster.job_state(nothing) == "RUNNING", 60, "running")
+    (inst,) = live_instances(cluster)
+    assert inst["profile"] == "1g.10gb" and inst["owner"] == forged
+    doc = json.loads(cluster.slurm_mig("status", "--json").stdout)
+    assert all(g["mig"]["current"] == 1 for g in doc["gpus"])      # no GPU was handed over whole
+    assert cluster.wait_job(forged) == cluster.wait_job(nothing) == "COMPLETED"
+    assert len(uuids_in(cluster.output(forged))) == 1 and uuids_in(cluster.output(nothing)) == []
+    assert honest_7g(cluster) == "COMPLETED"
+
+
+def honest_7g(cluster):
+    return cluster.wait_job(cluster.sbatch("--gres=mig:7g.80gb:1", script="true"))
+
+
+def test_a_job_without_gpus_does_not_ask_slurm(cluster):
+    """The Prolog of a GPU-less job returns before reading Slurm; a MIG job's
+    reads it once (the hooks reach Slurm through logging wrappers)."""
+    plain = cluster.sbatch("-J", "plain", script="echo ok")
+    mig = cluster.sbatch("--gres=mig:1g.10gb:1", script="echo ok")
+    assert cluster.wait_job(plain) == cluster.wait_job(mig) == "COMPLETED"
+    assert slurm_calls_of(cluster, plain) == []
+    assert slurm_calls_of(cluster, mig) == ["squeue --json"]
 
 
 def test_reconcile_releases_records_of_jobs_slurm_no_longer_runs(cluster):

@@ -74,7 +74,7 @@ def reconcile(obj, dry_run, node):
     from ..node.reconcile import reconcile_node
     from ..slurm.jobinfo import active_jobs
     node = node or os.environ.get("SLURMD_NODENAME") or socket.gethostname().split(".")[0]
-    active = active_jobs(node)
+    active = active_jobs(node, obj.cfg().slurm_bin_dir)
     if active is None:
         click.echo("squeue unavailable: jobs that ended without an epilog are not checked", err=True)
     actions = reconcile_node(NodeContext(obj.cfg()), dry_run=dry_run, active_jobs=active)

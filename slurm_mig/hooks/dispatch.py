@@ -1,33 +1,51 @@
 """Which Prolog a job gets: static mode binds Slurm's IDX records; dynamic
 mode creates MIG instances for `mig:` requests or hands over whole GPUs for
-`gpu:` ones; a job with neither is left alone. What the caller does not give
-is read from Slurm."""
+`gpu:` ones; a job with neither is left alone.
+
+What the caller does not give is read from Slurm (slurm/jobinfo.py), for this
+node only. In dynamic mode a job holding no GPU or shard here (slurmd sets no
+SLURM_JOB_GPUS) returns at once, without asking Slurm. When Slurm cannot be
+read, or its answers disagree, the job fails alone with the reason: a hook
+never drains the node for it.
+"""
 from __future__ import annotations
 
-from typing import List, Optional
+import os
+import socket
+from typing import List, Mapping, Optional
 
 from ..config import Config
 from ..core.syntax import parse_idx
+from ..errors import BadInput, SlurmUnavailable
 from ..node.context import NodeContext
 
 
 def run_prolog(cfg: Config, job: str, spec: Optional[str] = None, gpu: Optional[int] = None,
                uid: Optional[int] = None, idx: Optional[str] = None,
-               whole_gpus: Optional[List[int]] = None) -> None:
+               whole_gpus: Optional[List[int]] = None,
+               env: Mapping[str, str] = os.environ) -> None:
     if cfg.mode == "static":
-        from .static import prolog as static_prolog
         if idx is None:
-            from ..slurm.jobinfo import read_job
-            indices = read_job(job, cfg.job_source).mig_idx
-            if not indices:
+            req = _read_job(cfg, job, uid, env)
+            if req is None or not req.mig_idx:
                 return
+            indices = req.mig_idx
         else:
             indices = parse_idx(idx)
+        from .static import prolog as static_prolog
         static_prolog(NodeContext(cfg), job, indices, uid)
         return
     if spec is None and whole_gpus is None:
-        from ..slurm.jobinfo import read_job
-        req = read_job(job, cfg.job_source)
+        job_gpus = env.get("SLURM_JOB_GPUS", "")
+        if not job_gpus:
+            return              # no GPU and no shard on this node
+        req = _read_job(cfg, job, uid, env)
+        if req is None:
+            return
+        reason = _disagreement(job_gpus, req)
+        if reason:
+            _fail(cfg, job, uid, reason)
+            return
         spec, gpu = req.spec or None, gpu if gpu is not None else req.gpu
         whole_gpus = req.whole_gpus if not spec else None
     if whole_gpus:
@@ -36,3 +54,37 @@ def run_prolog(cfg: Config, job: str, spec: Optional[str] = None, gpu: Optional[
     elif spec:
         from .dynamic import prolog as mig_prolog
         mig_prolog(cfg, job, spec, gpu, uid)
+
+
+def node_name(env: Mapping[str, str]) -> str:
+    """This node's Slurm name: SLURMD_NODENAME, else the short host name."""
+    return env.get("SLURMD_NODENAME") or socket.gethostname().split(".")[0]
+
+
+def _read_job(cfg: Config, job: str, uid: Optional[int], env: Mapping[str, str]):
+    """This node's allocation, or None after failing the job with the reason."""
+    from ..slurm.jobinfo import read_job
+    try:
+        return read_job(job, node_name(env), cfg.job_source, cfg.slurm_bin_dir)
+    except (SlurmUnavailable, BadInput) as e:
+        _fail(cfg, job, uid, f"cannot read the job's allocation from Slurm: {e}")
+        return None
+
+
+def _disagreement(job_gpus: str, req) -> Optional[str]:
+    """Why SLURM_JOB_GPUS (set by slurmd) and Slurm's JSON disagree, if they do."""
+    try:
+        env_gpus = sorted(set(parse_idx(job_gpus)))
+    except BadInput:
+        return f"SLURM_JOB_GPUS={job_gpus!r} is not a GPU index list"
+    told = sorted(set(req.whole_gpus + ([req.gpu] if req.gpu is not None else [])))
+    if env_gpus != told:
+        return (f"slurmd gave the job GPU(s) {','.join(map(str, env_gpus))} but Slurm's job record "
+                f"says {','.join(map(str, told)) or 'none'} on this node")
+    return None
+
+
+def _fail(cfg: Config, job: str, uid: Optional[int], reason: str) -> None:
+    ctx = NodeContext(cfg)
+    with ctx.ledger.lock():
+        ctx.fail(job, uid, reason)

@@ -1,116 +1,239 @@
-"""Reading a job's MIG request and allocation from Slurm.
+"""What Slurm gave a job on this node, read only from fields a user cannot shape.
 
-Default: `scontrol show job -d -o ID`; alternative: `squeue --json` (config
-job_source). pyslurm is not used: PyPI has no build for Slurm 22.05. What the
-prolog needs: the `mig:` items of the request and, when the job holds shards
-or a gpu, the GPU index Slurm allocated (static mode: the mig IDX numbers).
+The source is Slurm's JSON (`squeue --json` on every version from 22.05;
+`scontrol --json show job ID` from 23.02, one job instead of all): the job
+name, comment, work dir and the other free-text fields are JSON strings
+there, so no text of the user's can pose as a field. The `scontrol show job
+-d -o` text is never parsed: it prints those fields unquoted.
+
+The job-wide request (`tres_per_node`, JOB_GRES) is never used for placing:
+each node reads its own allocation (`gres_detail`, one entry per node of the
+job), found by SLURMD_NODENAME in the job's hostlist, which holds the per-node
+MIG counts (`mig:3g.40gb(CNT:1)`) and where the shards or GPUs came from. The
+GPU index must agree with SLURM_JOB_GPUS, which slurmd sets itself.
+
+Formats read (slurm-facts.md sections 7, 9, 10): `shard:4(IDX:0)` (22.05 to
+23.11.1) and `shard:4(4/8,0/8)` (23.11.2 on: per-GPU alloc/avail in index
+order), `gpu:TYPE:2(IDX:0-1)`, count-only `mig:3g.40gb(CNT:1)`, static-mode
+`mig:3g.40gb:1(IDX:7)`.
 """
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
-from typing import List, NamedTuple, Optional
+import time
+from typing import Dict, List, NamedTuple, Optional
 
 from ..core.syntax import check_job_id, parse_idx
-from ..errors import BadInput, NodeProblem
+from ..errors import BadInput, SlurmUnavailable
 
-_ALLOC = re.compile(r"(?:^|,)(?:gres[:/])?([^,():]+)[^,()]*\((IDX|CNT):([^)]*)\)")
+SEARCH_DIRS = ("/usr/bin", "/usr/local/bin", "/opt/slurm/bin")
+RETRY_DELAY = 1.0      # seconds, times the attempt number, between tries
+_ITEM = re.compile(r"^(?:gres[:/])?([A-Za-z0-9_]+)(?::([^:()]+))?(?::(\d+))?\((.*)\)$")
+_NODE_NAME = re.compile(r"[A-Za-z0-9._-]{1,255}")
 
 
 class JobRequest(NamedTuple):
-    spec: str                 # the mig: items, e.g. "mig:3g.40gb:1"
+    """What the job holds on this node."""
+    spec: str                 # the mig: items, e.g. "mig:3g.40gb:1" (this node's counts)
     gpu: Optional[int]        # GPU index the job's shards came from, if any
     mig_idx: List[int]        # static mode: IDX numbers of the allocated mig records
     whole_gpus: List[int] = []   # GPU indices allocated whole (--gres=gpu:N)
 
 
-def _job_request(request: str, allocation: str) -> JobRequest:
-    """From the request (JOB_GRES / tres_per_node) and the node's allocation
-    (`mig:...(IDX:..),shard:4(IDX:0)`), whatever tool printed them."""
-    if request in ("(null)", "N/A"):
-        request = ""
-    mig = ",".join(item for item in request.split(",") if re.match(r"^(gres[:/])?mig:", item))
-    gpu, mig_idx, whole = None, [], []
-    for m in _ALLOC.finditer(allocation):
-        name, kind, value = m.groups()
-        if kind != "IDX":
+def split_items(text: str) -> List[str]:
+    """'a(IDX:0,2),b(1/8,0/8)' -> ['a(IDX:0,2)', 'b(1/8,0/8)']: commas inside
+    parentheses belong to the item."""
+    items, depth, start = [], 0, 0
+    for i, ch in enumerate(text):
+        if ch == "(":
+            depth += 1
+        elif ch == ")":
+            depth -= 1
+            if depth < 0:
+                raise BadInput(f"unbalanced parentheses in GRES allocation {text!r}")
+        elif ch == "," and depth == 0:
+            items.append(text[start:i])
+            start = i + 1
+    if depth:
+        raise BadInput(f"unbalanced parentheses in GRES allocation {text!r}")
+    items.append(text[start:])
+    return [s.strip() for s in items if s.strip()]
+
+
+def _shard_gpus(detail: str) -> List[int]:
+    """GPU indices of a shard allocation: 'IDX:0' or, from 23.11.2, '4/8,0/8'."""
+    if detail.startswith("IDX:"):
+        return parse_idx(detail[4:])
+    gpus = []
+    for index, pair in enumerate(detail.split(",")):
+        m = re.fullmatch(r"(\d+)/(\d+)", pair.strip())
+        if not m:
+            raise BadInput(f"unknown shard allocation format ({detail})")
+        if int(m.group(1)):
+            gpus.append(index)
+    return gpus
+
+
+def parse_allocation(text: str) -> JobRequest:
+    """One node's allocation, as in gres_detail or `GRES=` of a node group."""
+    counts: Dict[str, int] = {}
+    shard_gpus: List[int] = []
+    mig_idx: List[int] = []
+    whole: List[int] = []
+    for item in split_items(text or ""):
+        m = _ITEM.match(item)
+        if not m:
+            raise BadInput(f"unknown GRES allocation item {item!r}")
+        name, gtype, count, detail = m.groups()
+        if detail in ("IDX:N/A", "CNT:0"):
             continue
-        if name == "shard" and gpu is None:
-            gpu = parse_idx(value)[0]
+        if name == "shard":
+            shard_gpus.extend(_shard_gpus(detail))
         elif name == "gpu":
-            whole.extend(parse_idx(value))
-        elif name == "mig":
-            mig_idx.extend(parse_idx(value))
-    return JobRequest(spec=mig, gpu=gpu, mig_idx=sorted(mig_idx), whole_gpus=sorted(whole))
+            whole.extend(parse_idx(detail[4:]) if detail.startswith("IDX:") else [])
+        elif name == "mig" and gtype:
+            if detail.startswith("CNT:") and detail[4:].isdigit():
+                counts[gtype] = counts.get(gtype, 0) + int(detail[4:])
+            elif detail.startswith("IDX:"):
+                mig_idx.extend(parse_idx(detail[4:]))
+            else:
+                raise BadInput(f"unknown mig allocation {item!r}")
+    if len(set(shard_gpus)) > 1:
+        raise BadInput(f"the job's shards on this node come from GPUs {sorted(set(shard_gpus))}; "
+                       "a MIG job's instances must come from one GPU")
+    spec = ",".join(f"mig:{name}:{n}" for name, n in sorted(counts.items()))
+    return JobRequest(spec=spec, gpu=shard_gpus[0] if shard_gpus else None,
+                      mig_idx=sorted(mig_idx), whole_gpus=sorted(whole))
 
 
-def parse_scontrol(text: str, job: str) -> JobRequest:
-    """Parse `scontrol show job -d -o` output (one line of KEY=VALUE tokens)."""
-    fields = {}
-    for token in text.split():
-        key, sep, value = token.partition("=")
-        if sep and key not in fields:
-            fields[key] = value
-    if fields.get("JobId") != job:
-        raise BadInput(f"scontrol output does not describe job {job} (field JobId)")
-    return _job_request(fields.get("JOB_GRES") or fields.get("TresPerNode") or "",
-                        fields.get("GRES", ""))
+def expand_hostlist(hostlist: str) -> List[str]:
+    """Slurm's hostlist ('n[1-2,5],gpu01') as names, by ClusterShell's NodeSet."""
+    if not any(c in hostlist for c in "[],"):
+        return [hostlist] if hostlist else []
+    from ClusterShell.NodeSet import NodeSet, NodeSetParseError
+    try:
+        return list(NodeSet(hostlist))
+    except NodeSetParseError as e:
+        raise BadInput(f"cannot read Slurm's node list {hostlist!r}: {e}") from None
 
 
-def parse_squeue_json(text: str, job: str) -> JobRequest:
-    """Parse `squeue --json` (which lists every job: the one wanted is picked by job_id)."""
+def parse_jobs_json(text: str, job: str, node: str) -> JobRequest:
+    """This node's allocation of `job` from `squeue --json` / `scontrol --json show job`."""
     import json
     try:
-        doc = json.loads(text)
-        jobs = doc["jobs"]
+        jobs = json.loads(text)["jobs"]
+        if not isinstance(jobs, list):
+            raise TypeError("jobs is not a list")
     except (ValueError, KeyError, TypeError) as e:
-        raise BadInput(f"squeue --json output has no `jobs` list ({e})") from None
-    entry = next((j for j in jobs if isinstance(j, dict) and str(j.get("job_id")) == job), None)
-    if entry is None:
-        raise BadInput(f"squeue --json does not list job {job} (field job_id)")
-    request = entry.get("tres_per_node") or ""
-    detail = entry.get("gres_detail") or []
-    if not isinstance(request, str) or not isinstance(detail, list):
-        raise BadInput(f"squeue --json: unexpected tres_per_node/gres_detail for job {job}")
-    return _job_request(request, ",".join(str(d) for d in detail))
+        raise BadInput(f"Slurm's JSON has no `jobs` list ({e})") from None
+    entries = [j for j in jobs if isinstance(j, dict) and str(j.get("job_id")) == job]
+    if len(entries) != 1:
+        raise BadInput(f"Slurm's JSON lists job {job} {len(entries)} times")
+    entry = entries[0]
+    nodes, detail = entry.get("nodes"), entry.get("gres_detail")
+    if not isinstance(nodes, str) or not isinstance(detail, list) or \
+            not all(isinstance(d, str) for d in detail):
+        raise BadInput(f"Slurm's JSON for job {job} has no usable nodes/gres_detail")
+    names = expand_hostlist(nodes)
+    ordered = _allocation_order(entry)
+    if ordered is not None:
+        if sorted(ordered) != sorted(names):
+            raise BadInput(f"Slurm's JSON for job {job}: job_resources names {ordered}, nodes {nodes}")
+        names = ordered
+    if node not in names:
+        raise BadInput(f"Slurm's JSON says job {job} runs on {nodes}, not on {node}")
+    if not detail:            # a job without GRES
+        return JobRequest("", None, [])
+    if len(detail) != len(names):
+        raise BadInput(f"Slurm's JSON for job {job}: {len(detail)} gres_detail entries "
+                       f"for {len(names)} nodes")
+    return parse_allocation(detail[names.index(node)])
 
 
-SOURCES = {"scontrol": (["show", "job", "-d", "-o"], parse_scontrol),
-           "squeue": (["--json"], parse_squeue_json)}
+def _allocation_order(entry: dict) -> Optional[List[str]]:
+    """The job's nodes in gres_detail order, where the JSON says it: 22.05's
+    job_resources.allocated_nodes[].nodename, 24.11's and later
+    job_resources.nodes.allocation[].name (a hostlist sorts names, Slurm orders
+    them as slurm.conf does)."""
+    res = entry.get("job_resources")
+    if not isinstance(res, dict):
+        return None
+    nodes = res.get("nodes")
+    rows = nodes.get("allocation") if isinstance(nodes, dict) else res.get("allocated_nodes")
+    if not isinstance(rows, list):
+        return None
+    names = [r.get("name", r.get("nodename")) for r in rows if isinstance(r, dict)]
+    return names if names and all(isinstance(n, str) for n in names) else None
 
 
-def read_job(job: str, source: str = "scontrol", timeout: float = 10.0) -> JobRequest:
-    """The job's MIG request and allocation, from `scontrol` (default) or `squeue --json`."""
+def slurm_command(name: str, bin_dir: str = "") -> str:
+    """The Slurm client `name`: in bin_dir when set, else PATH, then the usual
+    install prefixes (slurmd runs the Prolog with no PATH)."""
+    if bin_dir:
+        path = os.path.join(bin_dir, name)
+        if not os.access(path, os.X_OK):
+            raise SlurmUnavailable(f"{path} is not executable (slurm_bin_dir)")
+        return path
+    found = shutil.which(name) or next((os.path.join(d, name) for d in SEARCH_DIRS
+                                        if os.access(os.path.join(d, name), os.X_OK)), None)
+    if found is None:
+        raise SlurmUnavailable(f"{name} not found in PATH or {', '.join(SEARCH_DIRS)}; "
+                               "set slurm_bin_dir in the config")
+    return found
+
+
+def run_slurm(argv: List[str], attempts: int = 3, timeout: float = 10.0) -> str:
+    """stdout of a Slurm client; retried while the controller is busy or
+    restarting. SlurmUnavailable when every attempt failed."""
+    why = ""
+    for attempt in range(attempts):
+        if attempt:
+            time.sleep(RETRY_DELAY * attempt)
+        try:
+            p = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
+        except subprocess.TimeoutExpired:
+            why = f"timed out after {timeout:g}s"
+            continue
+        except OSError as e:
+            why = e.strerror or str(e)
+            continue
+        if p.returncode == 0:
+            return p.stdout
+        why = (p.stderr or p.stdout).strip().splitlines()[-1:] or [f"exit {p.returncode}"]
+        why = why[0][:300]
+    raise SlurmUnavailable(f"{os.path.basename(argv[0])} failed {attempts} times: {why}")
+
+
+SOURCES = {"squeue": ("squeue", lambda job: ["--json"]),          # every version; lists all jobs
+           "scontrol": ("scontrol", lambda job: ["--json", "show", "job", job])}   # 23.02+
+
+
+def read_job(job: str, node: str, source: str = "squeue", bin_dir: str = "",
+             attempts: int = 3) -> JobRequest:
+    """This node's allocation of `job`, read from Slurm's JSON."""
     job = check_job_id(job)
-    args, parse = SOURCES[source]
-    tool = "scontrol" if source == "scontrol" else "squeue"
-    exe = shutil.which(tool)
-    if exe is None:
-        raise NodeProblem(f"{tool} not found in PATH; give --request instead")
-    argv = [exe] + args + ([job] if source == "scontrol" else [])
-    try:
-        out = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
-    except subprocess.TimeoutExpired:
-        raise NodeProblem(f"{' '.join(argv[:3])} timed out after {timeout:g}s") from None
-    if out.returncode != 0:
-        raise BadInput(f"{tool} failed for job {job}: {out.stderr.strip() or out.returncode}")
-    return parse(out.stdout, job)
+    check_node_name(node)
+    tool, args = SOURCES[source]
+    return parse_jobs_json(run_slurm([slurm_command(tool, bin_dir)] + args(job), attempts),
+                           job, node)
 
 
-def active_jobs(node: str, timeout: float = 10.0) -> Optional[set]:
+def check_node_name(node: str) -> str:
+    if not _NODE_NAME.fullmatch(node or ""):
+        raise BadInput(f"invalid node name {node!r}")
+    return node
+
+
+def active_jobs(node: str, bin_dir: str = "", timeout: float = 10.0) -> Optional[set]:
     """Ids of the jobs Slurm still runs (or is starting/ending) on `node`;
     None when Slurm cannot be asked, so callers skip the liveness check."""
-    if not re.fullmatch(r"[A-Za-z0-9._-]{1,255}", node or ""):
-        raise BadInput(f"invalid node name {node!r}")
-    exe = shutil.which("squeue")
-    if exe is None:
-        return None
+    check_node_name(node)
     try:
-        out = subprocess.run([exe, "-h", "-w", node, "-t", "R,CF,CG,S", "-o", "%A"],
-                             capture_output=True, text=True, timeout=timeout, check=False)
-    except subprocess.TimeoutExpired:
+        out = run_slurm([slurm_command("squeue", bin_dir), "-h", "-w", node,
+                         "-t", "R,CF,CG,S", "-o", "%A"], attempts=1, timeout=timeout)
+    except SlurmUnavailable:
         return None
-    if out.returncode != 0:
-        return None
-    return {line.strip() for line in out.stdout.splitlines() if line.strip().isdigit()}
+    return {line.strip() for line in out.splitlines() if line.strip().isdigit()}

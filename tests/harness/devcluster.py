@@ -91,7 +91,7 @@ class DevCluster:
                   "mig-run"):
             os.makedirs(os.path.join(self.dir, d), exist_ok=True)
         os.chmod(self.dir, 0o755)
-        package_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        package_root = REPO
         self.bin = os.path.join(self.dir, "bin", "slurm-mig")
         self.hook_bin = os.path.join(self.dir, "bin", "slurm-mig-hook")
         for path, module in ((self.bin, "slurm_mig"), (self.hook_bin, "slurm_mig.hooks.main")):
@@ -102,7 +102,17 @@ class DevCluster:
                f'run_dir = "{self.dir}/mig-run"\nwait_for_room = {self.wait_for_room}\n'
                f'mode = "{self.mode}"\ngres_conf = "{self.dir}/etc/gres.conf"\n'
                f'proc_root = "{self.dir}/proc"\n'
+               f'slurm_bin_dir = "{self.dir}/slurm-bin"\n'
                'epilog_retries = 2\nepilog_retry_delay = 0.5\n')
+        # The hooks reach Slurm through wrappers that log who asked (tests check
+        # which jobs' hooks called Slurm at all).
+        self.slurm_calls = os.path.join(self.dir, "slurm-calls.log")
+        os.makedirs(os.path.join(self.dir, "slurm-bin"), exist_ok=True)
+        for tool in ("squeue", "scontrol"):
+            real = shutil.which(tool) or f"/usr/bin/{tool}"
+            _write(os.path.join(self.dir, "slurm-bin", tool),
+                   f'#!/bin/sh\necho "$SLURM_JOB_ID {tool} $*" >> {self.slurm_calls}\n'
+                   f'exec {real} "$@"\n', 0o755)
         self.slurm_mig("sim", "init", self.state, "--gpus", self.gpus)
         n = len(self.slurm_mig("status", "--json").stdout.split('"index"')) - 1
         for i in range(n):          # distinct char devices: shared ones serialize shard jobs
@@ -251,3 +261,11 @@ class DevCluster:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+def slurm_calls_of(cluster: "DevCluster", job: str) -> List[str]:
+    """The Slurm client calls the hooks made for `job`."""
+    if not os.path.exists(cluster.slurm_calls):
+        return []
+    with open(cluster.slurm_calls, encoding="utf-8") as f:
+        return [line.split(" ", 1)[1].strip() for line in f if line.split(" ", 1)[0] == job]

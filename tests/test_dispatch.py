@@ -1,0 +1,117 @@
+"""The Prolog's reading of Slurm: only for jobs holding a GPU here, from the
+JSON, checked against slurmd's SLURM_JOB_GPUS, and failing the job alone
+(never the node) when Slurm cannot be read."""
+import json
+import os
+
+import pytest
+
+from slurm_mig.hooks.dispatch import run_prolog
+from slurm_mig.node.jobfiles import task_prolog
+from slurm_mig.slurm import jobinfo
+
+
+@pytest.fixture
+def fake_slurm(tmp_path, monkeypatch):
+    """A squeue that logs each call and prints jobs.json (or fails `fail` times)."""
+    monkeypatch.setattr(jobinfo, "RETRY_DELAY", 0.01)
+    bin_dir = tmp_path / "slurm-bin"
+    bin_dir.mkdir()
+    calls = tmp_path / "calls"
+
+    def make(jobs, fail=0):
+        (tmp_path / "jobs.json").write_text(json.dumps({"jobs": jobs}))
+        (tmp_path / "failures").write_text("x\n" * fail)
+        script = bin_dir / "squeue"
+        script.write_text(f"""#!/bin/sh
+echo "$@" >> {calls}
+if [ -s {tmp_path}/failures ]; then sed -i 1d {tmp_path}/failures; echo 'slurm_load_jobs error: Unable to contact slurm controller' >&2; exit 1; fi
+cat {tmp_path}/jobs.json
+""")
+        script.chmod(0o755)
+        return str(bin_dir)
+    make.calls = lambda: calls.read_text().splitlines() if calls.exists() else []
+    return make
+
+
+ENV = {"SLURMD_NODENAME": "n1", "SLURM_JOB_GPUS": "0"}
+
+
+def entry(detail, nodes="n1", name="x"):
+    return {"job_id": 5, "nodes": nodes, "gres_detail": detail, "name": name}
+
+
+def test_a_job_without_gpus_never_calls_slurm(make_node, fake_slurm):
+    bin_dir = fake_slurm([entry(["mig:1g.10gb(CNT:1),shard:1(IDX:0)"])])
+    cfg, _ = make_node(slurm_bin_dir=bin_dir)
+    run_prolog(cfg, "5", uid=None, env={"SLURMD_NODENAME": "n1"})
+    assert fake_slurm.calls() == [] and task_prolog(cfg.run_dir, "5") == ("", 0)
+
+
+def test_the_prolog_reads_this_nodes_allocation(make_node, fake_slurm):
+    bin_dir = fake_slurm([entry(["mig:7g.80gb(CNT:1),shard:8(IDX:1)",
+                                 "mig:1g.10gb(CNT:1),shard:1(IDX:0)"], nodes="n[0-1]",
+                                name="x JOB_GRES=mig:7g.80gb:1 GRES=shard:8(IDX:0)")])
+    cfg, _ = make_node("2xH100-80GB", slurm_bin_dir=bin_dir)
+    run_prolog(cfg, "5", uid=None, env=ENV)
+    text, code = task_prolog(cfg.run_dir, "5")
+    assert code == 0 and text.count("MIG-") == 1
+    from slurm_mig.node.ledger import Ledger
+    rec = Ledger(cfg.state_dir).get("5")
+    assert rec.request == {"1g.10gb": 1} and [i.gpu for i in rec.instances] == [0]
+    assert fake_slurm.calls() == ["--json"]
+
+
+def test_slurm_and_slurmd_disagreeing_fails_the_job_alone(make_node, fake_slurm):
+    bin_dir = fake_slurm([entry(["mig:1g.10gb(CNT:1),shard:1(IDX:1)"])])
+    cfg, _ = make_node("2xH100-80GB", slurm_bin_dir=bin_dir)
+    run_prolog(cfg, "5", uid=None, env=ENV)          # returns: exit 0, node not drained
+    text, code = task_prolog(cfg.run_dir, "5")
+    assert code == 1 and "slurmd gave the job GPU(s) 0 but Slurm's job record says 1" in text
+
+
+def test_an_unreachable_controller_fails_the_job_after_retries(make_node, fake_slurm):
+    bin_dir = fake_slurm([entry(["mig:1g.10gb(CNT:1),shard:1(IDX:0)"])], fail=3)
+    cfg, _ = make_node(slurm_bin_dir=bin_dir)
+    run_prolog(cfg, "5", uid=None, env=ENV)
+    text, code = task_prolog(cfg.run_dir, "5")
+    assert len(fake_slurm.calls()) == 3
+    assert code == 1 and "Unable to contact slurm controller" in text and "failed 3 times" in text
+
+
+def test_a_busy_controller_is_retried(make_node, fake_slurm):
+    bin_dir = fake_slurm([entry(["mig:1g.10gb(CNT:1),shard:1(IDX:0)"])], fail=2)
+    cfg, _ = make_node(slurm_bin_dir=bin_dir)
+    run_prolog(cfg, "5", uid=None, env=ENV)
+    assert task_prolog(cfg.run_dir, "5")[1] == 0 and len(fake_slurm.calls()) == 3
+
+
+def test_a_missing_slurm_client_fails_the_job_not_the_node(make_node, tmp_path):
+    cfg, _ = make_node(slurm_bin_dir=str(tmp_path / "nowhere"))
+    run_prolog(cfg, "5", uid=None, env=ENV)
+    text, code = task_prolog(cfg.run_dir, "5")
+    assert code == 1 and "not executable (slurm_bin_dir)" in text
+
+
+def test_malformed_json_fails_the_job_with_a_message(make_node, fake_slurm):
+    bin_dir = fake_slurm([entry(["shard:1(IDX:0"])])
+    cfg, _ = make_node(slurm_bin_dir=bin_dir)
+    run_prolog(cfg, "5", uid=None, env=ENV)
+    text, code = task_prolog(cfg.run_dir, "5")
+    assert code == 1 and "unbalanced parentheses" in text
+
+
+def test_the_hook_entry_exits_0_when_slurm_is_down(make_node, tmp_path):
+    """As slurmd runs it: a separate process, no PATH; the node must not drain."""
+    import subprocess
+    import sys
+    cfg, state = make_node(slurm_bin_dir=str(tmp_path / "nowhere"))
+    conf = tmp_path / "hook.toml"
+    conf.write_text(f'backend = "{cfg.backend}"\nstate_dir = "{cfg.state_dir}"\n'
+                    f'run_dir = "{cfg.run_dir}"\nslurm_bin_dir = "{tmp_path}/nowhere"\n')
+    env = {"SLURM_MIG_CONFIG": str(conf), "SLURM_JOB_ID": "5", "SLURM_JOB_GPUS": "0",
+           "SLURMD_NODENAME": "n1", "PYTHONPATH": os.pathsep.join(sys.path)}
+    p = subprocess.run([sys.executable, "-m", "slurm_mig.hooks.main", "prolog"], env=env,
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    assert task_prolog(cfg.run_dir, "5")[1] == 1
