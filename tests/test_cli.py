@@ -86,7 +86,7 @@ def test_config_file_drives_hooks(tmp_path, cli):
     cli("prolog", "--request", "mig:4g.20gb:1", env=env, check=0)
     assert "MIG-" in cli("task-prolog", env=env, check=0).stdout
     conf.write_text("wait_for_room = -3\n")
-    assert "bad value" in cli("status", env=env, check=2).stderr
+    assert "wait_for_room = -3: must be a finite number" in cli("status", env=env, check=2).stderr
 
 
 def test_sim_fault_and_busy(node, cli):
