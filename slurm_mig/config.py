@@ -5,13 +5,13 @@ Hooks run with the environment slurmd gives them, so the config file
 """
 from __future__ import annotations
 
+import math
 import os
-from typing import NamedTuple, Optional
+from typing import Dict, NamedTuple, Optional, Tuple
 
 from .errors import BadInput
 
 DEFAULT_CONFIG = "/etc/slurm-mig/config.toml"
-OPTIONAL_STRINGS = ("slurm_bin_dir",)
 ENV_TWINS = {"backend": "SLURM_MIG_BACKEND", "state_dir": "SLURM_MIG_STATE_DIR",
              "run_dir": "SLURM_MIG_RUN_DIR"}
 
@@ -34,57 +34,81 @@ class Config(NamedTuple):
     slurm_bin_dir: str = ""                   # Slurm clients; "" = PATH, /usr/bin, /usr/local/bin, /opt/slurm/bin
 
 
+PATHS = ("state_dir", "run_dir", "hooks_dir", "gres_conf", "proc_root", "slurm_bin_dir")
+OPTIONAL_PATHS = ("slurm_bin_dir",)       # "" = search PATH and the usual prefixes
+# Inclusive ranges of the numeric settings (seconds, or attempts).
+RANGES = {"wait_for_room": (0, 86400), "lock_timeout": (0.1, 86400), "epilog_retries": (0, 1000),
+          "epilog_retry_delay": (0, 3600)}
+
+
 def _coerce(name: str, value, source: str):
-    kind = type(Config._field_defaults[name]).__name__      # every setting has a default
-    try:
-        if kind == "bool":
-            ok = isinstance(value, bool) or str(value).lower() in ("true", "false", "1", "0")
-            value = value if isinstance(value, bool) else str(value).lower() in ("true", "1")
-        elif kind == "float":
-            value = float(value)
-            ok = value >= 0
-        elif kind == "int":
-            value = int(value)
-            ok = value >= 0
-        else:
-            value = str(value)
-            ok = bool(value) or name in OPTIONAL_STRINGS
-    except (TypeError, ValueError):
-        ok = False
-    if not ok:
-        raise BadInput(f"{source}: bad value {value!r} for {name}")
+    """One setting, strictly: TOML types from a file, the same text forms from
+    the environment or the command line (true/false, digits, finite numbers,
+    absolute paths). `source` says where the value came from."""
+    kind = type(Config._field_defaults[name])      # every setting has a default
+    text = value.strip() if isinstance(value, str) else None
+
+    def bad(why: str):
+        return BadInput(f"{source}: {name} = {value!r}: {why}")
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        if text is None or text.lower() not in ("true", "false"):
+            raise bad("must be true or false")
+        return text.lower() == "true"
+    if kind in (int, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+            raise bad("must be a number")
+        if kind is int and (isinstance(value, float) or text is not None and not text.isdigit()):
+            raise bad("must be a whole number")
+        try:
+            number = kind(text if text is not None else value)
+        except ValueError:
+            raise bad("must be a number") from None
+        low, high = RANGES.get(name, (0, float("inf")))
+        if not math.isfinite(number) or not low <= number <= high:
+            raise bad(f"must be a finite number from {low:g} to {high:g}")
+        return number
+    if not isinstance(value, str) or not (value or name in OPTIONAL_PATHS):
+        raise bad("must be a non-empty string")
+    if name in PATHS and value and not os.path.isabs(value):
+        raise bad("must be an absolute path")
+    choices = {"mode": ("dynamic", "static"), "job_source": ("scontrol", "squeue")}
     if name == "policy":
         from .core.policies import POLICIES
-        if value not in POLICIES:
-            raise BadInput(f"{source}: policy must be one of {', '.join(POLICIES)}, not {value!r}")
-    if name == "job_source" and value not in ("scontrol", "squeue"):
-        raise BadInput(f"{source}: job_source must be 'squeue' or 'scontrol', not {value!r}")
-    if name == "slurm_bin_dir" and value and not os.path.isabs(value):
-        raise BadInput(f"{source}: slurm_bin_dir must be an absolute path, not {value!r}")
-    if name == "mode" and value not in ("dynamic", "static"):
-        raise BadInput(f"{source}: mode must be 'dynamic' or 'static', not {value!r}")
+        choices["policy"] = tuple(POLICIES)
+    if name in choices and value not in choices[name]:
+        raise bad(f"must be one of {', '.join(choices[name])}")
     return value
 
 
 def load(path: Optional[str] = None, **overrides) -> Config:
     """`path` None means SLURM_MIG_CONFIG or the default; a missing default is fine,
-    a missing file named explicitly is an error."""
+    a missing file named explicitly is an error. `overrides` come from the
+    command line; each value is checked the same way wherever it came from."""
     explicit = path or os.environ.get("SLURM_MIG_CONFIG")
     path = explicit or DEFAULT_CONFIG
-    values = {}
+    values: Dict[str, Tuple[object, str]] = {}
     if os.path.exists(path):
-        values.update(_read_toml(path))
+        raw = _read_toml(path)
+        unknown = sorted(set(raw) - set(Config._fields))
+        if unknown:
+            raise BadInput(f"config file {path}: unknown setting(s) {', '.join(unknown)}; "
+                           f"known: {', '.join(Config._fields)}")
+        values.update({k: (v, f"config file {path}") for k, v in raw.items()})
     elif explicit:
         raise BadInput(f"config file {path} does not exist")
     for name, var in ENV_TWINS.items():
         if os.environ.get(var):
-            values[name] = os.environ[var]
-    values.update({k: v for k, v in overrides.items() if v is not None})
-    known = set(Config._fields)
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise BadInput(f"{path}: unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
-    return Config()._replace(**{k: _coerce(k, v, path) for k, v in values.items()})
+            values[name] = (os.environ[var], f"environment variable {var}")
+    return override(Config()._replace(**{k: _coerce(k, v, src) for k, (v, src) in values.items()}),
+                    **overrides)
+
+
+def override(cfg: Config, **values) -> Config:
+    """`cfg` with command-line values (None: not given), checked like the rest."""
+    return cfg._replace(**{k: _coerce(k, v, f"command-line option for {k}")
+                           for k, v in values.items() if v is not None})
 
 
 def _read_toml(path: str) -> dict:

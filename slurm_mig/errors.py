@@ -19,6 +19,10 @@ class NoFit(SlurmMigError):
     exit_code = 3
 
 
+class NeverFits(NoFit):
+    """The request cannot fit even on an empty GPU of this model: waiting is pointless."""
+
+
 class NodeProblem(SlurmMigError):
     """The node itself is unusable: NVML broken, MIG mode stuck (exit 1)."""
 

@@ -236,7 +236,7 @@ def test_whole_hopper_gpu_runs_with_mig_off_and_gets_it_back(make_node):
     assert task_prolog(cfg.run_dir, "32")[1] == 1
     from slurm_mig.node.context import NodeContext
     from slurm_mig.node.status import status_doc
-    assert status_doc(NodeContext(cfg))[1]["can_create"] == {}       # status does not offer it either
+    assert status_doc(NodeContext(cfg))[0][1]["can_create"] == {}       # status does not offer it either
     hooks.epilog(cfg, "30")
     assert SimStore(state).read()["gpus"][1]["mig_current"] == 1
     assert Ledger(cfg.state_dir).get("30").state == "released"

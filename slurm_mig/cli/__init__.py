@@ -27,6 +27,10 @@ def run() -> None:
         sys.exit(e.exit_code)
     except BrokenPipeError:
         sys.exit(1)
+    except OSError as e:           # one line naming the path and the cause, no traceback
+        from ..fsutil import os_problem
+        click.echo(f"slurm-mig: error: {os_problem(e.filename or '?', e, 'use')}", err=True)
+        sys.exit(1)
     except Exception as e:
         from ..nvml.errors import NVMLError
         if not isinstance(e, NVMLError):

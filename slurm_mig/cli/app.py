@@ -19,9 +19,7 @@ class Ctx:
         from .. import config
         if self._cfg is None:
             self._cfg = config.load(self._path, **self._args)
-        if overrides:
-            return self._cfg._replace(**{k: v for k, v in overrides.items() if v is not None})
-        return self._cfg
+        return config.override(self._cfg, **overrides)
 
 
 def job_id(job: Optional[str]) -> str:

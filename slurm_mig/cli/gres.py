@@ -37,6 +37,7 @@ def gres_conf(obj, mode, output, node_name, dev_root, proc_root, spec):
             f"the live GPUs (backend {cfg.backend})"
     command = " ".join(["gres-conf", "--mode", mode] + (["--from-spec", spec] if spec else []))
     files = confgen.render(gpus, mode, node_name, dev_root, command, source, proc_root)
+    files["slurm.conf.timeouts"] = confgen.timeouts(cfg)
     if output:
         os.makedirs(output, exist_ok=True)
         for name, text in files.items():

@@ -69,15 +69,16 @@ def epilog(obj, job):
 def reconcile(obj, dry_run, node):
     """Clean instances no job owns, records whose prolog died or whose
     instances vanished, and records of jobs Slurm no longer runs here."""
-    import socket
+    import time
     from ..node.context import NodeContext
+    from ..node.ledger import this_node
     from ..node.reconcile import reconcile_node
     from ..slurm.jobinfo import active_jobs
-    node = node or os.environ.get("SLURMD_NODENAME") or socket.gethostname().split(".")[0]
-    active = active_jobs(node, obj.cfg().slurm_bin_dir)
+    since = time.time()         # records written after this are not judged by the answer
+    active = active_jobs(node or this_node(), obj.cfg().slurm_bin_dir)
     if active is None:
         click.echo("squeue unavailable: jobs that ended without an epilog are not checked", err=True)
-    actions = reconcile_node(NodeContext(obj.cfg()), dry_run=dry_run, active_jobs=active)
+    actions = reconcile_node(NodeContext(obj.cfg()), dry_run=dry_run, active_jobs=active, since=since)
     prefix = "would " if dry_run else ""
     for a in actions:
         click.echo(prefix + a)

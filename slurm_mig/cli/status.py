@@ -19,9 +19,11 @@ def status(obj, as_json):
     """GPUs, MIG mode, instances with their owning jobs, and free room."""
     from ..node.context import NodeContext
     from ..node.status import status_doc
-    doc = status_doc(NodeContext(obj.cfg()))
+    doc, problem = status_doc(NodeContext(obj.cfg()))
+    if problem:
+        click.echo(f"slurm-mig: {problem}: owners unknown, free room not shown", err=True)
     if as_json:
-        click.echo(json.dumps({"gpus": doc}, indent=1))
+        click.echo(json.dumps({"gpus": doc, **({"ledger_error": problem} if problem else {})}, indent=1))
         return
     click.echo(table([(g["index"], g["model"], g["uuid"], f"{_mode(g['mig']['current'])}/"
                         f"{_mode(g['mig']['pending'])}", len(g["instances"])) for g in doc],

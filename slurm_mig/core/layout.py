@@ -11,7 +11,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
-from ..errors import BadInput, NoFit
+from ..errors import BadInput, NeverFits, NoFit
 from . import planner
 from .view import Gpu, GpuView, occupied
 
@@ -141,6 +141,8 @@ def diff(gpus: List[Gpu], entries: list, busy: Dict[str, str]) -> List[GpuChange
         if request:
             try:
                 change.plan = planner.plan([view], request, gpu=gpu.index)
+            except NeverFits as e:
+                raise NeverFits(f"GPU {gpu.index}: {e}") from e
             except NoFit as e:
                 raise NoFit(f"GPU {gpu.index}: the layout does not fit next to the instances in use: {e}") from e
         else:

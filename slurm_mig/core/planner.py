@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections import Counter
 from typing import Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple
 
-from ..errors import NoFit
-from .catalog import GiProfile
+from ..errors import NeverFits, NoFit
+from .catalog import GiProfile, GpuModel
 from .policies import POLICIES, FirstFit, Policy
 from .view import GpuView, Occupied, overlaps
 
@@ -171,9 +171,12 @@ def plan(node: Iterable[GpuView], request: Dict[str, int], gpu: Optional[int] = 
     """Place `request` (profile name -> count) on the node: on one GPU when
     possible (Slurm's shards for a job come from one GPU), else across GPUs
     unless `gpu` pins it. Raises NoFit with the reason."""
-    views = policy.gpu_order([v for v in node if gpu is None or v.index == gpu])
+    views = [v for v in node if gpu is None or v.index == gpu]
     if gpu is not None and not views:
         raise NoFit(f"GPU {gpu} does not exist on this node")
+    if gpu is not None and views[0].whole_by is not None:
+        raise NoFit(f"GPU {gpu} is held whole by job {views[0].whole_by}")
+    views = policy.gpu_order([v for v in views if v.whole_by is None])
     wanted = ", ".join(f"{n}:{c}" for n, c in sorted(request.items()))
     offered, orders = False, {}
     for view in views:
@@ -193,9 +196,31 @@ def plan(node: Iterable[GpuView], request: Dict[str, int], gpu: Optional[int] = 
     if not offered:
         models = ", ".join(sorted({v.model.key for v in views}))
         raise NoFit(f"{wanted}: no GPU here offers these profiles (models: {models})")
+    never = [never_fits(v.model, request) for v in views]
+    if all(never) and (len(views) == 1 or _search(_expand(views, request), [
+            _GpuSearch(v._replace(occupied=())) for v in views], policy) is None):
+        raise NeverFits(f"{wanted} can never fit here: {never[0]}")
     room = ", ".join(f"GPU {v.index}: {v.free_memory_slots()}/{v.model.memory_slots} slots free"
                      for v in sorted(views, key=lambda v: v.index))
     raise NoFit(f"{wanted} does not fit next to the running jobs' instances ({room})")
+
+
+def never_fits(model: GpuModel, request: Dict[str, int]) -> Optional[str]:
+    """Why `request` cannot fit even on an empty GPU of `model`, naming the
+    limit; None when it can (the planner's exact search decides)."""
+    empty = GpuView(index=0, model=model)
+    names = _expand([empty], request)
+    if names is None:
+        return f"a {model.key} offers none of {', '.join(sorted(request))}"
+    if _search(names, [_GpuSearch(empty)], FirstFit()) is not None:
+        return None
+    for name, count in sorted(request.items()):
+        p = model.find_profile(name)
+        most = capacity(empty, p)
+        if count > most:
+            return f"at most {most} x {p.name} on one {model.key}"
+    return (f"together they need more than one {model.key} has ({model.compute_slices} "
+            f"compute slices, {model.memory_slots} memory slots)")
 
 
 def capacity(view: GpuView, profile: GiProfile) -> int:

@@ -14,6 +14,8 @@ from .catalog import GpuModel
 # Owner of an instance whose profile the catalog does not know: it is listed,
 # kept and planned around, but never reused or destroyed by slurm-mig.
 UNKNOWN_PROFILE = "unknown profile"
+# Owner of an instance no job's record owns but processes run on: never reused.
+IN_USE = "processes (no job)"
 
 
 def overlaps(a_start: int, a_size: int, b_start: int, b_size: int) -> bool:
@@ -95,11 +97,13 @@ class Occupied(NamedTuple):
 
 
 class GpuView(NamedTuple):
-    """One GPU the planner may place on, with what occupies it."""
+    """One GPU the planner may place on, with what occupies it; whole_by: the
+    job holding it whole (nothing may be placed on it)."""
     index: int
     model: GpuModel
     mig_enabled: bool = True
     occupied: Tuple[Occupied, ...] = ()
+    whole_by: Optional[str] = None
 
     @property
     def busy(self) -> Tuple[Occupied, ...]:

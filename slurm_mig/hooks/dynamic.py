@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, List, Optional
 from ..config import Config
 from ..core.syntax import check_job_id, format_spec, parse_spec
 from ..core.view import Held
-from ..errors import BadInput, NoFit, NodeProblem
+from ..errors import BadInput, NeverFits, NoFit, NodeProblem
 from ..log import JobLog
 from ..node.context import NodeContext
 from ..node.ledger import Record
@@ -45,11 +45,14 @@ def prolog(cfg: Config, job: str, spec: str, gpu: Optional[int] = None,
         with node.ledger.lock():
             node.driver                      # NVML that cannot even start is a node problem
             try:
-                rec = node.ledger.get(job)
+                if node.ended_since_start(job):
+                    jl.info("the job ended (its epilog ran) while waiting for room; nothing bound")
+                    return
+                rec = node.claim(job, uid, request=request)
                 if rec is not None and rec.state == "bound":
                     live = node.live_instances().values()
                     if all(any(e.names(i) for i in live) for e in rec.instances):
-                        node.bind(job, uid, rec.uuids)
+                        node.rebind(rec, uid)
                         jl.info("already bound to %s", ",".join(rec.uuids))
                         return
                 gpus = node.driver.gpus()
@@ -70,7 +73,8 @@ def prolog(cfg: Config, job: str, spec: str, gpu: Optional[int] = None,
         jl.info("waiting for room: %s", reason)
         time.sleep(min(POLL_INTERVAL, max(0.0, deadline - time.monotonic())))
     with node.ledger.lock():
-        node.fail(job, uid, reason, Record(job=job, state="failed", request=request, uid=uid))
+        if not node.ended_since_start(job):
+            node.fail(job, uid, reason, Record(job=job, state="failed", request=request, uid=uid))
 
 
 def _try_place(node: NodeContext, job: str, request: dict, gpu: Optional[int], uid: Optional[int],
@@ -94,8 +98,13 @@ def _try_place(node: NodeContext, job: str, request: dict, gpu: Optional[int], u
         except NoFit as e:
             if reset_needed:
                 raise _mig_off_problem(reset_needed[0]) from e
+            if isinstance(e, NeverFits):         # waiting cannot help
+                node.fail(job, uid, str(e), Record(job=job, state="failed", request=request, uid=uid))
+                return None
             return str(e)
-        rec = Record(job=job, state="planned", request=request, uid=uid, instances=[
+        uuid_of = {g.index: g.uuid for g in gpus}
+        rec = Record(job=job, state="planned", request=request, uid=uid,
+                     gpu_uuids=[uuid_of[g] for g in p.gpus if g in uuid_of], instances=[
             Held(gpu=pl.gpu, profile=pl.profile.name, profile_id=pl.profile.id,
                  start=pl.start, size=pl.profile.mem_slots,
                  gi_id=pl.reuse.gi_id if pl.reuse else None,

@@ -9,7 +9,7 @@ from typing import Optional
 from ..config import Config
 from ..core.syntax import check_job_id
 from ..log import JobLog
-from ..node.context import NodeContext
+from ..node.context import EPILOG_FIRST, NodeContext
 from ..node.ledger import Record
 from ..node.reconcile import release
 from ..nvml.errors import NVMLError
@@ -21,6 +21,9 @@ def epilog(cfg: Config, job: str) -> Optional[Record]:
     with ctx.ledger.lock():
         ctx.remove_job_files(job)
         rec = ctx.ledger.get(job)
+        if rec is None or rec.state == "released":
+            # A Prolog may still be waiting for room: this tells it the job is over.
+            ctx.ledger.put(Record(job=job, state="released", reason=EPILOG_FIRST))
         if rec is None or not rec.live:
             return rec
         if not rec.static:

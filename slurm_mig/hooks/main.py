@@ -54,6 +54,10 @@ def run() -> None:
     except SlurmMigError as e:
         print(f"slurm-mig: error: {e}", file=sys.stderr)
         sys.exit(NODE_PROBLEM)
+    except OSError as e:         # a node problem: one line naming the path and the cause
+        from ..fsutil import os_problem
+        print(f"slurm-mig: error: {os_problem(e.filename or '?', e, 'use')}", file=sys.stderr)
+        sys.exit(NODE_PROBLEM)
     except Exception as e:       # an NVML failure the hooks did not absorb: a node problem
         from ..nvml.errors import NVMLError
         if not isinstance(e, NVMLError):

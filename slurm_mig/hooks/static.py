@@ -45,9 +45,9 @@ def prolog(node: NodeContext, job: str, idx: List[int], uid: Optional[int]) -> N
     refused = Record(job=job, state="failed", static_idx=idx, uid=uid)
     table = idx_table(cfg.gres_conf, cfg.proc_root)
     with node.ledger.lock():
-        rec = node.ledger.get(job)
+        rec = node.claim(job, uid, static_idx=idx)
         if rec is not None and rec.state == "bound":
-            node.bind(job, uid, rec.uuids)
+            node.rebind(rec, uid)
             return
         bad = [i for i in idx if not 0 <= i < len(table)]
         if bad or not idx:
@@ -72,8 +72,9 @@ def prolog(node: NodeContext, job: str, idx: List[int], uid: Optional[int]) -> N
                           + (f"job {holder}" if holder else f"pids {pids}"), refused)
                 return
             bound.append(inst)
-        rec = Record(job=job, state="bound", static_idx=idx, uid=uid,
-                     instances=[Held.of(b) for b in bound], static=True)
+        rec = Record(job=job, state="bound", static_idx=idx, uid=uid, static=True,
+                     instances=[Held.of(b) for b in bound],
+                     gpu_uuids=sorted({gpus[table[i][1]].uuid for i in idx}))
         node.ledger.put(rec)
         node.bind(job, uid, rec.uuids)
         JobLog(job).info("bound static %s", ",".join(rec.uuids))

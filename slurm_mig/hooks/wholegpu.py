@@ -36,9 +36,9 @@ def _hand_over(node: NodeContext, job: str, gpus: List[int], uid: Optional[int],
     (as intent) before the first change."""
     d = node.driver
     refused = Record(job=job, state="failed", whole_gpus=gpus, uid=uid)
-    old = node.ledger.get(job)
+    old = node.claim(job, uid, whole_gpus=gpus)
     if old is not None and old.state == "bound":
-        node.bind(job, uid, old.uuids or [g.uuid for g in d.gpus(False) if g.index in gpus])
+        node.rebind(old, uid, old.uuids or [g.uuid for g in d.gpus(False) if g.index in gpus])
         return
     live_gpus = d.gpus()
     if reconcile(node, gpus=live_gpus):
@@ -59,6 +59,7 @@ def _hand_over(node: NodeContext, job: str, gpus: List[int], uid: Optional[int],
             node.fail(job, uid, f"GPU {n} holds an instance of a profile the catalog does not "
                       f"know ({unknown[0].profile}); slurm-mig leaves it alone", refused)
             return
+    rec.gpu_uuids = [by_index[n].uuid for n in gpus]
     node.ledger.put(rec)
     visible = []
     for n in gpus:

@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import contextlib
 import os
-from typing import TYPE_CHECKING, Dict, List, Optional, Tuple
+import time
+from typing import TYPE_CHECKING, Dict, List, Optional, Set, Tuple
 
 from ..config import Config
-from ..fsutil import atomic_write
+from ..fsutil import atomic_write, safe_dir
 from ..log import JobLog
 from .jobfiles import ENV, FAIL, job_file
 from .ledger import Ledger, Record
+
+# The reason of the record an Epilog leaves for a job it found no record of:
+# a Prolog still waiting for room sees it and gives up instead of binding.
+EPILOG_FIRST = "the epilog ran before the prolog bound anything"
 
 if TYPE_CHECKING:      # imported where used: the epilog needs no planner
     from ..core.view import Gpu, GpuView, Instance
@@ -22,19 +27,22 @@ def owner_of(inst: "Instance", records: List[Record]) -> Optional[str]:
     return next((r.job for r in records if r.owns(inst)), None)
 
 
-def node_view(gpus: List["Gpu"], records: List[Record]) -> List["GpuView"]:
+def node_view(gpus: List["Gpu"], records: List[Record], in_use: Set[str] = frozenset()) -> List["GpuView"]:
     """What the planner sees: catalog-known GPUs, instances marked with the live
-    records owning them; GPUs a job holds whole (MIG off for it) are not offered."""
-    from ..core.view import GpuView, occupied
-    held = {g for r in records for g in r.mig_off_gpus}
+    records owning them, or IN_USE when no record owns them but processes run
+    on them (`in_use`: their UUIDs); a GPU a job holds whole names that job."""
+    from ..core.view import IN_USE, GpuView, occupied
+    held = {g: r.job for r in records for g in r.mig_off_gpus}
     views = []
     for g in gpus:
-        if g.model is None or not g.mig_capable or g.index in held:
+        if g.model is None or not g.mig_capable:
             continue
-        if not g.mig_on and g.model.mig_toggle_needs_reset:
+        if not g.mig_on and g.model.mig_toggle_needs_reset and g.index not in held:
             continue       # Ampere with MIG off: unusable without a reset
         views.append(GpuView(index=g.index, model=g.model, mig_enabled=g.mig_on,
-                             occupied=tuple(occupied(i, owner_of(i, records)) for i in g.instances)))
+                             occupied=tuple(occupied(i, owner_of(i, records) or (
+                                 IN_USE if i.uuid in in_use else None)) for i in g.instances),
+                             whole_by=held.get(g.index)))
     return views
 
 
@@ -42,6 +50,7 @@ class NodeContext:
     def __init__(self, cfg: Config):
         self.cfg = cfg
         self.ledger = Ledger(cfg.state_dir, cfg.lock_timeout)
+        self.started = time.time()
         self._driver: Optional[Driver] = None
 
     @property
@@ -56,7 +65,7 @@ class NodeContext:
         return job_file(self.cfg.run_dir, job, suffix)
 
     def _write_job_file(self, job: str, suffix: str, text: str, uid: Optional[int]) -> None:
-        os.makedirs(self.cfg.run_dir, mode=0o755, exist_ok=True)
+        safe_dir(self.cfg.run_dir, 0o755, "run_dir")
         atomic_write(self._job_file(job, suffix), text.encode(), mode=0o400, uid=uid)
 
     def remove_job_files(self, job: str) -> None:
@@ -67,6 +76,38 @@ class NodeContext:
     def bind(self, job: str, uid: Optional[int], uuids: List[str]) -> None:
         self.remove_job_files(job)
         self._write_job_file(job, ENV, f"export CUDA_VISIBLE_DEVICES={','.join(uuids)}\n", uid)
+
+    def rebind(self, rec: Record, uid: Optional[int], visible: Optional[List[str]] = None) -> None:
+        """A prolog re-run for a bound job: the same devices (`visible`, default
+        its instances), and the record touched (reconcile spares records
+        written after its Slurm query started)."""
+        self.bind(rec.job, uid, visible or rec.uuids)
+        self.ledger.put(rec)
+
+    def claim(self, job: str, uid: Optional[int], **ident) -> Optional[Record]:
+        """The asking job's own record (Record.same_job), or None: a live record
+        of an earlier job with this id is moved aside for reconcile, which
+        releases its instances when idle. Under the node lock."""
+        rec = self.ledger.get(job)
+        if rec is None:
+            return None
+        present = {g.uuid for g in self.driver.gpus(False)}
+        if rec.same_job(job, uid, self.ledger.node, gpu_uuids=present, **ident):
+            return rec
+        if rec.live and rec.static:          # static instances stay: only the record closes
+            rec.state, rec.reason = "released", "job id reused by a newer job"
+            self.ledger.put(rec)
+        elif rec.live:
+            JobLog(job).warning("the live record of an earlier job %s (uid %s, %s) is another "
+                                "job's: moved aside for reconcile", job, rec.uid, rec.state)
+            self.ledger.stash(rec)
+        return None
+
+    def ended_since_start(self, job: str) -> bool:
+        """An Epilog for `job` ran after this context was made (see epilog.py)."""
+        rec = self.ledger.get(job)
+        return rec is not None and rec.state == "released" and rec.updated >= self.started \
+            and rec.reason == EPILOG_FIRST
 
     def fail(self, job: str, uid: Optional[int], reason: str, record: Optional[Record] = None,
              keep_record: bool = False) -> None:
@@ -88,5 +129,12 @@ class NodeContext:
         indices = range(d.count()) if gpus is None else gpus
         return {(i.gpu, i.gi_id): i for g in indices for i in d.gpu(g).instances}
 
+    def in_use(self, gpus: List["Gpu"], records: List[Record]) -> Set[str]:
+        """UUIDs of instances no record owns that processes run on: never idle."""
+        return {i.uuid for g in gpus for i in g.instances
+                if i.uuid and owner_of(i, records) is None and self.driver.busy_pids(i.uuid)}
+
     def view(self, gpus: Optional[List["Gpu"]] = None) -> List["GpuView"]:
-        return node_view(self.driver.gpus() if gpus is None else gpus, self.ledger.live())
+        gpus = self.driver.gpus() if gpus is None else gpus
+        records = self.ledger.live()
+        return node_view(gpus, records, self.in_use(gpus, records))

@@ -3,21 +3,36 @@
 States: planned -> created -> bound -> released (or failed, for a job the
 prolog refused). A record in planned/created seen while holding the node
 lock belongs to a prolog that died: the lock is held from plan to bind.
+
+A job id is not an identity (Slurm reuses ids): a record names its job by id,
+uid, request, node and GPU UUIDs, and carries a nonce. `jobs/<id>.json` is the
+current job's record; a live record that a new job with the same id would
+overwrite is moved aside first (`jobs/<id>~<nonce>.json`), where reconcile
+treats it as a dead job's. Records of another node (a state_dir shared or
+copied) are never read as this node's.
 """
 from __future__ import annotations
 
 import contextlib
 import os
+import re
+import socket
 import time
 from typing import Dict, Iterator, List, Optional
 
 from ..core.syntax import check_job_id
 from ..core.view import Held, Instance
-from ..errors import BadInput, StateCorrupt
-from ..fsutil import locked, read_json, write_json
+from ..errors import BadInput, NodeProblem, StateCorrupt
+from ..fsutil import locked, os_problem, read_json, safe_dir, write_json
 
 LIVE = ("planned", "created", "bound", "releasing")
 STATES = LIVE + ("released", "failed")
+_FILE = re.compile(r"([0-9]{1,10})(~[0-9a-f]{1,32})?")
+
+
+def this_node() -> str:
+    """The node's Slurm name: SLURMD_NODENAME under slurmd, else the short host name."""
+    return os.environ.get("SLURMD_NODENAME") or socket.gethostname().split(".")[0]
 
 
 class Record:
@@ -27,16 +42,18 @@ class Record:
     whole (--gres=gpu); static_idx: Slurm's IDX numbers (static mode).
     instances: what the job holds (core.view.Held); static: instances stay
     when the job ends; mig_off_gpus: GPUs handed over with MIG switched off,
-    switched back on at release."""
+    switched back on at release. node, gpu_uuids and nonce tell two jobs with
+    one id apart; `file` is the record's file name (not stored in it)."""
 
     FIELDS = ("job", "state", "request", "whole_gpus", "static_idx", "instances", "reason",
-              "uid", "updated", "static", "mig_off_gpus")
+              "uid", "updated", "static", "mig_off_gpus", "node", "gpu_uuids", "nonce")
 
     def __init__(self, job: str, state: str, request: Optional[Dict[str, int]] = None,
                  whole_gpus: Optional[List[int]] = None, static_idx: Optional[List[int]] = None,
                  instances: Optional[List[Held]] = None, reason: str = "",
                  uid: Optional[int] = None, updated: float = 0.0, static: bool = False,
-                 mig_off_gpus: Optional[List[int]] = None):
+                 mig_off_gpus: Optional[List[int]] = None, node: str = "",
+                 gpu_uuids: Optional[List[str]] = None, nonce: str = ""):
         self.job, self.state = job, state
         self.request: Dict[str, int] = request or {}
         self.whole_gpus: List[int] = whole_gpus or []
@@ -44,6 +61,9 @@ class Record:
         self.instances: List[Held] = instances or []
         self.reason, self.uid, self.updated, self.static = reason, uid, updated, static
         self.mig_off_gpus: List[int] = mig_off_gpus or []
+        self.node, self.gpu_uuids = node, list(gpu_uuids or [])
+        self.nonce = nonce or os.urandom(8).hex()
+        self.file = job
 
     def to_dict(self) -> dict:
         d = {name: getattr(self, name) for name in self.FIELDS}
@@ -64,22 +84,37 @@ class Record:
     def uuids(self) -> List[str]:
         return [i.uuid for i in self.instances if i.uuid]
 
+    @property
+    def aside(self) -> bool:
+        """Moved aside for a newer job with the same id: a dead job's record."""
+        return self.file != self.job
+
     def owns(self, inst: Instance) -> bool:
         """The one ownership rule: one of this record's entries names `inst`."""
         return any(h.names(inst) for h in self.instances)
 
+    def same_job(self, job: str, uid: Optional[int], node: str, request: Optional[dict] = None,
+                 whole_gpus: Optional[List[int]] = None, static_idx: Optional[List[int]] = None,
+                 gpu_uuids: Optional[set] = None) -> bool:
+        """Is this the record of the job asking (a re-run of its prolog), not
+        of an earlier job that had the same id? `gpu_uuids`: the GPUs present."""
+        return (self.job == job and self.uid == uid and self.node in ("", node)
+                and self.request == (request or {}) and self.whole_gpus == (whole_gpus or [])
+                and self.static_idx == (static_idx or [])
+                and (gpu_uuids is None or set(self.gpu_uuids) <= gpu_uuids))
+
 
 class Ledger:
-    def __init__(self, state_dir: str, lock_timeout: float = 120.0):
+    def __init__(self, state_dir: str, lock_timeout: float = 120.0, node: Optional[str] = None):
         self.dir = state_dir
         self.jobs_dir = os.path.join(state_dir, "jobs")
         self.lock_timeout = lock_timeout
+        self.node = node or this_node()
 
     def ensure(self) -> None:
-        """Create the root-only state directory; tighten it if it exists."""
+        """Create the root-only state directory, or refuse one others could write."""
         for d in (self.dir, self.jobs_dir):
-            os.makedirs(d, mode=0o700, exist_ok=True)
-            os.chmod(d, 0o700)
+            safe_dir(d, 0o700, "state_dir")
 
     @contextlib.contextmanager
     def lock(self) -> Iterator[None]:
@@ -87,14 +122,25 @@ class Ledger:
         with locked(os.path.join(self.dir, "node.lock"), self.lock_timeout):
             yield
 
-    def _path(self, job: str) -> str:
-        return os.path.join(self.jobs_dir, check_job_id(job) + ".json")
+    def _path(self, name: str) -> str:
+        if not _FILE.fullmatch(name):
+            check_job_id(name)
+        return os.path.join(self.jobs_dir, name + ".json")
 
     def get(self, job: str) -> Optional[Record]:
-        path = self._path(job)
-        if not os.path.exists(path):
+        """The current record of job id `job` (of whichever job had it last)."""
+        path = self._path(check_job_id(job))
+        try:
+            os.lstat(path)
+        except FileNotFoundError:
             return None
-        return self._parse(path)
+        except OSError as e:
+            raise os_problem(path, e, "read the ledger record") from e
+        rec = self._parse(path)
+        if rec.node not in ("", self.node):
+            raise NodeProblem(f"{path} belongs to node {rec.node}, not {self.node}: state_dir "
+                              f"{self.dir} is shared or copied; give each node its own local state_dir")
+        return rec
 
     def _parse(self, path: str) -> Record:
         raw = read_json(path, "ledger record")
@@ -106,17 +152,38 @@ class Ledger:
         except (TypeError, ValueError, BadInput) as e:
             raise StateCorrupt(f"ledger record {path} is malformed ({e}); "
                                "move it aside and run `slurm-mig reconcile`") from e
+        rec.file = os.path.basename(path)[:-len(".json")]
         return rec
 
     def put(self, rec: Record) -> None:
-        rec.updated = time.time()
-        write_json(self._path(rec.job), rec.to_dict())
+        """Write `rec`; a live record of another job with the same id is moved
+        aside first, never overwritten. Callers hold the node lock."""
+        rec.updated, rec.node = time.time(), rec.node or self.node
+        path = self._path(rec.file)
+        if not rec.aside and os.path.lexists(path):
+            old = self._parse(path)
+            if old.nonce != rec.nonce and old.live:
+                self.stash(old)
+        write_json(path, rec.to_dict())
+
+    def stash(self, rec: Record) -> None:
+        """Move `rec` (the current record of its id) aside: another job's now."""
+        old = self._path(rec.file)
+        rec.file = f"{rec.job}~{rec.nonce if re.fullmatch('[0-9a-f]{1,32}', rec.nonce) else os.urandom(8).hex()}"
+        os.rename(old, self._path(rec.file))
 
     def records(self) -> List[Record]:
-        if not os.path.isdir(self.jobs_dir):
+        """This node's records (a shared or copied state_dir's others are not ours)."""
+        try:
+            listing = os.listdir(self.jobs_dir)
+        except FileNotFoundError:
             return []
-        names = sorted(n for n in os.listdir(self.jobs_dir) if n.endswith(".json"))
-        return [self._parse(os.path.join(self.jobs_dir, n)) for n in names]
+        except OSError as e:       # never "no records": that would show busy instances idle
+            raise os_problem(self.jobs_dir, e, "read the ledger") from e
+        names = sorted(n for n in listing
+                       if n.endswith(".json") and _FILE.fullmatch(n[:-len(".json")]))
+        recs = [self._parse(os.path.join(self.jobs_dir, n)) for n in names]
+        return [r for r in recs if r.node in ("", self.node)]
 
     def live(self) -> List[Record]:
         return [r for r in self.records() if r.live]
@@ -126,6 +193,6 @@ class Ledger:
         now, n = time.time(), 0
         for r in self.records():
             if not r.live and now - r.updated > older_than:
-                os.unlink(self._path(r.job))
+                os.unlink(self._path(r.file))
                 n += 1
         return n

@@ -70,15 +70,20 @@ def release(ctx: NodeContext, rec: Record, retries: int, delay: float) -> Record
 
 
 def reconcile(ctx: NodeContext, destroy_unowned: bool = False, dry_run: bool = False,
-              active_jobs: Optional[set] = None, gpus: Optional[List["Gpu"]] = None) -> List[str]:
+              active_jobs: Optional[set] = None, gpus: Optional[List["Gpu"]] = None,
+              since: Optional[float] = None) -> List[str]:
     """Make the ledger and NVML agree; returns what it did (or would do).
 
     - planned/created records: their prolog died mid-way; undo them.
-    - releasing records: retry destroying their instances.
+    - releasing records, and records moved aside for a newer job with the
+      same id: release their instances (busy ones stay owned).
     - bound records whose instances vanished (GPU reset, reboot): close them.
-    - bound records of jobs Slurm no longer runs (when `active_jobs` is known).
+    - bound records of jobs Slurm no longer runs (`active_jobs`, Slurm's answer
+      to a query started at `since`): a record written since then belongs to a
+      job that started during the query and is kept.
     - with destroy_unowned: instances no live record owns are destroyed
-      (never those of a profile the catalog does not know).
+      (never those of a profile the catalog does not know, never busy ones:
+      those are reported and the rest go on).
     `gpus` is a fresh read of the node, when the caller has one.
     """
     actions = []
@@ -86,20 +91,21 @@ def reconcile(ctx: NodeContext, destroy_unowned: bool = False, dry_run: bool = F
             else ctx.live_instances())
     for rec in ctx.ledger.live():
         present = [i for i in live.values() if rec.owns(i)]
+        gone = rec.aside or (active_jobs is not None and rec.job not in active_jobs
+                             and (since is None or rec.updated < since))
         if rec.static:       # static instances stay; only the record of an ended job closes
-            if active_jobs is not None and rec.job not in active_jobs:
+            if gone:
                 actions.append(f"job {rec.job}: ended; static record closed")
                 if not dry_run:
                     rec.state = "released"
                     ctx.ledger.put(rec)
             continue
-        if rec.state in ("planned", "created", "releasing") or (
-                active_jobs is not None and rec.job not in active_jobs):
+        if rec.state in ("planned", "created", "releasing") or gone:
             actions.append(f"job {rec.job}: release {len(present)} instance(s) ({rec.state})")
             if not dry_run:
                 rec.reason = rec.reason or f"cleaned by reconcile from state {rec.state}"
                 release(ctx, rec, retries=0, delay=0)
-                if rec.state == "released":
+                if rec.state == "released" and not rec.aside:
                     ctx.remove_job_files(rec.job)
         elif rec.instances and not present:
             actions.append(f"job {rec.job}: instances vanished; record closed")
@@ -107,23 +113,41 @@ def reconcile(ctx: NodeContext, destroy_unowned: bool = False, dry_run: bool = F
                 rec.state, rec.reason = "released", "instances vanished (GPU reset or reboot)"
                 ctx.ledger.put(rec)
     if destroy_unowned:
-        records = ctx.ledger.live()
-        for (gpu, gi_id), inst in sorted(ctx.live_instances().items()):
-            if not inst.known or any(r.owns(inst) for r in records):
-                continue
-            actions.append(f"GPU {gpu}: destroy unowned {inst.profile} GI {gi_id} ({inst.uuid})")
-            if not dry_run:
-                ctx.driver.destroy(gpu, gi_id)
+        actions += _destroy_unowned(ctx, dry_run)
     return actions
 
 
-def reconcile_node(ctx: NodeContext, dry_run: bool = False,
-                   active_jobs: Optional[set] = None) -> List[str]:
-    """`slurm-mig reconcile`: a full reconcile under the node lock, then old
-    closed records pruned."""
-    with ctx.ledger.lock():
-        actions = reconcile(ctx, destroy_unowned=ctx.cfg.mode == "dynamic", dry_run=dry_run,
-                            active_jobs=active_jobs)
+def _destroy_unowned(ctx: NodeContext, dry_run: bool) -> List[str]:
+    """Destroy instances no live record owns; one a process runs on (or that
+    NVML will not destroy) is reported and kept, and the others still go."""
+    records, actions = ctx.ledger.live(), []
+    for (gpu, gi_id), inst in sorted(ctx.live_instances().items()):
+        if not inst.known or any(r.owns(inst) for r in records):
+            continue
+        what = f"unowned {inst.profile} GI {gi_id} ({inst.uuid})"
+        pids = ctx.driver.busy_pids(inst.uuid) if inst.uuid else []
+        if pids:
+            actions.append(f"GPU {gpu}: kept {what}: in use by pids {pids}")
+            continue
+        actions.append(f"GPU {gpu}: destroy {what}")
         if not dry_run:
-            ctx.ledger.prune()
+            try:
+                ctx.driver.destroy(gpu, gi_id)
+            except NVMLError as e:
+                actions[-1] = f"GPU {gpu}: kept {what}: {e}"
+    return actions
+
+
+def reconcile_node(ctx: NodeContext, dry_run: bool = False, active_jobs: Optional[set] = None,
+                   since: Optional[float] = None) -> List[str]:
+    """`slurm-mig reconcile`: a full reconcile under the node lock, then old
+    closed records pruned; `since`: when the Slurm query behind `active_jobs`
+    started. A dry run only reads: no lock, nothing created."""
+    if dry_run:
+        return reconcile(ctx, destroy_unowned=ctx.cfg.mode == "dynamic", dry_run=True,
+                         active_jobs=active_jobs, since=since)
+    with ctx.ledger.lock():
+        actions = reconcile(ctx, destroy_unowned=ctx.cfg.mode == "dynamic",
+                            active_jobs=active_jobs, since=since)
+        ctx.ledger.prune()
     return actions

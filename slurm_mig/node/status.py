@@ -2,25 +2,32 @@
 owning jobs, and what each GPU could still take per profile."""
 from __future__ import annotations
 
-from typing import List
+from typing import List, Optional, Tuple
 
 from ..core import planner
-from ..core.view import GpuView
+from ..core.view import IN_USE, GpuView
+from ..errors import NodeProblem
 from .context import NodeContext, node_view, owner_of
 
+# Owner shown when the ledger cannot be read (not root): unknown, never "idle".
+UNREADABLE = "unknown (ledger unreadable)"
 
-def status_doc(ctx: NodeContext) -> List[dict]:
+
+def status_doc(ctx: NodeContext) -> Tuple[List[dict], Optional[str]]:
+    """The document, and why the ledger could not be read (None when it could):
+    then every instance's owner is UNREADABLE and nothing is offered as free."""
     gpus = ctx.driver.gpus()
     try:
-        records = ctx.ledger.live()
-    except PermissionError:
-        records = []
-    views = {v.index: v for v in node_view(gpus, records)}
+        records, problem = ctx.ledger.live(), None
+    except NodeProblem as e:
+        records, problem = [], str(e)
+    in_use = ctx.in_use(gpus, records)
+    views = {v.index: v for v in node_view(gpus, records, in_use)} if problem is None else {}
     doc = []
     for g in gpus:
         view = views.get(g.index)
         free = {}
-        if view is not None:      # idle instances count as taken: "each alone, as the node is"
+        if view is not None and view.whole_by is None:      # idle instances count as taken: "each alone, as the node is"
             as_busy = GpuView(view.index, view.model, True,
                               tuple(s._replace(owner=s.owner or "-") for s in view.occupied))
             free = {p.name: planner.capacity(as_busy, p) for p in view.model.profiles}
@@ -30,10 +37,11 @@ def status_doc(ctx: NodeContext) -> List[dict]:
                     "pending": _mode(g.mig_capable, g.mig_pending_on)},
             "instances": [{"profile": i.profile, "profile_id": i.profile_id, "gi_id": i.gi_id,
                            "ci_id": i.ci_id, "placement": [i.start, i.size], "uuid": i.uuid,
-                           "owner": owner_of(i, records) or (None if i.known else "unknown profile")}
+                           "owner": UNREADABLE if problem else owner_of(i, records) or (
+                               IN_USE if i.uuid in in_use else None if i.known else "unknown profile")}
                           for i in g.instances],
             "can_create": free})
-    return doc
+    return doc, problem
 
 
 def _mode(capable: bool, on: bool) -> int:

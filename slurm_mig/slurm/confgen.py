@@ -2,6 +2,7 @@
 or from a declared node ('2xH100-80GB'). Deterministic output."""
 from __future__ import annotations
 
+import math
 import os
 from typing import Dict, List, NamedTuple, Optional, Tuple
 
@@ -106,3 +107,22 @@ def render(gpus: List[GpuDesc], mode: str, node: Optional[str], dev_root: str,
         names = TEMPLATES[:2]
     ctx["gres"] = ",".join(f"{k}:{v}" for k, v in types.items())
     return {n: env.get_template(n + ".j2").render(**ctx) for n in names}
+
+
+# Seconds an NVML-heavy Prolog or Epilog may spend besides waiting (creating,
+# destroying, MIG mode changes, site hooks).
+NVML_MARGIN = 60
+
+
+def timeouts(cfg) -> str:
+    """The slurm.conf timeouts a node with config `cfg` needs: slurmd must not
+    kill a Prolog that is still waiting for the node lock (lock_timeout, at the
+    start and again to fail the job) or for room (wait_for_room), nor an Epilog
+    retrying busy instances (up to 7 per GPU), before it can report why itself."""
+    prolog = 2 * cfg.lock_timeout + cfg.wait_for_room + NVML_MARGIN
+    epilog = cfg.lock_timeout + (cfg.epilog_retries + 1) * cfg.epilog_retry_delay * 7 + NVML_MARGIN
+    limit = int(math.ceil(max(prolog, epilog)))
+    return (f"# from lock_timeout={cfg.lock_timeout:g} wait_for_room={cfg.wait_for_room:g} "
+            f"epilog_retries={cfg.epilog_retries} epilog_retry_delay={cfg.epilog_retry_delay:g}\n"
+            f"PrologEpilogTimeout={limit}\nBatchStartTimeout={limit + 10}\n"
+            "PrologFlags=Alloc\n")
