@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Dict, List, Optional, Tuple
 from ..config import Config
 from ..fsutil import atomic_write
 from ..log import JobLog
-from .jobfiles import ENV, FAIL, job_file
+from .jobfiles import ENV, FAIL, devices_text, job_file
 from .ledger import Ledger, Record
 
 if TYPE_CHECKING:      # imported where used: the epilog needs no planner
@@ -66,7 +66,7 @@ class NodeContext:
 
     def bind(self, job: str, uid: Optional[int], uuids: List[str]) -> None:
         self.remove_job_files(job)
-        self._write_job_file(job, ENV, f"export CUDA_VISIBLE_DEVICES={','.join(uuids)}\n", uid)
+        self._write_job_file(job, ENV, devices_text(uuids), uid)
 
     def fail(self, job: str, uid: Optional[int], reason: str, record: Optional[Record] = None,
              keep_record: bool = False) -> None:
