@@ -30,6 +30,7 @@ class Config(NamedTuple):
     epilog_retry_delay: float = 1.0
     gpu_fallback: bool = False                # dynamic: place on another GPU when Slurm's cannot
     job_source: str = "scontrol"              # how the prolog reads the job: scontrol | squeue
+    dcgm_job_mapping_dir: str = ""            # dcgm-exporter --hpc-job-mapping-dir; "" = off
 
 
 def _coerce(name: str, value, source: str):
@@ -57,6 +58,8 @@ def _coerce(name: str, value, source: str):
             raise BadInput(f"{source}: policy must be one of {', '.join(POLICIES)}, not {value!r}")
     if name == "job_source" and value not in ("scontrol", "squeue"):
         raise BadInput(f"{source}: job_source must be 'scontrol' or 'squeue', not {value!r}")
+    if name == "dcgm_job_mapping_dir" and not os.path.isabs(value):
+        raise BadInput(f"{source}: dcgm_job_mapping_dir must be an absolute path, not {value!r}")
     if name == "mode" and value not in ("dynamic", "static"):
         raise BadInput(f"{source}: mode must be 'dynamic' or 'static', not {value!r}")
     return value

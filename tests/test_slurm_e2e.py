@@ -67,6 +67,24 @@ def test_each_task_of_a_multi_task_step_gets_its_own_instance(cluster):
     assert live_instances(cluster) == []
 
 
+def test_dcgm_job_mapping_files_exist_while_the_job_runs(cluster):
+    mapping = os.path.join(cluster.dir, "dcgm")
+    cluster.set_config(dcgm_job_mapping_dir=mapping)
+    try:
+        job = cluster.sbatch("--gres=mig:1g.10gb:2", script="sleep 3")
+        cluster._wait(lambda: cluster.job_state(job) == "RUNNING" and os.path.isdir(mapping)
+                      and len(os.listdir(mapping)) == 2, 60, "mapping files")
+        insts = [i for i in live_instances(cluster) if i["owner"] == job]
+        gpu = next(g["index"] for g in json.loads(cluster.slurm_mig("status", "--json").stdout)["gpus"]
+                   if g["instances"])
+        assert sorted(os.listdir(mapping)) == sorted(f"{gpu}.{i['gi_id']}" for i in insts)
+        assert all(open(os.path.join(mapping, n)).read() == f"{job}\n" for n in os.listdir(mapping))
+        assert cluster.wait_job(job) == "COMPLETED"
+        assert os.listdir(mapping) == []
+    finally:
+        cluster.set_config(dcgm_job_mapping_dir=None)
+
+
 def test_concurrent_jobs_get_distinct_instances(cluster):
     script = "echo CVD=$CUDA_VISIBLE_DEVICES; sleep 4"
     jobs = [cluster.sbatch("--gres=mig:1g.10gb:1", script=script) for _ in range(3)]

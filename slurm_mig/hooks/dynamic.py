@@ -49,7 +49,7 @@ def prolog(cfg: Config, job: str, spec: str, gpu: Optional[int] = None,
                 if rec is not None and rec.state == "bound":
                     live = node.live_instances().values()
                     if all(any(e.names(i) for i in live) for e in rec.instances):
-                        node.bind(job, uid, rec.uuids)
+                        node.bind(job, uid, rec.uuids, rec)
                         jl.info("already bound to %s", ",".join(rec.uuids))
                         return
                 gpus = node.driver.gpus()
@@ -119,7 +119,7 @@ def _try_place(node: NodeContext, job: str, request: dict, gpu: Optional[int], u
             continue
         rec.state, rec.instances = "created", [Held.of(i) for i in bound]
         node.ledger.put(rec)
-        node.bind(job, uid, rec.uuids)
+        node.bind(job, uid, rec.uuids, rec)
         rec.state = "bound"
         node.ledger.put(rec)
         jl.info("bound %s (%s)", ",".join(rec.uuids), format_spec(request))

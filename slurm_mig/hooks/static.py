@@ -47,7 +47,7 @@ def prolog(node: NodeContext, job: str, idx: List[int], uid: Optional[int]) -> N
     with node.ledger.lock():
         rec = node.ledger.get(job)
         if rec is not None and rec.state == "bound":
-            node.bind(job, uid, rec.uuids)
+            node.bind(job, uid, rec.uuids, rec)
             return
         bad = [i for i in idx if not 0 <= i < len(table)]
         if bad or not idx:
@@ -75,5 +75,5 @@ def prolog(node: NodeContext, job: str, idx: List[int], uid: Optional[int]) -> N
         rec = Record(job=job, state="bound", static_idx=idx, uid=uid,
                      instances=[Held.of(b) for b in bound], static=True)
         node.ledger.put(rec)
-        node.bind(job, uid, rec.uuids)
+        node.bind(job, uid, rec.uuids, rec)
         JobLog(job).info("bound static %s", ",".join(rec.uuids))

@@ -38,7 +38,7 @@ def _hand_over(node: NodeContext, job: str, gpus: List[int], uid: Optional[int],
     refused = Record(job=job, state="failed", whole_gpus=gpus, uid=uid)
     old = node.ledger.get(job)
     if old is not None and old.state == "bound":
-        node.bind(job, uid, old.uuids or [g.uuid for g in d.gpus(False) if g.index in gpus])
+        node.bind(job, uid, old.uuids or [g.uuid for g in d.gpus(False) if g.index in gpus], old)
         return
     live_gpus = d.gpus()
     if reconcile(node, gpus=live_gpus):
@@ -82,6 +82,6 @@ def _hand_over(node: NodeContext, job: str, gpus: List[int], uid: Optional[int],
             node.ledger.put(rec)
             visible.append(inst.uuid)
     rec.state = "bound"
-    node.bind(job, uid, visible)
+    node.bind(job, uid, visible, rec)
     node.ledger.put(rec)
     JobLog(job).info("whole GPU(s) %s bound: %s", ",".join(map(str, gpus)), ",".join(visible))

@@ -63,10 +63,19 @@ class NodeContext:
         for suffix in (ENV, FAIL):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self._job_file(job, suffix))
+        if self.cfg.dcgm_job_mapping_dir:
+            from . import dcgm
+            dcgm.remove(self.cfg.dcgm_job_mapping_dir, job)
 
-    def bind(self, job: str, uid: Optional[int], uuids: List[str]) -> None:
+    def bind(self, job: str, uid: Optional[int], uuids: List[str],
+             rec: Optional[Record] = None) -> None:
+        """Write the job's device list; with dcgm_job_mapping_dir, label its
+        devices (from `rec`) for dcgm-exporter."""
         self.remove_job_files(job)
         self._write_job_file(job, ENV, devices_text(uuids), uid)
+        if rec is not None and self.cfg.dcgm_job_mapping_dir:
+            from . import dcgm
+            dcgm.write(self.cfg.dcgm_job_mapping_dir, job, dcgm.mapping_names(rec))
 
     def fail(self, job: str, uid: Optional[int], reason: str, record: Optional[Record] = None,
              keep_record: bool = False) -> None:
