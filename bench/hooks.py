@@ -58,7 +58,7 @@ def main():
     epilog_script = os.path.join(REPO, "epilog", "slurm-mig-epilog")
     env["SLURM_MIG_HOOK"] = os.path.join(os.path.dirname(sys.executable), "slurm-mig-hook")
     samples = {k: [] for k in ("python -c pass", "prolog", "task-prolog (script)",
-                               "task-prolog (verb)", "epilog", "prolog+epilog")}
+                               "task-prolog (script, 4 tasks)", "task-prolog (verb)", "epilog", "prolog+epilog")}
     for i in range(args.runs):
         job = str(i + 1)
         samples["python -c pass"].append(timed([sys.executable, "-c", "pass"], env))
@@ -66,6 +66,8 @@ def main():
         p = timed([prolog_script], job_env)
         samples["prolog"].append(p)
         samples["task-prolog (script)"].append(timed([task_script], job_env))
+        samples["task-prolog (script, 4 tasks)"].append(timed([task_script], {
+            **job_env, "SLURM_LOCALID": "3", "SLURM_GTIDS": "0,1,2,3"}))
         samples["task-prolog (verb)"].append(timed(cli + ["task-prolog", "--job", job], env))
         e = timed([epilog_script], job_env)
         samples["epilog"].append(e)

@@ -32,10 +32,12 @@ class Config(NamedTuple):
     gpu_fallback: bool = False                # dynamic: place on another GPU when Slurm's cannot
     job_source: str = "squeue"                # Slurm's JSON: squeue --json | scontrol --json (23.02+)
     slurm_bin_dir: str = ""                   # Slurm clients; "" = PATH, /usr/bin, /usr/local/bin, /opt/slurm/bin
+    dcgm_job_mapping_dir: str = ""            # dcgm-exporter --hpc-job-mapping-dir; "" = off
 
 
-PATHS = ("state_dir", "run_dir", "hooks_dir", "gres_conf", "proc_root", "slurm_bin_dir")
-OPTIONAL_PATHS = ("slurm_bin_dir",)       # "" = search PATH and the usual prefixes
+PATHS = ("state_dir", "run_dir", "hooks_dir", "gres_conf", "proc_root", "slurm_bin_dir",
+         "dcgm_job_mapping_dir")
+OPTIONAL_PATHS = ("slurm_bin_dir", "dcgm_job_mapping_dir")     # "" = search / off
 # Inclusive ranges of the numeric settings (seconds, or attempts).
 RANGES = {"wait_for_room": (0, 86400), "lock_timeout": (0.1, 86400), "epilog_retries": (0, 1000),
           "epilog_retry_delay": (0, 3600)}

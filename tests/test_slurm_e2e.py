@@ -52,6 +52,39 @@ def test_mixed_request_batch_and_srun_steps_see_exactly_their_uuids(cluster):
     assert live_instances(cluster) == []
 
 
+def test_each_task_of_a_multi_task_step_gets_its_own_instance(cluster):
+    job = cluster.sbatch("-n2", "--gres=mig:1g.10gb:2", script="\n".join([
+        "echo CVD=$CUDA_VISIBLE_DEVICES",
+        "srun -n2 sh -c 'echo TASK$SLURM_LOCALID=$CUDA_VISIBLE_DEVICES'",
+        "SLURM_MIG_BIND=all srun -n2 sh -c 'echo ALL$SLURM_LOCALID=$CUDA_VISIBLE_DEVICES'"]))
+    assert cluster.wait_job(job) == "COMPLETED", cluster.output(job)
+    out = cluster.output(job)
+    batch = uuids_in(out)
+    assert len(batch) == 2 and len(set(batch)) == 2           # the batch step sees both
+    per_task = [uuids_in(out, f"TASK{i}") for i in (0, 1)]
+    assert per_task == [[batch[0]], [batch[1]]], out          # one distinct instance each
+    assert [uuids_in(out, f"ALL{i}") for i in (0, 1)] == [batch, batch], out
+    assert live_instances(cluster) == []
+
+
+def test_dcgm_job_mapping_files_exist_while_the_job_runs(cluster):
+    mapping = os.path.join(cluster.dir, "dcgm")
+    cluster.set_config(dcgm_job_mapping_dir=mapping)
+    try:
+        job = cluster.sbatch("--gres=mig:1g.10gb:2", script="sleep 3")
+        cluster._wait(lambda: cluster.job_state(job) == "RUNNING" and os.path.isdir(mapping)
+                      and len(os.listdir(mapping)) == 2, 60, "mapping files")
+        insts = [i for i in live_instances(cluster) if i["owner"] == job]
+        gpu = next(g["index"] for g in json.loads(cluster.slurm_mig("status", "--json").stdout)["gpus"]
+                   if g["instances"])
+        assert sorted(os.listdir(mapping)) == sorted(f"{gpu}.{i['gi_id']}" for i in insts)
+        assert all(open(os.path.join(mapping, n)).read() == f"{job}\n" for n in os.listdir(mapping))
+        assert cluster.wait_job(job) == "COMPLETED"
+        assert os.listdir(mapping) == []
+    finally:
+        cluster.set_config(dcgm_job_mapping_dir=None)
+
+
 def test_concurrent_jobs_get_distinct_instances(cluster):
     script = "echo CVD=$CUDA_VISIBLE_DEVICES; sleep 4"
     jobs = [cluster.sbatch("--gres=mig:1g.10gb:1", script=script) for _ in range(3)]

@@ -128,7 +128,7 @@ def _try_place(node: NodeContext, job: str, request: dict, gpu: Optional[int], u
             continue
         rec.state, rec.instances = "created", [Held.of(i) for i in bound]
         node.ledger.put(rec)
-        node.bind(job, uid, rec.uuids)
+        node.bind(job, uid, rec.uuids, rec)
         rec.state = "bound"
         node.ledger.put(rec)
         jl.info("bound %s (%s)", ",".join(rec.uuids), format_spec(request))

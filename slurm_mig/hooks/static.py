@@ -76,5 +76,5 @@ def prolog(node: NodeContext, job: str, idx: List[int], uid: Optional[int]) -> N
                      instances=[Held.of(b) for b in bound],
                      gpu_uuids=sorted({gpus[table[i][1]].uuid for i in idx}))
         node.ledger.put(rec)
-        node.bind(job, uid, rec.uuids)
+        node.bind(job, uid, rec.uuids, rec)
         JobLog(job).info("bound static %s", ",".join(rec.uuids))

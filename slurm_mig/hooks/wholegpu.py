@@ -83,6 +83,6 @@ def _hand_over(node: NodeContext, job: str, gpus: List[int], uid: Optional[int],
             node.ledger.put(rec)
             visible.append(inst.uuid)
     rec.state = "bound"
-    node.bind(job, uid, visible)
+    node.bind(job, uid, visible, rec)
     node.ledger.put(rec)
     JobLog(job).info("whole GPU(s) %s bound: %s", ",".join(map(str, gpus)), ",".join(visible))

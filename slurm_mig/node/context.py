@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Dict, List, Optional, Set, Tuple
 from ..config import Config
 from ..fsutil import atomic_write, safe_dir
 from ..log import JobLog
-from .jobfiles import ENV, FAIL, job_file
+from .jobfiles import ENV, FAIL, devices_text, job_file
 from .ledger import Ledger, Record
 
 # The reason of the record an Epilog leaves for a job it found no record of:
@@ -72,16 +72,25 @@ class NodeContext:
         for suffix in (ENV, FAIL):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self._job_file(job, suffix))
+        if self.cfg.dcgm_job_mapping_dir:
+            from . import dcgm
+            dcgm.remove(self.cfg.dcgm_job_mapping_dir, job)
 
-    def bind(self, job: str, uid: Optional[int], uuids: List[str]) -> None:
+    def bind(self, job: str, uid: Optional[int], uuids: List[str],
+             rec: Optional[Record] = None) -> None:
+        """Write the job's device list; with dcgm_job_mapping_dir, label its
+        devices (from `rec`) for dcgm-exporter."""
         self.remove_job_files(job)
-        self._write_job_file(job, ENV, f"export CUDA_VISIBLE_DEVICES={','.join(uuids)}\n", uid)
+        self._write_job_file(job, ENV, devices_text(uuids), uid)
+        if rec is not None and self.cfg.dcgm_job_mapping_dir:
+            from . import dcgm
+            dcgm.write(self.cfg.dcgm_job_mapping_dir, job, dcgm.mapping_names(rec))
 
     def rebind(self, rec: Record, uid: Optional[int], visible: Optional[List[str]] = None) -> None:
         """A prolog re-run for a bound job: the same devices (`visible`, default
         its instances), and the record touched (reconcile spares records
         written after its Slurm query started)."""
-        self.bind(rec.job, uid, visible or rec.uuids)
+        self.bind(rec.job, uid, visible or rec.uuids, rec)
         self.ledger.put(rec)
 
     def claim(self, job: str, uid: Optional[int], **ident) -> Optional[Record]:

@@ -2,35 +2,108 @@
 
 Kept apart from the hooks so the TaskProlog path (every task of every step)
 imports almost nothing. The shell script prolog/slurm-mig-task-prolog does
-the same as task_prolog() without Python at all.
+the same as task_prolog() without Python at all; tests/test_binding.py runs
+both on the same inputs.
+
+`<job>.env` lists the job's devices, one UUID per line (MIG-... for MIG
+instances, GPU-... for whole GPUs); a file an older version wrote (a line
+`export CUDA_VISIBLE_DEVICES=...`) is printed as it is. Which of them a task gets:
+
+- SLURM_MIG_BIND=all: every device of the job.
+- SLURM_MIG_BIND=task: the single device `SLURM_LOCALID mod n`.
+- unset (auto): `task` for MIG devices when the step runs several tasks on this
+  node, else `all` (the batch script, `srun -n1`, whole GPUs).
+
+How many of the step's tasks run on this node: the items of SLURM_GTIDS (the
+step's global task ids on this node, seen by the TaskProlog on 22.05), else
+this node's entry of SLURM_STEP_TASKS_PER_NODE (`2(x3),1`, at SLURM_NODEID),
+else 1 (the batch step has no SLURM_STEP_*).
 """
 from __future__ import annotations
 
 import os
+import re
 import stat
-from typing import Optional, Tuple
+from typing import Mapping, Optional, Tuple
 
 from ..core.syntax import check_job_id
 
 ENV, FAIL = ".env", ".fail"
+BIND_VALUES = ("task", "all")
+_DEVICE = re.compile(r"(MIG|GPU)-[A-Za-z0-9/-]+")
+_TPN_ITEM = re.compile(r"(\d+)(?:\(x(\d+)\))?")
 
 
 def job_file(run_dir: str, job: str, suffix: str) -> str:
     return os.path.join(run_dir, check_job_id(job) + suffix)
 
 
-def task_prolog(run_dir: str, job: str, uid: Optional[int] = None) -> Tuple[str, int]:
+def devices_text(uuids) -> str:
+    bad = [u for u in uuids if not _DEVICE.fullmatch(u)]
+    if bad:
+        raise ValueError(f"not a device UUID: {bad[0]!r}")
+    return "".join(u + "\n" for u in uuids)
+
+
+def local_tasks(env: Mapping[str, str]) -> int:
+    """How many tasks of this step run on this node (1 when it cannot tell)."""
+    gtids = env.get("SLURM_GTIDS", "")
+    if gtids:
+        return gtids.count(",") + 1
+    tpn, node = env.get("SLURM_STEP_TASKS_PER_NODE", ""), env.get("SLURM_NODEID", "0")
+    if not tpn or not node.isdigit():
+        return 1
+    node_id = int(node)
+    for item in tpn.split(","):
+        m = _TPN_ITEM.fullmatch(item)
+        if not m:
+            return 1
+        count, repeat = int(m.group(1)), int(m.group(2) or 1)
+        if node_id < repeat:
+            return count
+        node_id -= repeat
+    return 1
+
+
+def select(uuids, env: Mapping[str, str]) -> Tuple[list, Optional[str]]:
+    """The devices one task gets, and a warning to print (bad SLURM_MIG_BIND)."""
+    bind, warning = env.get("SLURM_MIG_BIND", ""), None
+    if bind and bind not in BIND_VALUES:
+        warning = f"slurm-mig: SLURM_MIG_BIND must be task or all, not {bind}; using the default"
+        bind = ""
+    if not bind:
+        mig = all(u.startswith("MIG-") for u in uuids)
+        bind = "task" if mig and local_tasks(env) > 1 else "all"
+    localid = env.get("SLURM_LOCALID", "")
+    if bind == "task" and localid.isdigit() and uuids:
+        return [uuids[int(localid) % len(uuids)]], warning
+    return list(uuids), warning
+
+
+def task_prolog(run_dir: str, job: str, env: Optional[Mapping[str, str]] = None,
+                uid: Optional[int] = None) -> Tuple[str, int]:
     """What the TaskProlog prints, and its exit status. Only a regular file
     owned by root or by the job's user (`uid`; default SLURM_JOB_UID, else our
     own uid) is printed, never one reached through a symlink: anything else
     in run_dir was planted by someone else."""
+    env = os.environ if env is None else env
     if uid is None:
-        env_uid = os.environ.get("SLURM_JOB_UID", "")
+        env_uid = env.get("SLURM_JOB_UID", "")
         uid = int(env_uid) if env_uid.isdigit() else os.getuid()
     text = _read_trusted(job_file(run_dir, job, FAIL), uid)
     if text is not None:
         return "".join(f"print {line}" for line in text.splitlines(keepends=True)), 1
-    return _read_trusted(job_file(run_dir, job, ENV), uid) or "", 0
+    text = _read_trusted(job_file(run_dir, job, ENV), uid)
+    if text is None:
+        return "", 0
+    if text.startswith("export "):          # written by an older version, job still running
+        return text, 0
+    uuids = [u for u in text.splitlines() if _DEVICE.fullmatch(u)]
+    if not uuids:
+        return "", 0
+    chosen, warning = select(uuids, env)
+    text = f"print {warning}\n" if warning else ""
+    return text + f"export CUDA_VISIBLE_DEVICES={','.join(chosen)}\n", 0
 
 
 def _read_trusted(path: str, uid: int) -> Optional[str]:

@@ -70,6 +70,16 @@ class DevCluster:
     def slurm_mig(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
         return self.run(self.bin, *args, check=check)
 
+    def set_config(self, **settings) -> None:
+        """Add (value not None) or drop settings in the cluster's slurm-mig.toml;
+        the hooks read it at every run, so this takes effect for the next job."""
+        import json
+        path = os.path.join(self.dir, "etc", "slurm-mig.toml")
+        with open(path, encoding="utf-8") as f:
+            lines = [ln for ln in f.read().splitlines() if ln.split(" = ")[0] not in settings]
+        lines += [f"{k} = {json.dumps(v)}" for k, v in settings.items() if v is not None]
+        _write(path, "\n".join(lines) + "\n")
+
     # -- set-up -------------------------------------------------------------
     def start(self) -> "DevCluster":
         if os.geteuid() != 0:

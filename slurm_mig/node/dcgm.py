@@ -1,0 +1,91 @@
+"""dcgm-exporter's HPC job mapping (mig-facts section 9): one file per device
+in `dcgm_job_mapping_dir`, named `<gpu>` for a whole GPU or `<gpu>.<gi_id>`
+for a MIG instance, holding the job id; the exporter then labels that
+device's series `hpc_job="<id>"`. Files are written atomically and deleted
+(never truncated: an empty file hides a GPU's metrics on exporters before
+4.3.1-4.4.0) when the job ends. Telemetry never fails a job: problems are
+logged."""
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import stat
+from typing import TYPE_CHECKING, List
+
+from ..core.syntax import check_job_id
+from ..fsutil import atomic_write
+from ..log import JobLog
+
+if TYPE_CHECKING:
+    from .ledger import Record
+
+NAME = re.compile(r"\d+(\.\d+)?")      # what the exporter reads; it skips other names
+
+
+def mapping_names(rec: "Record") -> List[str]:
+    """`<gpu>.<gi_id>` per MIG instance of the job, `<gpu>` per GPU it holds whole."""
+    names = [f"{h.gpu}.{h.gi_id}" for h in rec.instances if h.gi_id is not None]
+    with_instances = {h.gpu for h in rec.instances}
+    return names + [str(g) for g in rec.whole_gpus if g not in with_instances]
+
+
+def _usable(directory: str, jl: JobLog) -> bool:
+    """The directory exists (made 0755 if missing), is no symlink, and only we may write it."""
+    try:
+        os.makedirs(directory, mode=0o755, exist_ok=True)
+        st = os.lstat(directory)
+    except OSError as e:
+        jl.error("dcgm_job_mapping_dir %s: %s; no job labels", directory, e.strerror)
+        return False
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid() or st.st_mode & 0o022:
+        jl.error("dcgm_job_mapping_dir %s must be a directory owned by uid %d and writable by "
+                 "nobody else (not a symlink); no job labels", directory, os.geteuid())
+        return False
+    return True
+
+
+def write(directory: str, job: str, names: List[str]) -> None:
+    job, jl = check_job_id(job), JobLog(job)
+    bad = [n for n in names if not NAME.fullmatch(n)]
+    if bad:
+        raise ValueError(f"not a DCGM mapping name: {bad[0]!r}")
+    if not names or not _usable(directory, jl):
+        return
+    for name in names:
+        try:
+            atomic_write(os.path.join(directory, name), f"{job}\n".encode(), mode=0o644)
+        except OSError as e:
+            jl.error("cannot write DCGM job mapping %s/%s: %s", directory, name, e.strerror)
+    jl.info("DCGM job mapping: %s", ",".join(names))
+
+
+def remove(directory: str, job: str) -> List[str]:
+    """Delete the mapping files that name `job` (found by content, so a job whose
+    record is gone is cleaned too); returns their names."""
+    job, removed = check_job_id(job), []
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return removed
+    for name in names:
+        if not NAME.fullmatch(name):
+            continue
+        path = os.path.join(directory, name)
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        except OSError:
+            continue
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                continue
+            if os.read(fd, 4096).decode("ascii", "replace").split() != [job]:
+                continue
+        finally:
+            os.close(fd)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+            removed.append(name)
+    if removed:
+        JobLog(job).info("DCGM job mapping removed: %s", ",".join(sorted(removed)))
+    return removed

@@ -1,0 +1,81 @@
+"""Per-task binding: the TaskProlog script (plain sh) and the Python
+`task_prolog` follow the same rules; both are run on the same inputs."""
+import itertools
+import os
+import subprocess
+
+import pytest
+
+from slurm_mig.node.jobfiles import local_tasks, select, task_prolog
+
+SCRIPT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                      "prolog", "slurm-mig-task-prolog")
+MIG = ["MIG-aaaaaaaa-0000-4000-8000-000000000001", "MIG-bbbbbbbb-0000-4000-8000-000000000002",
+       "MIG-cccccccc-0000-4000-8000-000000000003"]
+GPU = ["GPU-dddddddd-0000-4000-8000-000000000004", "GPU-eeeeeeee-0000-4000-8000-000000000005"]
+
+
+def run_script(run_dir, env):
+    p = subprocess.run(["sh", SCRIPT], capture_output=True, text=True, timeout=10,
+                       env={"PATH": os.environ["PATH"], "SLURM_MIG_RUN_DIR": str(run_dir), **env})
+    return p.stdout, p.returncode
+
+
+def write_devices(run_dir, job, uuids):
+    os.makedirs(run_dir, exist_ok=True)
+    with open(os.path.join(run_dir, f"{job}.env"), "w") as f:
+        f.write("".join(u + "\n" for u in uuids))
+
+
+STEPS = [  # the variables the TaskProlog sees, as observed on slurmd 22.05
+    {},                                                                     # outside Slurm
+    {"SLURM_LOCALID": "0", "SLURM_GTIDS": "0", "SLURM_TASKS_PER_NODE": "2"},  # batch step of -n2
+    {"SLURM_LOCALID": "0", "SLURM_GTIDS": "0,1", "SLURM_STEP_TASKS_PER_NODE": "2"},
+    {"SLURM_LOCALID": "1", "SLURM_GTIDS": "0,1", "SLURM_STEP_TASKS_PER_NODE": "2"},
+    {"SLURM_LOCALID": "4", "SLURM_GTIDS": "4,5,6,7,8", "SLURM_NODEID": "1"},
+    {"SLURM_LOCALID": "1", "SLURM_STEP_TASKS_PER_NODE": "2(x2),1", "SLURM_NODEID": "1"},
+    {"SLURM_LOCALID": "0", "SLURM_STEP_TASKS_PER_NODE": "2(x2),1", "SLURM_NODEID": "2"},
+    {"SLURM_LOCALID": "2", "SLURM_STEP_TASKS_PER_NODE": "1,3", "SLURM_NODEID": "1"},
+    {"SLURM_LOCALID": "0", "SLURM_STEP_TASKS_PER_NODE": "garbage(x", "SLURM_NODEID": "0"},
+    {"SLURM_LOCALID": "x1", "SLURM_GTIDS": "0,1"},
+]
+BINDS = [None, "task", "all", "bogus;rm -rf /"]
+
+
+@pytest.mark.parametrize("uuids", [MIG[:1], MIG[:2], MIG, GPU], ids=["1mig", "2mig", "3mig", "2gpu"])
+def test_script_and_python_agree(tmp_path, uuids):
+    run_dir = tmp_path / "run"
+    write_devices(run_dir, "7", uuids)
+    for step, bind in itertools.product(STEPS, BINDS):
+        env = {"SLURM_JOB_ID": "7", **step, **({"SLURM_MIG_BIND": bind} if bind else {})}
+        assert run_script(run_dir, env) == task_prolog(str(run_dir), "7", env), env
+
+
+def test_rules():
+    two = MIG[:2]
+    multi = lambda i: {"SLURM_LOCALID": str(i), "SLURM_GTIDS": "0,1"}
+    assert select(two, multi(0))[0] == [two[0]] and select(two, multi(1))[0] == [two[1]]
+    assert select(two, {**multi(1), "SLURM_MIG_BIND": "all"})[0] == two
+    assert select(two, {"SLURM_LOCALID": "0", "SLURM_GTIDS": "0"})[0] == two      # batch step
+    assert select(two, {"SLURM_LOCALID": "0", "SLURM_GTIDS": "0", "SLURM_MIG_BIND": "task"})[0] == [two[0]]
+    assert select(MIG, {"SLURM_LOCALID": "4", "SLURM_GTIDS": "0,1,2,3,4"})[0] == [MIG[1]]  # i mod n
+    assert select(GPU, multi(1))[0] == GPU                     # whole GPUs: all unless asked
+    assert select(GPU, {**multi(1), "SLURM_MIG_BIND": "task"})[0] == [GPU[1]]
+    chosen, warning = select(two, {**multi(1), "SLURM_MIG_BIND": "tsk"})
+    assert chosen == [two[1]] and "SLURM_MIG_BIND must be task or all" in warning
+    assert local_tasks({"SLURM_STEP_TASKS_PER_NODE": "2(x3),1", "SLURM_NODEID": "3"}) == 1
+    assert local_tasks({"SLURM_STEP_TASKS_PER_NODE": "2(x3),1", "SLURM_NODEID": "2"}) == 2
+
+
+def test_fail_file_and_old_env_file(tmp_path):
+    run_dir = tmp_path / "run"
+    os.makedirs(run_dir)
+    (run_dir / "8.fail").write_text("slurm-mig: job 8 could not get its MIG devices: no room\n")
+    assert run_script(run_dir, {"SLURM_JOB_ID": "8"}) == task_prolog(str(run_dir), "8", {}) == (
+        "print slurm-mig: job 8 could not get its MIG devices: no room\n", 1)
+    old = f"export CUDA_VISIBLE_DEVICES={MIG[0]},{MIG[1]}\n"
+    (run_dir / "9.env").write_text(old)
+    env = {"SLURM_JOB_ID": "9", "SLURM_LOCALID": "1", "SLURM_GTIDS": "0,1"}
+    assert run_script(run_dir, env) == task_prolog(str(run_dir), "9", env) == (old, 0)
+    assert run_script(run_dir, {"SLURM_JOB_ID": "10"}) == task_prolog(str(run_dir), "10", {}) == ("", 0)
+    assert run_script(run_dir, {"SLURM_JOB_ID": "../9"}) == ("", 0)
