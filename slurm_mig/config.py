@@ -23,6 +23,7 @@ class Config(NamedTuple):
     hooks_dir: str = "/etc/slurm-mig/hooks.d"  # site hooks around MIG mode changes
     gres_conf: str = "/etc/slurm/gres.conf"   # static mode: the generated gres.conf (IDX order)
     proc_root: str = "/proc"                  # where driver/nvidia-caps/mig-minors is read
+    dev_root: str = "/dev"                    # where nvidiaN and nvidia-caps/ are
     policy: str = "most-room"                 # placement policy, see core.policies
     wait_for_room: float = 30.0               # prolog: seconds to wait for an epilog to free room
     lock_timeout: float = 120.0               # seconds to wait for the node lock
@@ -65,6 +66,22 @@ def _coerce(name: str, value, source: str):
     return value
 
 
+def sim_root(state_path: str) -> str:
+    """Where a simulated node keeps its /dev and /proc: `<state without .json>.root`."""
+    base = os.path.abspath(state_path)
+    return (base[:-5] if base.endswith(".json") else base) + ".root"
+
+
+def with_sim_roots(values: dict) -> dict:
+    """A sim backend reads dev_root/proc_root under its own root unless set."""
+    backend = str(values.get("backend", ""))
+    if backend.startswith("sim:"):
+        root = sim_root(backend[4:])
+        values.setdefault("dev_root", os.path.join(root, "dev"))
+        values.setdefault("proc_root", os.path.join(root, "proc"))
+    return values
+
+
 def load(path: Optional[str] = None, **overrides) -> Config:
     """`path` None means SLURM_MIG_CONFIG or the default; a missing default is fine,
     a missing file named explicitly is an error."""
@@ -83,7 +100,7 @@ def load(path: Optional[str] = None, **overrides) -> Config:
     unknown = sorted(set(values) - known)
     if unknown:
         raise BadInput(f"{path}: unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
-    return Config()._replace(**{k: _coerce(k, v, path) for k, v in values.items()})
+    return Config()._replace(**{k: _coerce(k, v, path) for k, v in with_sim_roots(values).items()})
 
 
 def _read_toml(path: str) -> dict:
