@@ -75,10 +75,10 @@ def main():
     floor = statistics.median(samples["python -c pass"])
     print(f"{args.runs} runs each, simulated 8xH100-80GB with 8 other jobs' instances, "
           f"Python {sys.version.split()[0]}")
-    print(f"{'':24} {'median ms':>10} {'p95 ms':>8} {'x python':>9}")
+    print(f"{'':30} {'median ms':>10} {'p95 ms':>8} {'x python':>9}")
     for name, values in samples.items():
         med = statistics.median(values)
-        print(f"{name:24} {med * 1000:10.1f} {pct(values, 0.95) * 1000:8.1f} {med / floor:9.2f}")
+        print(f"{name:30} {med * 1000:10.1f} {pct(values, 0.95) * 1000:8.1f} {med / floor:9.2f}")
     cycle = statistics.median(samples["prolog+epilog"]) / floor
     task = statistics.median(samples["task-prolog (script)"]) * 1000
     print(f"SUMMARY hooks: prolog+epilog={cycle:.2f}x python (target <6x) "

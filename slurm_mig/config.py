@@ -24,6 +24,7 @@ class Config(NamedTuple):
     hooks_dir: str = "/etc/slurm-mig/hooks.d"  # site hooks around MIG mode changes
     gres_conf: str = "/etc/slurm/gres.conf"   # static mode: the generated gres.conf (IDX order)
     proc_root: str = "/proc"                  # where driver/nvidia-caps/mig-minors is read
+    dev_root: str = "/dev"                    # where nvidiaN and nvidia-caps/ are
     policy: str = "most-room"                 # placement policy, see core.policies
     wait_for_room: float = 30.0               # prolog: seconds to wait for an epilog to free room
     lock_timeout: float = 120.0               # seconds to wait for the node lock
@@ -35,7 +36,7 @@ class Config(NamedTuple):
     dcgm_job_mapping_dir: str = ""            # dcgm-exporter --hpc-job-mapping-dir; "" = off
 
 
-PATHS = ("state_dir", "run_dir", "hooks_dir", "gres_conf", "proc_root", "slurm_bin_dir",
+PATHS = ("state_dir", "run_dir", "hooks_dir", "gres_conf", "proc_root", "dev_root", "slurm_bin_dir",
          "dcgm_job_mapping_dir")
 OPTIONAL_PATHS = ("slurm_bin_dir", "dcgm_job_mapping_dir")     # "" = search / off
 # Inclusive ranges of the numeric settings (seconds, or attempts).
@@ -84,6 +85,22 @@ def _coerce(name: str, value, source: str):
     return value
 
 
+def sim_root(state_path: str) -> str:
+    """Where a simulated node keeps its /dev and /proc: `<state without .json>.root`."""
+    base = os.path.abspath(state_path)
+    return (base[:-5] if base.endswith(".json") else base) + ".root"
+
+
+def with_sim_roots(values: dict) -> dict:
+    """A sim backend reads dev_root/proc_root under its own root unless set."""
+    backend = str(values.get("backend", ""))
+    if backend.startswith("sim:"):
+        root = sim_root(backend[4:])
+        values.setdefault("dev_root", os.path.join(root, "dev"))
+        values.setdefault("proc_root", os.path.join(root, "proc"))
+    return values
+
+
 def load(path: Optional[str] = None, **overrides) -> Config:
     """`path` None means SLURM_MIG_CONFIG or the default; a missing default is fine,
     a missing file named explicitly is an error. `overrides` come from the
@@ -103,6 +120,10 @@ def load(path: Optional[str] = None, **overrides) -> Config:
     for name, var in ENV_TWINS.items():
         if os.environ.get(var):
             values[name] = (os.environ[var], f"environment variable {var}")
+    backend = str(overrides.get("backend") or values.get("backend", ("",))[0])
+    for k, v in with_sim_roots({"backend": backend}).items():
+        if k != "backend" and k not in values and overrides.get(k) is None:
+            values[k] = (v, f"the simulated node's root ({backend})")
     return override(Config()._replace(**{k: _coerce(k, v, src) for k, (v, src) in values.items()}),
                     **overrides)
 

@@ -4,7 +4,7 @@ import sys
 
 import pytest
 
-from slurm_mig.config import Config
+from slurm_mig.config import Config, with_sim_roots
 from slurm_mig.nvml.driver import Driver
 from slurm_mig.sim import SimNvml, init_state
 
@@ -16,8 +16,8 @@ def make_node(tmp_path):
         state = str(tmp_path / "node.json")
         init_state(state, gpus, mig_enabled=overrides.pop("mig", True))
         settings = dict(wait_for_room=0, epilog_retries=1, epilog_retry_delay=0)
-        cfg = Config(backend=f"sim:{state}", state_dir=str(tmp_path / "state"),
-                     run_dir=str(tmp_path / "run"), **{**settings, **overrides})
+        cfg = Config(**with_sim_roots(dict(backend=f"sim:{state}", state_dir=str(tmp_path / "state"),
+                                           run_dir=str(tmp_path / "run"), **{**settings, **overrides})))
         return cfg, state
     return make
 

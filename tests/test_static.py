@@ -10,7 +10,6 @@ from slurm_mig.node.context import NodeContext
 from slurm_mig.node.jobfiles import task_prolog
 from slurm_mig.errors import BadInput
 from slurm_mig.node.ledger import Ledger
-from slurm_mig.sim.nvml import mig_minors_text
 
 LAYOUTS = os.path.join(os.path.dirname(__file__), "data", "mig-parted-h100.yaml")
 
@@ -18,15 +17,11 @@ LAYOUTS = os.path.join(os.path.dirname(__file__), "data", "mig-parted-h100.yaml"
 @pytest.fixture
 def static_node(make_node, cli, tmp_path):
     cfg, state = make_node("2xH100-80GB")
-    proc = tmp_path / "proc" / "driver" / "nvidia-caps"
-    proc.mkdir(parents=True)
-    (proc / "mig-minors").write_text(mig_minors_text())
     env = {"SLURM_MIG_BACKEND": cfg.backend, "SLURM_MIG_STATE_DIR": cfg.state_dir}
     cli("apply", "-f", LAYOUTS, "-c", "custom-config", env=env, check=0)
-    cli("gres-conf", "--mode", "static", "--output", str(tmp_path / "etc"), "--proc-root",
-        str(tmp_path / "proc"), "--node-name", "n1", env=env, check=0)
-    cfg = cfg._replace(mode="static", gres_conf=str(tmp_path / "etc" / "gres.conf"),
-                  proc_root=str(tmp_path / "proc"))
+    cli("gres-conf", "--mode", "static", "--output", str(tmp_path / "etc"),   # no --proc-root:
+        "--node-name", "n1", env=env, check=0)                                # the sim node's own
+    cfg = cfg._replace(mode="static", gres_conf=str(tmp_path / "etc" / "gres.conf"))
     return cfg, state
 
 

@@ -13,10 +13,10 @@ from .app import main
 @click.option("--mode", type=click.Choice(["dynamic", "static"]), help="Default: the config's mode.")
 @click.option("--output", metavar="DIR", help="Write the files here (default: print them).")
 @click.option("--node-name", metavar="NAME", help="NodeName for the records and the node line.")
-@click.option("--dev-root", default="/dev", show_default=True, metavar="DIR",
-              help="Where /dev/nvidiaN and nvidia-caps/ live (tests use fake ones).")
-@click.option("--proc-root", default="/proc", show_default=True, metavar="DIR",
-              help="Where driver/nvidia-caps/mig-minors lives (static mode).")
+@click.option("--dev-root", metavar="DIR", help="Where /dev/nvidiaN and nvidia-caps/ live. "
+              "[default: config dev_root: /dev, or the simulated node's own]")
+@click.option("--proc-root", metavar="DIR", help="Where driver/nvidia-caps/mig-minors lives (static "
+              "mode). [default: config proc_root: /proc, or the simulated node's own]")
 @click.option("--from-spec", "spec", metavar="NxMODEL[,...]",
               help="Describe a declared node (e.g. 8xH100-80GB) instead of the live GPUs (dynamic mode).")
 @click.pass_obj
@@ -27,6 +27,7 @@ def gres_conf(obj, mode, output, node_name, dev_root, proc_root, spec):
     from ..slurm import confgen
     cfg = obj.cfg()
     mode = mode or cfg.mode
+    dev_root, proc_root = dev_root or cfg.dev_root, proc_root or cfg.proc_root
     if spec and mode == "static":
         raise BadInput("--from-spec describes no instances; static mode reads the live GPUs")
     if spec:

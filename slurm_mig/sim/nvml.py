@@ -487,15 +487,3 @@ def lookup_uuid(state: dict, mig_uuid: str) -> Optional[tuple]:
                 if ci["uuid"] == mig_uuid:
                     return g, gi["id"], ci["id"]
     return None
-
-
-def mig_minors_text(gpus: int = 32) -> str:
-    """/proc/driver/nvidia-caps/mig-minors as the driver writes it (mig-facts §4):
-    minor(gpuN/giG/access) = 3 + 135N + 9G, its CIs follow."""
-    lines = ["config 1", "monitor 2"]
-    for n in range(gpus):
-        for g in range(15):
-            base = 3 + 135 * n + 9 * g
-            lines.append(f"gpu{n}/gi{g}/access {base}")
-            lines.extend(f"gpu{n}/gi{g}/ci{c}/access {base + 1 + c}" for c in range(8))
-    return "\n".join(lines) + "\n"

@@ -57,6 +57,8 @@ def init_state(path: str, gpus: str, mig_enabled: bool = True, driver: str = "58
     os.makedirs(directory, exist_ok=True)
     with locked(path + ".lock"):
         write_json(path, state, mode=0o644)
+    from .devtree import make_tree
+    make_tree(path, [g["minor"] for g in state["gpus"]])
     return state
 
 

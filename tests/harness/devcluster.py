@@ -99,7 +99,7 @@ class DevCluster:
         return self
 
     def _layout(self) -> None:
-        for d in ("etc", "state", "spool", "log", "dev", "hooks", "bin", "jobs", "mig-state",
+        for d in ("etc", "state", "spool", "log", "hooks", "bin", "jobs", "mig-state",
                   "mig-run"):
             os.makedirs(os.path.join(self.dir, d), exist_ok=True)
         os.chmod(self.dir, 0o755)
@@ -113,7 +113,6 @@ class DevCluster:
                f'backend = "sim:{self.state}"\nstate_dir = "{self.dir}/mig-state"\n'
                f'run_dir = "{self.dir}/mig-run"\nwait_for_room = {self.wait_for_room}\n'
                f'mode = "{self.mode}"\ngres_conf = "{self.dir}/etc/gres.conf"\n'
-               f'proc_root = "{self.dir}/proc"\n'
                f'slurm_bin_dir = "{self.dir}/slurm-bin"\n'
                'epilog_retries = 2\nepilog_retry_delay = 0.5\n')
         # The hooks reach Slurm through wrappers that log who asked (tests check
@@ -125,12 +124,8 @@ class DevCluster:
             _write(os.path.join(self.dir, "slurm-bin", tool),
                    f'#!/bin/sh\necho "$SLURM_JOB_ID {tool} $*" >> {self.slurm_calls}\n'
                    f'exec {real} "$@"\n', 0o755)
+        # the simulated node's own /dev and /proc (gpus.root/): distinct char devices
         self.slurm_mig("sim", "init", self.state, "--gpus", self.gpus)
-        n = len(self.slurm_mig("status", "--json").stdout.split('"index"')) - 1
-        for i in range(n):          # distinct char devices: shared ones serialize shard jobs
-            path = os.path.join(self.dir, "dev", f"nvidia{i}")
-            if not os.path.exists(path):
-                os.mknod(path, 0o666 | 0o020000, os.makedev(195, i))
         hooks = {"prolog": ("prolog", "slurm-mig-prolog"),
                  "task-prolog": ("prolog", "slurm-mig-task-prolog"),
                  "epilog": ("epilog", "slurm-mig-epilog")}
@@ -143,11 +138,7 @@ class DevCluster:
         if self.mode == "static":
             self._static_layout()
         self.slurm_mig("gres-conf", "--mode", self.mode, "--output", os.path.join(self.dir, "etc"),
-                       "--node-name", self.node, "--dev-root", os.path.join(self.dir, "dev"),
-                       "--proc-root", os.path.join(self.dir, "proc"))
-        with open(os.path.join(self.dir, "etc", "gres.conf"), encoding="utf-8") as f:
-            for cap in re.findall(r"[^,=\s]+/nvidia-cap\d+", f.read()):
-                _write(cap, "")      # a GRES without a plugin accepts plain files
+                       "--node-name", self.node)
         with open(os.path.join(self.dir, "etc", "slurm.conf.node"), encoding="utf-8") as f:
             node_lines = f.read()
         gres_types = re.search(r"^GresTypes=\S+$", node_lines, re.M).group(0)
@@ -162,11 +153,6 @@ class DevCluster:
             job_submit=self.mode == "dynamic"))
 
     def _static_layout(self) -> None:
-        from slurm_mig.sim.nvml import mig_minors_text
-        caps = os.path.join(self.dir, "proc", "driver", "nvidia-caps")
-        os.makedirs(caps, exist_ok=True)
-        os.makedirs(os.path.join(self.dir, "dev", "nvidia-caps"), exist_ok=True)
-        _write(os.path.join(caps, "mig-minors"), mig_minors_text())
         self.slurm_mig("apply", "-f", self.layout[0], "-c", self.layout[1])
 
     def _start_munge(self) -> None:

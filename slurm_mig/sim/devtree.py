@@ -1,0 +1,90 @@
+"""The simulated node's device and proc tree, next to its state file
+(`<state>.root/`, config.sim_root): what the NVIDIA driver and
+nvidia-modprobe make on a real node (mig-facts sections 4 and 8).
+
+    dev/nvidia<minor>, dev/nvidiactl          char 195:<minor>, 195:255, mode 0666
+    dev/nvidia-caps/nvidia-cap<M>             char CAPS_MAJOR:<M>: config 0400, monitor
+                                              0444, every GI/CI access cap of the local
+                                              GPUs 0444 (the driver's default)
+    proc/driver/nvidia-caps/mig-minors        every capability and its minor
+    proc/driver/nvidia/capabilities/mig/{config,monitor}
+                                              DeviceFileMinor / DeviceFileMode / DeviceFileModify
+
+Opening one of these char devices finds no driver (ENXIO), so a test tells that
+from a permission denial (EACCES). Without CAP_MKNOD (not root) the nodes are
+plain empty files with the same names and modes.
+"""
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import stat
+from typing import List
+
+from ..config import sim_root
+
+NVIDIA_MAJOR = 195            # fixed for /dev/nvidia*
+CAPS_MAJOR = 508              # dynamic on a real node (/proc/devices nvidia-caps)
+GPU_SLOTS = 32                # mig-minors covers 32 GPUs
+
+
+def cap_minor(gpu_minor: int, gi: int, ci: int = -1) -> int:
+    """mig-facts section 4: gpuN/giG/access = 3 + 135N + 9G, its CI C follows at +1+C."""
+    base = 3 + 135 * gpu_minor + 9 * gi
+    return base if ci < 0 else base + 1 + ci
+
+
+def mig_minors_text(gpus: int = GPU_SLOTS) -> str:
+    """/proc/driver/nvidia-caps/mig-minors as the driver writes it."""
+    lines = ["config 1", "monitor 2"]
+    for n in range(gpus):
+        for g in range(15):
+            lines.append(f"gpu{n}/gi{g}/access {cap_minor(n, g)}")
+            lines.extend(f"gpu{n}/gi{g}/ci{c}/access {cap_minor(n, g, c)}" for c in range(8))
+    return "\n".join(lines) + "\n"
+
+
+def cap_proc_text(minor: int, mode: int, modify: int = 1) -> str:
+    return f"DeviceFileMinor: {minor}\nDeviceFileMode: {mode}\nDeviceFileModify: {modify}\n"
+
+
+def _node(path: str, major: int, minor: int, mode: int) -> None:
+    try:
+        os.mknod(path, mode | stat.S_IFCHR, os.makedev(major, minor))
+    except OSError as e:
+        if e.errno != errno.EPERM:
+            raise
+        open(path, "w").close()           # no CAP_MKNOD: a plain file stands in
+    os.chmod(path, mode)
+
+
+def _write(path: str, text: str, mode: int = 0o444) -> None:
+    with open(path, "w", encoding="ascii") as f:
+        f.write(text)
+    os.chmod(path, mode)
+
+
+def make_tree(state_path: str, gpu_minors: List[int]) -> str:
+    """(Re)create the tree for GPUs with these device minors; returns its root."""
+    root = sim_root(state_path)
+    if os.path.islink(root):
+        raise OSError(errno.ELOOP, f"{root} is a symlink")
+    shutil.rmtree(root, ignore_errors=True)
+    dev, caps = os.path.join(root, "dev"), os.path.join(root, "dev", "nvidia-caps")
+    proc = os.path.join(root, "proc", "driver")
+    for d in (caps, os.path.join(proc, "nvidia-caps"),
+              os.path.join(proc, "nvidia", "capabilities", "mig")):
+        os.makedirs(d, mode=0o755, exist_ok=True)
+    for m in gpu_minors:
+        _node(os.path.join(dev, f"nvidia{m}"), NVIDIA_MAJOR, m, 0o666)
+    _node(os.path.join(dev, "nvidiactl"), NVIDIA_MAJOR, 255, 0o666)
+    for name, minor, mode in (("config", 1, 0o400), ("monitor", 2, 0o444)):
+        _node(os.path.join(caps, f"nvidia-cap{minor}"), CAPS_MAJOR, minor, mode)
+        _write(os.path.join(proc, "nvidia", "capabilities", "mig", name), cap_proc_text(minor, mode))
+    for m in gpu_minors:
+        for g in range(15):
+            for minor in [cap_minor(m, g)] + [cap_minor(m, g, c) for c in range(8)]:
+                _node(os.path.join(caps, f"nvidia-cap{minor}"), CAPS_MAJOR, minor, 0o444)
+    _write(os.path.join(proc, "nvidia-caps", "mig-minors"), mig_minors_text())
+    return root
