@@ -57,9 +57,9 @@ def record_calls(monkeypatch, fn):
     return calls
 
 
-def inject(state, call, error, after=0):
+def inject(state, call, error, after=0, times=1):
     with SimStore(state).transaction() as st:
-        st["faults"], st["calls"] = [{"call": call, "error": error, "after": after, "times": 1,
+        st["faults"], st["calls"] = [{"call": call, "error": error, "after": after, "times": times,
                                       "fired": 0}], {}
         st["_dirty"] = True
 
@@ -148,6 +148,18 @@ def test_fault_matrix(make_node, monkeypatch, tmp_path_factory):
     print(f"\nfault matrix: {len(cases)} cases ({len(pro_calls)} prolog calls, {len(epi_calls)} "
           f"epilog calls x {len(NVML_ERRORS)} errors): {outcomes}")
     assert len(cases) >= 150
+
+
+@pytest.mark.parametrize("error", [pynvml.NVML_ERROR_UNKNOWN, pynvml.NVML_ERROR_INSUFFICIENT_RESOURCES])
+def test_prolog_that_cannot_create_fails_the_job(make_node, error):
+    """Both create attempts fail: the job must be failed (its TaskProlog exits
+    1 with the reason), not left with neither an env file nor a fail file."""
+    cfg, state = make_node("1xH100-80GB")
+    inject(state, "nvmlDeviceCreateGpuInstanceWithPlacement", error, times=2)
+    hooks.prolog(cfg, "1", REQUEST)
+    assert outcome(cfg, "1") == "job failed"
+    check_invariants(cfg, state)
+    next_job_works(cfg, state)
 
 
 # -- 2. crashes: SIGKILL at every NVML call, and at random moments -------------------
