@@ -18,7 +18,8 @@ from slurm_mig.nvml import backend as backend_mod
 from slurm_mig.errors import BadInput, NodeProblem, StateCorrupt
 from slurm_mig.node.jobfiles import task_prolog
 from slurm_mig.node.ledger import Ledger
-from slurm_mig.sim import SimStore
+from slurm_mig.nvml.driver import Driver
+from slurm_mig.sim import SimNvml, SimStore
 from slurm_mig.sim.nvml import KILL
 from slurm_mig.slurm.jobinfo import parse_allocation, parse_jobs_json
 
@@ -56,16 +57,29 @@ def record_calls(monkeypatch, fn):
     return calls
 
 
-def inject(state, call, error, after=0):
+def inject(state, call, error, after=0, times=1):
     with SimStore(state).transaction() as st:
-        st["faults"], st["calls"] = [{"call": call, "error": error, "after": after, "times": 1,
+        st["faults"], st["calls"] = [{"call": call, "error": error, "after": after, "times": times,
                                       "fired": 0}], {}
         st["_dirty"] = True
 
 
+def check_owned(cfg, state):
+    """Before any reconcile: every instance on the node is named by a live
+    record, as "record intent first" promises (a prolog killed mid-create left
+    a planned/created record), so the prolog's cheap reconcile, which never
+    destroys unowned instances, can undo it."""
+    records = Ledger(cfg.state_dir).live()
+    orphans = [i for g in Driver(SimNvml(state)).gpus() for i in g.instances
+               if not any(r.owns(i) for r in records)]
+    assert orphans == [], f"instances no record names: {orphans}"
+
+
 def check_invariants(cfg, state):
-    """After reconcile: every instance has one live owner, owners' instances
-    exist, nothing is half-done, and the env files match the records."""
+    """Every instance is named by a record before reconcile (check_owned); after
+    it, every instance has one live owner, owners' instances exist, nothing is
+    half-done, and the env files match the records."""
+    check_owned(cfg, state)
     hooks.reconcile(cfg)
     live = {ci["uuid"]: (g, gi["id"]) for g, gpu in enumerate(SimStore(state).read()["gpus"])
             for gi in gpu["gis"] for ci in gi["cis"]}
@@ -83,9 +97,19 @@ def check_invariants(cfg, state):
 
 def next_job_works(cfg, state, job="900"):
     hooks.prolog(cfg, job, "mig:1g.10gb:1")
-    text, code = task_prolog(cfg.run_dir, job)
-    assert code == 0, text
+    assert outcome(cfg, job) == "bound", task_prolog(cfg.run_dir, job)
     hooks.epilog(cfg, job)
+
+
+def outcome(cfg, job):
+    """What a prolog that returned did for the job: "bound" (env file) or "job
+    failed" (fail file). Neither is a bug, never a success: the job would run
+    without its devices."""
+    text, code = task_prolog(cfg.run_dir, job)
+    if code == 0 and text.startswith("export CUDA_VISIBLE_DEVICES=MIG-"):
+        return "bound"
+    assert code == 1 and "could not get its MIG devices" in text, (code, text)
+    return "job failed"
 
 
 # -- 1. the fault matrix --------------------------------------------------------
@@ -110,7 +134,7 @@ def test_fault_matrix(make_node, monkeypatch, tmp_path_factory):
         try:
             if hook == "prolog":
                 hooks.prolog(cfg, "1", REQUEST)
-                outcomes["bound" if task_prolog(cfg.run_dir, "1")[1] == 0 else "job failed"] += 1
+                outcomes[outcome(cfg, "1")] += 1
             else:
                 rec = hooks.epilog(cfg, "1")
                 outcomes["released" if rec.state == "released" else "kept for reconcile"] += 1
@@ -125,6 +149,18 @@ def test_fault_matrix(make_node, monkeypatch, tmp_path_factory):
     print(f"\nfault matrix: {len(cases)} cases ({len(pro_calls)} prolog calls, {len(epi_calls)} "
           f"epilog calls x {len(NVML_ERRORS)} errors): {outcomes}")
     assert len(cases) >= 150
+
+
+@pytest.mark.parametrize("error", [pynvml.NVML_ERROR_UNKNOWN, pynvml.NVML_ERROR_INSUFFICIENT_RESOURCES])
+def test_prolog_that_cannot_create_fails_the_job(make_node, error):
+    """Both create attempts fail: the job must be failed (its TaskProlog exits
+    1 with the reason), not left with neither an env file nor a fail file."""
+    cfg, state = make_node("1xH100-80GB")
+    inject(state, "nvmlDeviceCreateGpuInstanceWithPlacement", error, times=2)
+    hooks.prolog(cfg, "1", REQUEST)
+    assert outcome(cfg, "1") == "job failed"
+    check_invariants(cfg, state)
+    next_job_works(cfg, state)
 
 
 # -- 2. crashes: SIGKILL at every NVML call, and at random moments -------------------

@@ -76,12 +76,14 @@ class Held(NamedTuple):
 
     def names(self, inst: Instance) -> bool:
         """This entry is that live instance: same UUID, or, for an entry written
-        before creation finished, the same profile at the same place."""
+        before creation finished or an instance whose CI is already gone (a
+        destroy half done), the same profile at the same place (and GI id)."""
         if inst.gpu != self.gpu:
             return False
-        if self.uuid:
+        if self.uuid and inst.uuid:
             return self.uuid == inst.uuid
-        return self.profile_id == inst.profile_id and self.start == inst.start
+        return self.profile_id == inst.profile_id and self.start == inst.start and (
+            self.gi_id is None or self.gi_id == inst.gi_id)
 
 
 class Occupied(NamedTuple):

@@ -114,7 +114,10 @@ def _try_place(node: NodeContext, job: str, request: dict, gpu: Optional[int], u
             bound = apply(node.driver, p)
         except ApplyFailed as e:
             if isinstance(e.cause, NodeProblem):
-                rec.state, rec.reason = "failed", str(e.cause)
+                # What apply left stays named (leaked instances, else the
+                # planned places) so reconcile undoes it; "failed" would orphan it.
+                rec.state, rec.reason = "releasing", str(e.cause)
+                rec.instances = [Held.of(i) for i in e.leaked] or rec.instances
                 node.ledger.put(rec)
                 raise e.cause
             jl.warning("apply failed (attempt %d/%d): %s", attempt + 1, attempts, e.cause)

@@ -70,8 +70,8 @@ class NodeContext:
 
     def remove_job_files(self, job: str) -> None:
         for suffix in (ENV, FAIL):
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(self._job_file(job, suffix))
+            with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+                os.unlink(self._job_file(job, suffix))   # a bad run_dir is refused when written
         if self.cfg.dcgm_job_mapping_dir:
             from . import dcgm
             dcgm.remove(self.cfg.dcgm_job_mapping_dir, job)

@@ -36,7 +36,9 @@ def release(ctx: NodeContext, rec: Record, retries: int, delay: float) -> Record
             if inst is None:
                 break
             try:
-                d.destroy(inst.gpu, inst.gi_id)
+                if not d.destroy(inst.gpu, inst.gi_id):     # "not found", yet just listed:
+                    live.pop(inst.gpu, None)                # read again; gone only if absent
+                    continue
                 jl.info("destroyed %s %s on GPU %d (GI %d)", inst.profile, inst.uuid, inst.gpu, inst.gi_id)
                 break
             except NVMLError as e:
@@ -48,6 +50,9 @@ def release(ctx: NodeContext, rec: Record, retries: int, delay: float) -> Record
                     time.sleep(delay)
         else:
             remaining.append(entry)
+    d.forget()        # verify on a fresh read: one that missed an instance must not release it
+    live.clear()
+    remaining = [e for e in rec.instances if e in remaining or find(e) is not None]
     still_off = []
     for g in rec.mig_off_gpus:           # a GPU handed over whole goes back to MIG
         status = d.set_mig_mode(g, True)

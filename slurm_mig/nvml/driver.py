@@ -91,6 +91,11 @@ class Driver:
                 break
         return out
 
+    def forget(self) -> None:
+        """Drop the cached profile lists: a read that failed for one profile
+        would otherwise hide that profile's instances for this Driver's life."""
+        self._profiles.clear()
+
     def _profiles_of(self, index: int, h, model) -> List[_Profile]:
         """Every GI profile NVML reports for the GPU (read once per GPU and
         Driver), named and limited from the catalog where it knows the id."""
