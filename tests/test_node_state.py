@@ -24,11 +24,11 @@ LAYOUTS = os.path.join(os.path.dirname(__file__), "data", "mig-parted-h100.yaml"
 
 
 def env_uuids(cfg, job):
-    """The MIG UUIDs in the job's env file, read directly (as root)."""
+    """The device UUIDs in the job's env file (one per line), read directly (as root)."""
     with open(os.path.join(cfg.run_dir, f"{job}.env")) as f:
-        text = f.read()
-    assert text.startswith("export CUDA_VISIBLE_DEVICES="), text
-    return set(text.strip().split("=", 1)[1].split(","))
+        lines = f.read().split()
+    assert lines and all(u.startswith(("MIG-", "GPU-")) for u in lines), lines
+    return set(lines)
 
 
 def fail_text(cfg, job):
