@@ -91,7 +91,8 @@ def check_invariants(cfg, state):
     for r in records:
         if r.state == "bound":
             text, code = task_prolog(cfg.run_dir, r.job)
-            assert code == 0 and sorted(text.strip().split("=", 1)[1].split(",")) == sorted(r.uuids)
+            assert code == 0 and text, (r.job, r.state, r.file, text)
+            assert sorted(text.strip().split("=", 1)[1].split(",")) == sorted(r.uuids)
 
 
 def next_job_works(cfg, state, job="900"):

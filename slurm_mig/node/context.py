@@ -8,6 +8,7 @@ import time
 from typing import TYPE_CHECKING, Dict, List, Optional, Set, Tuple
 
 from ..config import Config
+from ..errors import NodeProblem
 from ..fsutil import atomic_write, safe_dir
 from ..log import JobLog
 from .jobfiles import ENV, FAIL, job_file
@@ -61,10 +62,14 @@ class NodeContext:
             self._driver = open_driver(self.cfg.backend)
         return self._driver
 
-    def local_gpus(self) -> Set[str]:
-        """UUIDs of this node's GPUs (read once)."""
+    def local_gpus(self) -> Optional[Set[str]]:
+        """UUIDs of this node's GPUs (read once), None while NVML cannot list them."""
+        from ..nvml.errors import NVMLError
         if self._local is None:
-            self._local = {g.uuid for g in self.driver.gpus(False)}
+            try:
+                self._local = {g.uuid for g in self.driver.gpus(False)}
+            except (NVMLError, NodeProblem):
+                return None
         return self._local
 
     # -- job files read by the TaskProlog ---------------------------------

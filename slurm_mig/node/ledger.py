@@ -112,7 +112,7 @@ class Ledger:
     it every record counts as this node's."""
 
     def __init__(self, state_dir: str, lock_timeout: float = 120.0, node: Optional[str] = None,
-                 local_gpus: Optional[Callable[[], Set[str]]] = None):
+                 local_gpus: Optional[Callable[[], Optional[Set[str]]]] = None):
         self.dir = state_dir
         self.jobs_dir = os.path.join(state_dir, "jobs")
         self.lock_timeout = lock_timeout
@@ -120,8 +120,12 @@ class Ledger:
         self.local_gpus = local_gpus
 
     def ours(self, rec: Record) -> bool:
-        """The record is this node's: it names no GPU, or only GPUs present here."""
-        return not rec.gpu_uuids or self.local_gpus is None or set(rec.gpu_uuids) <= self.local_gpus()
+        """The record is this node's: it names no GPU, or only GPUs present here
+        (or the GPUs cannot be listed now: the hooks' NVML handling takes over)."""
+        if not rec.gpu_uuids or self.local_gpus is None:
+            return True
+        local = self.local_gpus()
+        return local is None or set(rec.gpu_uuids) <= local
 
     def ensure(self) -> None:
         """Create the root-only state directory, or refuse one others could write."""
@@ -149,6 +153,8 @@ class Ledger:
         except OSError as e:
             raise os_problem(path, e, "read the ledger record") from e
         rec = self._parse(path)
+        if not self.ours(rec) and not rec.live:
+            return None                  # a closed record of GPUs gone (or elsewhere): nothing held
         if not self.ours(rec):
             raise NodeProblem(f"{path} belongs to node {rec.node or '?'} (its GPUs are not here): "
                               f"state_dir {self.dir} is shared or copied; give each node its own "
