@@ -1,4 +1,5 @@
 import os
+import shutil
 import subprocess
 import sys
 
@@ -14,6 +15,8 @@ def make_node(tmp_path):
     """make_node('1xH100-80GB') -> (Config for hooks, state path)."""
     def make(gpus="1xH100-80GB", **overrides):
         state = str(tmp_path / "node.json")
+        for d in ("state", "run"):       # a new node (new GPU UUIDs) starts with no ledger
+            shutil.rmtree(tmp_path / d, ignore_errors=True)
         init_state(state, gpus, mig_enabled=overrides.pop("mig", True))
         settings = dict(wait_for_room=0, epilog_retries=1, epilog_retry_delay=0)
         cfg = Config(**with_sim_roots(dict(backend=f"sim:{state}", state_dir=str(tmp_path / "state"),

@@ -319,3 +319,15 @@ def test_item10_gpu_held_whole_is_named(make_node):
     hooks.run_prolog(cfg, "1", whole_gpus=[0])
     hooks.prolog(cfg, "2", "mig:1g.10gb:1", gpu=0)
     assert "GPU 0 is held whole by job 1" in fail_text(cfg, "2")
+
+
+def test_item4_records_stay_ours_when_the_node_name_differs(make_node, monkeypatch):
+    """slurmd names the node (SLURMD_NODENAME), an admin's shell or the timer
+    does not: GPU UUIDs, not the name, decide which records are this node's."""
+    cfg, state = make_node("1xH100-80GB")
+    monkeypatch.setenv("SLURMD_NODENAME", "gpu-n1")
+    hooks.prolog(cfg, "5", "mig:3g.40gb:1")
+    monkeypatch.delenv("SLURMD_NODENAME")
+    hooks.reconcile(cfg)
+    assert Ledger(cfg.state_dir).get("5").state == "bound"
+    assert env_uuids(cfg, "5") == uuids_on(state, 0)

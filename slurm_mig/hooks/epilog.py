@@ -19,17 +19,17 @@ def epilog(cfg: Config, job: str) -> Optional[Record]:
     job = check_job_id(job)
     ctx = NodeContext(cfg)
     with ctx.ledger.lock():
-        ctx.remove_job_files(job)
         rec = ctx.ledger.get(job)
         if rec is None or rec.state == "released":
             # A Prolog may still be waiting for room: this tells it the job is over.
             ctx.ledger.put(Record(job=job, state="released", reason=EPILOG_FIRST))
-        if rec is None or not rec.live:
-            return rec
-        if not rec.static:
+        if rec is not None and rec.live and not rec.static:
             # Intent first: whatever fails below, reconcile knows the job is over.
             rec.state = "releasing"
             ctx.ledger.put(rec)
+        ctx.remove_job_files(job)
+        if rec is None or not rec.live:
+            return rec
         try:
             return _release_job(ctx, rec, cfg)
         except NVMLError as e:

@@ -8,6 +8,7 @@ import time
 from typing import TYPE_CHECKING, Dict, List, Optional, Set, Tuple
 
 from ..config import Config
+from ..errors import NodeProblem
 from ..fsutil import atomic_write, safe_dir
 from ..log import JobLog
 from .jobfiles import ENV, FAIL, devices_text, job_file
@@ -49,8 +50,9 @@ def node_view(gpus: List["Gpu"], records: List[Record], in_use: Set[str] = froze
 class NodeContext:
     def __init__(self, cfg: Config):
         self.cfg = cfg
-        self.ledger = Ledger(cfg.state_dir, cfg.lock_timeout)
+        self.ledger = Ledger(cfg.state_dir, cfg.lock_timeout, local_gpus=self.local_gpus)
         self.started = time.time()
+        self._local: Optional[Set[str]] = None
         self._driver: Optional[Driver] = None
 
     @property
@@ -59,6 +61,16 @@ class NodeContext:
             from ..nvml.backend import open_driver
             self._driver = open_driver(self.cfg.backend)
         return self._driver
+
+    def local_gpus(self) -> Optional[Set[str]]:
+        """UUIDs of this node's GPUs (read once), None while NVML cannot list them."""
+        from ..nvml.errors import NVMLError
+        if self._local is None:
+            try:
+                self._local = {g.uuid for g in self.driver.gpus(False)}
+            except (NVMLError, NodeProblem):
+                return None
+        return self._local
 
     # -- job files read by the TaskProlog ---------------------------------
     def _job_file(self, job: str, suffix: str) -> str:
@@ -100,8 +112,7 @@ class NodeContext:
         rec = self.ledger.get(job)
         if rec is None:
             return None
-        present = {g.uuid for g in self.driver.gpus(False)}
-        if rec.same_job(job, uid, self.ledger.node, gpu_uuids=present, **ident):
+        if rec.same_job(job, uid, gpu_uuids=self.local_gpus(), **ident):
             return rec
         if rec.live and rec.static:          # static instances stay: only the record closes
             rec.state, rec.reason = "released", "job id reused by a newer job"

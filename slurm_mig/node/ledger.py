@@ -9,7 +9,9 @@ uid, request, node and GPU UUIDs, and carries a nonce. `jobs/<id>.json` is the
 current job's record; a live record that a new job with the same id would
 overwrite is moved aside first (`jobs/<id>~<nonce>.json`), where reconcile
 treats it as a dead job's. Records of another node (a state_dir shared or
-copied) are never read as this node's.
+copied) are never read as this node's: those whose GPUs are not here. GPU
+UUIDs decide, not the node name, which differs between slurmd
+(SLURMD_NODENAME) and an admin's shell.
 """
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ import os
 import re
 import socket
 import time
-from typing import Dict, Iterator, List, Optional
+from typing import Callable, Dict, Iterator, List, Optional, Set
 
 from ..core.syntax import check_job_id
 from ..core.view import Held, Instance
@@ -93,23 +95,37 @@ class Record:
         """The one ownership rule: one of this record's entries names `inst`."""
         return any(h.names(inst) for h in self.instances)
 
-    def same_job(self, job: str, uid: Optional[int], node: str, request: Optional[dict] = None,
+    def same_job(self, job: str, uid: Optional[int], request: Optional[dict] = None,
                  whole_gpus: Optional[List[int]] = None, static_idx: Optional[List[int]] = None,
                  gpu_uuids: Optional[set] = None) -> bool:
         """Is this the record of the job asking (a re-run of its prolog), not
-        of an earlier job that had the same id? `gpu_uuids`: the GPUs present."""
-        return (self.job == job and self.uid == uid and self.node in ("", node)
+        of an earlier job that had the same id? `gpu_uuids`: the GPUs present.
+        `node` is not compared: slurmd and a shell name the node differently."""
+        return (self.job == job and self.uid == uid
                 and self.request == (request or {}) and self.whole_gpus == (whole_gpus or [])
                 and self.static_idx == (static_idx or [])
                 and (gpu_uuids is None or set(self.gpu_uuids) <= gpu_uuids))
 
 
 class Ledger:
-    def __init__(self, state_dir: str, lock_timeout: float = 120.0, node: Optional[str] = None):
+    """`local_gpus`: the UUIDs of this node's GPUs (asked when needed); without
+    it every record counts as this node's."""
+
+    def __init__(self, state_dir: str, lock_timeout: float = 120.0, node: Optional[str] = None,
+                 local_gpus: Optional[Callable[[], Optional[Set[str]]]] = None):
         self.dir = state_dir
         self.jobs_dir = os.path.join(state_dir, "jobs")
         self.lock_timeout = lock_timeout
         self.node = node or this_node()
+        self.local_gpus = local_gpus
+
+    def ours(self, rec: Record) -> bool:
+        """The record is this node's: it names no GPU, or only GPUs present here
+        (or the GPUs cannot be listed now: the hooks' NVML handling takes over)."""
+        if not rec.gpu_uuids or self.local_gpus is None:
+            return True
+        local = self.local_gpus()
+        return local is None or set(rec.gpu_uuids) <= local
 
     def ensure(self) -> None:
         """Create the root-only state directory, or refuse one others could write."""
@@ -137,9 +153,12 @@ class Ledger:
         except OSError as e:
             raise os_problem(path, e, "read the ledger record") from e
         rec = self._parse(path)
-        if rec.node not in ("", self.node):
-            raise NodeProblem(f"{path} belongs to node {rec.node}, not {self.node}: state_dir "
-                              f"{self.dir} is shared or copied; give each node its own local state_dir")
+        if not self.ours(rec) and not rec.live:
+            return None                  # a closed record of GPUs gone (or elsewhere): nothing held
+        if not self.ours(rec):
+            raise NodeProblem(f"{path} belongs to node {rec.node or '?'} (its GPUs are not here): "
+                              f"state_dir {self.dir} is shared or copied; give each node its own "
+                              "local state_dir")
         return rec
 
     def _parse(self, path: str) -> Record:
@@ -183,7 +202,7 @@ class Ledger:
         names = sorted(n for n in listing
                        if n.endswith(".json") and _FILE.fullmatch(n[:-len(".json")]))
         recs = [self._parse(os.path.join(self.jobs_dir, n)) for n in names]
-        return [r for r in recs if r.node in ("", self.node)]
+        return [r for r in recs if self.ours(r)]
 
     def live(self) -> List[Record]:
         return [r for r in self.records() if r.live]
