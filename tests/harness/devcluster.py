@@ -58,9 +58,9 @@ class DevCluster:
     # -- environment for commands run against this cluster ------------------
     @property
     def env(self) -> Dict[str, str]:
-        # SLURMD_NODENAME: the node's Slurm name is not the host name here, and
-        # ledger records belong to the node that wrote them.
-        return {**os.environ, "SLURM_CONF": self.conf, "SLURMD_NODENAME": self.node,
+        # No SLURMD_NODENAME: admin commands run as from a shell on the node,
+        # where the host name differs from the node's Slurm name.
+        return {**os.environ, "SLURM_CONF": self.conf,
                 "SLURM_MIG_CONFIG": os.path.join(self.dir, "etc", "slurm-mig.toml")}
 
     def run(self, *args: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess:
