@@ -63,12 +63,23 @@ def test_unsafe_directory_is_refused_and_the_job_still_runs(make_node, tmp_path,
     cfg, _ = make_node("1xH100-80GB", dcgm_job_mapping_dir=str(link))
     hooks.prolog(cfg, "50", "mig:1g.10gb:1")
     assert Ledger(cfg.state_dir).get("50").state == "bound"
-    assert os.listdir(real) == [] and "not a symlink" in capsys.readouterr().err
+    assert os.listdir(real) == [] and "is a symbolic link" in capsys.readouterr().err
     os.unlink(link)
     os.mkdir(link, 0o777)
     os.chmod(link, 0o777)
     hooks.prolog(cfg, "51", "mig:1g.10gb:1")
     assert os.listdir(link) == []
+
+
+def test_a_mapping_file_that_cannot_be_written_does_not_fail_the_job(make_node, tmp_path, capsys):
+    mapping = tmp_path / "dcgm"
+    mapping.mkdir(mode=0o755)
+    for gi in range(32):               # every name the job's instance could get is a directory
+        (mapping / f"0.{gi}").mkdir()
+    cfg, _ = make_node("1xH100-80GB", dcgm_job_mapping_dir=str(mapping))
+    hooks.prolog(cfg, "52", "mig:1g.10gb:1")
+    assert Ledger(cfg.state_dir).get("52").state == "bound"
+    assert "DCGM job mapping not written" in capsys.readouterr().err
 
 
 def test_config_key():

@@ -331,3 +331,12 @@ def test_item4_records_stay_ours_when_the_node_name_differs(make_node, monkeypat
     hooks.reconcile(cfg)
     assert Ledger(cfg.state_dir).get("5").state == "bound"
     assert env_uuids(cfg, "5") == uuids_on(state, 0)
+
+
+def test_item5_a_directory_planted_as_the_env_file_prints_nothing(tmp_path):
+    """The Python TaskProlog reads only regular files: a directory in the env
+    file's place is ignored, not a traceback."""
+    run = tmp_path / "run"
+    (run / "77.env").mkdir(parents=True)
+    from slurm_mig.node.jobfiles import task_prolog
+    assert task_prolog(str(run), "77", env={}, uid=0) == ("", 0)

@@ -10,12 +10,13 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import stat
 from typing import TYPE_CHECKING, List
 
 from ..core.syntax import check_job_id
-from ..fsutil import atomic_write
+from ..errors import NodeProblem
+from ..fsutil import atomic_write, safe_dir
 from ..log import JobLog
+from .jobfiles import read_regular
 
 if TYPE_CHECKING:
     from .ledger import Record
@@ -31,16 +32,13 @@ def mapping_names(rec: "Record") -> List[str]:
 
 
 def _usable(directory: str, jl: JobLog) -> bool:
-    """The directory exists (made 0755 if missing), is no symlink, and only we may write it."""
+    """The directory passes the rule every directory slurm-mig writes as root
+    follows (fsutil.safe_dir; 0755 so the exporter can read it), else the
+    reason is logged and the job goes on unlabelled."""
     try:
-        os.makedirs(directory, mode=0o755, exist_ok=True)
-        st = os.lstat(directory)
-    except OSError as e:
-        jl.error("dcgm_job_mapping_dir %s: %s; no job labels", directory, e.strerror)
-        return False
-    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid() or st.st_mode & 0o022:
-        jl.error("dcgm_job_mapping_dir %s must be a directory owned by uid %d and writable by "
-                 "nobody else (not a symlink); no job labels", directory, os.geteuid())
+        safe_dir(directory, 0o755, "dcgm_job_mapping_dir")
+    except NodeProblem as e:
+        jl.error("%s; no job labels", e)
         return False
     return True
 
@@ -55,8 +53,8 @@ def write(directory: str, job: str, names: List[str]) -> None:
     for name in names:
         try:
             atomic_write(os.path.join(directory, name), f"{job}\n".encode(), mode=0o644)
-        except OSError as e:
-            jl.error("cannot write DCGM job mapping %s/%s: %s", directory, name, e.strerror)
+        except NodeProblem as e:           # atomic_write's one-line OSError
+            jl.error("DCGM job mapping not written: %s", e)
     jl.info("DCGM job mapping: %s", ",".join(names))
 
 
@@ -72,17 +70,9 @@ def remove(directory: str, job: str) -> List[str]:
         if not NAME.fullmatch(name):
             continue
         path = os.path.join(directory, name)
-        try:
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-        except OSError:
+        found = read_regular(path)
+        if found is None or found[0].split() != [job]:
             continue
-        try:
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
-                continue
-            if os.read(fd, 4096).decode("ascii", "replace").split() != [job]:
-                continue
-        finally:
-            os.close(fd)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
             removed.append(name)

@@ -107,12 +107,23 @@ def task_prolog(run_dir: str, job: str, env: Optional[Mapping[str, str]] = None,
 
 
 def _read_trusted(path: str, uid: int) -> Optional[str]:
+    """The file's text if root or the job's user owns it (anything else in
+    run_dir was planted by someone else)."""
+    found = read_regular(path)
+    return found[0] if found is not None and found[1] in (0, uid) else None
+
+
+def read_regular(path: str) -> Optional[Tuple[str, int]]:
+    """(text, owner uid) of a regular file, opened without following a symlink;
+    None when it is missing, a link, not a regular file or unreadable. Here and
+    not in fsutil: the TaskProlog path imports only this module."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-    except OSError:            # missing, a symlink (ELOOP), unreadable: nothing to print
+    except OSError:
+        return None
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):          # before wrapping: open() refuses a directory fd
+        os.close(fd)
         return None
     with open(fd, encoding="utf-8", errors="replace") as f:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode) or st.st_uid not in (0, uid):
-            return None
-        return f.read()
+        return f.read(), st.st_uid
