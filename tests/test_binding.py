@@ -51,6 +51,15 @@ def test_script_and_python_agree(tmp_path, uuids):
         assert run_script(run_dir, env) == task_prolog(str(run_dir), "7", env), env
 
 
+@pytest.mark.parametrize("shards", [None, "0", "4"])
+def test_a_shard_job_with_nothing_bound_never_runs_on_the_bare_gpu(tmp_path, shards):
+    env = {"SLURM_JOB_ID": "8", **({"SLURM_SHARDS_ON_NODE": shards} if shards else {})}
+    out, code = run_script(tmp_path, env)
+    assert (out, code) == task_prolog(str(tmp_path), "8", env)
+    assert code == (1 if shards == "4" else 0)
+    assert ("no MIG instances were bound" in out) == (shards == "4")
+
+
 def test_rules():
     two = MIG[:2]
     multi = lambda i: {"SLURM_LOCALID": str(i), "SLURM_GTIDS": "0,1"}

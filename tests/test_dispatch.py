@@ -1,6 +1,7 @@
 """The Prolog's reading of Slurm: only for jobs holding a GPU here, from the
 JSON, checked against slurmd's SLURM_JOB_GPUS, and failing the job alone
-(never the node) when Slurm cannot be read."""
+(never the node) when Slurm cannot be read. A batch job whose instances do
+not fit goes back to the queue; others wait, then fail with the reason."""
 import json
 import os
 
@@ -13,14 +14,20 @@ from slurm_mig.slurm import jobinfo
 
 @pytest.fixture
 def fake_slurm(tmp_path, monkeypatch):
-    """A squeue that logs each call and prints jobs.json (or fails `fail` times)."""
+    """A squeue that logs each call and prints jobs.json (or fails `fail`
+    times), and an scontrol that logs each call and exits `scontrol_exit`."""
     monkeypatch.setattr(jobinfo, "RETRY_DELAY", 0.01)
     bin_dir = tmp_path / "slurm-bin"
     bin_dir.mkdir()
     calls = tmp_path / "calls"
 
-    def make(jobs, fail=0):
+    def make(jobs, fail=0, scontrol_exit=0):
         (tmp_path / "jobs.json").write_text(json.dumps({"jobs": jobs}))
+        scontrol = bin_dir / "scontrol"
+        scontrol.write_text(f"#!/bin/sh\necho scontrol \"$@\" >> {calls}\n"
+                            f"[ {scontrol_exit} = 0 ] || echo 'Requested operation is presently disabled' >&2\n"
+                            f"exit {scontrol_exit}\n")
+        scontrol.chmod(0o755)
         (tmp_path / "failures").write_text("x\n" * fail)
         script = bin_dir / "squeue"
         script.write_text(f"""#!/bin/sh
@@ -37,8 +44,60 @@ cat {tmp_path}/jobs.json
 ENV = {"SLURMD_NODENAME": "n1", "SLURM_JOB_GPUS": "0"}
 
 
-def entry(detail, nodes="n1", name="x"):
-    return {"job_id": 5, "nodes": nodes, "gres_detail": detail, "name": name}
+def entry(detail, nodes="n1", name="x", **fields):
+    return {"job_id": 5, "nodes": nodes, "gres_detail": detail, "name": name, **fields}
+
+
+def full_gpu_node(make_node, **settings):
+    """One H100 whose GPU another job (4) holds whole with a 7g.80gb."""
+    cfg, state = make_node(**settings)
+    run_prolog(cfg, "4", "mig:7g.80gb:1", gpu=0, uid=None)
+    return cfg
+
+
+BATCH = dict(batch_flag=True, requeue=True, restart_cnt=0)
+SMALL_ON_GPU0 = ["mig:1g.10gb(CNT:1),shard:4(IDX:0)"]
+
+
+def test_a_batch_job_without_room_goes_back_to_the_queue_marked(make_node, fake_slurm):
+    bin_dir = fake_slurm([entry(SMALL_ON_GPU0, **BATCH)])
+    cfg = full_gpu_node(make_node, slurm_bin_dir=bin_dir)
+    run_prolog(cfg, "5", uid=None, env=ENV)
+    requeue, mark = [c for c in fake_slurm.calls() if c.startswith("scontrol")]
+    assert requeue == "scontrol requeue 5"
+    assert mark.startswith("scontrol update JobId=5 AdminComment=slurm-mig: requeued 1/10: "
+                           "1g.10gb:1 does not fit next to the running jobs' instances")
+    assert "StartTime" not in mark          # Slurm's own delay: sooner, slurmd would skip the Prolog
+    assert task_prolog(cfg.run_dir, "5") == ("", 0)
+    from slurm_mig.node.ledger import Ledger
+    rec = Ledger(cfg.state_dir).get("5")
+    assert rec.state == "released" and rec.reason.startswith("requeued: ") and not rec.instances
+
+
+def test_a_longer_requeue_delay_is_set_as_the_start_time(make_node, fake_slurm):
+    bin_dir = fake_slurm([entry(SMALL_ON_GPU0, **dict(BATCH, restart_cnt=2))])
+    cfg = full_gpu_node(make_node, slurm_bin_dir=bin_dir, requeue_delay=300.5, max_requeues=3)
+    run_prolog(cfg, "5", uid=None, env=ENV)
+    assert fake_slurm.calls()[-1].startswith("scontrol update JobId=5 AdminComment=slurm-mig: requeued 3/3: ")
+    assert fake_slurm.calls()[-1].endswith(" StartTime=now+301")
+
+
+@pytest.mark.parametrize("fields, scontrol_exit, why", [
+    (dict(BATCH, batch_flag=False), 0, "interactive jobs (srun, salloc) cannot be requeued"),
+    (dict(BATCH, requeue=False), 0, "the job may not be requeued (--no-requeue, or JobRequeue=0)"),
+    (dict(BATCH, restart_cnt=10), 0, "it was requeued 10 times already (max_requeues = 10)"),
+    (BATCH, 1, "Slurm refused to requeue it (scontrol failed 1 times: Requested operation is "
+               "presently disabled)"),
+])
+def test_a_job_that_cannot_go_back_fails_alone_with_both_reasons(make_node, fake_slurm, fields,
+                                                                 scontrol_exit, why):
+    bin_dir = fake_slurm([entry(SMALL_ON_GPU0, **fields)], scontrol_exit=scontrol_exit)
+    cfg = full_gpu_node(make_node, slurm_bin_dir=bin_dir)
+    run_prolog(cfg, "5", uid=None, env=ENV)
+    text, code = task_prolog(cfg.run_dir, "5")
+    assert code == 1 and "does not fit next to the running jobs' instances" in text
+    assert text.rstrip().endswith(f"; not requeued: {why}")
+    assert [c for c in fake_slurm.calls() if "update" in c] == []
 
 
 def test_a_job_without_gpus_never_calls_slurm(make_node, fake_slurm):

@@ -1,54 +1,171 @@
 """The generated job_submit.lua, run by a Lua 5.1 interpreter with a stand-in
 `slurm` table: Slurm 22.05 hands it `gres:mig:...`, 23.11 and later
-`gres/mig:...`, and what it writes back must keep that prefix."""
+`gres/mig:...`, and what it writes back must keep that prefix. It must refuse
+exactly the requests no GPU model of the cluster can hold (the planner's
+exhaustive search is the oracle) and those the shard count cannot admit."""
+import copy
+import itertools
+import json
 import shutil
 import subprocess
 
 import pytest
 
+from slurm_mig.core import catalog, planner, shards
 from slurm_mig.slurm import confgen
 
 LUA = shutil.which("lua5.1")
 pytestmark = pytest.mark.skipif(LUA is None, reason="needs lua5.1 (bash run.sh test installs it)")
 
+# One job per stdin line: tab-separated field=value pairs of job_desc; prints
+# the return code, tres_per_node afterwards and what the user was told.
 DRIVER = """
-slurm = { SUCCESS = 0, ERROR = -1, log_user = function(fmt, ...) io.stderr:write(string.format(fmt, ...)) end }
+local told
+slurm = { SUCCESS = 0, ERROR = -1, log_user = function(fmt, ...) told = string.format(fmt, ...) end }
 dofile(arg[1])
-local desc = { tres_per_node = arg[2] }
-local rc = slurm_job_submit(desc, {}, 1000)
-print(rc, desc.tres_per_node)
+for line in io.lines() do
+    local desc = {}
+    for k, v in string.gmatch(line, "([%w_]+)=([^\\t]*)") do desc[k] = v end
+    told = ""
+    local rc = slurm_job_submit(desc, {}, 1000)
+    print(rc .. "\\t" .. tostring(desc.tres_per_node) .. "\\t" .. told)
+end
 """
+H100 = catalog.load().model("H100-80GB")
+
+
+def lua_script(tmp_path, gpus, cluster_models=()):
+    files = confgen.render(gpus, "dynamic", None, "/dev", "test", "test", cluster_models=cluster_models)
+    (tmp_path / "job_submit.lua").write_text(files["job_submit.lua"])
+    (tmp_path / "driver.lua").write_text(DRIVER)
+    return tmp_path
 
 
 @pytest.fixture(scope="module")
 def lua_files(tmp_path_factory):
-    d = tmp_path_factory.mktemp("lua")
-    files = confgen.render(confgen.from_spec("2xH100-80GB"), "dynamic", None, "/dev", "test", "test")
-    (d / "job_submit.lua").write_text(files["job_submit.lua"])
-    (d / "driver.lua").write_text(DRIVER)
-    return d
+    return lua_script(tmp_path_factory.mktemp("lua"), confgen.from_spec("2xH100-80GB"))
 
 
-def submit(lua_files, tres):
-    p = subprocess.run([LUA, str(lua_files / "driver.lua"), str(lua_files / "job_submit.lua"), tres],
-                       capture_output=True, text=True, timeout=30)
+def submit_many(lua_files, jobs):
+    """jobs: tres_per_node strings, or dicts of job_desc fields."""
+    lines = ["\t".join(f"{k}={v}" for k, v in (j if isinstance(j, dict) else {"tres_per_node": j}).items())
+             for j in jobs]
+    p = subprocess.run([LUA, str(lua_files / "driver.lua"), str(lua_files / "job_submit.lua")],
+                       input="\n".join(lines) + "\n", capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stderr
-    rc, _, new = p.stdout.strip().partition("\t")
-    return int(rc), new, p.stderr
+    out = []
+    for line in p.stdout.splitlines():
+        rc, new, told = line.split("\t")
+        out.append((int(rc), new, told))
+    assert len(out) == len(jobs)
+    return out
+
+
+def submit(lua_files, job):
+    return submit_many(lua_files, [job])[0]
 
 
 @pytest.mark.parametrize("prefix", ["gres:", "gres/"])
 def test_shards_are_added_with_the_prefix_slurm_used(lua_files, prefix):
-    assert submit(lua_files, f"{prefix}mig:3g.40gb:1") == (0, f"{prefix}mig:3g.40gb:1,{prefix}shard:4", "")
+    assert submit(lua_files, f"{prefix}mig:3g.40gb:1") == (0, f"{prefix}mig:3g.40gb:1,{prefix}shard:15", "")
     rc, new, _ = submit(lua_files, f"{prefix}mig:1g.10gb:2,{prefix}mig:3g.39gb:1")
-    assert rc == 0 and new == f"{prefix}mig:1g.10gb:2,{prefix}mig:3g.40gb:1,{prefix}shard:6"
+    assert rc == 0 and new == f"{prefix}mig:1g.10gb:2,{prefix}mig:3g.40gb:1,{prefix}shard:23"
 
 
 @pytest.mark.parametrize("prefix", ["gres:", "gres/"])
 def test_unknown_profiles_are_refused_with_the_valid_ones(lua_files, prefix):
-    rc, _, err = submit(lua_files, f"{prefix}mig:5g.50gb:1")
-    assert rc == -1 and "unknown MIG profile '5g.50gb'" in err and "3g.40gb" in err
+    rc, _, told = submit(lua_files, f"{prefix}mig:5g.50gb:1")
+    assert rc == -1 and "unknown MIG profile '5g.50gb'" in told and "3g.40gb" in told
 
 
 def test_jobs_without_mig_pass_unchanged(lua_files):
     assert submit(lua_files, "gres/gpu:1") == (0, "gres/gpu:1", "")
+    assert submit(lua_files, {"tres_per_job": "gres/gpu:1"}) == (0, "nil", "")
+
+
+@pytest.mark.parametrize("tres, limit", [
+    ("gres:mig:1g.10gb:8", "at most 7 x 1g.10gb on one H100-SXM5-80GB"),
+    ("gres/mig:4g.40gb:2", "at most 1 x 4g.40gb on one H100-SXM5-80GB"),
+    ("gres/mig:1g.10gb:5,gres/mig:1g.10gb:3", "at most 7 x 1g.10gb on one H100-SXM5-80GB"),
+    ("gres:mig:7g.80gb:1,gres:mig:1g.10gb:1",
+     "1 x 1g.10gb + 1 x 7g.80gb needs 8 compute slices; one H100-SXM5-80GB has 7"),
+    ("gres:mig:3g.40gb:2,gres:mig:1g.20gb:1",
+     "1 x 1g.20gb + 2 x 3g.40gb needs 10 memory slots; one H100-SXM5-80GB has 8"),
+    ("gres:mig:1g.10gb:4,gres:mig:1g.10gb+me:1",
+     "4 x 1g.10gb + 1 x 1g.10gb+me on one H100-SXM5-80GB is a combination Slurm's shard count "
+     "cannot admit (32 of 31 shards)"),
+])
+def test_what_no_gpu_can_hold_is_refused_naming_the_limit(lua_files, tres, limit):
+    rc, new, told = submit(lua_files, tres)
+    assert (rc, told) == (-1, f"slurm-mig: {limit}" + ("; submit it as separate jobs" if "shard" in limit else ""))
+
+
+def test_what_fits_is_accepted_whole_gpu_profiles_costing_a_gpu(lua_files):
+    assert submit(lua_files, "gres/mig:4g.40gb:1,gres/mig:3g.40gb:1")[:2] == \
+        (0, "gres/mig:4g.40gb:1,gres/mig:3g.40gb:1,gres/shard:31")
+    assert submit(lua_files, "gres:mig:7g.80gb:1")[:2] == (0, "gres:mig:7g.80gb:1,gres:shard:31")
+
+
+@pytest.mark.parametrize("job", [
+    "gres:mig:1g.10gb:1,gres:gpu:1", "gres/gpu:h100:1,gres/mig:1g.10gb:1",
+    {"tres_per_node": "gres/mig:1g.10gb:1", "tres_per_job": "gres/gpu:1"},
+    {"tres_per_node": "gres:mig:1g.10gb:1", "tres_per_task": "gres:gpu:1"},
+])
+def test_mig_with_whole_gpus_in_one_job_is_refused(lua_files, job):
+    rc, _, told = submit(lua_files, job)
+    assert rc == -1 and "do not combine mig: and gpu:" in told
+
+
+@pytest.mark.parametrize("tres", ["gres:shard:4", "gres/shard:8,gres/mig:1g.10gb:1", "gres/shard"])
+def test_raw_shards_are_refused(lua_files, tres):
+    rc, _, told = submit(lua_files, tres)
+    assert rc == -1 and ("--gres=mig:" in told or "do not combine mig: and shard:" in told)
+
+
+def test_mig_outside_the_per_node_gres_is_refused(lua_files):
+    rc, _, told = submit(lua_files, {"tres_per_job": "gres/mig:1g.10gb:1"})
+    assert rc == -1 and "--gres=mig:" in told
+
+
+def test_sbatch_admits_exactly_what_an_empty_gpu_holds_and_the_shards_admit(lua_files):
+    """Every request of up to 8 instances of the H100's profiles: accepted
+    iff the planner's exact search places it on an empty GPU and its shard
+    units fit the GPU's Count; every accepted one is placeable."""
+    units = shards.shard_units([H100])[H100.layout]
+    names = [p.name for p in H100.profiles]
+    requests = [dict((n, combo.count(n)) for n in set(combo))
+                for r in range(1, 9) for combo in itertools.combinations_with_replacement(names, r)]
+    got = submit_many(lua_files, [",".join(f"gres/mig:{n}:{c}" for n, c in sorted(r.items()))
+                                  for r in requests])
+    accepted = placeable = 0
+    for request, (rc, _, told) in zip(requests, got):
+        fits = planner.never_fits(H100, request) is None
+        cost = sum(units.units[H100.find_profile(n).enum] * c for n, c in request.items())
+        assert (rc == 0) == (fits and cost <= units.count), (request, told)
+        accepted += rc == 0
+        placeable += fits
+    assert (len(requests), placeable, accepted) == (6434, 127, 89)
+
+
+def test_placement_rules_refuse_what_slices_and_slots_allow(tmp_path):
+    """A model whose 1-slice instances may start only in slots 0-3: five fit
+    the slice and slot totals but not the placements."""
+    raw = json.load(open(catalog.DATA_FILE))
+    raw = copy.deepcopy(raw)
+    raw["layouts"]["narrow"] = copy.deepcopy(raw["layouts"]["8-slot"])
+    raw["layouts"]["narrow"]["gi_profiles"]["0"]["starts"] = [0, 1, 2, 3]
+    raw["models"] = {"NARROW-80GB": dict(raw["models"]["H100-SXM5-80GB"], layout="narrow",
+                                         aliases=[], nvml_names=["narrow"], pci_device_ids=["0x0"])}
+    model = catalog.Catalog.from_dict(raw).model("NARROW-80GB")
+    files = lua_script(tmp_path, [confgen.GpuDesc(0, 0, model)])
+    assert submit(files, "gres:mig:1g.10gb:4")[0] == 0
+    assert submit(files, "gres:mig:1g.10gb:5")[2] == \
+        "slurm-mig: 5 x 1g.10gb cannot be placed together on one NARROW-80GB (MIG placement rules)"
+
+
+def test_one_script_serves_every_model_of_the_cluster(tmp_path):
+    files = lua_script(tmp_path, confgen.from_spec("2xH100-80GB"),
+                       cluster_models=[catalog.load().model("A30-24GB")])
+    ok, too_many, h100 = submit_many(files, ["gres/mig:1g.6gb:4", "gres/mig:1g.6gb:5", "gres/mig:3g.40gb:2"])
+    assert ok[0] == 0 and h100[0] == 0
+    assert too_many[:1] == (-1,) and too_many[2] == "slurm-mig: at most 4 x 1g.6gb on one A30-24GB"

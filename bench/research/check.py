@@ -1,10 +1,10 @@
-"""Hypothesis-free self-check, independent of shard_weights' search and oracle.
+"""Hypothesis-free self-check, independent of slurm_mig.core.shards' search and oracle.
 
 1. A brute-force placement oracle: for each profile choose a set of distinct
    legal starts (itertools.combinations), all profiles together
    (itertools.product), and test that no two memory ranges overlap; plus the
    max-per-profile and compute-slice limits.  Compared with
-   shard_weights.placeable on every multiset of up to memory_slots+1 instances
+   slurm_mig.core.shards.placeable on every multiset of up to memory_slots+1 instances
    of every 8-slot profile (no max bound), and on the 4- and 12-slot layouts.
 2. For every result in results.json: enumerate every multiset n with
    w.n <= C (nothing else bounds it) and brute-force each: none may be
@@ -48,8 +48,7 @@ def all_multisets(names, total):
 
 
 fails = 0
-sys.path.insert(0, HERE)
-import shard_weights as sw  # only its oracle is compared here
+from slurm_mig.core import shards as sw  # only its oracle is compared here
 
 # 1. the oracle
 for lk, entry in res["layouts"].items():

@@ -19,15 +19,26 @@ from .app import main
               "mode). [default: config proc_root: /proc, or the simulated node's own]")
 @click.option("--from-spec", "spec", metavar="NxMODEL[,...]",
               help="Describe a declared node (e.g. 8xH100-80GB) instead of the live GPUs (dynamic mode).")
+@click.option("--cluster-models", metavar="MODEL[,...]",
+              help="GPU models on other nodes of the cluster: job_submit.lua (one file for the "
+              "whole cluster) then also admits what they can hold. Regenerate it with every "
+              "model listed when a model is added.")
 @click.pass_obj
-def gres_conf(obj, mode, output, node_name, dev_root, proc_root, spec):
+def gres_conf(obj, mode, output, node_name, dev_root, proc_root, spec, cluster_models):
     """Generate gres.conf, slurm.conf.node (GresTypes + the node's Gres=) and,
-    in dynamic mode, job_submit.lua, from the live GPUs or a declared node."""
+    in dynamic mode, job_submit.lua, from the live GPUs or a declared node.
+
+    In dynamic mode each GPU offers `shard` units counted with weights
+    searched per GPU layout (a 7-slice instance costs the whole GPU), and
+    job_submit.lua turns --gres=mig:<profile>:<n> into those units, refusing
+    at sbatch what no GPU model of the cluster can hold, with the limit."""
     from ..fsutil import atomic_write
     from ..slurm import confgen
     cfg = obj.cfg()
     mode = mode or cfg.mode
     dev_root, proc_root = dev_root or cfg.dev_root, proc_root or cfg.proc_root
+    if cluster_models and mode == "static":
+        raise BadInput("--cluster-models is for job_submit.lua, which only dynamic mode uses")
     if spec and mode == "static":
         raise BadInput("--from-spec describes no instances; static mode reads the live GPUs")
     if spec:
@@ -37,7 +48,10 @@ def gres_conf(obj, mode, output, node_name, dev_root, proc_root, spec):
         gpus, source = confgen.from_gpus(open_driver(cfg.backend).gpus()), \
             f"the live GPUs (backend {cfg.backend})"
     command = " ".join(["gres-conf", "--mode", mode] + (["--from-spec", spec] if spec else []))
-    files = confgen.render(gpus, mode, node_name, dev_root, command, source, proc_root)
+    models = confgen.models_of(cluster_models) if cluster_models else ()
+    if models:
+        command += " --cluster-models " + ",".join(m.key for m in models)
+    files = confgen.render(gpus, mode, node_name, dev_root, command, source, proc_root, models)
     files["slurm.conf.timeouts"] = confgen.timeouts(cfg)
     if output:
         os.makedirs(output, exist_ok=True)

@@ -57,6 +57,7 @@ class GiProfile(NamedTuple):
 class GpuModel(NamedTuple):
     key: str
     arch: str
+    layout: str          # catalog layout key: models on one layout share profile shapes by enum
     memory_slots: int
     compute_slices: int
     memory_mib: int
@@ -114,7 +115,7 @@ def _build_model(key: str, raw: dict, layouts: dict, ci: dict) -> GpuModel:
         ))
     profiles.sort(key=lambda p: (p.slices, p.mem_slots, p.enum))
     return GpuModel(
-        key=key, arch=raw["arch"], memory_slots=layout["memory_slots"],
+        key=key, arch=raw["arch"], layout=raw["layout"], memory_slots=layout["memory_slots"],
         compute_slices=layout["compute_slices"], memory_mib=raw["memory_mib"],
         aliases=tuple(raw.get("aliases", ())),
         nvml_names=tuple(raw["nvml_names"]), pci_device_ids=tuple(raw["pci_device_ids"]),

@@ -1,6 +1,7 @@
 """Which Prolog a job gets: static mode binds Slurm's IDX records; dynamic
 mode creates MIG instances for `mig:` requests or hands over whole GPUs for
-`gpu:` ones; a job with neither is left alone.
+`gpu:` ones; a job with neither is left alone. A batch job whose instances
+do not fit goes back to the queue (slurm/requeue.py) rather than failing.
 
 What the caller does not give is read from Slurm (slurm/jobinfo.py), for this
 node only. In dynamic mode a job holding no GPU or shard here (slurmd sets no
@@ -48,12 +49,37 @@ def run_prolog(cfg: Config, job: str, spec: Optional[str] = None, gpu: Optional[
             return
         spec, gpu = req.spec or None, gpu if gpu is not None else req.gpu
         whole_gpus = req.whole_gpus if not spec else None
+        send_back = _send_back(cfg, job, req)
+    else:
+        send_back = None
     if whole_gpus:
         from .wholegpu import prolog as whole_gpu_prolog
         whole_gpu_prolog(NodeContext(cfg), job, whole_gpus, uid)
     elif spec:
         from .dynamic import prolog as mig_prolog
-        mig_prolog(cfg, job, spec, gpu, uid)
+        mig_prolog(cfg, job, spec, gpu, uid, send_back)
+
+
+def _send_back(cfg: Config, job: str, req):
+    """For a job whose instances do not fit: a callable that requeues it and
+    returns None, or says why it cannot (the job then waits, then fails)."""
+    def cannot(why: str):
+        return lambda reason: why
+    if not req.batch:
+        return cannot("interactive jobs (srun, salloc) cannot be requeued")
+    if not req.requeue:
+        return cannot("the job may not be requeued (--no-requeue, or JobRequeue=0)")
+    if req.restarts >= cfg.max_requeues:
+        return cannot(f"it was requeued {req.restarts} times already (max_requeues = {cfg.max_requeues})")
+
+    def send_back(reason: str) -> Optional[str]:
+        from ..slurm.requeue import send_back as requeue
+        try:
+            requeue(job, reason, req.restarts + 1, cfg.max_requeues, cfg.requeue_delay, cfg.slurm_bin_dir)
+        except SlurmUnavailable as e:
+            return f"Slurm refused to requeue it ({e})"
+        return None
+    return send_back
 
 
 def node_name(env: Mapping[str, str]) -> str:

@@ -1,5 +1,7 @@
 """Dynamic mode Prolog for MIG requests: plan, create and bind the job's
-instances on the GPU Slurm gave its shards, waiting a bounded time for room.
+instances on the GPU Slurm gave its shards. When they do not fit next to the
+running instances, a batch job goes back to the queue (`send_back`); a job
+that cannot waits a bounded time for room.
 
 Per-job problems (bad request, no room, a failed create) fail the job alone
 (its TaskProlog prints the reason); node problems raise NodeProblem.
@@ -7,7 +9,7 @@ Per-job problems (bad request, no room, a failed create) fail the job alone
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, List, Optional
+from typing import TYPE_CHECKING, Callable, List, Optional
 
 from ..config import Config
 from ..core.syntax import check_job_id, format_spec, parse_spec
@@ -27,8 +29,11 @@ POLL_INTERVAL = 0.5
 
 
 def prolog(cfg: Config, job: str, spec: str, gpu: Optional[int] = None,
-           uid: Optional[int] = None) -> None:
-    """Create and bind the job's instances. Raises NodeProblem only for node faults."""
+           uid: Optional[int] = None,
+           send_back: Optional[Callable[[str], Optional[str]]] = None) -> None:
+    """Create and bind the job's instances. Raises NodeProblem only for node
+    faults. `send_back(reason)` requeues the job and returns None, or says why
+    it could not; None: the job cannot go back to the queue (outside Slurm)."""
     job = check_job_id(job)
     node, jl = NodeContext(cfg), JobLog(job)
     try:
@@ -40,7 +45,7 @@ def prolog(cfg: Config, job: str, spec: str, gpu: Optional[int] = None,
     from ..core.policies import policy as named_policy
     policy = named_policy(cfg.policy)
     deadline = time.monotonic() + cfg.wait_for_room
-    nvml_errors = 0
+    nvml_errors, reason_tail = 0, ""
     while True:
         with node.ledger.lock():
             node.driver                      # NVML that cannot even start is a node problem
@@ -68,13 +73,24 @@ def prolog(cfg: Config, job: str, spec: str, gpu: Optional[int] = None,
                 break
             if reason is None:
                 return
+        if send_back is not None:
+            not_requeued = send_back(reason)
+            if not_requeued is None:
+                with node.ledger.lock():
+                    node.ledger.put(Record(job=job, state="released", request=request, uid=uid,
+                                           reason=f"requeued: {reason}"))
+                jl.info("sent back to the queue: %s", reason)
+                return
+            jl.info("not sent back to the queue: %s", not_requeued)
+            reason_tail, send_back = f"; not requeued: {not_requeued}", None
         if time.monotonic() >= deadline:
             break
         jl.info("waiting for room: %s", reason)
         time.sleep(min(POLL_INTERVAL, max(0.0, deadline - time.monotonic())))
     with node.ledger.lock():
         if not node.ended_since_start(job):
-            node.fail(job, uid, reason, Record(job=job, state="failed", request=request, uid=uid))
+            node.fail(job, uid, reason + reason_tail,
+                      Record(job=job, state="failed", request=request, uid=uid))
 
 
 def _try_place(node: NodeContext, job: str, request: dict, gpu: Optional[int], uid: Optional[int],

@@ -85,7 +85,8 @@ def task_prolog(run_dir: str, job: str, env: Optional[Mapping[str, str]] = None,
     """What the TaskProlog prints, and its exit status. Only a regular file
     owned by root or by the job's user (`uid`; default SLURM_JOB_UID, else our
     own uid) is printed, never one reached through a symlink: anything else
-    in run_dir was planted by someone else."""
+    in run_dir was planted by someone else. A job holding shards with no
+    devices bound fails: Slurm's GPU index would reach others' instances."""
     env = os.environ if env is None else env
     if uid is None:
         env_uid = env.get("SLURM_JOB_UID", "")
@@ -95,7 +96,10 @@ def task_prolog(run_dir: str, job: str, env: Optional[Mapping[str, str]] = None,
         return "".join(f"print {line}" for line in text.splitlines(keepends=True)), 1
     text = _read_trusted(job_file(run_dir, job, ENV), uid)
     if text is None:
-        return "", 0
+        if env.get("SLURM_SHARDS_ON_NODE", "") in ("", "0"):
+            return "", 0
+        return (f"print slurm-mig: job {job} holds MIG shards here but no MIG instances were bound "
+                "to it (its Prolog did not run, or shard: was asked for instead of mig:)\n"), 1
     if text.startswith("export "):          # written by an older version, job still running
         return text, 0
     uuids = [u for u in text.splitlines() if _DEVICE.fullmatch(u)]

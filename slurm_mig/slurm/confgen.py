@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import math
 import os
-from typing import Dict, List, NamedTuple, Optional, Tuple
+from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
-from ..core import catalog
+from ..core import catalog, shards
 from ..core.syntax import parse_gpu_spec
 from ..core.view import Gpu, Instance
 from ..errors import BadInput, NodeProblem
@@ -39,6 +39,15 @@ def from_spec(spec: str) -> List[GpuDesc]:
     return [GpuDesc(i, i, cat.model(k)) for i, k in enumerate(parse_gpu_spec(spec))]
 
 
+def models_of(keys: str) -> List[catalog.GpuModel]:
+    """'H100-80GB,A30' -> catalog models (aliases allowed), each once."""
+    cat = catalog.load()
+    models = {m.key: m for m in (cat.model(k) for k in keys.split(",") if k.strip())}
+    if not models:
+        raise BadInput(f"no GPU models in {keys!r}; expected e.g. H100-80GB,A30-24GB")
+    return list(models.values())
+
+
 def gpu_type(model: catalog.GpuModel) -> str:
     return model.key.lower().replace("-", "_")
 
@@ -63,7 +72,10 @@ def static_records(gpus: List[GpuDesc], dev_root: str, minors: Dict[str, int]) -
 
 
 def render(gpus: List[GpuDesc], mode: str, node: Optional[str], dev_root: str,
-           command: str, source: str, proc_root: str = "/proc") -> Dict[str, str]:
+           command: str, source: str, proc_root: str = "/proc",
+           cluster_models: Sequence[catalog.GpuModel] = ()) -> Dict[str, str]:
+    """The files for `gpus`; in dynamic mode job_submit.lua also admits what
+    `cluster_models` (GPU models on other nodes of the cluster) can hold."""
     import jinja2
     if not gpus:
         raise BadInput("no GPUs to describe")
@@ -74,25 +86,11 @@ def render(gpus: List[GpuDesc], mode: str, node: Optional[str], dev_root: str,
            "prefix": f"NodeName={node} " if node else ""}
     types: Dict[str, int] = {}
     if mode == "dynamic":
-        units: Dict[str, tuple] = {}
-        counts: Dict[str, int] = {}
-        for g in gpus:
-            for p in g.model.profiles:
-                for name in (p.name,) + p.aliases:
-                    if units.setdefault(name, (p.name, p.mem_slots)) != (p.name, p.mem_slots):
-                        raise BadInput(f"profile {name} has different sizes on this node's GPU "
-                                       "models; generate per model")
-                counts[p.name] = counts.get(p.name, 0) + p.max
-        ctx["gpus"] = [{"type": gpu_type(g.model), "device": os.path.join(dev_root, f"nvidia{g.minor}"),
-                        "units": g.model.memory_slots} for g in gpus]
-        ctx["mig_counts"] = sorted(counts.items())
-        ctx["units"] = [(name, canonical, u) for name, (canonical, u) in sorted(units.items())]
-        ctx["valid"] = ", ".join(sorted(counts))
-        ctx["units_per_gpu"] = max(g.model.memory_slots for g in gpus)
+        ctx.update(dynamic_context(gpus, dev_root, cluster_models))
         for g in gpus:
             types[f"gpu:{gpu_type(g.model)}"] = types.get(f"gpu:{gpu_type(g.model)}", 0) + 1
-        types["shard"] = sum(g.model.memory_slots for g in gpus)
-        types.update({f"mig:{n}": c for n, c in sorted(counts.items())})
+        types["shard"] = sum(gpu["units"] for gpu in ctx["gpus"])
+        types.update({f"mig:{n}": c for n, c in ctx["mig_counts"]})
         ctx["gres_types"] = "gpu,shard,mig"
         names = TEMPLATES
     else:
@@ -107,6 +105,54 @@ def render(gpus: List[GpuDesc], mode: str, node: Optional[str], dev_root: str,
         names = TEMPLATES[:2]
     ctx["gres"] = ",".join(f"{k}:{v}" for k, v in types.items())
     return {n: env.get_template(n + ".j2").render(**ctx) for n in names}
+
+
+def dynamic_context(gpus: List[GpuDesc], dev_root: str,
+                    cluster_models: Sequence[catalog.GpuModel]) -> dict:
+    """Template values of dynamic mode: per GPU its shard Count (its layout's
+    searched weights, core/shards.py), and for job_submit.lua each profile
+    name's shard units plus, per model, its limits and every set of instances
+    an empty GPU can hold, so that sbatch refuses exactly what no model can."""
+    models = {g.model.key: g.model for g in gpus}
+    models.update({m.key: m for m in cluster_models})
+    layouts = shards.shard_units(models.values())
+    units: Dict[str, Tuple[str, int]] = {}
+    for m in sorted(models.values(), key=lambda m: m.key):
+        for p in m.profiles:
+            for name in (p.name,) + p.aliases:
+                u = (p.name, layouts[m.layout].units[p.enum])
+                if units.setdefault(name, u) != u:
+                    raise BadInput(f"profile {name} means different instances on the GPU models "
+                                   f"{', '.join(sorted(models))}; generate job_submit.lua for "
+                                   "models that agree, and route jobs with partitions")
+    counts: Dict[str, int] = {}
+    for g in gpus:
+        for p in g.model.profiles:
+            counts[p.name] = counts.get(p.name, 0) + p.max
+    return {
+        "gpus": [{"type": gpu_type(g.model), "device": os.path.join(dev_root, f"nvidia{g.minor}"),
+                  "units": layouts[g.model.layout].count} for g in gpus],
+        "mig_counts": sorted(counts.items()),
+        "units": [(name, canonical, u) for name, (canonical, u) in sorted(units.items())],
+        "valid": ", ".join(sorted({p.name for m in models.values() for p in m.profiles})),
+        "models": [_lua_model(m, layouts[m.layout]) for m in sorted(models.values(), key=lambda m: m.key)],
+    }
+
+
+def _lua_model(model: catalog.GpuModel, layout: "shards.LayoutUnits") -> dict:
+    """One model for job_submit.lua: its limits, and the key of every set of
+    instances an empty GPU holds, for an exact lookup. A key lists
+    'name:count' in the order of `profiles`, as the Lua builds it (no sort:
+    Lua compares strings by locale)."""
+    order = {p.enum: i for i, p in enumerate(model.profiles)}
+    fits = []
+    for counts in shards.placeable_sets(layout.geometry):
+        held = [(order.get(e), c) for e, c in zip(layout.enums, counts) if c]
+        if all(i is not None for i, _ in held):
+            fits.append(",".join(f"{model.profiles[i].name}:{c}" for i, c in sorted(held)))
+    return {"key": model.key, "slices": model.compute_slices, "slots": model.memory_slots,
+            "shards": layout.count, "fits": sorted(fits),
+            "profiles": [(p.name, p.max, p.slices, p.mem_slots) for p in model.profiles]}
 
 
 # Seconds an NVML-heavy Prolog or Epilog may spend besides waiting (creating,

@@ -41,6 +41,9 @@ class JobRequest(NamedTuple):
     gpu: Optional[int]        # GPU index the job's shards came from, if any
     mig_idx: List[int]        # static mode: IDX numbers of the allocated mig records
     whole_gpus: List[int] = []   # GPU indices allocated whole (--gres=gpu:N)
+    batch: bool = False          # a batch job (sbatch): only those can be requeued
+    requeue: bool = False        # Slurm may requeue it (not --no-requeue, JobRequeue on)
+    restarts: int = 0            # times Slurm has requeued it so far
 
 
 def split_items(text: str) -> List[str]:
@@ -150,7 +153,11 @@ def parse_jobs_json(text: str, job: str, node: str) -> JobRequest:
     if len(detail) != len(names):
         raise BadInput(f"Slurm's JSON for job {job}: {len(detail)} gres_detail entries "
                        f"for {len(names)} nodes")
-    return parse_allocation(detail[names.index(node)])
+    restarts = entry.get("restart_cnt")
+    return parse_allocation(detail[names.index(node)])._replace(
+        batch=entry.get("batch_flag") is True, requeue=entry.get("requeue") is True,
+        restarts=restarts if isinstance(restarts, int) and not isinstance(restarts, bool)
+        and restarts >= 0 else 0)
 
 
 def _allocation_order(entry: dict) -> Optional[List[str]]:

@@ -1,5 +1,12 @@
 """Shard weights for MIG profiles: one Slurm capacity counter per GPU.
 
+What `gres-conf` ships (``shard_units``): per catalog layout, the weights of
+``search`` over every profile the cluster's models list on it. They admit no
+set of instances an empty GPU cannot hold (Slurm never hands the Prolog an
+impossible request) and as many placeable sets as one counter can; the +me
+profiles make some placeable sets inadmissible (``given_up``), and
+job_submit.lua refuses those at submit time instead of letting them pend.
+
 Slurm sees one counter per GPU (``gres/shard`` with ``Count=C``); a job asking
 ``mig:<profile>:<n>`` is charged ``n * w(profile)`` shards on one GPU, so a set
 of jobs fits a GPU, as far as Slurm knows, iff ``sum(w * n) <= C``.  The truth
@@ -28,14 +35,18 @@ memory_slot_weights(geometry, caps=()) -> Weights
 search(geometry, c_max=64, use_dominance=True, caps=(), raise_weights=True) -> Weights
 given_up(geometry, result, minimal=True) -> tuple[str, ...]
 describe(geometry, counts) -> str               # "1g.20gb + 2g.20gb + 4g.40gb"
+shard_units(models) -> {layout: LayoutUnits}     # what gres-conf ships
 """
 from __future__ import annotations
 
 import functools
 import re
 from dataclasses import dataclass
-from typing import (Callable, Dict, Iterable, Iterator, List, Mapping, Optional,
-                    Sequence, Tuple, Union)
+from typing import (TYPE_CHECKING, Callable, Dict, Iterable, Iterator, List, Mapping,
+                    NamedTuple, Optional, Sequence, Tuple, Union)
+
+if TYPE_CHECKING:
+    from .catalog import GpuModel
 
 Counts = Tuple[int, ...]
 
@@ -511,3 +522,42 @@ def given_up(geometry: Geometry, result: Weights, minimal: bool = True) -> Tuple
         gave = tuple(g for g in gave
                      if not any(g[i] and _bump(g, i, -1) in gs for i in range(k)))
     return tuple(describe(geometry, g) for g in gave)
+
+
+# ------------------------------------------------------------- catalog models
+
+class LayoutUnits(NamedTuple):
+    """Shard units of one catalog layout: `count` shards per GPU, and what one
+    instance of each profile (by NVML enum) costs."""
+    count: int
+    units: Dict[int, int]
+    result: Weights
+    geometry: Geometry
+    enums: Tuple[int, ...]       # the enum of each geometry profile, in geometry order
+
+
+def shard_units(models: Iterable["GpuModel"]) -> Dict[str, LayoutUnits]:
+    """Per layout of `models`, the searched weights over the union of their
+    profiles (models on one layout share shapes by enum, so one set of
+    weights is exact for each of them). Profiles take the name the first
+    model (by key) gives them."""
+    profiles: Dict[str, Dict[int, tuple]] = {}
+    sizes: Dict[str, Tuple[int, int]] = {}
+    for m in sorted(models, key=lambda m: m.key):
+        sizes[m.layout] = (m.memory_slots, m.compute_slices)
+        for p in m.profiles:
+            profiles.setdefault(m.layout, {}).setdefault(
+                p.enum, (p.name, p.slices, p.mem_slots, p.max, tuple(p.starts)))
+    return {layout: _layout_units(*sizes[layout], tuple(sorted(enums.items())))
+            for layout, enums in sorted(profiles.items())}
+
+
+@functools.lru_cache(maxsize=None)
+def _layout_units(memory_slots: int, compute_slices: int, enums: tuple) -> LayoutUnits:
+    geometry = Geometry(memory_slots=memory_slots, compute_slices=compute_slices, profiles=tuple(
+        sorted((Profile(name, slices, mem, mx, starts) for _, (name, slices, mem, mx, starts) in enums),
+               key=lambda p: (-p.mem_slots, -p.slices, p.name))))
+    result = search(geometry)
+    enum_of = {name: enum for enum, (name, *_) in enums}
+    return LayoutUnits(result.count, {enum_of[n]: w for n, w in zip(result.names, result.weights)},
+                       result, geometry, tuple(enum_of[n] for n in geometry.names))

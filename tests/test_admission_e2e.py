@@ -1,0 +1,107 @@
+"""Admission end to end on real Slurm daemons: sbatch refuses what no GPU can
+hold, Slurm's shard count never hands a GPU more than it holds, and a batch
+job whose room is taken goes back to the queue instead of failing."""
+import os
+import re
+import shutil
+import time
+
+import pytest
+
+from harness.devcluster import ClusterError, DevCluster
+
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(
+    os.geteuid() != 0 or shutil.which("slurmd") is None and not os.path.exists("/usr/sbin/slurmd"),
+    reason="needs root and Debian's slurm-wlm (bash run.sh test installs it)")]
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    with DevCluster("2xH100-80GB", wait_for_room=3) as c:
+        yield c
+
+
+def job_field(cluster, job, key):
+    text = cluster.run("scontrol", "show", "job", "-o", job).stdout
+    m = re.search(rf"\b{key}=(.*?)(?= [A-Za-z]+=|$)", text)
+    return m.group(1) if m else None
+
+
+def wait_for(check, timeout, what):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.fixture
+def busy_orphan(cluster):
+    """A busy 1g.10gb instance on GPU 0 that no job owns (a process left
+    behind): Slurm sees GPU 0's shards free, the Prolog cannot place a
+    whole-GPU instance there."""
+    from slurm_mig.core import catalog
+    from slurm_mig.nvml.backend import open_driver
+    profile = catalog.load().model("H100-80GB").find_profile("1g.10gb")
+    inst = open_driver(f"sim:{cluster.state}").create(0, profile, 6)
+    cluster.slurm_mig("sim", "busy", cluster.state, "--uuid", inst.uuid)
+    yield inst.uuid
+    cluster.slurm_mig("sim", "busy", cluster.state, "--uuid", inst.uuid, "--clear", check=False)
+
+
+@pytest.mark.parametrize("gres, limit", [
+    ("mig:1g.10gb:8", "at most 7 x 1g.10gb on one H100-SXM5-80GB"),
+    ("mig:4g.40gb:2", "at most 1 x 4g.40gb on one H100-SXM5-80GB"),
+    ("mig:7g.80gb:1,mig:1g.10gb:1", "1 x 1g.10gb + 1 x 7g.80gb needs 8 compute slices; "
+                                     "one H100-SXM5-80GB has 7"),
+    ("mig:1g.10gb:1,gpu:1", "do not combine mig: and gpu:"),
+])
+def test_sbatch_refuses_what_no_gpu_can_hold_naming_the_limit(cluster, gres, limit):
+    with pytest.raises(ClusterError, match=re.escape(f"slurm-mig: {limit}")):
+        cluster.sbatch(f"--gres={gres}", script="true")
+
+
+def test_sbatch_accepts_what_one_gpu_holds(cluster):
+    job = cluster.sbatch("--gres=mig:4g.40gb:1,mig:3g.40gb:1", script="echo CVD=$CUDA_VISIBLE_DEVICES")
+    assert cluster.wait_job(job) == "COMPLETED"
+    assert len(re.search(r"^CVD=(.*)$", cluster.output(job), re.M).group(1).split(",")) == 2
+
+
+def test_a_whole_gpu_job_and_eight_small_ones_all_complete(cluster):
+    """Nine jobs for two GPUs: the shard weights make Slurm queue what does
+    not fit, so none is handed an impossible GPU, none fails, none requeues."""
+    jobs = [cluster.sbatch("--gres=mig:7g.80gb:1", script="sleep 3")]
+    jobs += [cluster.sbatch("--gres=mig:1g.10gb:1", script="sleep 3") for _ in range(8)]
+    assert [cluster.wait_job(j, timeout=300) for j in jobs] == ["COMPLETED"] * 9
+    assert [job_field(cluster, j, "Restarts") for j in jobs] == ["0"] * 9
+    assert cluster.node_state() == "idle"
+
+
+def test_a_batch_job_without_room_goes_back_to_the_queue_then_runs(cluster, busy_orphan):
+    job = cluster.sbatch("--gres=mig:7g.80gb:1", script="echo CVD=$CUDA_VISIBLE_DEVICES")
+    wait_for(lambda: job_field(cluster, job, "JobState") == "PENDING"
+             and (job_field(cluster, job, "AdminComment") or "").startswith("slurm-mig: requeued 1/10: "),
+             90, f"job {job} back in the queue with its mark")
+    assert "does not fit next to the running jobs' instances" in job_field(cluster, job, "AdminComment")
+    assert job_field(cluster, job, "Restarts") == "1"
+    assert cluster.node_state() == "idle"
+    cluster.slurm_mig("sim", "busy", cluster.state, "--uuid", busy_orphan, "--clear")
+    # Slurm's own delay (cred_expire + 1 s), then the scheduler: the Prolog runs
+    # again (sooner, slurmd would skip it: the job id is still in its cache).
+    assert cluster.wait_job(job, timeout=120) == "COMPLETED"
+    assert re.search(r"^CVD=MIG-", cluster.output(job), re.M)
+    assert job_field(cluster, job, "Restarts") == "1"
+    assert cluster.node_state() == "idle"
+
+
+def test_jobs_that_cannot_be_requeued_wait_then_fail_alone(cluster, busy_orphan):
+    p = cluster.run("srun", "--gres=mig:7g.80gb:1", "sh", "-c", "echo CVD=$CUDA_VISIBLE_DEVICES",
+                    check=False, timeout=120)
+    assert p.returncode != 0 and "CVD=" not in p.stdout
+    assert "could not get its MIG devices" in p.stdout + p.stderr
+    assert "not requeued: interactive jobs (srun, salloc) cannot be requeued" in p.stdout + p.stderr
+    job = cluster.sbatch("--no-requeue", "--gres=mig:7g.80gb:1", script="echo CVD=$CUDA_VISIBLE_DEVICES")
+    assert cluster.wait_job(job) == "FAILED"
+    assert "not requeued: the job may not be requeued" in cluster.output(job)
+    assert cluster.node_state() == "idle"
