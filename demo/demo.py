@@ -59,10 +59,14 @@ def main() -> int:
         say(f"job {job} {c.wait_job(job)}:")
         say(c.output(job).rstrip())
 
-        step("A request Slurm's counters admit but no GPU can place (8 x 1g.10gb)")
-        job = c.sbatch("--gres=mig:1g.10gb:8", script="echo should not run")
-        say(f"job {job} {c.wait_job(job)}: {c.output(job).strip()}")
-        say(f"node {c.node} is still {c.node_state()} (not drained)")
+        step("Requests no GPU can hold are refused by sbatch, naming the limit")
+        for gres in ("mig:1g.10gb:8", "mig:7g.80gb:1,mig:1g.10gb:1"):
+            try:
+                c.sbatch(f"--gres={gres}", script="echo should not run")
+                say("unexpectedly accepted")
+                return 1
+            except ClusterError as e:
+                say(f"--gres={gres}: {e.args[0].splitlines()[0]}")
 
         step("A whole-GPU job (--gres=gpu:1): MIG off for the job, back on afterwards")
         job = c.sbatch("--gres=gpu:1", script="echo \"whole GPU: CUDA_VISIBLE_DEVICES=$CUDA_VISIBLE_DEVICES\"")

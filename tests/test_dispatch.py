@@ -74,12 +74,11 @@ def test_a_batch_job_without_room_goes_back_to_the_queue_marked(make_node, fake_
     assert rec.state == "released" and rec.reason.startswith("requeued: ") and not rec.instances
 
 
-def test_a_longer_requeue_delay_is_set_as_the_start_time(make_node, fake_slurm):
+def test_the_mark_counts_requeues_up_to_the_limit(make_node, fake_slurm):
     bin_dir = fake_slurm([entry(SMALL_ON_GPU0, **dict(BATCH, restart_cnt=2))])
-    cfg = full_gpu_node(make_node, slurm_bin_dir=bin_dir, requeue_delay=300.5, max_requeues=3)
+    cfg = full_gpu_node(make_node, slurm_bin_dir=bin_dir, max_requeues=3)
     run_prolog(cfg, "5", uid=None, env=ENV)
     assert fake_slurm.calls()[-1].startswith("scontrol update JobId=5 AdminComment=slurm-mig: requeued 3/3: ")
-    assert fake_slurm.calls()[-1].endswith(" StartTime=now+301")
 
 
 @pytest.mark.parametrize("fields, scontrol_exit, why", [

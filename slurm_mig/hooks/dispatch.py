@@ -75,7 +75,7 @@ def _send_back(cfg: Config, job: str, req):
     def send_back(reason: str) -> Optional[str]:
         from ..slurm.requeue import send_back as requeue
         try:
-            requeue(job, reason, req.restarts + 1, cfg.max_requeues, cfg.requeue_delay, cfg.slurm_bin_dir)
+            requeue(job, reason, req.restarts + 1, cfg.max_requeues, cfg.slurm_bin_dir)
         except SlurmUnavailable as e:
             return f"Slurm refused to requeue it ({e})"
         return None

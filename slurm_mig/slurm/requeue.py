@@ -10,11 +10,9 @@ When it may start again is left to Slurm: after the job's Epilog, Slurm
 delays a requeued batch job by cred_expire + 1 seconds (121 by default).
 That delay is needed: slurmd skips the Prolog of a job id it ran within
 cred_expire (its credential cache), so a job started sooner on the same node
-would run without its instances. `requeue_delay` can only lengthen it.
+would run without its instances.
 """
 from __future__ import annotations
-
-import math
 
 from ..core.syntax import check_job_id
 from ..errors import SlurmUnavailable
@@ -24,21 +22,16 @@ MARK = "slurm-mig: requeued"
 MAX_MARK_TEXT = 250
 
 
-def send_back(job: str, reason: str, attempt: int, limit: int, delay: float = 0,
-              bin_dir: str = "") -> None:
-    """Requeue `job`, then mark it (and delay it `delay` seconds from now,
-    when more than Slurm's own delay). SlurmUnavailable when Slurm refuses
-    the requeue (--no-requeue, JobRequeue=0, not a batch job) or cannot be
+def send_back(job: str, reason: str, attempt: int, limit: int, bin_dir: str = "") -> None:
+    """Requeue `job`, then mark it. SlurmUnavailable when Slurm refuses the
+    requeue (--no-requeue, JobRequeue=0, not a batch job) or cannot be
     reached; a mark that fails afterwards is only logged."""
     job = check_job_id(job)
     scontrol = slurm_command("scontrol", bin_dir)
     run_slurm([scontrol, "requeue", job], attempts=1)
     note = " ".join(f"{MARK} {attempt}/{limit}: {reason}".split())[:MAX_MARK_TEXT]
-    update = [scontrol, "update", f"JobId={job}", f"AdminComment={note}"]
-    if delay > 0:
-        update.append(f"StartTime=now+{int(math.ceil(delay))}")
     try:
-        run_slurm(update, attempts=2)
+        run_slurm([scontrol, "update", f"JobId={job}", f"AdminComment={note}"], attempts=2)
     except SlurmUnavailable as e:
         from ..log import JobLog
         JobLog(job).warning("requeued, but marking it failed: %s", e)
