@@ -80,7 +80,7 @@ def test_instance_capability_files_come_and_go_with_the_instance(tmp_path, drive
     init_state(state, "2xH100-80GB")
     proc = os.path.join(sim_root(state), "proc")
     assert caps.char_major(open(os.path.join(proc, "devices")).read()) == CAPS_MAJOR
-    assert caps.modify_device_files(open(caps.params_path(proc)).read()) == 1
+    assert caps.field(open(caps.params_path(proc)).read(), "ModifyDeviceFiles") == 1
     d = driver_for(state)
     p = next(p for p in d.gpu(1).model.profiles if p.name == "3g.40gb")
     inst = d.create(1, p, p.starts[0])

@@ -19,7 +19,6 @@ from typing import Optional
 CAPS_DIR = "nvidia-caps"                       # under /dev
 CAPS_DEVICE = "nvidia-caps"                    # its name in /proc/devices
 NODE_WIDE = {"config": 0o400, "monitor": 0o444}   # the modes the driver registers them with
-_MODIFY = re.compile(r"^ModifyDeviceFiles:\s*(\d+)\s*$", re.M)
 _KEY = re.compile(r"gpu(\d+)/gi(\d+)(?:/ci(\d+))?/access")
 
 
@@ -47,9 +46,10 @@ def params_path(proc_root: str) -> str:
     return f"{proc_root.rstrip('/')}/driver/nvidia/params"
 
 
-def modify_device_files(params_text: str) -> Optional[int]:
-    """NVreg_ModifyDeviceFiles as /proc/driver/nvidia/params shows it, None if absent."""
-    m = _MODIFY.search(params_text)
+def field(text: str, name: str) -> Optional[int]:
+    """A `Name: <number>` line of a driver /proc file (params: `ModifyDeviceFiles`;
+    a capability file: `DeviceFileMinor`, `DeviceFileMode`, `DeviceFileModify`)."""
+    m = re.search(rf"^{re.escape(name)}:[ \t]*(\d+)[ \t]*$", text, re.M)
     return int(m.group(1)) if m else None
 
 

@@ -15,6 +15,7 @@ from ..core.view import Held
 from ..errors import BadInput, NeverFits, NoFit, NodeProblem
 from ..log import JobLog
 from ..node.context import NodeContext
+from ..node.isolation import hand_over
 from ..node.ledger import Record
 from ..node.reconcile import reconcile
 from ..nvml.errors import NVMLError
@@ -131,6 +132,8 @@ def _try_place(node: NodeContext, job: str, request: dict, gpu: Optional[int], u
             continue
         rec.state, rec.instances = "created", [Held.of(i) for i in bound]
         node.ledger.put(rec)
+        if not hand_over(node, rec):        # isolate_devices: its cap nodes, or the job fails alone
+            return None
         node.bind(job, uid, rec.uuids, rec)
         rec.state = "bound"
         node.ledger.put(rec)

@@ -67,7 +67,7 @@ def instance_caps(state_path: str, gpu_minor: int, gi: int, ci: Optional[int] = 
         return
     try:
         with open(caps.params_path(proc), encoding="ascii") as f:
-            modify = caps.modify_device_files(f.read())
+            modify = caps.field(f.read(), "ModifyDeviceFiles")
     except FileNotFoundError:
         return                                  # a state file without its tree: nothing to mirror
     os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
