@@ -261,3 +261,20 @@ def test_an_ampere_gpu_handed_over_whole_gives_its_full_instance(make, monkeypat
     assert len(mine) == 2 and {owner(os.lstat(p)) for p in mine} == {(ALICE, GID, 0o400)}
     hooks.epilog(cfg, "19")
     assert {owner(st) for st in all_caps(cfg, gpus=(0,)).values()} == {(0, 0, 0o400)}
+
+
+def test_node_setup_verb(node, cli):
+    conf = os.path.join(os.path.dirname(node.state_dir), "config.toml")
+    with open(conf, "w") as f:
+        f.write(f'backend = "{node.backend}"\nstate_dir = "{node.state_dir}"\nisolate_devices = true\n')
+    env = {"SLURM_MIG_CONFIG": conf}
+    p = cli("node-setup", "--check", env=env, check=1)
+    assert "would be made root-only (270)" in p.stdout and "ModifyDeviceFiles=1" in p.stdout
+    assert {owner(st) for st in all_caps(node).values()} == {(0, 0, 0o444)}
+    p = cli("node-setup", env=env, check=0)
+    assert "made root-only (270)" in p.stdout
+    cli("node-setup", "--check", env=env, check=0)
+    with open(conf, "w") as f:
+        f.write(f'backend = "{node.backend}"\nstate_dir = "{node.state_dir}"\n')
+    p = cli("node-setup", env=env, check=2)
+    assert "isolate_devices is off" in p.stderr
