@@ -13,6 +13,7 @@ import subprocess
 import pytest
 
 from harness.devcluster import DevCluster
+from slurm_mig import config
 from slurm_mig.core import caps
 from slurm_mig.node.ledger import Ledger
 from slurm_mig.node.procfs import read_mig_minors
@@ -40,8 +41,13 @@ def slurm_version() -> tuple:
     return tuple(int(x) for x in re.search(r"(\d+)\.(\d+)", out).groups())
 
 
+def node_cfg(cluster):
+    """The node's slurm-mig settings (dev_root, proc_root: its simulated tree)."""
+    return config.load(cluster.env["SLURM_MIG_CONFIG"])
+
+
 def dev(cluster):
-    return os.path.join(cluster.dir, "gpus.root", "dev")
+    return node_cfg(cluster).dev_root
 
 
 def opened(text):
@@ -49,11 +55,13 @@ def opened(text):
 
 
 def caps_of(cluster, job):
-    """The cap node paths of the job's instances (from its ledger record)."""
-    minors = read_mig_minors(os.path.join(cluster.dir, "gpus.root", "proc"))
-    rec = Ledger(os.path.join(cluster.dir, "mig-state")).get(job)
+    """The cap node paths of the job's instances (from its ledger record;
+    GPU index = device minor on the simulated node)."""
+    cfg = node_cfg(cluster)
+    minors = read_mig_minors(cfg.proc_root)
+    rec = Ledger(cfg.state_dir).get(job)
     keys = [caps.cap_key(h.gpu, h.gi_id, ci) for h in rec.instances for ci in (None, h.ci_id)]
-    return {caps.node_path(dev(cluster), minors[k]) for k in keys}
+    return {caps.node_path(cfg.dev_root, minors[k]) for k in keys}
 
 
 @pytest.fixture(scope="module")
@@ -86,7 +94,7 @@ def test_a_job_opens_its_gpu_and_its_own_cap_nodes_only(fenced):
     c.run("scancel", other)
     c.wait_job(other)
     nodes = [os.lstat(caps.node_path(dev(c), m)) for k, m in read_mig_minors(
-        os.path.join(c.dir, "gpus.root", "proc")).items() if caps.key_gpu(k) in (0, 1)]
+        node_cfg(c).proc_root).items() if caps.key_gpu(k) in (0, 1)]
     assert {(st.st_uid, st.st_mode & 0o7777) for st in nodes} == {(0, 0o400)}
     assert c.node_state() == "idle"
 
