@@ -4,6 +4,7 @@ root's; another user opening them gets EACCES (a fake node one may open gives
 ENXIO: no driver); the Epilog gives them back to root before destroying."""
 import errno
 import os
+import re
 import shutil
 import stat
 import tempfile
@@ -271,7 +272,10 @@ def test_node_setup_verb(node, cli):
     p = cli("node-setup", "--check", env=env, check=1)
     assert "would be made root-only (270)" in p.stdout and "ModifyDeviceFiles=1" in p.stdout
     assert {owner(st) for st in all_caps(node).values()} == {(0, 0, 0o444)}
-    p = cli("node-setup", env=env, check=0)
+    unit = open(os.path.join(os.path.dirname(__file__), "..", "systemd", "slurm-mig-node-setup.service")).read()
+    assert "Before=slurmd.service" in unit
+    argv = re.search(r"^ExecStart=/usr/local/bin/slurm-mig (.*)$", unit, re.M).group(1).split()
+    p = cli(*argv, env=env, check=0)                  # what the shipped unit runs at boot
     assert "made root-only (270)" in p.stdout
     cli("node-setup", "--check", env=env, check=0)
     with open(conf, "w") as f:

@@ -17,6 +17,7 @@ from typing import List, Mapping, Optional
 from ..config import Config
 from ..core.syntax import parse_idx
 from ..errors import BadInput, SlurmUnavailable
+from ..node import counters
 from ..node.context import NodeContext
 
 
@@ -33,6 +34,7 @@ def run_prolog(cfg: Config, job: str, spec: Optional[str] = None, gpu: Optional[
         else:
             indices = parse_idx(idx)
         from .static import prolog as static_prolog
+        counters.bump(cfg.state_dir, "prologs")
         static_prolog(NodeContext(cfg), job, indices, uid)
         return
     if spec is None and whole_gpus is None:
@@ -48,6 +50,7 @@ def run_prolog(cfg: Config, job: str, spec: Optional[str] = None, gpu: Optional[
             return
         spec, gpu = req.spec or None, gpu if gpu is not None else req.gpu
         whole_gpus = req.whole_gpus if not spec else None
+    counters.bump(cfg.state_dir, "prologs", 1 if whole_gpus or spec else 0)
     if whole_gpus:
         from .wholegpu import prolog as whole_gpu_prolog
         whole_gpu_prolog(NodeContext(cfg), job, whole_gpus, uid)

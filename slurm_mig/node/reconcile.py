@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Dict, List, Optional, Tuple
 
 from ..log import JobLog
 from ..nvml.errors import NVMLError
-from . import isolation
+from . import counters, isolation
 from .context import NodeContext
 from .ledger import Record
 
@@ -121,6 +121,7 @@ def reconcile(ctx: NodeContext, destroy_unowned: bool = False, dry_run: bool = F
                 ctx.ledger.put(rec)
     if destroy_unowned:
         actions += _destroy_unowned(ctx, dry_run)
+    counters.bump(ctx.cfg.state_dir, "reconcile_actions", 0 if dry_run else len(actions))
     return actions
 
 
