@@ -21,10 +21,12 @@ MODIFY = {0: "ModifyDeviceFiles=0 is in effect: nvidia-modprobe leaves the cap n
               "root-only, or not the device it should be.")
 @click.pass_obj
 def node_setup(obj, check):
-    """Make every GI and CI capability node of the local GPUs
+    """Device isolation: make the local GPUs' MIG cap nodes root-only (boot).
+
+    Every GI and CI capability node of the local GPUs
     (/dev/nvidia-caps/nvidia-cap<minor>, minors from
-    /proc/driver/nvidia-caps/mig-minors) exist as root:root 0400, so that
-    only the jobs the Prolog hands them to can use MIG instances
+    /proc/driver/nvidia-caps/mig-minors) is made to exist as root:root 0400,
+    so that only the jobs the Prolog hands them to can use MIG instances
     (isolate_devices = true). Nodes given to running jobs stay theirs.
     Reports whether NVreg_ModifyDeviceFiles=0 is in effect.
 
