@@ -74,7 +74,7 @@ def fenced():
 
 def test_a_job_opens_its_gpu_and_its_own_cap_nodes_only(fenced):
     c = fenced
-    other = c.sbatch("--uid=daemon", "--gid=nogroup", "--gres=mig:1g.10gb:1", script="sleep 60")
+    other = c.sbatch("--uid=daemon", "--gid=nogroup", "--gres=mig:1g.10gb:1", script="sleep 300")
     c._wait(lambda: c.job_state(other) == "RUNNING" and
             any(i["owner"] == other for g in json.loads(c.slurm_mig("status", "--json").stdout)["gpus"]
                 for i in g["instances"]), 60, "the other job bound")
