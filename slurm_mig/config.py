@@ -35,6 +35,7 @@ class Config(NamedTuple):
     job_source: str = "squeue"                # Slurm's JSON: squeue --json | scontrol --json (23.02+)
     slurm_bin_dir: str = ""                   # Slurm clients; "" = PATH, /usr/bin, /usr/local/bin, /opt/slurm/bin
     dcgm_job_mapping_dir: str = ""            # dcgm-exporter --hpc-job-mapping-dir; "" = off
+    isolate_devices: bool = False             # dynamic: hand each job its instances' cap nodes (node/isolation.py)
 
 
 PATHS = ("state_dir", "run_dir", "hooks_dir", "gres_conf", "proc_root", "dev_root", "slurm_bin_dir",

@@ -8,8 +8,9 @@ import tempfile
 import pytest
 
 from slurm_mig.config import sim_root
+from slurm_mig.core import caps
 from slurm_mig.node.procfs import read_mig_minors
-from slurm_mig.sim import init_state
+from slurm_mig.sim import SimNvml, init_state
 from slurm_mig.sim.devtree import CAPS_MAJOR, cap_minor
 
 root_only = pytest.mark.skipif(os.geteuid() != 0, reason="mknod and setuid need root")
@@ -70,6 +71,32 @@ def test_permission_denial_is_eacces_and_a_fake_node_enxio():
     os.chmod(os.path.join(caps, f"nvidia-cap{cap_minor(0, 3)}"), 0o400)
     assert open_as(65534, os.path.join(caps, f"nvidia-cap{cap_minor(0, 3)}")) == errno.EACCES
     shutil.rmtree(top)
+
+
+def test_instance_capability_files_come_and_go_with_the_instance(tmp_path, driver_for):
+    """The driver registers /proc/driver/nvidia/capabilities/gpuN/mig/giG[/ciC]/access
+    while the instance exists, DeviceFileModify from the module parameter."""
+    state = str(tmp_path / "node.json")
+    init_state(state, "2xH100-80GB")
+    proc = os.path.join(sim_root(state), "proc")
+    assert caps.char_major(open(os.path.join(proc, "devices")).read()) == CAPS_MAJOR
+    assert caps.field(open(caps.params_path(proc)).read(), "ModifyDeviceFiles") == 1
+    d = driver_for(state)
+    p = next(p for p in d.gpu(1).model.profiles if p.name == "3g.40gb")
+    inst = d.create(1, p, p.starts[0])
+    gi_file = caps.proc_path(proc, caps.cap_key(1, inst.gi_id))
+    ci_file = caps.proc_path(proc, caps.cap_key(1, inst.gi_id, inst.ci_id))
+    assert gi_file.endswith(f"/driver/nvidia/capabilities/gpu1/mig/gi{inst.gi_id}/access")
+    assert open(ci_file).read() == (f"DeviceFileMinor: {cap_minor(1, inst.gi_id, inst.ci_id)}\n"
+                                    "DeviceFileMode: 292\nDeviceFileModify: 1\n")
+    with open(caps.params_path(proc), "w") as f:
+        f.write("ModifyDeviceFiles: 0\n")
+    second = d.create(1, p, p.starts[-1])
+    assert open(caps.proc_path(proc, caps.cap_key(1, second.gi_id))).read().endswith("Modify: 0\n")
+    d.destroy(1, inst.gi_id)
+    assert not os.path.exists(gi_file) and not os.path.exists(ci_file)
+    SimNvml(state).reset_gpu(1)
+    assert not os.path.exists(caps.proc_path(proc, caps.cap_key(1, second.gi_id)))
 
 
 def test_gres_conf_static_on_a_simulated_node_needs_no_flags(tmp_path, cli):

@@ -72,6 +72,8 @@ def test_a_batch_job_without_room_goes_back_to_the_queue_marked(make_node, fake_
     from slurm_mig.node.ledger import Ledger
     rec = Ledger(cfg.state_dir).get("5")
     assert rec.state == "released" and rec.reason.startswith("requeued: ") and not rec.instances
+    from slurm_mig.node import counters
+    assert counters.read(cfg.state_dir)["requeues"] == 1
 
 
 def test_the_mark_counts_requeues_up_to_the_limit(make_node, fake_slurm):

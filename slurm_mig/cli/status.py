@@ -5,6 +5,7 @@ import json
 
 import click
 
+from ..errors import BadInput
 from .app import main, table
 
 
@@ -14,10 +15,23 @@ def _mode(v: int) -> str:
 
 @main.command()
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--prometheus", is_flag=True, help="Prometheus text format, for node_exporter's "
+              "textfile collector: MIG mode, instances and their jobs, room per profile, and the "
+              "node's counters (prologs, requeues, jobs failed, reconcile actions).")
+@click.option("--output", metavar="FILE", help="With --prometheus: write FILE atomically (a temporary "
+              "file renamed over it), e.g. /var/lib/node_exporter/textfile_collector/slurm_mig.prom.")
 @click.pass_obj
-def status(obj, as_json):
-    """GPUs, MIG mode, instances with their owning jobs, and free room."""
+def status(obj, as_json, prometheus, output):
+    """GPUs, MIG mode, instances with their owning jobs, and free room.
+
+    With --prometheus, what cannot be read (NVML, or the state directory when
+    not root) is left out, said by slurm_mig_nvml_up / slurm_mig_state_readable
+    and on stderr, and the exit status is 1; the rest is still written."""
     from ..node.context import NodeContext
+    if output and not prometheus or as_json and prometheus:
+        raise BadInput("--output goes with --prometheus, and --json does not")
+    if prometheus:
+        return _prometheus(NodeContext(obj.cfg()), output)
     from ..node.status import status_doc
     doc, problem = status_doc(NodeContext(obj.cfg()))
     if problem:
@@ -40,6 +54,19 @@ def status(obj, as_json):
     for g in doc:
         room = ", ".join(f"{k}:{v}" for k, v in g["can_create"].items() if v) or "nothing"
         click.echo(f"  GPU {g['index']}: {room}")
+
+
+def _prometheus(ctx, output) -> int:
+    from ..fsutil import atomic_write
+    from ..node.metrics import render
+    text, problem = render(ctx)
+    if output:
+        atomic_write(output, text, mode=0o644, durable=False)
+    else:
+        click.echo(text.decode(), nl=False)
+    if problem:
+        click.echo(f"slurm-mig: cannot read {problem}", err=True)
+    return 1 if problem else 0
 
 
 @main.command()

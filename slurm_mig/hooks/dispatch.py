@@ -18,6 +18,7 @@ from typing import List, Mapping, Optional
 from ..config import Config
 from ..core.syntax import parse_idx
 from ..errors import BadInput, SlurmUnavailable
+from ..node import counters
 from ..node.context import NodeContext
 
 
@@ -34,6 +35,7 @@ def run_prolog(cfg: Config, job: str, spec: Optional[str] = None, gpu: Optional[
         else:
             indices = parse_idx(idx)
         from .static import prolog as static_prolog
+        counters.bump(cfg.state_dir, "prologs")
         static_prolog(NodeContext(cfg), job, indices, uid)
         return
     if spec is None and whole_gpus is None:
@@ -52,6 +54,7 @@ def run_prolog(cfg: Config, job: str, spec: Optional[str] = None, gpu: Optional[
         send_back = _send_back(cfg, job, req)
     else:
         send_back = None
+    counters.bump(cfg.state_dir, "prologs", 1 if whole_gpus or spec else 0)
     if whole_gpus:
         from .wholegpu import prolog as whole_gpu_prolog
         whole_gpu_prolog(NodeContext(cfg), job, whole_gpus, uid)

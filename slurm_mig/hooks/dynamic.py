@@ -16,7 +16,9 @@ from ..core.syntax import check_job_id, format_spec, parse_spec
 from ..core.view import Held
 from ..errors import BadInput, NeverFits, NoFit, NodeProblem
 from ..log import JobLog
+from ..node import counters
 from ..node.context import NodeContext
+from ..node.isolation import hand_over
 from ..node.ledger import Record
 from ..node.reconcile import reconcile
 from ..nvml.errors import NVMLError
@@ -79,6 +81,7 @@ def prolog(cfg: Config, job: str, spec: str, gpu: Optional[int] = None,
                 with node.ledger.lock():
                     node.ledger.put(Record(job=job, state="released", request=request, uid=uid,
                                            reason=f"requeued: {reason}"))
+                counters.bump(cfg.state_dir, "requeues")
                 jl.info("sent back to the queue: %s", reason)
                 return
             jl.info("not sent back to the queue: %s", not_requeued)
@@ -147,6 +150,8 @@ def _try_place(node: NodeContext, job: str, request: dict, gpu: Optional[int], u
             continue
         rec.state, rec.instances = "created", [Held.of(i) for i in bound]
         node.ledger.put(rec)
+        if not hand_over(node, rec):        # isolate_devices: its cap nodes, or the job fails alone
+            return None
         node.bind(job, uid, rec.uuids, rec)
         rec.state = "bound"
         node.ledger.put(rec)

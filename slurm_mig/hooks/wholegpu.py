@@ -10,6 +10,7 @@ from ..core.view import Held
 from ..errors import NodeProblem
 from ..log import JobLog
 from ..node.context import NodeContext, owner_of
+from ..node.isolation import hand_over
 from ..node.ledger import Record
 from ..node.reconcile import reconcile, release
 from ..nvml.errors import NVMLError
@@ -82,6 +83,8 @@ def _hand_over(node: NodeContext, job: str, gpus: List[int], uid: Optional[int],
             rec.instances.append(Held.of(inst))
             node.ledger.put(rec)
             visible.append(inst.uuid)
+    if not hand_over(node, rec):            # isolate_devices: an Ampere instance's cap nodes
+        return
     rec.state = "bound"
     node.bind(job, uid, visible, rec)
     node.ledger.put(rec)

@@ -11,6 +11,7 @@ from ..config import Config
 from ..errors import NodeProblem
 from ..fsutil import atomic_write, safe_dir
 from ..log import JobLog
+from . import counters
 from .jobfiles import ENV, FAIL, devices_text, job_file
 from .ledger import Ledger, Record
 
@@ -135,6 +136,7 @@ class NodeContext:
         `record` names what the job asked for; keep_record: the job's record
         still owns something to clean, so it stays as it is."""
         JobLog(job).error("job refused: %s", reason)
+        counters.bump(self.cfg.state_dir, "jobs_failed")
         if not keep_record:
             rec = record or Record(job=job, state="failed", uid=uid)
             rec.state, rec.reason, rec.instances = "failed", reason, []

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Dict, List, Optional, Tuple
 
 from ..log import JobLog
 from ..nvml.errors import NVMLError
+from . import counters, isolation
 from .context import NodeContext
 from .ledger import Record
 
@@ -29,8 +30,9 @@ def release(ctx: NodeContext, rec: Record, retries: int, delay: float) -> Record
             live[entry.gpu] = ctx.live_instances([entry.gpu])
         return next((i for i in live[entry.gpu].values() if entry.names(i)), None)
 
+    blocked = isolation.take_back(ctx, rec)        # cap nodes back to root before any destroy
     remaining = []
-    for entry in rec.instances:
+    for entry in (e for e in rec.instances if e not in blocked):
         for attempt in range(retries + 1):
             inst = find(entry)
             if inst is None:
@@ -52,7 +54,7 @@ def release(ctx: NodeContext, rec: Record, retries: int, delay: float) -> Record
             remaining.append(entry)
     d.forget()        # verify on a fresh read: one that missed an instance must not release it
     live.clear()
-    remaining = [e for e in rec.instances if e in remaining or find(e) is not None]
+    remaining = [e for e in rec.instances if e in remaining or e in blocked or find(e) is not None]
     still_off = []
     for g in rec.mig_off_gpus:           # a GPU handed over whole goes back to MIG
         status = d.set_mig_mode(g, True)
@@ -65,7 +67,7 @@ def release(ctx: NodeContext, rec: Record, retries: int, delay: float) -> Record
     if remaining or still_off:
         rec.state, rec.instances = "releasing", remaining
         rec.reason = "; ".join(filter(None, [
-            "instances still in use: " + ", ".join(str(e.uuid) for e in remaining) if remaining else "",
+            "instances not destroyed: " + ", ".join(str(e.uuid) for e in remaining) if remaining else "",
             "MIG mode not back on for GPU " + ",".join(map(str, still_off)) if still_off else ""]))
         jl.error("%s; `slurm-mig reconcile` retries them", rec.reason)
     else:
@@ -119,6 +121,7 @@ def reconcile(ctx: NodeContext, destroy_unowned: bool = False, dry_run: bool = F
                 ctx.ledger.put(rec)
     if destroy_unowned:
         actions += _destroy_unowned(ctx, dry_run)
+    counters.bump(ctx.cfg.state_dir, "reconcile_actions", 0 if dry_run else len(actions))
     return actions
 
 

@@ -17,6 +17,7 @@ import pynvml
 
 from ..core import catalog
 from ..core.view import overlaps
+from .devtree import instance_caps
 from .state import SimStore, random_uuid
 
 _DEV, _MIG, _GI, _CI = 1, 2, 3, 4
@@ -134,6 +135,8 @@ class SimNvml:
             if self._processes(state, index):
                 raise _err(pynvml.NVML_ERROR_IN_USE)
             gpu = state["gpus"][index]
+            for gi in gpu["gis"]:
+                instance_caps(self.store.path, gpu["minor"], gi["id"], present=False)
             gpu["mig_current"], gpu["gis"] = gpu["mig_pending"], []
             state["_dirty"] = True
 
@@ -341,6 +344,7 @@ class SimNvml:
               "profile_id": p.id, "start": start, "size": p.mem_slots, "cis": []}
         gpu["gis"].append(gi)
         state["_dirty"] = True
+        instance_caps(self.store.path, gpu["minor"], gi["id"])
         return _handle(_GI, g, gi["id"], ptype=pynvml.c_nvmlGpuInstance_t)
 
     @nvml_call
@@ -398,6 +402,7 @@ class SimNvml:
             raise _err(pynvml.NVML_ERROR_IN_USE)
         gpu["gis"].remove(gi)
         state["_dirty"] = True
+        instance_caps(self.store.path, gpu["minor"], gi["id"], present=False)
         return pynvml.NVML_SUCCESS
 
     # -- compute instances -----------------------------------------------
@@ -449,6 +454,7 @@ class SimNvml:
         gi["cis"].append({"id": ci_id, "profile_id": cp.enum, "start": starts[0],
                           "size": cp.slices, "uuid": "MIG-" + random_uuid()})
         state["_dirty"] = True
+        instance_caps(self.store.path, gpu["minor"], gi["id"], ci_id)
         return _handle(_CI, g, gi["id"], ci_id, ptype=pynvml.c_nvmlComputeInstance_t)
 
     @nvml_call
@@ -471,11 +477,12 @@ class SimNvml:
 
     @nvml_call
     def nvmlComputeInstanceDestroy(self, state, handle):
-        _, g, gi, ci = self._ci(state, handle)
+        gpu, g, gi, ci = self._ci(state, handle)
         if self._processes(state, g, gi["id"], ci["id"]):
             raise _err(pynvml.NVML_ERROR_IN_USE)
         gi["cis"].remove(ci)
         state["_dirty"] = True
+        instance_caps(self.store.path, gpu["minor"], gi["id"], ci["id"], present=False)
         return pynvml.NVML_SUCCESS
 
 

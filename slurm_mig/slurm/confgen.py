@@ -6,7 +6,7 @@ import math
 import os
 from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
-from ..core import catalog, shards
+from ..core import caps, catalog, shards
 from ..core.syntax import parse_gpu_spec
 from ..core.view import Gpu, Instance
 from ..errors import BadInput, NodeProblem
@@ -59,13 +59,12 @@ def static_records(gpus: List[GpuDesc], dev_root: str, minors: Dict[str, int]) -
         for i in sorted(g.instances, key=lambda i: i.start):
             if i.ci_id is None:
                 continue
-            gi_key, ci_key = f"gpu{g.minor}/gi{i.gi_id}/access", f"gpu{g.minor}/gi{i.gi_id}/ci{i.ci_id}/access"
+            gi_key, ci_key = caps.cap_key(g.minor, i.gi_id), caps.cap_key(g.minor, i.gi_id, i.ci_id)
             if gi_key not in minors or ci_key not in minors:
                 raise NodeProblem(f"mig-minors has no entry for {ci_key}")
-            caps = os.path.join(dev_root, "nvidia-caps")
             files = ",".join([os.path.join(dev_root, f"nvidia{g.minor}"),
-                              os.path.join(caps, f"nvidia-cap{minors[gi_key]}"),
-                              os.path.join(caps, f"nvidia-cap{minors[ci_key]}")])
+                              caps.node_path(dev_root, minors[gi_key]),
+                              caps.node_path(dev_root, minors[ci_key])])
             records.append({"gpu": g.index, "gi_id": i.gi_id, "ci_id": i.ci_id, "start": i.start,
                             "size": i.size, "uuid": i.uuid, "profile": i.profile, "files": files})
     return records

@@ -42,14 +42,16 @@ def _write(path: str, text: str, mode: int = 0o644) -> None:
 class DevCluster:
     def __init__(self, gpus: str = "2xH100-80GB", cpus: int = 16, wait_for_room: float = 5.0,
                  workdir: Optional[str] = None, keep: bool = False, mode: str = "dynamic",
-                 layout: Optional[Tuple[str, str]] = None):
-        """mode 'static' needs `layout`: (mig-parted file, config name), applied first."""
+                 layout: Optional[Tuple[str, str]] = None, constrain_devices: bool = False):
+        """mode 'static' needs `layout`: (mig-parted file, config name), applied first.
+        constrain_devices: task/cgroup with ConstrainDevices (cgroup v1), and a
+        node name of its own (Slurm's cgroup paths carry it)."""
         if mode == "static" and layout is None:
             raise ClusterError("static mode needs a layout (file, config name)")
         self.gpus, self.cpus, self.wait_for_room, self.keep = gpus, cpus, wait_for_room, keep
-        self.mode, self.layout = mode, layout
+        self.mode, self.layout, self.constrain_devices = mode, layout, constrain_devices
         self.dir = workdir or tempfile.mkdtemp(prefix="slurm-mig-cluster-")
-        self.node = "migsim"
+        self.node = f"migcg{os.getpid()}" if constrain_devices else "migsim"
         self.hostname = socket.gethostname().split(".")[0]
         self.procs: Dict[str, subprocess.Popen] = {}
         self.state = os.path.join(self.dir, "gpus.json")
@@ -103,6 +105,7 @@ class DevCluster:
                   "mig-run"):
             os.makedirs(os.path.join(self.dir, d), exist_ok=True)
         os.chmod(self.dir, 0o755)
+        os.chmod(os.path.join(self.dir, "jobs"), 0o1777)      # jobs of other users write output here
         package_root = REPO
         self.bin = os.path.join(self.dir, "bin", "slurm-mig")
         self.hook_bin = os.path.join(self.dir, "bin", "slurm-mig-hook")
@@ -150,7 +153,10 @@ class DevCluster:
             hostname=self.hostname, node=self.node, dir=self.dir, cpus=self.cpus,
             ctld_port=_free_port(), slurmd_port=_free_port(), gres=gres,
             gres_types_line=gres_types, munge_socket=os.path.join(self.dir, "munge", "munge.sock"),
-            job_submit=self.mode == "dynamic"))
+            job_submit=self.mode == "dynamic", cgroup=self.constrain_devices))
+        if self.constrain_devices:
+            _write(os.path.join(self.dir, "etc", "cgroup.conf"),
+                   "CgroupPlugin=cgroup/v1\nConstrainDevices=yes\n")
 
     def _static_layout(self) -> None:
         self.slurm_mig("apply", "-f", self.layout[0], "-c", self.layout[1])
