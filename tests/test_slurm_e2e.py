@@ -3,21 +3,17 @@ free ports by the harness) with the simulated MIG node behind the hooks."""
 import json
 import os
 import re
-import shutil
-import subprocess
 
 import pytest
 
 from harness.devcluster import ClusterError, DevCluster, slurm_calls_of
 
-pytestmark = [pytest.mark.slow, pytest.mark.skipif(
-    os.geteuid() != 0 or shutil.which("slurmd") is None and not os.path.exists("/usr/sbin/slurmd"),
-    reason="needs root and Debian's slurm-wlm (bash run.sh test installs it)")]
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def cluster():
-    with DevCluster("2xH100-80GB", wait_for_room=3) as c:
+def cluster(slurm):
+    with DevCluster("2xH100-80GB", wait_for_room=3, slurm=slurm) as c:
         yield c
 
 
@@ -176,8 +172,7 @@ def test_whole_gpu_job_gets_the_gpu_with_mig_off_then_mig_returns(cluster):
 
 
 def test_generated_config_parses_in_slurmd(cluster):
-    p = subprocess.run(["slurmd", "-G", "-N", cluster.node, "-f", cluster.conf],
-                       capture_output=True, text=True, env=cluster.env, timeout=60)
+    p = cluster.run("/usr/sbin/slurmd", "-G", "-N", cluster.node, "-f", cluster.conf, check=False)
     text = p.stdout + p.stderr
     assert p.returncode == 0, text
     assert "error" not in text.lower(), text
@@ -187,8 +182,8 @@ def test_generated_config_parses_in_slurmd(cluster):
 LAYOUTS = os.path.join(os.path.dirname(__file__), "data", "mig-parted-h100.yaml")
 
 
-def test_static_layout_end_to_end():
-    with DevCluster("2xH100-80GB", mode="static", layout=(LAYOUTS, "custom-config")) as c:
+def test_static_layout_end_to_end(slurm):
+    with DevCluster("2xH100-80GB", mode="static", layout=(LAYOUTS, "custom-config"), slurm=slurm) as c:
         gres = open(os.path.join(c.dir, "etc", "gres.conf")).read()
         idx_uuid = dict(re.findall(r"^# IDX (\d+): .* (MIG-\S+)$", gres, re.M))
         jobs = {c.sbatch("--gres=mig:3g.40gb:1", script="echo CVD=$CUDA_VISIBLE_DEVICES; sleep 2"): 1,
