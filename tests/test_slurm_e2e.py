@@ -197,3 +197,46 @@ def test_static_layout_end_to_end(slurm):
         assert len(set(seen)) == 3
         assert idx_uuid["1"] in seen          # the only 3g.40gb record is IDX 1
         assert len(live_instances(c)) == 9    # static instances stay after the jobs
+
+
+# -- two nodes: two slurmd on this host (127.0.0.1 and 127.0.0.2), each its own simulated GPUs
+
+def node_instances(cluster, node, job):
+    """(GPU index, instance) of `job`'s instances on `node`."""
+    doc = json.loads(cluster.slurm_mig("status", "--json", node=node).stdout)
+    return [(g["index"], i) for g in doc["gpus"] for i in g["instances"] if i["owner"] == job]
+
+
+def wait_for_tasks(cluster, job, nodes):
+    """Each node's task line `TASK_<node>=<uuids>` from a running job's output."""
+    def lines():
+        out = cluster.output(job) if os.path.exists(os.path.join(cluster.dir, "jobs", f"{job}.out")) else ""
+        return {n: uuids_in(out, f"TASK_{n}") for n in nodes if f"TASK_{n}=" in out}
+    cluster._wait(lambda: len(lines()) == len(nodes) or cluster.job_state(job) not in
+                  ("PENDING", "CONFIGURING", "RUNNING"), 90, f"the tasks of job {job}")
+    assert len(lines()) == len(nodes), (cluster.job_state(job), cluster.output(job))
+    return lines()
+
+
+TASKS = "srun -N2 -n2 sh -c 'echo TASK_$SLURMD_NODENAME=$CUDA_VISIBLE_DEVICES'; sleep 3"
+
+
+def test_two_node_job_binds_each_node_its_own_gpu(slurm):
+    """Nodes that got different GPUs (GPU 0 of the first node is full) each
+    place one instance on their own GPU, and each task sees its own node's."""
+    with DevCluster("2xH100-80GB", wait_for_room=3, slurm=slurm, nodes=2) as c:
+        n1, n2 = c.nodes
+        blocker = c.sbatch("-w", n1, "--gres=mig:7g.80gb:1", script="sleep 300")
+        c._wait(lambda: c.job_state(blocker) == "RUNNING" and node_instances(c, n1, blocker), 60,
+                "the blocker")
+        assert [gpu for gpu, _ in node_instances(c, n1, blocker)] == [0]
+        job = c.sbatch("-N2", "--gres=mig:3g.40gb:1", script=TASKS)
+        tasks = wait_for_tasks(c, job, c.nodes)
+        placed = {n: node_instances(c, n, job) for n in c.nodes}
+        assert [(gpu, i["profile"]) for gpu, i in placed[n1]] == [(1, "3g.40gb")], placed
+        assert [(gpu, i["profile"]) for gpu, i in placed[n2]] == [(0, "3g.40gb")], placed
+        assert {n: [i["uuid"] for _, i in placed[n]] for n in c.nodes} == tasks
+        assert c.wait_job(job) == "COMPLETED"
+        c.run("scancel", blocker)
+        assert c.wait_job(blocker) == "CANCELLED"
+        assert all(node_instances(c, n, j) == [] for n in c.nodes for j in (job, blocker))
