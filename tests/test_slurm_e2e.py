@@ -199,6 +199,18 @@ def test_static_layout_end_to_end(slurm):
         assert len(live_instances(c)) == 9    # static instances stay after the jobs
 
 
+def test_static_idx_is_counted_type_by_type(slurm):
+    """Two GPUs each with 1g,1g,2g,3g: Slurm numbers the IDX type by type, so
+    the 2g.20gb and 3g.40gb jobs get instances of their own profile."""
+    with DevCluster("2xH100-80GB", mode="static", layout=(LAYOUTS, "all-balanced"), slurm=slurm) as c:
+        jobs = {c.sbatch(f"--gres=mig:{p}:1", script="echo CVD=$CUDA_VISIBLE_DEVICES"): p
+                for p in ("2g.20gb", "3g.40gb", "1g.10gb")}
+        profile = {i["uuid"]: i["profile"] for i in live_instances(c)}
+        for job, wanted in jobs.items():
+            assert c.wait_job(job) == "COMPLETED"
+            assert [profile[u] for u in uuids_in(c.output(job))] == [wanted], c.output(job)
+
+
 # -- two nodes: two slurmd on this host (127.0.0.1 and 127.0.0.2), each its own simulated GPUs
 
 def node_instances(cluster, node, job):
@@ -240,3 +252,19 @@ def test_two_node_job_binds_each_node_its_own_gpu(slurm):
         c.run("scancel", blocker)
         assert c.wait_job(blocker) == "CANCELLED"
         assert all(node_instances(c, n, j) == [] for n in c.nodes for j in (job, blocker))
+
+
+def test_two_node_static_job_binds_each_node_its_own_records(slurm):
+    """Static mode with one cluster-wide gres.conf (NodeName= records) and a
+    different layout per node: each node maps Slurm's IDX through its own
+    records only, and each task sees an instance of its own node."""
+    layouts = [(LAYOUTS, "custom-config"), (LAYOUTS, "all-3g.40gb")]
+    with DevCluster("2xH100-80GB", mode="static", layout=layouts, slurm=slurm, nodes=2) as c:
+        job = c.sbatch("-N2", "--gres=mig:3g.40gb:1", script=TASKS)
+        tasks = wait_for_tasks(c, job, c.nodes)
+        for n in c.nodes:
+            (uuid,) = tasks[n]
+            (inst,) = [i for _, i in node_instances(c, n, job)]
+            assert inst["uuid"] == uuid and inst["profile"] == "3g.40gb"
+        assert c.wait_job(job) == "COMPLETED"
+        assert len(live_instances(c)) == 9                 # static instances stay

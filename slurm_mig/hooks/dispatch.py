@@ -25,15 +25,16 @@ def run_prolog(cfg: Config, job: str, spec: Optional[str] = None, gpu: Optional[
                whole_gpus: Optional[List[int]] = None,
                env: Mapping[str, str] = os.environ) -> None:
     if cfg.mode == "static":
+        types = None
         if idx is None:
             req = _read_job(cfg, job, uid, env)
             if req is None or not req.mig_idx:
                 return
-            indices = req.mig_idx
+            indices, types = req.mig_idx, req.idx_types
         else:
             indices = parse_idx(idx)
         from .static import prolog as static_prolog
-        static_prolog(NodeContext(cfg), job, indices, uid)
+        static_prolog(NodeContext(cfg), job, indices, uid, node_name(env), types)
         return
     if spec is None and whole_gpus is None:
         job_gpus = env.get("SLURM_JOB_GPUS", "")
