@@ -141,13 +141,17 @@ def honest_7g(cluster):
 
 
 def test_a_job_without_gpus_does_not_ask_slurm(cluster):
-    """The Prolog of a GPU-less job returns before reading Slurm; a MIG job's
-    reads it once (the hooks reach Slurm through logging wrappers)."""
+    """The Prolog of a GPU-less job returns before reading Slurm and its
+    Epilog writes nothing; a MIG job's reads Slurm once (the hooks reach Slurm
+    through logging wrappers)."""
     plain = cluster.sbatch("-J", "plain", script="echo ok")
     mig = cluster.sbatch("--gres=mig:1g.10gb:1", script="echo ok")
     assert cluster.wait_job(plain) == cluster.wait_job(mig) == "COMPLETED"
     assert slurm_calls_of(cluster, plain) == []
     assert slurm_calls_of(cluster, mig) == ["squeue --json"]
+    records = os.path.join(cluster.node_dir("mig-state"), "jobs")
+    assert not os.path.exists(os.path.join(records, f"{plain}.json"))     # its Epilog did nothing
+    assert os.path.exists(os.path.join(records, f"{mig}.json"))
 
 
 def test_reconcile_releases_records_of_jobs_slurm_no_longer_runs(cluster):

@@ -4,7 +4,8 @@ mode creates MIG instances for `mig:` requests or hands over whole GPUs for
 
 What the caller does not give is read from Slurm (slurm/jobinfo.py), for this
 node only. In dynamic mode a job holding no GPU or shard here (slurmd sets no
-SLURM_JOB_GPUS) returns at once, without asking Slurm. When Slurm cannot be
+SLURM_JOB_GPUS) returns at once, without asking Slurm or loading the node
+modules (every CPU-only job pays for this path). When Slurm cannot be
 read, or its answers disagree, the job fails alone with the reason: a hook
 never drains the node for it.
 """
@@ -17,7 +18,6 @@ from typing import List, Mapping, Optional
 from ..config import Config
 from ..core.syntax import parse_idx
 from ..errors import BadInput, SlurmUnavailable
-from ..node.context import NodeContext
 
 
 def run_prolog(cfg: Config, job: str, spec: Optional[str] = None, gpu: Optional[int] = None,
@@ -34,7 +34,7 @@ def run_prolog(cfg: Config, job: str, spec: Optional[str] = None, gpu: Optional[
         else:
             indices = parse_idx(idx)
         from .static import prolog as static_prolog
-        static_prolog(NodeContext(cfg), job, indices, uid, node_name(env), types)
+        static_prolog(_context(cfg), job, indices, uid, node_name(env), types)
         return
     if spec is None and whole_gpus is None:
         job_gpus = env.get("SLURM_JOB_GPUS", "")
@@ -51,7 +51,7 @@ def run_prolog(cfg: Config, job: str, spec: Optional[str] = None, gpu: Optional[
         whole_gpus = req.whole_gpus if not spec else None
     if whole_gpus:
         from .wholegpu import prolog as whole_gpu_prolog
-        whole_gpu_prolog(NodeContext(cfg), job, whole_gpus, uid)
+        whole_gpu_prolog(_context(cfg), job, whole_gpus, uid)
     elif spec:
         from .dynamic import prolog as mig_prolog
         mig_prolog(cfg, job, spec, gpu, uid)
@@ -86,6 +86,12 @@ def _disagreement(job_gpus: str, req) -> Optional[str]:
 
 
 def _fail(cfg: Config, job: str, uid: Optional[int], reason: str) -> None:
-    ctx = NodeContext(cfg)
+    ctx = _context(cfg)
     with ctx.ledger.lock():
         ctx.fail(job, uid, reason)
+
+
+def _context(cfg: Config):
+    """The node context, imported only by jobs that need it."""
+    from ..node.context import NodeContext
+    return NodeContext(cfg)
