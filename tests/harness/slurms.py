@@ -92,9 +92,11 @@ def cache_dir() -> str:
     return os.environ.get("SLURM_MIG_TEST_CACHE", "/var/cache/slurm-mig-test")
 
 
-def mirror() -> str:
+def mirror(sources: Optional[List[str]] = None) -> str:
     """The Debian mirror of the host's apt sources (deb822 or one-line format)."""
-    for path in sorted(glob.glob("/etc/apt/sources.list.d/*.sources")) + ["/etc/apt/sources.list"]:
+    if sources is None:
+        sources = sorted(glob.glob("/etc/apt/sources.list.d/*.sources")) + ["/etc/apt/sources.list"]
+    for path in sources:
         try:
             with open(path, encoding="utf-8") as f:
                 text = f.read()
