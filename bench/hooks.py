@@ -4,7 +4,10 @@ Measures, in one run and interleaved: a bare `python -c pass` (the floor), and
 the scripts Slurm's Prolog=, TaskProlog= and Epilog= point at (prolog: plan,
 create, bind; the request comes from SLURM_MIG_REQUEST, standing in for the
 `scontrol show job` call, which is not timed), plus the `slurm-mig task-prolog`
-verb, on a simulated 8xH100-80GB node where other jobs already hold instances.
+verb, on a simulated 8xH100-80GB node where other jobs already hold instances;
+and the Prolog and Epilog of a job without GPUs (dynamic mode: slurmd sets no
+SLURM_JOB_GPUS, so the Prolog returns before asking Slurm), the cost every
+CPU-only job pays on a node running slurm-mig.
 Prints medians, p95s and ratios to the bare interpreter, then a one-line
 summary for comparing runs. Usage: python bench/hooks.py [--runs 40]
 """
@@ -58,7 +61,8 @@ def main():
     epilog_script = os.path.join(REPO, "epilog", "slurm-mig-epilog")
     env["SLURM_MIG_HOOK"] = os.path.join(os.path.dirname(sys.executable), "slurm-mig-hook")
     samples = {k: [] for k in ("python -c pass", "prolog", "task-prolog (script)",
-                               "task-prolog (script, 4 tasks)", "task-prolog (verb)", "epilog", "prolog+epilog")}
+                               "task-prolog (script, 4 tasks)", "task-prolog (verb)", "epilog", "prolog+epilog",
+                               "prolog (no GPUs)", "epilog (no GPUs)", "prolog+epilog (no GPUs)")}
     for i in range(args.runs):
         job = str(i + 1)
         samples["python -c pass"].append(timed([sys.executable, "-c", "pass"], env))
@@ -72,6 +76,11 @@ def main():
         e = timed([epilog_script], job_env)
         samples["epilog"].append(e)
         samples["prolog+epilog"].append(p + e)
+        plain_env = {**env, "SLURM_JOB_ID": str(100000 + i)}
+        p, e = timed([prolog_script], plain_env), timed([epilog_script], plain_env)
+        samples["prolog (no GPUs)"].append(p)
+        samples["epilog (no GPUs)"].append(e)
+        samples["prolog+epilog (no GPUs)"].append(p + e)
     floor = statistics.median(samples["python -c pass"])
     print(f"{args.runs} runs each, simulated 8xH100-80GB with 8 other jobs' instances, "
           f"Python {sys.version.split()[0]}")
@@ -81,8 +90,9 @@ def main():
         print(f"{name:30} {med * 1000:10.1f} {pct(values, 0.95) * 1000:8.1f} {med / floor:9.2f}")
     cycle = statistics.median(samples["prolog+epilog"]) / floor
     task = statistics.median(samples["task-prolog (script)"]) * 1000
+    plain = statistics.median(samples["prolog+epilog (no GPUs)"]) * 1000
     print(f"SUMMARY hooks: prolog+epilog={cycle:.2f}x python (target <6x) "
-          f"task-prolog-script={task:.1f}ms (target <10ms)")
+          f"task-prolog-script={task:.1f}ms (target <10ms) no-GPU prolog+epilog={plain:.1f}ms")
 
 
 if __name__ == "__main__":

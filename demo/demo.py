@@ -30,7 +30,7 @@ def main() -> int:
     with DevCluster(args.gpus, wait_for_room=5, keep=args.keep) as c:
         say(f"cluster directory: {c.dir}  (SLURM_CONF={c.conf})")
         say(f"node {c.node}: {c.node_state()}")
-        with open(os.path.join(c.dir, "etc", "slurm.conf.node")) as f:
+        with open(c.node_dir("conf", "slurm.conf.node")) as f:
             say("generated node line: " + next(l for l in f if l.startswith("NodeName=")).strip())
 
         step("Submitting three jobs that run at the same time (each starts before the next is sent)")

@@ -5,6 +5,7 @@ import sys
 
 import pytest
 
+from harness import slurms
 from slurm_mig.config import Config, with_sim_roots
 from slurm_mig.nvml.driver import Driver
 from slurm_mig.sim import SimNvml, init_state
@@ -43,3 +44,14 @@ def cli(tmp_path):
             assert p.returncode == check, (p.returncode, p.stdout, p.stderr)
         return p
     return run
+
+
+@pytest.fixture(scope="session", params=list(slurms.VERSIONS), ids=lambda v: f"slurm-{v}")
+def slurm(request):
+    """Each Slurm the end-to-end tests run on: the host's, and newer ones in
+    chroots built on first use. One that cannot be had here is skipped with
+    the reason; `-k slurm-26.05` picks one."""
+    try:
+        return slurms.get(request.param)
+    except slurms.Unavailable as e:
+        pytest.skip(f"Slurm {request.param}: {e}")

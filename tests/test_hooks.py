@@ -44,6 +44,21 @@ def test_prolog_task_prolog_epilog_cycle(make_node):
     hooks.epilog(cfg, "999")          # unknown job: nothing to do
 
 
+def test_epilog_of_a_job_without_gpus_does_nothing(make_node):
+    """Under slurmd, no SLURM_JOB_GPUS and no record: no lock, no record, no
+    NVML. A job that has a record is released even so, and a GPU job always."""
+    cfg, state = make_node("1xH100-80GB")
+    assert hooks.epilog(cfg, "7", env={}) is None
+    assert not os.path.exists(cfg.state_dir)
+    hooks.prolog(cfg, "8", "mig:1g.10gb:1")
+    hooks.prolog(cfg, "9", "mig:1g.10gb:1")
+    assert hooks.epilog(cfg, "8", env={}).state == "released"
+    assert hooks.epilog(cfg, "9", env={"SLURM_JOB_GPUS": "0"}).state == "released"
+    assert instances(state) == []
+    assert hooks.epilog(cfg, "10", env={"SLURM_JOB_GPUS": "0"}) is None
+    assert Ledger(cfg.state_dir).get("10").state == "released"      # tells a waiting Prolog
+
+
 def test_prolog_is_idempotent(make_node):
     cfg, state = make_node()
     hooks.prolog(cfg, "5", "mig:2g.20gb:1")

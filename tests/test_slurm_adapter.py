@@ -23,7 +23,8 @@ from slurm_mig.slurm.jobinfo import (JobRequest, expand_hostlist, parse_allocati
     ("gpu:h100_sxm5_80gb:2(IDX:0-1)", JobRequest("", None, [], [0, 1])),
     ("gpu:1(IDX:1)", JobRequest("", None, [], [1])),
     # static mode: mig records with files, by IDX
-    ("mig:1g.10gb:2(IDX:0-1),mig:3g.40gb:1(IDX:7)", JobRequest("", None, [0, 1, 7])),
+    ("mig:1g.10gb:2(IDX:0-1),mig:3g.40gb:1(IDX:7)",
+     JobRequest("", None, [0, 1, 7], idx_types={0: "1g.10gb", 1: "1g.10gb", 7: "3g.40gb"})),
     ("", JobRequest("", None, [])),
 ])
 def test_allocation_formats(text, expected):
@@ -34,6 +35,7 @@ def test_allocation_formats(text, expected):
     ("shard:4(4/8,4/8)", "from GPUs \\[0, 1\\]"),       # would need two GPUs
     ("shard:4(IDX:0", "unbalanced"), ("shard:4(4-8)", "shard allocation format"),
     ("mig:3g.40gb(FOO:1)", "unknown mig allocation"), ("x y(IDX:0)", "unknown GRES allocation"),
+    ("mig:1g.10gb:1(IDX:2),mig:3g.40gb:1(IDX:2)", "IDX 2 allocated as 1g.10gb and 3g.40gb"),
 ])
 def test_malformed_allocations_are_errors_not_tracebacks(text, needle):
     with pytest.raises(BadInput, match=needle):

@@ -3,21 +3,17 @@ free ports by the harness) with the simulated MIG node behind the hooks."""
 import json
 import os
 import re
-import shutil
-import subprocess
 
 import pytest
 
 from harness.devcluster import ClusterError, DevCluster, slurm_calls_of
 
-pytestmark = [pytest.mark.slow, pytest.mark.skipif(
-    os.geteuid() != 0 or shutil.which("slurmd") is None and not os.path.exists("/usr/sbin/slurmd"),
-    reason="needs root and Debian's slurm-wlm (bash run.sh test installs it)")]
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def cluster():
-    with DevCluster("2xH100-80GB", wait_for_room=3) as c:
+def cluster(slurm):
+    with DevCluster("2xH100-80GB", wait_for_room=3, slurm=slurm) as c:
         yield c
 
 
@@ -134,13 +130,17 @@ def honest_7g(cluster):
 
 
 def test_a_job_without_gpus_does_not_ask_slurm(cluster):
-    """The Prolog of a GPU-less job returns before reading Slurm; a MIG job's
-    reads it once (the hooks reach Slurm through logging wrappers)."""
+    """The Prolog of a GPU-less job returns before reading Slurm and its
+    Epilog writes nothing; a MIG job's reads Slurm once (the hooks reach Slurm
+    through logging wrappers)."""
     plain = cluster.sbatch("-J", "plain", script="echo ok")
     mig = cluster.sbatch("--gres=mig:1g.10gb:1", script="echo ok")
     assert cluster.wait_job(plain) == cluster.wait_job(mig) == "COMPLETED"
     assert slurm_calls_of(cluster, plain) == []
     assert slurm_calls_of(cluster, mig) == ["squeue --json"]
+    records = os.path.join(cluster.node_dir("mig-state"), "jobs")
+    assert not os.path.exists(os.path.join(records, f"{plain}.json"))     # its Epilog did nothing
+    assert os.path.exists(os.path.join(records, f"{mig}.json"))
 
 
 def test_reconcile_releases_records_of_jobs_slurm_no_longer_runs(cluster):
@@ -165,8 +165,7 @@ def test_whole_gpu_job_gets_the_gpu_with_mig_off_then_mig_returns(cluster):
 
 
 def test_generated_config_parses_in_slurmd(cluster):
-    p = subprocess.run(["slurmd", "-G", "-N", cluster.node, "-f", cluster.conf],
-                       capture_output=True, text=True, env=cluster.env, timeout=60)
+    p = cluster.run("/usr/sbin/slurmd", "-G", "-N", cluster.node, "-f", cluster.conf, check=False)
     text = p.stdout + p.stderr
     assert p.returncode == 0, text
     assert "error" not in text.lower(), text
@@ -176,8 +175,8 @@ def test_generated_config_parses_in_slurmd(cluster):
 LAYOUTS = os.path.join(os.path.dirname(__file__), "data", "mig-parted-h100.yaml")
 
 
-def test_static_layout_end_to_end():
-    with DevCluster("2xH100-80GB", mode="static", layout=(LAYOUTS, "custom-config")) as c:
+def test_static_layout_end_to_end(slurm):
+    with DevCluster("2xH100-80GB", mode="static", layout=(LAYOUTS, "custom-config"), slurm=slurm) as c:
         gres = open(os.path.join(c.dir, "etc", "gres.conf")).read()
         idx_uuid = dict(re.findall(r"^# IDX (\d+): .* (MIG-\S+)$", gres, re.M))
         jobs = {c.sbatch("--gres=mig:3g.40gb:1", script="echo CVD=$CUDA_VISIBLE_DEVICES; sleep 2"): 1,
@@ -191,3 +190,74 @@ def test_static_layout_end_to_end():
         assert len(set(seen)) == 3
         assert idx_uuid["1"] in seen          # the only 3g.40gb record is IDX 1
         assert len(live_instances(c)) == 9    # static instances stay after the jobs
+
+
+def test_static_idx_is_counted_type_by_type(slurm):
+    """Two GPUs each with 1g,1g,2g,3g: Slurm numbers the IDX type by type, so
+    the 2g.20gb and 3g.40gb jobs get instances of their own profile."""
+    with DevCluster("2xH100-80GB", mode="static", layout=(LAYOUTS, "all-balanced"), slurm=slurm) as c:
+        jobs = {c.sbatch(f"--gres=mig:{p}:1", script="echo CVD=$CUDA_VISIBLE_DEVICES"): p
+                for p in ("2g.20gb", "3g.40gb", "1g.10gb")}
+        profile = {i["uuid"]: i["profile"] for i in live_instances(c)}
+        for job, wanted in jobs.items():
+            assert c.wait_job(job) == "COMPLETED"
+            assert [profile[u] for u in uuids_in(c.output(job))] == [wanted], c.output(job)
+
+
+# -- two nodes: two slurmd on this host (127.0.0.1 and 127.0.0.2), each its own simulated GPUs
+
+def node_instances(cluster, node, job):
+    """(GPU index, instance) of `job`'s instances on `node`."""
+    doc = json.loads(cluster.slurm_mig("status", "--json", node=node).stdout)
+    return [(g["index"], i) for g in doc["gpus"] for i in g["instances"] if i["owner"] == job]
+
+
+def wait_for_tasks(cluster, job, nodes):
+    """Each node's task line `TASK_<node>=<uuids>` from a running job's output."""
+    def lines():
+        out = cluster.output(job) if os.path.exists(os.path.join(cluster.dir, "jobs", f"{job}.out")) else ""
+        return {n: uuids_in(out, f"TASK_{n}") for n in nodes if f"TASK_{n}=" in out}
+    cluster._wait(lambda: len(lines()) == len(nodes) or cluster.job_state(job) not in
+                  ("PENDING", "CONFIGURING", "RUNNING"), 90, f"the tasks of job {job}")
+    assert len(lines()) == len(nodes), (cluster.job_state(job), cluster.output(job))
+    return lines()
+
+
+TASKS = "srun -N2 -n2 sh -c 'echo TASK_$SLURMD_NODENAME=$CUDA_VISIBLE_DEVICES'; sleep 3"
+
+
+def test_two_node_job_binds_each_node_its_own_gpu(slurm):
+    """Nodes that got different GPUs (GPU 0 of the first node is full) each
+    place one instance on their own GPU, and each task sees its own node's."""
+    with DevCluster("2xH100-80GB", wait_for_room=3, slurm=slurm, nodes=2) as c:
+        n1, n2 = c.nodes
+        blocker = c.sbatch("-w", n1, "--gres=mig:7g.80gb:1", script="sleep 300")
+        c._wait(lambda: c.job_state(blocker) == "RUNNING" and node_instances(c, n1, blocker), 60,
+                "the blocker")
+        assert [gpu for gpu, _ in node_instances(c, n1, blocker)] == [0]
+        job = c.sbatch("-N2", "--gres=mig:3g.40gb:1", script=TASKS)
+        tasks = wait_for_tasks(c, job, c.nodes)
+        placed = {n: node_instances(c, n, job) for n in c.nodes}
+        assert [(gpu, i["profile"]) for gpu, i in placed[n1]] == [(1, "3g.40gb")], placed
+        assert [(gpu, i["profile"]) for gpu, i in placed[n2]] == [(0, "3g.40gb")], placed
+        assert {n: [i["uuid"] for _, i in placed[n]] for n in c.nodes} == tasks
+        assert c.wait_job(job) == "COMPLETED"
+        c.run("scancel", blocker)
+        assert c.wait_job(blocker) == "CANCELLED"
+        assert all(node_instances(c, n, j) == [] for n in c.nodes for j in (job, blocker))
+
+
+def test_two_node_static_job_binds_each_node_its_own_records(slurm):
+    """Static mode with one cluster-wide gres.conf (NodeName= records) and a
+    different layout per node: each node maps Slurm's IDX through its own
+    records only, and each task sees an instance of its own node."""
+    layouts = [(LAYOUTS, "custom-config"), (LAYOUTS, "all-3g.40gb")]
+    with DevCluster("2xH100-80GB", mode="static", layout=layouts, slurm=slurm, nodes=2) as c:
+        job = c.sbatch("-N2", "--gres=mig:3g.40gb:1", script=TASKS)
+        tasks = wait_for_tasks(c, job, c.nodes)
+        for n in c.nodes:
+            (uuid,) = tasks[n]
+            (inst,) = [i for _, i in node_instances(c, n, job)]
+            assert inst["uuid"] == uuid and inst["profile"] == "3g.40gb"
+        assert c.wait_job(job) == "COMPLETED"
+        assert len(live_instances(c)) == 9                 # static instances stay

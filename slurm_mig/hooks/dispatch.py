@@ -5,7 +5,8 @@ do not fit goes back to the queue (slurm/requeue.py) rather than failing.
 
 What the caller does not give is read from Slurm (slurm/jobinfo.py), for this
 node only. In dynamic mode a job holding no GPU or shard here (slurmd sets no
-SLURM_JOB_GPUS) returns at once, without asking Slurm. When Slurm cannot be
+SLURM_JOB_GPUS) returns at once, without asking Slurm or loading the node
+modules (every CPU-only job pays for this path). When Slurm cannot be
 read, or its answers disagree, the job fails alone with the reason: a hook
 never drains the node for it.
 """
@@ -18,8 +19,6 @@ from typing import List, Mapping, Optional
 from ..config import Config
 from ..core.syntax import parse_idx
 from ..errors import BadInput, SlurmUnavailable
-from ..node import counters
-from ..node.context import NodeContext
 
 
 def run_prolog(cfg: Config, job: str, spec: Optional[str] = None, gpu: Optional[int] = None,
@@ -27,16 +26,18 @@ def run_prolog(cfg: Config, job: str, spec: Optional[str] = None, gpu: Optional[
                whole_gpus: Optional[List[int]] = None,
                env: Mapping[str, str] = os.environ) -> None:
     if cfg.mode == "static":
+        types = None
         if idx is None:
             req = _read_job(cfg, job, uid, env)
             if req is None or not req.mig_idx:
                 return
-            indices = req.mig_idx
+            indices, types = req.mig_idx, req.idx_types
         else:
             indices = parse_idx(idx)
         from .static import prolog as static_prolog
+        from ..node import counters
         counters.bump(cfg.state_dir, "prologs")
-        static_prolog(NodeContext(cfg), job, indices, uid)
+        static_prolog(_context(cfg), job, indices, uid, node_name(env), types)
         return
     if spec is None and whole_gpus is None:
         job_gpus = env.get("SLURM_JOB_GPUS", "")
@@ -54,10 +55,13 @@ def run_prolog(cfg: Config, job: str, spec: Optional[str] = None, gpu: Optional[
         send_back = _send_back(cfg, job, req)
     else:
         send_back = None
-    counters.bump(cfg.state_dir, "prologs", 1 if whole_gpus or spec else 0)
+    if not (whole_gpus or spec):
+        return
+    from ..node import counters
+    counters.bump(cfg.state_dir, "prologs")
     if whole_gpus:
         from .wholegpu import prolog as whole_gpu_prolog
-        whole_gpu_prolog(NodeContext(cfg), job, whole_gpus, uid)
+        whole_gpu_prolog(_context(cfg), job, whole_gpus, uid)
     elif spec:
         from .dynamic import prolog as mig_prolog
         mig_prolog(cfg, job, spec, gpu, uid, send_back)
@@ -114,6 +118,12 @@ def _disagreement(job_gpus: str, req) -> Optional[str]:
 
 
 def _fail(cfg: Config, job: str, uid: Optional[int], reason: str) -> None:
-    ctx = NodeContext(cfg)
+    ctx = _context(cfg)
     with ctx.ledger.lock():
         ctx.fail(job, uid, reason)
+
+
+def _context(cfg: Config):
+    """The node context, imported only by jobs that need it."""
+    from ..node.context import NodeContext
+    return NodeContext(cfg)

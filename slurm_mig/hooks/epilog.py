@@ -1,22 +1,33 @@
 """The Epilog: tear the job's instances down (dynamic mode) or close its
 record (static mode). Idempotent; nothing to do is success. An NVML error
 leaves the instances owned by the record for reconcile, never a failed Epilog
-(which would drain the node)."""
+(which would drain the node).
+
+Under slurmd (`env` given), a dynamic-mode job that held no GPU or shard here
+(no SLURM_JOB_GPUS) and has no record returns at once: its Prolog returned
+before doing anything, so there is nothing to release and no Prolog to stop.
+Every CPU-only job's Epilog takes this path, so it loads nothing else.
+"""
 from __future__ import annotations
 
-from typing import Optional
+from typing import TYPE_CHECKING, Mapping, Optional
 
 from ..config import Config
 from ..core.syntax import check_job_id
 from ..log import JobLog
-from ..node.context import EPILOG_FIRST, NodeContext
-from ..node.ledger import Record
-from ..node.reconcile import release
-from ..nvml.errors import NVMLError
+from ..node.ledger import Ledger, Record
+
+if TYPE_CHECKING:
+    from ..node.context import NodeContext
 
 
-def epilog(cfg: Config, job: str) -> Optional[Record]:
+def epilog(cfg: Config, job: str, env: Optional[Mapping[str, str]] = None) -> Optional[Record]:
     job = check_job_id(job)
+    if env is not None and cfg.mode == "dynamic" and not env.get("SLURM_JOB_GPUS") \
+            and not Ledger(cfg.state_dir).has(job):
+        return None
+    from ..node.context import EPILOG_FIRST, NodeContext
+    from ..nvml.errors import NVMLError
     ctx = NodeContext(cfg)
     with ctx.ledger.lock():
         rec = ctx.ledger.get(job)
@@ -49,4 +60,5 @@ def _release_job(ctx: NodeContext, rec: Record, cfg: Config) -> Record:
         rec.state = "released"
         ctx.ledger.put(rec)
         return rec
+    from ..node.reconcile import release
     return release(ctx, rec, cfg.epilog_retries, cfg.epilog_retry_delay)

@@ -38,7 +38,7 @@ def main(argv) -> int:
     setup_logging()
     if verb == "epilog":
         from .epilog import epilog
-        epilog(cfg, job)
+        epilog(cfg, job, os.environ)
         return 0
     from .dispatch import run_prolog
     uid = os.environ.get("SLURM_JOB_UID", "")

@@ -143,15 +143,22 @@ class Ledger:
             check_job_id(name)
         return os.path.join(self.jobs_dir, name + ".json")
 
-    def get(self, job: str) -> Optional[Record]:
-        """The current record of job id `job` (of whichever job had it last)."""
+    def has(self, job: str) -> bool:
+        """Whether job id `job` has a record, without reading it."""
         path = self._path(check_job_id(job))
         try:
             os.lstat(path)
         except FileNotFoundError:
-            return None
+            return False
         except OSError as e:
             raise os_problem(path, e, "read the ledger record") from e
+        return True
+
+    def get(self, job: str) -> Optional[Record]:
+        """The current record of job id `job` (of whichever job had it last)."""
+        if not self.has(job):
+            return None
+        path = self._path(job)
         rec = self._parse(path)
         if not self.ours(rec) and not rec.live:
             return None                  # a closed record of GPUs gone (or elsewhere): nothing held

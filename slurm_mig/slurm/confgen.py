@@ -53,7 +53,10 @@ def gpu_type(model: catalog.GpuModel) -> str:
 
 
 def static_records(gpus: List[GpuDesc], dev_root: str, minors: Dict[str, int]) -> List[dict]:
-    """One record per instance in IDX order (GPU index, then start)."""
+    """One record per instance in the order Slurm numbers their IDX: Slurm counts
+    type by type in the order of the node's Gres= (written in the order the types
+    first appear here), so records are grouped by profile in the order of first
+    appearance by GPU index and placement start, then by GPU index and start."""
     records = []
     for g in sorted(gpus, key=lambda g: g.index):
         for i in sorted(g.instances, key=lambda i: i.start):
@@ -67,7 +70,10 @@ def static_records(gpus: List[GpuDesc], dev_root: str, minors: Dict[str, int]) -
                               caps.node_path(dev_root, minors[ci_key])])
             records.append({"gpu": g.index, "gi_id": i.gi_id, "ci_id": i.ci_id, "start": i.start,
                             "size": i.size, "uuid": i.uuid, "profile": i.profile, "files": files})
-    return records
+    first = {}
+    for r in records:
+        first.setdefault(r["profile"], len(first))
+    return sorted(records, key=lambda r: first[r["profile"]])
 
 
 def render(gpus: List[GpuDesc], mode: str, node: Optional[str], dev_root: str,

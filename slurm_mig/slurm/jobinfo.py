@@ -44,6 +44,7 @@ class JobRequest(NamedTuple):
     batch: bool = False          # a batch job (sbatch): only those can be requeued
     requeue: bool = False        # Slurm may requeue it (not --no-requeue, JobRequeue on)
     restarts: int = 0            # times Slurm has requeued it so far
+    idx_types: Dict[int, str] = {}   # static mode: the mig type Slurm allocated at each IDX
 
 
 def split_items(text: str) -> List[str]:
@@ -84,7 +85,7 @@ def parse_allocation(text: str) -> JobRequest:
     """One node's allocation, as in gres_detail or `GRES=` of a node group."""
     counts: Dict[str, int] = {}
     shard_gpus: List[int] = []
-    mig_idx: List[int] = []
+    idx_types: Dict[int, str] = {}
     whole: List[int] = []
     for item in split_items(text or ""):
         m = _ITEM.match(item)
@@ -101,7 +102,9 @@ def parse_allocation(text: str) -> JobRequest:
             if detail.startswith("CNT:") and detail[4:].isdigit():
                 counts[gtype] = counts.get(gtype, 0) + int(detail[4:])
             elif detail.startswith("IDX:"):
-                mig_idx.extend(parse_idx(detail[4:]))
+                for i in parse_idx(detail[4:]):
+                    if idx_types.setdefault(i, gtype) != gtype:
+                        raise BadInput(f"mig IDX {i} allocated as {idx_types[i]} and {gtype}")
             else:
                 raise BadInput(f"unknown mig allocation {item!r}")
     if len(set(shard_gpus)) > 1:
@@ -109,7 +112,7 @@ def parse_allocation(text: str) -> JobRequest:
                        "a MIG job's instances must come from one GPU")
     spec = ",".join(f"mig:{name}:{n}" for name, n in sorted(counts.items()))
     return JobRequest(spec=spec, gpu=shard_gpus[0] if shard_gpus else None,
-                      mig_idx=sorted(mig_idx), whole_gpus=sorted(whole))
+                      mig_idx=sorted(idx_types), whole_gpus=sorted(whole), idx_types=idx_types)
 
 
 def expand_hostlist(hostlist: str) -> List[str]:

@@ -1,35 +1,40 @@
-"""Test harness, never installed: a throwaway one-node Slurm (Debian's slurm-wlm + munge) with a simulated
-MIG node behind the slurm-mig hooks: what the demo and the end-to-end tests run.
+"""Test harness, never installed: a throwaway Slurm (Debian's slurm-wlm + munge)
+of one or more nodes on this host, each a simulated MIG node behind the
+slurm-mig hooks: what the demo and the end-to-end tests run.
 
 Everything lives in one temporary directory: config, state, logs, munge
-socket, fake /dev/nvidiaN nodes. Ports are picked free; another Slurm on the
-machine is left alone. Root only (slurmd runs jobs and hooks as root).
+socket and key, each node's simulated GPUs (with their own /dev tree) and
+slurm-mig settings, and a copy of the package the hooks run. Ports are picked
+free; another Slurm on the machine is left alone. Root only (slurmd runs jobs
+and hooks as root). The Slurm is the host's own or a newer one in a chroot
+(harness/slurms.py); commands for the cluster run inside its root.
 """
 from __future__ import annotations
 
+import json
 import os
-import pwd
 import re
 import shutil
 import signal
 import socket
 import subprocess
-import sys
 import tempfile
 import time
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple, Union
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from . import slurms
+
 HERE = os.path.dirname(os.path.abspath(__file__))
+Layout = Tuple[str, str]          # (mig-parted file, config name)
 
 
 class ClusterError(RuntimeError):
     pass
 
 
-def _free_port() -> int:
+def _free_port(addr: str) -> int:
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
+        s.bind((addr, 0))
         return s.getsockname()[1]
 
 
@@ -39,59 +44,98 @@ def _write(path: str, text: str, mode: int = 0o644) -> None:
     os.chmod(path, mode)
 
 
+def _per_node(value, count: int) -> list:
+    """One value for every node, or one per node."""
+    values = list(value) if isinstance(value, list) else [value] * count
+    if len(values) != count:
+        raise ClusterError(f"{len(values)} values for {count} nodes")
+    return values
+
+
 class DevCluster:
-    def __init__(self, gpus: str = "2xH100-80GB", cpus: int = 16, wait_for_room: float = 5.0,
-                 workdir: Optional[str] = None, keep: bool = False, mode: str = "dynamic",
-                 layout: Optional[Tuple[str, str]] = None, constrain_devices: bool = False):
-        """mode 'static' needs `layout`: (mig-parted file, config name), applied first.
-        constrain_devices: task/cgroup with ConstrainDevices (cgroup v1), and a
-        node name of its own (Slurm's cgroup paths carry it)."""
+    def __init__(self, gpus: Union[str, List[str]] = "2xH100-80GB", cpus: int = 16,
+                 wait_for_room: float = 5.0, workdir: Optional[str] = None, keep: bool = False,
+                 mode: str = "dynamic", layout: Union[None, Layout, List[Layout]] = None,
+                 slurm: Optional[slurms.Slurm] = None, nodes: int = 1,
+                 constrain_devices: bool = False):
+        """gpus and layout: one for all nodes or a list, one per node. Mode
+        'static' needs `layout`, applied on each node before Slurm starts.
+        Nodes are named migsim (one) or migsim1, migsim2, ... on 127.0.0.1,
+        127.0.0.2, ... (Slurm's verified recipe for several slurmd on one host).
+        constrain_devices: task/cgroup with ConstrainDevices (cgroup v1, host
+        Slurm), and a node name of its own (Slurm's cgroup paths carry it)."""
         if mode == "static" and layout is None:
             raise ClusterError("static mode needs a layout (file, config name)")
-        self.gpus, self.cpus, self.wait_for_room, self.keep = gpus, cpus, wait_for_room, keep
-        self.mode, self.layout, self.constrain_devices = mode, layout, constrain_devices
-        self.dir = workdir or tempfile.mkdtemp(prefix="slurm-mig-cluster-")
-        self.node = f"migcg{os.getpid()}" if constrain_devices else "migsim"
+        try:
+            self.slurm = slurm or slurms.host()
+        except slurms.Unavailable as e:
+            raise ClusterError(str(e)) from None
+        base = f"migcg{os.getpid()}" if constrain_devices else "migsim"
+        self.nodes = [base] if nodes == 1 else [f"{base}{i}" for i in range(1, nodes + 1)]
+        self.constrain_devices = constrain_devices
+        self.node = self.nodes[0]
+        self.gpus = dict(zip(self.nodes, _per_node(gpus, nodes)))
+        self.layouts = dict(zip(self.nodes, _per_node(layout, nodes)))
+        self.cpus, self.wait_for_room, self.keep, self.mode = cpus, wait_for_room, keep, mode
+        # a chroot sees the cluster directory at the same path (harness/slurms.RootView)
+        self.dir = workdir or tempfile.mkdtemp(prefix="slurm-mig-cluster-",
+                                               dir=None if self.slurm.host else "/tmp")
         self.hostname = socket.gethostname().split(".")[0]
         self.procs: Dict[str, subprocess.Popen] = {}
-        self.state = os.path.join(self.dir, "gpus.json")
+        self.view: Optional[slurms.RootView] = None
+        self.root = self.slurm.root
         self.conf = os.path.join(self.dir, "etc", "slurm.conf")
+        self.bin = os.path.join(self.dir, "bin", "slurm-mig")
+        self.hook_bin = os.path.join(self.dir, "bin", "slurm-mig-hook")
+        self.slurm_calls = os.path.join(self.dir, "slurm-calls.log")
+
+    def node_dir(self, *parts: str, node: Optional[str] = None) -> str:
+        """A node's own files: slurm-mig.toml, gpus.json (+ gpus.root/), mig-state, mig-run."""
+        return os.path.join(self.dir, "nodes", node or self.node, *parts)
+
+    @property
+    def state(self) -> str:
+        return self.node_dir("gpus.json")
 
     # -- environment for commands run against this cluster ------------------
-    @property
-    def env(self) -> Dict[str, str]:
+    def env_for(self, node: Optional[str] = None) -> Dict[str, str]:
         # No SLURMD_NODENAME: admin commands run as from a shell on the node,
         # where the host name differs from the node's Slurm name.
         return {**os.environ, "SLURM_CONF": self.conf,
-                "SLURM_MIG_CONFIG": os.path.join(self.dir, "etc", "slurm-mig.toml")}
+                "SLURM_MIG_CONFIG": self.node_dir("slurm-mig.toml", node=node)}
 
-    def run(self, *args: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess:
-        p = subprocess.run(list(args), capture_output=True, text=True, env=self.env, timeout=timeout)
+    @property
+    def env(self) -> Dict[str, str]:
+        return self.env_for()
+
+    def run(self, *args: str, check: bool = True, timeout: float = 60,
+            node: Optional[str] = None) -> subprocess.CompletedProcess:
+        """A command in the cluster's root (its Slurm clients, slurm-mig as node `node`)."""
+        p = subprocess.run(["chroot", self.root, *args], capture_output=True, text=True,
+                           env=self.env_for(node), timeout=timeout)
         if check and p.returncode != 0:
             raise ClusterError(f"{' '.join(args)} failed ({p.returncode}): {p.stderr.strip()}")
         return p
 
-    def slurm_mig(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-        return self.run(self.bin, *args, check=check)
+    def slurm_mig(self, *args: str, check: bool = True, node: Optional[str] = None) -> subprocess.CompletedProcess:
+        return self.run(self.bin, *args, check=check, node=node)
 
     def set_config(self, **settings) -> None:
-        """Add (value not None) or drop settings in the cluster's slurm-mig.toml;
+        """Add (value not None) or drop settings in every node's slurm-mig.toml;
         the hooks read it at every run, so this takes effect for the next job."""
-        import json
-        path = os.path.join(self.dir, "etc", "slurm-mig.toml")
-        with open(path, encoding="utf-8") as f:
-            lines = [ln for ln in f.read().splitlines() if ln.split(" = ")[0] not in settings]
-        lines += [f"{k} = {json.dumps(v)}" for k, v in settings.items() if v is not None]
-        _write(path, "\n".join(lines) + "\n")
+        for node in self.nodes:
+            path = self.node_dir("slurm-mig.toml", node=node)
+            with open(path, encoding="utf-8") as f:
+                lines = [ln for ln in f.read().splitlines() if ln.split(" = ")[0] not in settings]
+            lines += [f"{k} = {json.dumps(v)}" for k, v in settings.items() if v is not None]
+            _write(path, "\n".join(lines) + "\n")
 
     # -- set-up -------------------------------------------------------------
     def start(self) -> "DevCluster":
-        if os.geteuid() != 0:
-            raise ClusterError("the dev cluster runs slurmd and munged, so it needs root")
-        for tool in ("slurmctld", "slurmd", "munged", "sbatch"):
-            if shutil.which(tool) is None and not os.path.exists(f"/usr/sbin/{tool}"):
-                raise ClusterError(f"{tool} not found: install Debian's slurm-wlm and munge")
         try:
+            if not self.slurm.host:
+                self.view = slurms.RootView(self.slurm.root, self.dir)
+                self.root = self.view.mount()
             self._layout()
             self._start_munge()
             self._start_slurm()
@@ -101,89 +145,125 @@ class DevCluster:
         return self
 
     def _layout(self) -> None:
-        for d in ("etc", "state", "spool", "log", "hooks", "bin", "jobs", "mig-state",
-                  "mig-run"):
+        for d in ("etc", "state", "log", "hooks", "bin", "jobs", "slurm-bin", "pkg"):
             os.makedirs(os.path.join(self.dir, d), exist_ok=True)
         os.chmod(self.dir, 0o755)
         os.chmod(os.path.join(self.dir, "jobs"), 0o1777)      # jobs of other users write output here
-        package_root = REPO
-        self.bin = os.path.join(self.dir, "bin", "slurm-mig")
-        self.hook_bin = os.path.join(self.dir, "bin", "slurm-mig-hook")
-        for path, module in ((self.bin, "slurm_mig"), (self.hook_bin, "slurm_mig.hooks.main")):
-            _write(path, f"#!/bin/sh\nPYTHONPATH={package_root}${{PYTHONPATH:+:$PYTHONPATH}} "
-                         f"exec {sys.executable} -m {module} \"$@\"\n", 0o755)
-        _write(os.path.join(self.dir, "etc", "slurm-mig.toml"),
-               f'backend = "sim:{self.state}"\nstate_dir = "{self.dir}/mig-state"\n'
-               f'run_dir = "{self.dir}/mig-run"\nwait_for_room = {self.wait_for_room}\n'
-               f'mode = "{self.mode}"\ngres_conf = "{self.dir}/etc/gres.conf"\n'
-               f'slurm_bin_dir = "{self.dir}/slurm-bin"\n'
-               'epilog_retries = 2\nepilog_retry_delay = 0.5\n')
+        self._install_package()
         # The hooks reach Slurm through wrappers that log who asked (tests check
         # which jobs' hooks called Slurm at all).
-        self.slurm_calls = os.path.join(self.dir, "slurm-calls.log")
-        os.makedirs(os.path.join(self.dir, "slurm-bin"), exist_ok=True)
         for tool in ("squeue", "scontrol"):
-            real = shutil.which(tool) or f"/usr/bin/{tool}"
             _write(os.path.join(self.dir, "slurm-bin", tool),
                    f'#!/bin/sh\necho "$SLURM_JOB_ID {tool} $*" >> {self.slurm_calls}\n'
-                   f'exec {real} "$@"\n', 0o755)
-        # the simulated node's own /dev and /proc (gpus.root/): distinct char devices
-        self.slurm_mig("sim", "init", self.state, "--gpus", self.gpus)
-        hooks = {"prolog": ("prolog", "slurm-mig-prolog"),
-                 "task-prolog": ("prolog", "slurm-mig-task-prolog"),
-                 "epilog": ("epilog", "slurm-mig-epilog")}
-        for name, (folder, script) in hooks.items():
-            _write(os.path.join(self.dir, "hooks", name),
-                   "#!/bin/sh\n"
-                   f"export SLURM_MIG_CONFIG={self.dir}/etc/slurm-mig.toml SLURM_MIG_HOOK={self.hook_bin} "
-                   f"SLURM_MIG_RUN_DIR={self.dir}/mig-run\n"
-                   f"exec {os.path.join(REPO, folder, script)}\n", 0o755)
-        if self.mode == "static":
-            self._static_layout()
-        self.slurm_mig("gres-conf", "--mode", self.mode, "--output", os.path.join(self.dir, "etc"),
-                       "--node-name", self.node)
-        with open(os.path.join(self.dir, "etc", "slurm.conf.node"), encoding="utf-8") as f:
-            node_lines = f.read()
-        gres_types = re.search(r"^GresTypes=\S+$", node_lines, re.M).group(0)
-        gres = re.search(r"^NodeName=\S+ (Gres=\S+)$", node_lines, re.M).group(1)
+                   f'exec /usr/bin/{tool} "$@"\n', 0o755)
+        node_lines = [self._node_layout(node) for node in self.nodes]
+        with open(os.path.join(self.dir, "etc", "gres.conf"), "w", encoding="utf-8") as out:
+            for node in self.nodes:                    # one cluster-wide file, NodeName= records
+                with open(self.node_dir("conf", "gres.conf", node=node), encoding="utf-8") as f:
+                    out.write(f.read())
+        if self.mode == "dynamic":                     # every node has the same GPU models here
+            shutil.copy(self.node_dir("conf", "job_submit.lua"), os.path.join(self.dir, "etc"))
+        self._hooks()
+        addrs = [f"127.0.0.{i}" for i in range(1, len(self.nodes) + 1)]
         import jinja2
         with open(os.path.join(HERE, "slurm.conf.j2"), encoding="utf-8") as f:
             template = jinja2.Template(f.read(), keep_trailing_newline=True, trim_blocks=True)
         _write(self.conf, template.render(
-            hostname=self.hostname, node=self.node, dir=self.dir, cpus=self.cpus,
-            ctld_port=_free_port(), slurmd_port=_free_port(), gres=gres,
-            gres_types_line=gres_types, munge_socket=os.path.join(self.dir, "munge", "munge.sock"),
+            hostname=self.hostname, dir=self.dir, cpus=self.cpus, ctld_port=_free_port("127.0.0.1"),
+            nodes=[{"name": n, "addr": a, "port": _free_port(a), "gres": gres}
+                   for n, a, (_, gres) in zip(self.nodes, addrs, node_lines)],
+            gres_types_line=node_lines[0][0], munge_socket=os.path.join(self.dir, "munge", "munge.sock"),
             job_submit=self.mode == "dynamic", cgroup=self.constrain_devices))
         if self.constrain_devices:
             _write(os.path.join(self.dir, "etc", "cgroup.conf"),
                    "CgroupPlugin=cgroup/v1\nConstrainDevices=yes\n")
+        elif self.slurm.major >= 23:     # no cgroup tree in a chroot; 22.05 has no "disabled"
+            _write(os.path.join(self.dir, "etc", "cgroup.conf"), "CgroupPlugin=disabled\n")
 
-    def _static_layout(self) -> None:
-        self.slurm_mig("apply", "-f", self.layout[0], "-c", self.layout[1])
+    def _install_package(self) -> None:
+        """The working tree's package and hook scripts, for the cluster's Python."""
+        pkg = os.path.join(self.dir, "pkg")
+        for folder in ("slurm_mig", "prolog", "epilog"):
+            shutil.copytree(os.path.join(slurms.REPO, folder), os.path.join(pkg, folder),
+                            ignore=shutil.ignore_patterns("__pycache__"), dirs_exist_ok=True)
+        for path, module in ((self.bin, "slurm_mig"), (self.hook_bin, "slurm_mig.hooks.main")):
+            _write(path, f"#!/bin/sh\nPYTHONPATH={pkg} exec {self.slurm.python} -m {module} \"$@\"\n", 0o755)
+        self.run(self.slurm.python, "-m", "compileall", "-q", os.path.join(pkg, "slurm_mig"))
+
+    def _node_layout(self, node: str) -> Tuple[str, str]:
+        """A node's simulated GPUs, settings and generated Slurm config:
+        (its GresTypes= line, its Gres= item)."""
+        for d in ("mig-state", "mig-run", "conf"):
+            os.makedirs(self.node_dir(d, node=node), exist_ok=True)
+        os.makedirs(os.path.join(self.dir, "spool", node), exist_ok=True)
+        state = self.node_dir("gpus.json", node=node)
+        _write(self.node_dir("slurm-mig.toml", node=node),
+               f'backend = "sim:{state}"\nstate_dir = "{self.node_dir("mig-state", node=node)}"\n'
+               f'run_dir = "{self.node_dir("mig-run", node=node)}"\nwait_for_room = {self.wait_for_room}\n'
+               f'mode = "{self.mode}"\ngres_conf = "{self.dir}/etc/gres.conf"\n'
+               f'slurm_bin_dir = "{self.dir}/slurm-bin"\n'
+               'epilog_retries = 2\nepilog_retry_delay = 0.5\n')
+        # the simulated node's own /dev and /proc (gpus.root/): distinct char devices
+        self.slurm_mig("sim", "init", state, "--gpus", self.gpus[node], node=node)
+        if self.mode == "static":          # a copy: a chroot sees only the cluster directory
+            layout = shutil.copy(self.layouts[node][0], self.node_dir("layout.yaml", node=node))
+            self.slurm_mig("apply", "-f", layout, "-c", self.layouts[node][1], node=node)
+        self.slurm_mig("gres-conf", "--mode", self.mode, "--output", self.node_dir("conf", node=node),
+                       "--node-name", node, node=node)
+        with open(self.node_dir("conf", "slurm.conf.node", node=node), encoding="utf-8") as f:
+            text = f.read()
+        return (re.search(r"^GresTypes=\S+$", text, re.M).group(0),
+                re.search(r"^NodeName=\S+ (Gres=\S+)$", text, re.M).group(1))
+
+    def _hooks(self) -> None:
+        """Prolog, TaskProlog and Epilog wrappers: slurmd's SLURMD_NODENAME picks
+        the node's own settings (all slurmd share one slurm.conf)."""
+        known = "|".join(self.nodes)
+        for name, script in (("prolog", "prolog/slurm-mig-prolog"),
+                             ("task-prolog", "prolog/slurm-mig-task-prolog"),
+                             ("epilog", "epilog/slurm-mig-epilog")):
+            _write(os.path.join(self.dir, "hooks", name),
+                   "#!/bin/sh\n"
+                   f"case $SLURMD_NODENAME in {known}) ;; *) echo \"no node '$SLURMD_NODENAME'\" >&2; exit 1 ;; esac\n"
+                   f"node={self.dir}/nodes/$SLURMD_NODENAME\n"
+                   f"export SLURM_MIG_CONFIG=$node/slurm-mig.toml SLURM_MIG_HOOK={self.hook_bin} "
+                   "SLURM_MIG_RUN_DIR=$node/mig-run\n"
+                   f"exec {self.dir}/pkg/{script}\n", 0o755)
 
     def _start_munge(self) -> None:
+        """munged of this cluster only: its own key, socket, pid, log and seed."""
         munge_dir = os.path.join(self.dir, "munge")
         os.makedirs(munge_dir, exist_ok=True)
-        pw = pwd.getpwnam("munge")
-        os.chown(munge_dir, pw.pw_uid, pw.pw_gid)
+        uid, gid = self._munge_ids()
+        key = os.path.join(munge_dir, "munge.key")
+        with open(os.open(key, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o400), "wb") as f:
+            f.write(os.urandom(1024))
+        for path in (munge_dir, key):
+            os.chown(path, uid, gid)
         os.chmod(munge_dir, 0o700)
-        munged = shutil.which("munged") or "/usr/sbin/munged"
-        self._spawn("munged", ["runuser", "-u", "munge", "--", munged, "-F", "--force",
-                               f"--socket={munge_dir}/munge.sock",
-                               f"--pid-file={munge_dir}/munged.pid",
-                               f"--log-file={munge_dir}/munged.log",
-                               f"--seed-file={munge_dir}/munged.seed",
-                               "--key-file=/etc/munge/munge.key"])
+        self._spawn("munged", ["chroot", "--userspec=munge:munge", self.root, "/usr/sbin/munged", "-F",
+                               "--force", f"--socket={munge_dir}/munge.sock",
+                               f"--pid-file={munge_dir}/munged.pid", f"--log-file={munge_dir}/munged.log",
+                               f"--seed-file={munge_dir}/munged.seed", f"--key-file={key}"])
         self._wait(lambda: os.path.exists(f"{munge_dir}/munge.sock"), 20, "munged socket")
 
+    def _munge_ids(self) -> Tuple[int, int]:
+        """The munge user of the cluster's root (a chroot's ids may differ from the host's)."""
+        with open(os.path.join(self.root, "etc", "passwd"), encoding="utf-8") as f:
+            for line in f:
+                fields = line.split(":")
+                if fields[0] == "munge":
+                    return int(fields[2]), int(fields[3])
+        raise ClusterError(f"no munge user in {self.root}/etc/passwd: install munge")
+
     def _start_slurm(self) -> None:
-        ctld = shutil.which("slurmctld") or "/usr/sbin/slurmctld"
-        slurmd = shutil.which("slurmd") or "/usr/sbin/slurmd"
-        self._spawn("slurmctld", [ctld, "-D", "-c", "-f", self.conf])
-        self._wait(lambda: self.run("scontrol", "ping", check=False).returncode == 0
-                   and "UP" in self.run("scontrol", "ping", check=False).stdout, 60, "slurmctld")
-        self._spawn("slurmd", [slurmd, "-D", "-N", self.node, "-f", self.conf])
-        self._wait(lambda: self.node_state() == "idle", 90, "node idle")
+        self._spawn("slurmctld", ["chroot", self.root, "/usr/sbin/slurmctld", "-D", "-c", "-f", self.conf])
+        self._wait(lambda: "UP" in self.run("scontrol", "ping", check=False).stdout, 60, "slurmctld")
+        for node in self.nodes:
+            self._spawn(f"slurmd-{node}", ["chroot", self.root, "/usr/sbin/slurmd", "-D", "-N", node,
+                                           "-f", self.conf])
+        for node in self.nodes:
+            self._wait(lambda: self.node_state(node) == "idle", 90, f"node {node} idle")
 
     def _spawn(self, name: str, argv: List[str]) -> None:
         log = open(os.path.join(self.dir, "log", f"{name}.out"), "ab")
@@ -204,8 +284,8 @@ class DevCluster:
         raise ClusterError(f"timed out after {timeout:g}s waiting for {what}; see {self.dir}/log")
 
     # -- jobs -----------------------------------------------------------------
-    def node_state(self) -> str:
-        p = self.run("sinfo", "-h", "-N", "-n", self.node, "-o", "%T", check=False)
+    def node_state(self, node: Optional[str] = None) -> str:
+        p = self.run("sinfo", "-h", "-N", "-n", node or self.node, "-o", "%T", check=False)
         return p.stdout.strip()
 
     def sbatch(self, *args: str, script: str) -> str:
@@ -229,15 +309,13 @@ class DevCluster:
             state = self.job_state(job)
             if state in done:
                 # The epilog runs after the job is marked done; wait for it too.
-                self._wait(lambda: self.node_state() in ("idle", "mixed", "allocated", "drained",
-                                                         "draining", "down") and
-                           self.epilog_done(job), 60, f"epilog of job {job}")
+                self._wait(lambda: self.epilog_done(job), 60, f"epilog of job {job}")
                 return state
             time.sleep(0.3)
         raise ClusterError(f"job {job} still {self.job_state(job)} after {timeout:g}s")
 
     def epilog_done(self, job: str) -> bool:
-        return not os.path.exists(os.path.join(self.dir, "mig-run", f"{job}.env")) and \
+        return not any(os.path.exists(self.node_dir("mig-run", f"{job}.env", node=n)) for n in self.nodes) and \
             "COMPLETING" not in self.run("scontrol", "show", "job", "-o", job, check=False).stdout
 
     def output(self, job: str) -> str:
@@ -246,7 +324,7 @@ class DevCluster:
 
     # -- tear-down ------------------------------------------------------------
     def stop(self) -> None:
-        for name in ("slurmd", "slurmctld", "munged"):
+        for name in [f"slurmd-{n}" for n in self.nodes] + ["slurmctld", "munged"]:
             p = self.procs.pop(name, None)
             if p is None or p.poll() is not None:
                 continue
@@ -257,7 +335,10 @@ class DevCluster:
                 with __import__("contextlib").suppress(ProcessLookupError):
                     os.killpg(p.pid, signal.SIGKILL)
                 p.wait(timeout=5)
-        if not self.keep:
+        if self.view is not None:
+            self.view.unmount()
+            self.view = None
+        if not self.keep and not slurms.mounts_under(self.dir):
             shutil.rmtree(self.dir, ignore_errors=True)
 
     def __enter__(self) -> "DevCluster":
