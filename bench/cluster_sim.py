@@ -3,7 +3,7 @@ and what admitting it through Slurm's shard count costs.
 
 Event-driven, using the real planner and catalog. N nodes x G H100-80GB GPUs.
 Jobs arrive with one MIG request (profile x count) and a run time; at every
-event the first --window jobs of the queue (in job id order) are scanned and
+event the first 64 jobs of the queue (in job id order) are scanned and
 every one that can start does (Slurm's backfill without reservations).
 Policies, all on the same trace:
 
@@ -21,7 +21,10 @@ Policies, all on the same trace:
                       can hold or whose shard units exceed C ("refused");
                     - Slurm charges count x w(profile) shards on the first node
                       with a GPU having that many free, lowest-index GPU first;
-                    - the Prolog plans on that GPU only (gpu_fallback off);
+                    - the Prolog plans on that GPU only (gpu_fallback off;
+                      --fallback adds slurm:<weights>+fallback, where it
+                      places on any GPU of the node when that one has no
+                      room, the shards staying where Slurm put them);
                       instances of ended jobs count as free (it destroys idle
                       ones);
                     - no room there: a batch job is requeued at once (its shards
@@ -36,13 +39,15 @@ Policies, all on the same trace:
                       else fails it (final: counted, never run)
   before:memory-slots  what slurm-mig did before issue 12: memory-slot weights
                     (C = 8) and no requeue: every job that does not fit waits
-                    --prolog-wait s, then fails
+                    --prolog-wait s, then fails (sbatch refusals as today;
+                    the synthetic mixes have none)
 
 Dynamic policies pay --setup seconds per job (instance creation). Reported:
 jobs failed (batch, interactive), refused at sbatch, never served (static),
 requeues per job (mean, max), mean and p95 queueing delay (start - arrival,
 requeue delays included), mean job completion time (JCT = finish - arrival,
-over completed jobs), GPU slice-hours used / available until the makespan.
+over completed jobs only: failing jobs makes a policy look faster), GPU
+slice-hours used / available until the makespan.
 
 Not modelled: whole-GPU (gpu:) and multi-GPU jobs, node failures, Slurm's
 backfill reservations and scheduler cadence (a job starts at the event that
@@ -289,8 +294,9 @@ class SlurmCluster(MigCluster):
     """Slurm's shard count admits, the Prolog places on Slurm's GPU (see the
     module docstring for what it does when it cannot)."""
 
-    def __init__(self, nodes, gpus, weights, max_requeues=10, wait=30.0):
+    def __init__(self, nodes, gpus, weights, max_requeues=10, wait=30.0, fallback=False):
         super().__init__(nodes, gpus)
+        self.fallback = fallback
         self.weights, self.count = weights.by_name, weights.count
         self.shards = [[0] * gpus for _ in range(nodes)]    # used shards per GPU
         self.charged = {}               # job id -> (node, gpu, units)
@@ -320,7 +326,7 @@ class SlurmCluster(MigCluster):
         if where is None:
             return "queued"
         n, g = where
-        plan = self.plan(n, job, g)
+        plan = self.prolog_plan(n, job, g)
         if plan is None and not job.interactive and job.requeues < self.max_requeues:
             return "requeued"           # its shards are back before anyone else is scheduled
         self.shards[n][g] += units
@@ -331,12 +337,18 @@ class SlurmCluster(MigCluster):
         self.bind(n, job, plan)
         return "started"
 
+    def prolog_plan(self, n, job, g):
+        """Where the Prolog puts the job: on Slurm's GPU, else (with
+        fallback) anywhere on the node; None: no room."""
+        plan = self.plan(n, job, g)
+        return self.plan(n, job) if plan is None and self.fallback else plan
+
     def poll_waiting(self):
         """Waiting prologs try again (an epilog freed room): the jobs that now start."""
         started = []
         for job in list(self.waiting):
             n, g, _ = self.charged[job.id]
-            plan = self.plan(n, job, g)
+            plan = self.prolog_plan(n, job, g)
             if plan is not None:
                 self.waiting.remove(job)
                 self.bind(n, job, plan)
@@ -443,9 +455,11 @@ def summarize(jobs, used, total_slices):
             "makespan_h": makespan / 3600}
 
 
-def run_all(jobs, nodes, gpus, setup, seed, max_requeues=10, prolog_wait=30.0, weights=None):
+def run_all(jobs, nodes, gpus, setup, seed, max_requeues=10, prolog_wait=30.0, weights=None,
+            fallback=False):
     """Every policy on one trace: name -> results. `weights`: candidate names
-    for slurm:<weights> (default: all of WEIGHTS)."""
+    for slurm:<weights> (default: all of WEIGHTS); fallback: each also with
+    gpu_fallback."""
     results = {}
     for name in STATIC_LAYOUTS:
         results[f"static:{name}"] = simulate(jobs, StaticCluster(nodes, [name] * gpus))[0]
@@ -459,8 +473,9 @@ def run_all(jobs, nodes, gpus, setup, seed, max_requeues=10, prolog_wait=30.0, w
     results["before:memory-slots"] = simulate(
         jobs, SlurmCluster(nodes, gpus, WEIGHTS["memory-slots"], 0, prolog_wait), setup, seed)[0]
     for name in weights or WEIGHTS:
-        results[f"slurm:{name}"] = simulate(
-            jobs, SlurmCluster(nodes, gpus, WEIGHTS[name], max_requeues, prolog_wait), setup, seed)[0]
+        for fb in (False, True) if fallback else (False,):
+            results[f"slurm:{name}{'+fallback' if fb else ''}"] = simulate(
+                jobs, SlurmCluster(nodes, gpus, WEIGHTS[name], max_requeues, prolog_wait, fb), setup, seed)[0]
     return results
 
 
@@ -485,7 +500,7 @@ def grid_cell(cell):
     workload, load, seed, a = cell
     jobs = synthetic(workload, a.jobs, a.nodes, a.gpus, load, a.median_min, seed, a.interactive)
     return (workload, load), relative(run_all(jobs, a.nodes, a.gpus, a.setup, seed, a.max_requeues,
-                                              a.prolog_wait, a.weights))
+                                              a.prolog_wait, a.weights, a.fallback))
 
 
 def grid(a):
@@ -523,9 +538,9 @@ def print_grid(table, a):
                   f"| {r['requeues_mean']:.3f} | {r['requeues_max']:g} | {r['mean_wait_min']:.1f} "
                   f"| {r['p95_wait_min']:.1f} | {r['mean_jct_min']:.1f} | {r['vs_exact']:+.1%} "
                   f"| {r['vs_static']:+.1%} |")
-    for name in WEIGHTS if not a.weights else a.weights:
-        rows = [p[f"slurm:{name}"] for p in table.values()]
-        print(f"SUMMARY slurm:{name}: failed batch worst {max(r['failed_worst'] for r in rows):g}, "
+    for name in [n for n in next(iter(table.values())) if n.startswith("slurm:")]:
+        rows = [p[name] for p in table.values()]
+        print(f"SUMMARY {name}: failed batch worst {max(r['failed_worst'] for r in rows):g}, "
               f"JCT vs exact worst {max(r['vs_exact'] for r in rows):+.1%}, "
               f"vs best static worst {max(r['vs_static'] for r in rows):+.1%}")
 
@@ -539,7 +554,8 @@ def plot(results, title, path):
     shown = {k: r for k, r in results.items()
              if r["never"] == 0 and not math.isnan(r["mean_jct_min"]) and k != "static:best"}
     names = [k.replace("xall-", "x").replace(".10gb", "").replace(".20gb", "").replace(".40gb", "")
-             .replace(".80gb", "") for k in shown]
+             .replace(".80gb", "") + (f" ({failed} failed)" if failed else "")
+             for k, failed in ((k, r["failed"] + r["failed_interactive"]) for k, r in shown.items())]
     fig, ax = plt.subplots(figsize=(9, 0.45 * len(shown) + 1.5))
     y = range(len(shown))
     ax.barh([i + 0.2 for i in y], [r["mean_jct_min"] for r in shown.values()], 0.4, label="mean JCT (min)")
@@ -593,6 +609,8 @@ def main():
                     help="how long the prolog waits for room when it cannot requeue (wait_for_room)")
     ap.add_argument("--weights", type=lambda s: s.split(","), default=None,
                     help=f"shard weight candidates, comma-separated (default all: {','.join(WEIGHTS)})")
+    ap.add_argument("--fallback", action="store_true",
+                    help="also each slurm:<weights> with gpu_fallback = true")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--grid", action="store_true", help="every --workloads x --loads x --seeds")
     ap.add_argument("--workloads", type=lambda s: s.split(","), default=["mixed", "small", "large"])
@@ -614,7 +632,7 @@ def main():
     source = a.trace or f"{a.workload} mix, {a.jobs} jobs, load {a.load}, seed {a.seed}"
     print(f"{a.nodes} nodes x {a.gpus} H100-80GB; {source}")
     results = relative(run_all(jobs, a.nodes, a.gpus, a.setup, a.seed, a.max_requeues, a.prolog_wait,
-                               a.weights))
+                               a.weights, a.fallback))
     print_run(results)
     if a.plot:
         plot(results, f"{a.nodes}x{a.gpus} H100-80GB, {source}", a.plot)

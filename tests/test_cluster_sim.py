@@ -119,3 +119,21 @@ def test_lowest_index_gpu_gets_the_shards():
     for j in same_time("4g.40gb", "3g.40gb", "2g.20gb"):
         assert cluster.try_start(j) == "started"
     assert cluster.shards == [[16 + 15, 8]]
+
+
+def test_fallback_places_on_another_gpu_of_the_node():
+    """GPU 0 holds 1g.20gb at slot 0 and 1g.10gb at 2-6: Slurm's count has 4
+    shards left, a 1g.10gb, but no start does (slot 7 only). Without
+    gpu_fallback the job is requeued; with it, it goes on GPU 1."""
+    trap = [("1g.20gb", 0)] + [("1g.10gb", s) for s in range(2, 7)]
+    for fallback, outcome, gpu in ((False, "requeued", None), (True, "started", 1)):
+        cluster = Checked(1, 2, cs.WEIGHTS["searched"], fallback=fallback)
+        for i, (name, start) in enumerate(trap):
+            p = cs.MODEL.find_profile(name)
+            cluster.slots[0][0].append(cs.Occupied(gpu=0, profile_id=p.id, start=start, size=p.mem_slots,
+                                                   slices=p.slices, gi_id=i, owner=str(i)))
+        cluster.shards[0][0] = 7 + 5 * 4
+        job = cs.Job(9, 9.0, "1g.10gb", 1, 1.0)
+        assert cluster.try_start(job) == outcome
+        assert cluster.shards == [[27 + 4 * fallback, 0]]
+        assert [s.gpu for s in cluster.held.get(job.id, (0, []))[1]] == ([gpu] if gpu else [])
