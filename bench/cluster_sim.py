@@ -1,52 +1,84 @@
-"""Trace-driven cluster simulator: what per-job MIG buys over fixed layouts.
+"""Trace-driven cluster simulator: what per-job MIG buys over fixed layouts,
+and what admitting it through Slurm's shard count costs.
 
 Event-driven, using the real planner and catalog. N nodes x G H100-80GB GPUs.
-Jobs arrive with one MIG request (profile x count) and a run time; the queue
-is scanned in order at every event and every job that can start does (Slurm's
-backfill without reservations). Policies, all on the same trace:
+Jobs arrive with one MIG request (profile x count) and a run time; at every
+event the first 64 jobs of the queue (in job id order) are scanned and
+every one that can start does (Slurm's backfill without reservations).
+Policies, all on the same trace:
 
   static:<layout>   a fixed mig-parted layout on every GPU (instances never
                     change); a job runs on the smallest instance profile of the
                     layout that holds its request (same or more slices and
                     memory), or never, if none does
   static:best       the static layout with the lowest mean JCT, in hindsight
-  dynamic:most-room per-job reshaping, exact admission by the planner (default policy)
-  dynamic:first-fit the same with first-fit placement
-  dynamic:slurm     Slurm admits by shard units (memory slots) on the first GPU
-                    with enough free units and the prolog places only on that
-                    GPU; when it cannot, the prolog waits up to --prolog-wait
-                    seconds for an epilog to free room (holding the job's
-                    shards), then the job fails and is requeued after
-                    --retry-delay (a "mis-admission"); run with the configured
-                    wait and with one hour
-  dynamic:slurm+fallback  the same, but the prolog places on another GPU of the
-                    node when Slurm's GPU cannot take the request (what
-                    slurm-mig does with gpu_fallback = true)
+  dynamic:most-room per-job reshaping with exact admission: a job starts on the
+                    first node where the planner places it (any GPU); no job
+                    ever fails or waits for a requeue. The bound for the rest.
+  slurm:<weights>   what slurm-mig's dynamic mode does, with one shard weight
+                    candidate (WEIGHTS: searched is what gres-conf ships):
+                    - job_submit.lua refuses at sbatch a request no empty GPU
+                      can hold or whose shard units exceed C ("refused");
+                    - Slurm charges count x w(profile) shards on the first node
+                      with a GPU having that many free, lowest-index GPU first;
+                    - the Prolog plans on that GPU only (gpu_fallback off;
+                      --fallback adds slurm:<weights>+fallback, where it
+                      places on any GPU of the node when that one has no
+                      room, the shards staying where Slurm put them);
+                      instances of ended jobs count as free (it destroys idle
+                      ones);
+                    - no room there: a batch job is requeued at once (its shards
+                      freed) and is back in the queue, in its old place (same
+                      job id), REQUEUE_DELAY s later (cred_expire + 1 after its
+                      Epilog) plus Slurm's scheduling latency once a begin time
+                      passes (uniform LATENCY);
+                    - after --max-requeues requeues, and always for an
+                      interactive job (srun/salloc: --interactive share of the
+                      jobs), the Prolog waits --prolog-wait s holding the
+                      shards, starts the job if an ending job frees room, and
+                      else fails it (final: counted, never run)
+  before:memory-slots  what slurm-mig did before issue 12: memory-slot weights
+                    (C = 8) and no requeue: every job that does not fit waits
+                    --prolog-wait s, then fails (sbatch refusals as today;
+                    the synthetic mixes have none)
 
-Dynamic policies pay --setup seconds per job (instance creation). Reports mean
-and p95 queueing delay, mean job completion time (JCT = finish - arrival),
-GPU slice-hours used / available until the makespan, and the makespan.
+Dynamic policies pay --setup seconds per job (instance creation). Reported:
+jobs failed (batch, interactive), refused at sbatch, never served (static),
+requeues per job (mean, max), mean and p95 queueing delay (start - arrival,
+requeue delays included), mean job completion time (JCT = finish - arrival,
+over completed jobs only: failing jobs makes a policy look faster), GPU
+slice-hours used / available until the makespan.
+
+Not modelled: whole-GPU (gpu:) and multi-GPU jobs, node failures, Slurm's
+backfill reservations and scheduler cadence (a job starts at the event that
+frees room), the time hooks take, instances held by processes no job owns,
+per-profile speed differences, and users resubmitting failed jobs.
 
 Workloads: --workload mixed|small|large (synthetic: Poisson arrivals at --load
 of the cluster's compute slices, log-normal run times with median --median-min
 minutes and sigma 1.0, profile mix as in MIXES), or --trace FILE.csv with
-columns arrival_s,profile,count,duration_s.
+columns arrival_s,profile,count,duration_s[,interactive]. --grid runs every
+--workloads x --loads x --seeds and prints the medians over seeds.
 Usage: python bench/cluster_sim.py [--nodes 4] [--gpus 8] [--jobs 3000] [--seed 1]
+       python bench/cluster_sim.py --grid --jobs 2000 --seeds 3 [--procs 2]
 """
 import argparse
+import bisect
 import csv
 import heapq
 import math
 import random
 import statistics
-from collections import Counter
+from collections import Counter, defaultdict
 
-from slurm_mig.core import catalog, planner as P
+from slurm_mig.core import catalog, planner as P, shards
 from slurm_mig.core.policies import POLICIES
 from slurm_mig.core.view import GpuView, Occupied
 from slurm_mig.errors import NoFit
 
 MODEL = catalog.load().model("H100-80GB")
+UNITS = shards.shard_units([MODEL])[MODEL.layout]          # what gres-conf ships
+GEOMETRY = UNITS.geometry
 MIXES = {
     "mixed": {"1g.10gb": 40, "2g.20gb": 25, "3g.40gb": 20, "4g.40gb": 5, "7g.80gb": 10},
     "small": {"1g.10gb": 60, "1g.20gb": 15, "2g.20gb": 20, "3g.40gb": 5},
@@ -60,6 +92,30 @@ STATIC_LAYOUTS = {   # mig-parted's common configs for A100/H100-80GB, one per G
     "all-balanced": {"1g.10gb": 2, "2g.20gb": 1, "3g.40gb": 1},
     "4g+3g": {"4g.40gb": 1, "3g.40gb": 1},
 }
+CONSERVATIVE56 = {"1g.10gb": 8, "1g.20gb": 13, "2g.20gb": 15, "3g.40gb": 25, "4g.40gb": 29, "7g.80gb": 56}
+REQUEUE_DELAY = 121.0        # Slurm: cred_expire (120 s) + 1 after the requeued job's Epilog
+LATENCY = (10.0, 60.0)       # Slurm starting a job after its begin time passes (observed)
+FIXED_ROWS = ("static:best", "dynamic:most-room", "before:memory-slots")
+
+
+def geometry_of(names):
+    """GEOMETRY restricted to the named profiles."""
+    return shards.Geometry(GEOMETRY.memory_slots, GEOMETRY.compute_slices,
+                           tuple(p for p in GEOMETRY.profiles if p.name in names))
+
+
+def weight_candidates():
+    """The shard weights compared: name -> shards.Weights (over GEOMETRY's
+    profiles; conservative56 prices only the plain ones, not +me)."""
+    plain = geometry_of([n for n in GEOMETRY.names if shards.is_plain(n)])
+    return {
+        "searched": UNITS.result,
+        "memory-slots": shards.memory_slot_weights(GEOMETRY),
+        "conservative56": shards.evaluate(plain, [CONSERVATIVE56[n] for n in plain.names], 56),
+    }
+
+
+WEIGHTS = weight_candidates()
 
 
 def demand_mixes(jobs, gpus):
@@ -88,16 +144,29 @@ def demand_mixes(jobs, gpus):
 
 
 class Job:
-    __slots__ = ("id", "arrival", "profile", "count", "duration", "start", "end", "tries")
+    """One job of a trace, and what became of it in one simulation: started
+    (start, end set) or a fate ("failed", "refused", "never")."""
+    __slots__ = ("id", "arrival", "profile", "count", "duration", "interactive",
+                 "start", "end", "requeues", "fate")
 
-    def __init__(self, id, arrival, profile, count, duration):
+    def __init__(self, id, arrival, profile, count, duration, interactive=False):
         self.id, self.arrival, self.profile, self.count, self.duration = id, arrival, profile, count, duration
-        self.start = self.end = None
-        self.tries = 0
+        self.interactive = interactive
+        self.start = self.end = self.fate = None
+        self.requeues = 0
+
+    def fresh(self):
+        return Job(self.id, self.arrival, self.profile, self.count, self.duration, self.interactive)
+
+    @property
+    def slices(self):
+        return MODEL.find_profile(self.profile).slices * self.count
 
 
-def synthetic(workload, n_jobs, nodes, gpus, load, median_min, seed):
-    rng = random.Random(seed)
+def synthetic(workload, n_jobs, nodes, gpus, load, median_min, seed, interactive=0.0):
+    """Poisson arrivals at `load`; the interactive flags come from their own
+    random stream, so the rest of the trace does not depend on that share."""
+    rng, flags = random.Random(seed), random.Random(f"interactive-{seed}")
     mix = MIXES[workload]
     names, weights = zip(*mix.items())
     mean_slices = sum(MODEL.find_profile(n).slices * w for n, w in mix.items()) / sum(weights)
@@ -109,13 +178,15 @@ def synthetic(workload, n_jobs, nodes, gpus, load, median_min, seed):
     for i in range(n_jobs):
         t += rng.expovariate(rate)
         jobs.append(Job(i, t, rng.choices(names, weights)[0], 1,
-                        rng.lognormvariate(math.log(median_min * 60), sigma)))
+                        rng.lognormvariate(math.log(median_min * 60), sigma),
+                        flags.random() < interactive))
     return jobs
 
 
 def read_trace(path):
     with open(path, newline="") as f:
-        return [Job(i, float(r["arrival_s"]), r["profile"], int(r["count"]), float(r["duration_s"]))
+        return [Job(i, float(r["arrival_s"]), r["profile"], int(r["count"]), float(r["duration_s"]),
+                    r.get("interactive", "0").strip() in ("1", "true", "yes"))
                 for i, r in enumerate(csv.DictReader(f))]
 
 
@@ -125,6 +196,10 @@ def covering_profile(layout_profiles, request):
     fits = [p for p in layout_profiles if p.slices >= want.slices and p.mem_slots >= want.mem_slots]
     return min(fits, key=lambda p: (p.mem_slots, p.slices), default=None)
 
+
+# Every cluster's try_start(job) answers one of: "started", "queued" (no room
+# now), "never" (cannot run here), "refused" (at sbatch), "requeued" (back in
+# the queue after a delay) or "waiting" (a prolog waits for room).
 
 class StaticCluster:
     def __init__(self, nodes, gpu_layouts):
@@ -148,8 +223,8 @@ class StaticCluster:
             if free[p.name] >= job.count:
                 free[p.name] -= job.count
                 self.held[job.id] = (n, p.name)
-                return True
-        return False
+                return "started"
+        return "queued"
 
     def finish(self, job):
         n, name = self.held.pop(job.id)
@@ -158,199 +233,329 @@ class StaticCluster:
     def poll_waiting(self):
         return []
 
-
-class DynamicCluster:
-    def __init__(self, nodes, gpus, policy, slurm_accounting=False, fallback=False, prolog_wait=0.0):
-        self.gpus, self.prolog_wait = gpus, prolog_wait
-        self.waiting = []              # (job, node, gpu, need, deadline): prologs waiting for room
-        self.slots = [[[] for _ in range(gpus)] for _ in range(nodes)]
-        self.units = [[0] * gpus for _ in range(nodes)]     # Slurm's shard view per GPU
-        self.policy = POLICIES[policy]
-        self.slurm, self.fallback = slurm_accounting, fallback
-        self.held = {}
-        self.misadmitted = 0
-
-    def _views(self, n):
-        return [GpuView(g, MODEL, occupied=tuple(s)) for g, s in enumerate(self.slots[n])]
-
-    def try_start(self, job):
-        p = MODEL.find_profile(job.profile)
-        need, slices = p.mem_slots * job.count, p.slices * job.count
-        for n in range(len(self.slots)):
-            free = [MODEL.memory_slots - sum(s.size for s in gpu) for gpu in self.slots[n]]
-            if self.slurm:
-                units = self.units[n]
-                gpu = next((g for g in range(self.gpus) if MODEL.memory_slots - units[g] >= need), None)
-                if gpu is None:
-                    continue
-                plan = self._prolog_plan(n, job, gpu)
-                units[gpu] += need
-                if plan is None:
-                    self.waiting.append((job, n, gpu, need))
-                    return "waiting"
-            else:
-                free_slices = [MODEL.compute_slices - sum(MODEL.profile_by_id(x.profile_id).slices
-                                                          for x in gpu) for gpu in self.slots[n]]
-                if sum(free) < need or sum(free_slices) < slices:
-                    continue
-                try:
-                    plan = P.plan(self._views(n), {job.profile: job.count}, policy=self.policy)
-                except NoFit:
-                    continue
-                gpu = None
-            self._bind(n, job, plan, gpu, need)
-            return True
+    def give_up(self, job):
         return False
 
-    def _prolog_plan(self, n, job, gpu):
-        """What the prolog does on Slurm's GPU (or, with fallback, the node); None: no room."""
+
+class MigCluster:
+    """Nodes of GPUs whose instances are created per job and destroyed at its end."""
+
+    def __init__(self, nodes, gpus, policy="most-room"):
+        self.slots = [[[] for _ in range(gpus)] for _ in range(nodes)]
+        self.policy = POLICIES[policy]
+        self.held = {}                  # job id -> (node, [Occupied])
+        self.total_slices = nodes * gpus * MODEL.compute_slices
+
+    def plan(self, n, job, gpu=None):
+        """The real planner on node n (only on `gpu` when given); None: no room."""
+        views = [GpuView(g, MODEL, occupied=tuple(s)) for g, s in enumerate(self.slots[n])]
         try:
-            return P.plan(self._views(n), {job.profile: job.count}, gpu=gpu, policy=self.policy)
-        except NoFit:
-            if not self.fallback:
-                return None
-        try:
-            return P.plan(self._views(n), {job.profile: job.count}, policy=self.policy)
+            return P.plan(views, {job.profile: job.count}, gpu=gpu, policy=self.policy)
         except NoFit:
             return None
 
-    def _bind(self, n, job, plan, gpu, need):
-        slots = []
-        for pl in plan.placements:
-            slot = Occupied(gpu=pl.gpu, profile_id=pl.profile.id, start=pl.start,
-                          size=pl.profile.mem_slots, slices=pl.profile.slices, gi_id=job.id, owner=str(job.id))
-            self.slots[n][pl.gpu].append(slot)
-            slots.append(slot)
-        self.held[job.id] = (n, slots, gpu, need)
+    def bind(self, n, job, plan):
+        held = [Occupied(gpu=pl.gpu, profile_id=pl.profile.id, start=pl.start, size=pl.profile.mem_slots,
+                         slices=pl.profile.slices, gi_id=job.id, owner=str(job.id))
+                for pl in plan.placements]
+        for slot in held:
+            self.slots[n][slot.gpu].append(slot)
+        self.held[job.id] = (n, held)
+
+    def finish(self, job):
+        n, held = self.held.pop(job.id)
+        for slot in held:
+            self.slots[n][slot.gpu].remove(slot)
 
     def poll_waiting(self):
-        """Prologs waiting for room retry (after an epilog): the jobs that now start."""
-        started = []
-        for entry in list(self.waiting):
-            job, n, gpu, need = entry
-            plan = self._prolog_plan(n, job, gpu)
+        return []
+
+    def give_up(self, job):
+        return False
+
+
+class ExactCluster(MigCluster):
+    """Admission by the planner itself: a job starts where it can be placed."""
+
+    def try_start(self, job):
+        p = MODEL.find_profile(job.profile)
+        for n, gpus in enumerate(self.slots):
+            if (sum(s.size for g in gpus for s in g) + p.mem_slots * job.count
+                    > len(gpus) * MODEL.memory_slots):
+                continue                # a quick bound before planning
+            plan = self.plan(n, job)
             if plan is not None:
-                self.waiting.remove(entry)
-                self._bind(n, job, plan, gpu, need)
+                self.bind(n, job, plan)
+                return "started"
+        return "queued"
+
+
+class SlurmCluster(MigCluster):
+    """Slurm's shard count admits, the Prolog places on Slurm's GPU (see the
+    module docstring for what it does when it cannot)."""
+
+    def __init__(self, nodes, gpus, weights, max_requeues=10, wait=30.0, fallback=False):
+        super().__init__(nodes, gpus)
+        self.fallback = fallback
+        self.weights, self.count = weights.by_name, weights.count
+        self.shards = [[0] * gpus for _ in range(nodes)]    # used shards per GPU
+        self.charged = {}               # job id -> (node, gpu, units)
+        self.waiting = []               # jobs whose prolog waits for room
+        self.max_requeues, self.wait = max_requeues, wait
+
+    def units(self, job):
+        """The job's shard units, or None when job_submit.lua refuses it."""
+        w = self.weights.get(job.profile)
+        if w is None or w * job.count > self.count or not shards.placeable(GEOMETRY, {job.profile: job.count}):
+            return None
+        return w * job.count
+
+    def slurm_gpu(self, units):
+        """(node, gpu): the first node's lowest-index GPU with `units` free shards, or None."""
+        for n, used in enumerate(self.shards):
+            for g, u in enumerate(used):
+                if u + units <= self.count:
+                    return n, g
+        return None
+
+    def try_start(self, job):
+        units = self.units(job)
+        if units is None:
+            return "refused"
+        where = self.slurm_gpu(units)
+        if where is None:
+            return "queued"
+        n, g = where
+        plan = self.prolog_plan(n, job, g)
+        if plan is None and not job.interactive and job.requeues < self.max_requeues:
+            return "requeued"           # its shards are back before anyone else is scheduled
+        self.shards[n][g] += units
+        self.charged[job.id] = (n, g, units)
+        if plan is None:
+            self.waiting.append(job)
+            return "waiting"
+        self.bind(n, job, plan)
+        return "started"
+
+    def prolog_plan(self, n, job, g):
+        """Where the Prolog puts the job: on Slurm's GPU, else (with
+        fallback) anywhere on the node; None: no room."""
+        plan = self.plan(n, job, g)
+        return self.plan(n, job) if plan is None and self.fallback else plan
+
+    def poll_waiting(self):
+        """Waiting prologs try again (an epilog freed room): the jobs that now start."""
+        started = []
+        for job in list(self.waiting):
+            n, g, _ = self.charged[job.id]
+            plan = self.prolog_plan(n, job, g)
+            if plan is not None:
+                self.waiting.remove(job)
+                self.bind(n, job, plan)
                 started.append(job)
         return started
 
     def give_up(self, job):
-        """The prolog's wait ran out: the job fails and is requeued (a mis-admission)."""
-        for entry in self.waiting:
-            if entry[0] is job:
-                self.waiting.remove(entry)
-                self.units[entry[1]][entry[2]] -= entry[3]
-                self.misadmitted += 1
-                return True
-        return False
+        """The prolog's wait ran out: True when the job was still waiting (it fails)."""
+        if job not in self.waiting:
+            return False
+        self.waiting.remove(job)
+        self.release(job)
+        return True
 
     def finish(self, job):
-        n, slots, gpu, need = self.held.pop(job.id)
-        for s in slots:
-            self.slots[n][s.gpu].remove(s)
-        if gpu is not None:
-            self.units[n][gpu] -= need
+        super().finish(job)
+        self.release(job)
+
+    def release(self, job):
+        n, g, units = self.charged.pop(job.id)
+        self.shards[n][g] -= units
 
 
-def simulate(jobs, cluster, setup=0.0, retry_delay=30.0, window=64):
-    jobs = [Job(j.id, j.arrival, j.profile, j.count, j.duration) for j in jobs]
-    # (time, kind, job): 0 arrive, 1 finish, 2 requeued job back, 3 a waiting prolog gives up
-    events = [(j.arrival, 0, j.id) for j in jobs]
-    heapq.heapify(events)
+ARRIVE, FINISH, BACK, GIVE_UP = range(4)
+
+
+def simulate(jobs, cluster, setup=0.0, seed=0, window=64):
+    """Run the trace through `cluster`; returns (results dict, the simulated jobs)."""
+    jobs = [j.fresh() for j in jobs]
     by_id = {j.id: j for j in jobs}
-    queue, never, busy_slices, last_t, used = [], [], 0, 0.0, 0.0
+    latency = random.Random(f"latency-{seed}")
+    events = [(j.arrival, ARRIVE, j.id) for j in jobs]
+    heapq.heapify(events)
+    queue, busy_slices, last_t, used = [], 0, 0.0, 0.0     # queue: job ids, in order
 
-    def start(q, t):
+    def start(job, t):
         nonlocal busy_slices
-        q.start, q.end = t, t + setup + q.duration
-        busy_slices += MODEL.find_profile(q.profile).slices * q.count
-        heapq.heappush(events, (q.end, 1, q.id))
+        job.start, job.end = t, t + setup + job.duration
+        busy_slices += job.slices
+        heapq.heappush(events, (job.end, FINISH, job.id))
 
     while events:
         t, kind, jid = heapq.heappop(events)
         used += busy_slices * (t - last_t)
         last_t = t
         job = by_id[jid]
-        if kind == 1:
+        if kind == FINISH:
             cluster.finish(job)
-            busy_slices -= MODEL.find_profile(job.profile).slices * job.count
+            busy_slices -= job.slices
             for q in cluster.poll_waiting():
                 start(q, t)
-        elif kind == 3:
+        elif kind == GIVE_UP:
             if cluster.give_up(job):
-                job.tries += 1
-                heapq.heappush(events, (t + retry_delay, 2, job.id))
+                job.fate = "failed"
         else:
-            queue.append(job)
-        started, failed = [], set()
-        for q in queue[:window]:
-            if (q.profile, q.count) in failed:      # the node only fills up during a scan
-                continue
-            r = cluster.try_start(q)
-            if r is False:
-                failed.add((q.profile, q.count))
-                continue
-            started.append(q)
-            if r is True:
+            bisect.insort(queue, jid)
+        for q, outcome in scan(cluster, [by_id[i] for i in queue[:window]]):
+            queue.remove(q.id)
+            if outcome == "started":
                 start(q, t)
-            elif r == "never":
-                never.append(q)
-            elif r == "waiting":
-                heapq.heappush(events, (t + cluster.prolog_wait, 3, q.id))
-        for q in started:
-            queue.remove(q)
+            elif outcome == "requeued":
+                q.requeues += 1
+                heapq.heappush(events, (t + REQUEUE_DELAY + latency.uniform(*LATENCY), BACK, q.id))
+            elif outcome == "waiting":
+                heapq.heappush(events, (t + cluster.wait, GIVE_UP, q.id))
+            else:
+                q.fate = outcome
+    return summarize(jobs, used, cluster.total_slices), jobs
+
+
+def scan(cluster, pending):
+    """One scheduling pass: (job, outcome) for each job that leaves the queue."""
+    left, blocked = [], set()
+    for q in pending:
+        if (q.profile, q.count) in blocked:     # counters only fill up during a pass
+            continue
+        outcome = cluster.try_start(q)
+        if outcome == "queued":
+            blocked.add((q.profile, q.count))
+        else:
+            left.append((q, outcome))
+    return left
+
+
+def summarize(jobs, used, total_slices):
     done = [j for j in jobs if j.end is not None]
+    fates = Counter((j.fate, j.interactive) for j in jobs)
+    valid = [j for j in jobs if j.fate not in ("refused", "never")]
+    r = {"failed": fates["failed", False], "failed_interactive": fates["failed", True],
+         "refused": fates["refused", False] + fates["refused", True],
+         "never": fates["never", False] + fates["never", True],
+         "requeues_mean": statistics.mean(j.requeues for j in valid) if valid else 0.0,
+         "requeues_max": max((j.requeues for j in valid), default=0)}
     if not done:
-        return {"mean_wait_min": math.nan, "p95_wait_min": math.nan, "mean_jct_min": math.nan,
-                "util": 0.0, "makespan_h": math.nan, "never": len(never), "misadmitted": 0}
+        return {**r, "mean_wait_min": math.nan, "p95_wait_min": math.nan, "mean_jct_min": math.nan,
+                "util": 0.0, "makespan_h": math.nan}
     makespan = max(j.end for j in done) - min(j.arrival for j in jobs)
     waits = sorted(j.start - j.arrival for j in done)
-    return {
-        "mean_wait_min": statistics.mean(waits) / 60,
-        "p95_wait_min": waits[int(0.95 * (len(waits) - 1))] / 60,
-        "mean_jct_min": statistics.mean(j.end - j.arrival for j in done) / 60,
-        "util": used / (makespan * cluster_slices(cluster)),
-        "makespan_h": makespan / 3600,
-        "never": len(never),
-        "misadmitted": getattr(cluster, "misadmitted", 0),
-    }
+    return {**r,
+            "mean_wait_min": statistics.mean(waits) / 60,
+            "p95_wait_min": waits[int(0.95 * (len(waits) - 1))] / 60,
+            "mean_jct_min": statistics.mean(j.end - j.arrival for j in done) / 60,
+            "util": used / (makespan * total_slices),
+            "makespan_h": makespan / 3600}
 
 
-def cluster_slices(cluster):
-    if isinstance(cluster, DynamicCluster):
-        return len(cluster.slots) * cluster.gpus * MODEL.compute_slices
-    return cluster.total_slices
-
-
-def run_all(jobs, nodes, gpus, setup, retry_delay, prolog_wait):
+def run_all(jobs, nodes, gpus, setup, seed, max_requeues=10, prolog_wait=30.0, weights=None,
+            fallback=False):
+    """Every policy on one trace: name -> results. `weights`: candidate names
+    for slurm:<weights> (default: all of WEIGHTS); fallback: each also with
+    gpu_fallback."""
     results = {}
     for name in STATIC_LAYOUTS:
-        results[f"static:{name}"] = simulate(jobs, StaticCluster(nodes, [name] * gpus))
+        results[f"static:{name}"] = simulate(jobs, StaticCluster(nodes, [name] * gpus))[0]
     for name, layout in demand_mixes(jobs, gpus).items():
-        results[f"static:{name}"] = simulate(jobs, StaticCluster(nodes, layout))
+        results[f"static:{name}"] = simulate(jobs, StaticCluster(nodes, layout))[0]
     candidates = {k: v for k, v in results.items() if v["never"] == 0}
     if candidates:
         best = min(candidates, key=lambda k: candidates[k]["mean_jct_min"])
-        results[f"static:best ({best.split(':')[1]})"] = candidates[best]
-    for policy in ("most-room", "first-fit"):
-        results[f"dynamic:{policy}"] = simulate(jobs, DynamicCluster(nodes, gpus, policy), setup)
-    for fallback in (False, True):
-        for wait in (prolog_wait, 3600.0):
-            name = f"dynamic:slurm{'+fallback' if fallback else ''} (prolog waits {wait:g}s)"
-            results[name] = simulate(jobs, DynamicCluster(nodes, gpus, "most-room", True, fallback, wait),
-                                     setup, retry_delay)
+        results["static:best"] = {**candidates[best], "layout": best.split(":", 1)[1]}
+    results["dynamic:most-room"] = simulate(jobs, ExactCluster(nodes, gpus), setup, seed)[0]
+    results["before:memory-slots"] = simulate(
+        jobs, SlurmCluster(nodes, gpus, WEIGHTS["memory-slots"], 0, prolog_wait), setup, seed)[0]
+    for name in weights or WEIGHTS:
+        for fb in (False, True) if fallback else (False,):
+            results[f"slurm:{name}{'+fallback' if fb else ''}"] = simulate(
+                jobs, SlurmCluster(nodes, gpus, WEIGHTS[name], max_requeues, prolog_wait, fb), setup, seed)[0]
     return results
 
+
+def relative(results):
+    """Mean JCT of each policy vs exact admission and vs the best static layout
+    (+: longer); NaN where there is no such reference."""
+    exact = results["dynamic:most-room"]["mean_jct_min"]
+    static = results.get("static:best", {}).get("mean_jct_min", math.nan)
+    for r in results.values():
+        r["vs_exact"] = r["mean_jct_min"] / exact - 1
+        r["vs_static"] = r["mean_jct_min"] / static - 1
+    return results
+
+
+# ------------------------------------------------------------------ grid mode
+
+GRID_COLUMNS = ("failed", "failed_interactive", "requeues_mean", "requeues_max", "mean_wait_min",
+                "p95_wait_min", "mean_jct_min", "vs_exact", "vs_static")
+
+
+def grid_cell(cell):
+    workload, load, seed, a = cell
+    jobs = synthetic(workload, a.jobs, a.nodes, a.gpus, load, a.median_min, seed, a.interactive)
+    return (workload, load), relative(run_all(jobs, a.nodes, a.gpus, a.setup, seed, a.max_requeues,
+                                              a.prolog_wait, a.weights, a.fallback))
+
+
+def grid(a):
+    """Every workload x load x seed; per (workload, load) and policy, the
+    median over seeds of each column (ratios are taken per seed), and the
+    worst seed's failures."""
+    cells = [(w, load, seed, a) for w in a.workloads for load in a.loads for seed in range(1, a.seeds + 1)]
+    if a.procs > 1:
+        import multiprocessing
+        with multiprocessing.Pool(a.procs) as pool:
+            runs = pool.map(grid_cell, cells)
+    else:
+        runs = [grid_cell(c) for c in cells]
+    per = defaultdict(lambda: defaultdict(list))
+    for key, results in runs:
+        for name, r in results.items():
+            if name in FIXED_ROWS or name.startswith("slurm:"):
+                per[key][name].append(r)
+    return {key: {name: {**{c: statistics.median(r[c] for r in rs) for c in GRID_COLUMNS},
+                         **{f"{c}_worst": max(r[c] for r in rs) for c in ("failed", "failed_interactive")}}
+                  for name, rs in policies.items()} for key, policies in per.items()}
+
+
+def print_grid(table, a):
+    print(f"{a.nodes} nodes x {a.gpus} H100-80GB, {a.jobs} jobs per trace, medians over seeds "
+          f"1-{a.seeds} (failures: median, worst seed); interactive share {a.interactive:g}; "
+          f"max requeues {a.max_requeues}; JCT vs: + is longer")
+    print("| mix | load | policy | failed batch | failed inter. | requeues mean | requeues max "
+          "| wait min | p95 wait | JCT min | JCT vs exact | JCT vs best static |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for (workload, load), policies in table.items():
+        for name, r in policies.items():
+            print(f"| {workload} | {load:g} | {name} | {r['failed']:g} ({r['failed_worst']:g}) "
+                  f"| {r['failed_interactive']:g} ({r['failed_interactive_worst']:g}) "
+                  f"| {r['requeues_mean']:.3f} | {r['requeues_max']:g} | {r['mean_wait_min']:.1f} "
+                  f"| {r['p95_wait_min']:.1f} | {r['mean_jct_min']:.1f} | {r['vs_exact']:+.1%} "
+                  f"| {r['vs_static']:+.1%} |")
+    for name in [n for n in next(iter(table.values())) if n.startswith("slurm:")]:
+        rows = [p[name] for p in table.values()]
+        print(f"SUMMARY {name}: failed batch worst {max(r['failed_worst'] for r in rows):g}, "
+              f"JCT vs exact worst {max(r['vs_exact'] for r in rows):+.1%}, "
+              f"vs best static worst {max(r['vs_static'] for r in rows):+.1%}")
+
+
+# ---------------------------------------------------------------- single run
 
 def plot(results, title, path):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     shown = {k: r for k, r in results.items()
-             if r["never"] == 0 and not math.isnan(r["mean_jct_min"]) and not k.startswith("static:best")}
+             if r["never"] == 0 and not math.isnan(r["mean_jct_min"]) and k != "static:best"}
     names = [k.replace("xall-", "x").replace(".10gb", "").replace(".20gb", "").replace(".40gb", "")
-             .replace(".80gb", "") for k in shown]
+             .replace(".80gb", "") + (f" ({failed} failed)" if failed else "")
+             for k, failed in ((k, r["failed"] + r["failed_interactive"]) for k, r in shown.items())]
     fig, ax = plt.subplots(figsize=(9, 0.45 * len(shown) + 1.5))
     y = range(len(shown))
     ax.barh([i + 0.2 for i in y], [r["mean_jct_min"] for r in shown.values()], 0.4, label="mean JCT (min)")
@@ -366,42 +571,71 @@ def plot(results, title, path):
     fig.savefig(path, dpi=110)
 
 
+def print_run(results):
+    print(f"{'policy':<48} {'wait min':>8} {'p95 wait':>8} {'JCT min':>8} {'util':>6} {'never':>5} "
+          f"{'failed':>6} {'f.inter':>7} {'requeues':>8} {'rq max':>6}")
+    for name, r in results.items():
+        label = f"{name} ({r['layout']})" if "layout" in r else name
+        print(f"{label:<48} {r['mean_wait_min']:8.1f} {r['p95_wait_min']:8.1f} {r['mean_jct_min']:8.1f} "
+              f"{r['util']:6.1%} {r['never']:5d} {r['failed']:6d} {r['failed_interactive']:7d} "
+              f"{r['requeues_mean']:8.3f} {r['requeues_max']:6d}")
+    if "static:best" in results:
+        gains = ", ".join(f"{k} {r['vs_static']:+.1%}" for k, r in results.items()
+                          if not k.startswith("static"))
+        print(f"SUMMARY cluster: mean JCT vs static:best (+: longer): {gains}")
+
+
+def weights_report():
+    for name, w in WEIGHTS.items():
+        given = shards.given_up(geometry_of(w.names), w)
+        print(f"weights {name}: C={w.count} {w.by_name}; admits {w.admitted_placeable}/{w.placeable} "
+              f"placeable sets and {w.admitted_unplaceable} unplaceable; gives up {len(given)} "
+              f"(minimal): {'; '.join(given) or '-'}")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--nodes", type=int, default=4)
     ap.add_argument("--gpus", type=int, default=8)
     ap.add_argument("--jobs", type=int, default=3000)
     ap.add_argument("--workload", choices=sorted(MIXES), default="mixed")
-    ap.add_argument("--trace", help="CSV trace: arrival_s,profile,count,duration_s")
+    ap.add_argument("--trace", help="CSV trace: arrival_s,profile,count,duration_s[,interactive]")
     ap.add_argument("--load", type=float, default=0.9, help="offered load, share of compute slices")
     ap.add_argument("--median-min", type=float, default=30.0)
     ap.add_argument("--setup", type=float, default=2.0, help="seconds to create a job's instances")
-    ap.add_argument("--retry-delay", type=float, default=30.0,
-                    help="seconds before a failed job is scheduled again")
+    ap.add_argument("--interactive", type=float, default=0.0, help="share of srun/salloc jobs")
+    ap.add_argument("--max-requeues", type=int, default=10)
     ap.add_argument("--prolog-wait", type=float, default=30.0,
-                    help="how long the prolog waits for room (wait_for_room)")
+                    help="how long the prolog waits for room when it cannot requeue (wait_for_room)")
+    ap.add_argument("--weights", type=lambda s: s.split(","), default=None,
+                    help=f"shard weight candidates, comma-separated (default all: {','.join(WEIGHTS)})")
+    ap.add_argument("--fallback", action="store_true",
+                    help="also each slurm:<weights> with gpu_fallback = true")
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--grid", action="store_true", help="every --workloads x --loads x --seeds")
+    ap.add_argument("--workloads", type=lambda s: s.split(","), default=["mixed", "small", "large"])
+    ap.add_argument("--loads", type=lambda s: [float(x) for x in s.split(",")], default=[0.6, 0.75, 0.9])
+    ap.add_argument("--seeds", type=int, default=3, help="--grid: seeds 1..N")
+    ap.add_argument("--procs", type=int, default=1, help="--grid: processes")
     ap.add_argument("--plot", metavar="FILE.png", help="also draw mean JCT and p95 wait per policy "
                     "(needs matplotlib: pip install '.[bench]')")
-    args = ap.parse_args()
-    jobs = read_trace(args.trace) if args.trace else synthetic(
-        args.workload, args.jobs, args.nodes, args.gpus, args.load, args.median_min, args.seed)
-    source = args.trace or f"{args.workload} mix, {args.jobs} jobs, load {args.load}, seed {args.seed}"
-    print(f"{args.nodes} nodes x {args.gpus} H100-80GB; {source}")
-    results = run_all(jobs, args.nodes, args.gpus, args.setup, args.retry_delay, args.prolog_wait)
-    print(f"{'policy':<52} {'wait min':>9} {'p95 wait':>9} {'JCT min':>8} {'util':>6} "
-          f"{'makespan h':>10} {'never':>6} {'misadm':>7}")
-    for name, r in results.items():
-        print(f"{name:<52} {r['mean_wait_min']:9.1f} {r['p95_wait_min']:9.1f} {r['mean_jct_min']:8.1f} "
-              f"{r['util']:6.1%} {r['makespan_h']:10.1f} {r['never']:6d} {r['misadmitted']:7d}")
-    if args.plot:
-        plot(results, f"{args.nodes}x{args.gpus} H100-80GB, {source}", args.plot)
-    best = next((k for k in results if k.startswith("static:best")), None)
-    if best:
-        base = results[best]["mean_jct_min"]
-        gains = ", ".join(f"{k} {1 - r['mean_jct_min'] / base:+.1%}" for k, r in results.items()
-                          if k.startswith("dynamic"))
-        print(f"SUMMARY cluster: mean JCT gain vs {best}: {gains} (MISO: 16%)")
+    a = ap.parse_args()
+    unknown = set(a.weights or ()) - set(WEIGHTS)
+    if unknown:
+        ap.error(f"unknown weights {sorted(unknown)}; known: {', '.join(WEIGHTS)}")
+    weights_report()
+    if a.grid:
+        print_grid(grid(a), a)
+        return
+    jobs = read_trace(a.trace) if a.trace else synthetic(
+        a.workload, a.jobs, a.nodes, a.gpus, a.load, a.median_min, a.seed, a.interactive)
+    source = a.trace or f"{a.workload} mix, {a.jobs} jobs, load {a.load}, seed {a.seed}"
+    print(f"{a.nodes} nodes x {a.gpus} H100-80GB; {source}")
+    results = relative(run_all(jobs, a.nodes, a.gpus, a.setup, a.seed, a.max_requeues, a.prolog_wait,
+                               a.weights, a.fallback))
+    print_run(results)
+    if a.plot:
+        plot(results, f"{a.nodes}x{a.gpus} H100-80GB, {source}", a.plot)
 
 
 if __name__ == "__main__":

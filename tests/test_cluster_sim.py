@@ -1,0 +1,139 @@
+"""bench/cluster_sim.py: the model of Slurm's admission, on tiny traces."""
+import importlib.util
+import pathlib
+
+import pytest
+
+from slurm_mig.core import shards
+
+_PATH = pathlib.Path(__file__).resolve().parent.parent / "bench" / "cluster_sim.py"
+_spec = importlib.util.spec_from_file_location("cluster_sim", _PATH)
+cs = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(cs)
+
+LONG = 1e5      # seconds: longer than any requeue cycle in these traces
+
+
+class Checked(cs.SlurmCluster):
+    """Fails the test the moment Slurm's count on a GPU exceeds C."""
+
+    def _check(self):
+        assert all(0 <= u <= self.count for gpus in self.shards for u in gpus), self.shards
+
+    def try_start(self, job):
+        out = super().try_start(job)
+        self._check()
+        return out
+
+    def finish(self, job):
+        super().finish(job)
+        self._check()
+
+
+def run(jobs, cluster, setup=0.0):
+    return cs.simulate(jobs, cluster, setup, seed=1)
+
+
+def same_time(*profiles, duration=LONG, interactive=False):
+    """One job per profile, a second apart, in that order."""
+    return [cs.Job(i, float(i), p, 1, duration, interactive) for i, p in enumerate(profiles)]
+
+
+@pytest.mark.parametrize("weights", sorted(cs.WEIGHTS))
+def test_every_job_ends_one_way_and_counts_stay_within_c(weights):
+    jobs = cs.synthetic("small", 150, 1, 2, 0.9, 30, seed=3, interactive=0.2)
+    cluster = Checked(1, 2, cs.WEIGHTS[weights], max_requeues=3)
+    r, done = run(jobs, cluster, setup=2.0)
+    for j in done:
+        assert (j.end is None) == (j.fate is not None), (j.id, j.end, j.fate)
+        assert j.fate in (None, "failed")
+        assert j.requeues <= 3 and not (j.interactive and j.requeues)
+        if j.fate == "failed" and not j.interactive:
+            assert j.requeues == 3          # only after the last requeue
+        if j.end is not None:
+            assert j.start >= j.arrival + j.requeues * (cs.REQUEUE_DELAY + cs.LATENCY[0])
+            assert j.end == pytest.approx(j.start + 2.0 + j.duration)
+    assert r["failed"] + r["failed_interactive"] == sum(j.fate == "failed" for j in done)
+    assert cluster.shards == [[0, 0]] and not cluster.charged and not cluster.waiting
+    assert all(not g for g in cluster.slots[0])
+
+
+def test_exact_admission_never_fails_nor_requeues():
+    jobs = cs.synthetic("mixed", 150, 1, 2, 0.9, 30, seed=3, interactive=0.2)
+    r, done = run(jobs, cs.ExactCluster(1, 2))
+    assert all(j.end is not None for j in done)
+    assert r["failed"] == r["failed_interactive"] == r["requeues_max"] == 0
+
+
+def test_searched_weights_start_every_set_an_empty_gpu_holds_biggest_first():
+    plain = cs.geometry_of([n for n in cs.GEOMETRY.names if shards.is_plain(n)])
+    for counts in shards.placeable_sets(plain):
+        names = [n for n, c in zip(plain.names, counts) for _ in range(c)]
+        r, done = run(same_time(*names), Checked(1, 1, cs.WEIGHTS["searched"]))
+        assert r["requeues_max"] == 0 and all(j.start == j.arrival for j in done), names
+
+
+def test_eighth_1g10gb_memory_slots_requeue_then_fail_searched_waits_in_queue():
+    eight = ["1g.10gb"] * 8
+    r, done = run(same_time(*eight), Checked(1, 1, cs.WEIGHTS["memory-slots"], max_requeues=4))
+    assert r["failed"] == 1 and done[7].fate == "failed" and done[7].requeues == 4
+    r, done = run(same_time(*eight), Checked(1, 1, cs.WEIGHTS["searched"], max_requeues=4))
+    assert r["failed"] == r["requeues_max"] == 0
+    assert done[7].start == done[0].end          # Slurm held it until a shard range freed
+
+
+def test_before_and_interactive_wait_then_fail_without_requeue():
+    r, done = run(same_time(*["1g.10gb"] * 8), Checked(1, 1, cs.WEIGHTS["memory-slots"], max_requeues=0))
+    assert r["failed"] == 1 and r["requeues_max"] == 0
+    jobs = same_time(*["1g.10gb"] * 7) + [cs.Job(7, 7.0, "1g.10gb", 1, LONG, interactive=True)]
+    r, done = run(jobs, Checked(1, 1, cs.WEIGHTS["memory-slots"]))
+    assert (r["failed"], r["failed_interactive"], done[7].requeues) == (0, 1, 0)
+
+
+def test_waiting_prolog_starts_when_room_frees_in_time():
+    jobs = same_time(*["1g.10gb"] * 7, duration=20.0) + [cs.Job(7, 7.0, "1g.10gb", 1, 60.0, True)]
+    r, done = run(jobs, Checked(1, 1, cs.WEIGHTS["memory-slots"]))
+    assert r["failed_interactive"] == 0 and done[7].start == done[0].end == 20.0
+
+
+def test_requeued_job_comes_back_after_slurms_delay_and_starts():
+    jobs = same_time(*["1g.10gb"] * 7, duration=1000.0) + [cs.Job(7, 7.0, "1g.10gb", 1, 10.0)]
+    r, done = run(jobs, Checked(1, 1, cs.WEIGHTS["memory-slots"]))
+    back = done[7]
+    assert back.fate is None and back.requeues >= 1 and r["failed"] == 0
+    lo, hi = cs.REQUEUE_DELAY + cs.LATENCY[0], cs.REQUEUE_DELAY + cs.LATENCY[1]
+    assert 1000.0 <= back.start <= 1000.0 + hi
+    assert back.requeues * lo <= back.start - back.arrival <= back.requeues * hi
+
+
+@pytest.mark.parametrize("weights", sorted(cs.WEIGHTS))
+def test_sbatch_refuses_what_no_gpu_holds(weights):
+    jobs = [cs.Job(0, 0.0, "1g.10gb", 8, 10.0), cs.Job(1, 0.0, "7g.80gb", 2, 10.0),
+            cs.Job(2, 0.0, "3g.40gb", 2, 10.0)]
+    r, done = run(jobs, Checked(1, 2, cs.WEIGHTS[weights]))
+    assert [j.fate for j in done] == ["refused", "refused", None]
+
+
+def test_lowest_index_gpu_gets_the_shards():
+    cluster = Checked(1, 2, cs.WEIGHTS["searched"])
+    for j in same_time("4g.40gb", "3g.40gb", "2g.20gb"):
+        assert cluster.try_start(j) == "started"
+    assert cluster.shards == [[16 + 15, 8]]
+
+
+def test_fallback_places_on_another_gpu_of_the_node():
+    """GPU 0 holds 1g.20gb at slot 0 and 1g.10gb at 2-6: Slurm's count has 4
+    shards left, a 1g.10gb, but no start does (slot 7 only). Without
+    gpu_fallback the job is requeued; with it, it goes on GPU 1."""
+    trap = [("1g.20gb", 0)] + [("1g.10gb", s) for s in range(2, 7)]
+    for fallback, outcome, gpu in ((False, "requeued", None), (True, "started", 1)):
+        cluster = Checked(1, 2, cs.WEIGHTS["searched"], fallback=fallback)
+        for i, (name, start) in enumerate(trap):
+            p = cs.MODEL.find_profile(name)
+            cluster.slots[0][0].append(cs.Occupied(gpu=0, profile_id=p.id, start=start, size=p.mem_slots,
+                                                   slices=p.slices, gi_id=i, owner=str(i)))
+        cluster.shards[0][0] = 7 + 5 * 4
+        job = cs.Job(9, 9.0, "1g.10gb", 1, 1.0)
+        assert cluster.try_start(job) == outcome
+        assert cluster.shards == [[27 + 4 * fallback, 0]]
+        assert [s.gpu for s in cluster.held.get(job.id, (0, []))[1]] == ([gpu] if gpu else [])
