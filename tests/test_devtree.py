@@ -6,6 +6,7 @@ import stat
 import tempfile
 
 import pytest
+from harness import users
 
 from slurm_mig.config import sim_root
 from slurm_mig.core import caps
@@ -17,24 +18,8 @@ root_only = pytest.mark.skipif(os.geteuid() != 0, reason="mknod and setuid need 
 
 
 def open_as(uid, path):
-    """errno of opening `path` read-only in a child running as `uid` (0 = opened)."""
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        os.close(r)
-        code = 0
-        try:
-            os.setgid(65534)
-            os.setuid(uid)
-            os.close(os.open(path, os.O_RDONLY))
-        except OSError as e:
-            code = e.errno
-        os.write(w, str(code).encode())
-        os._exit(0)
-    os.close(w)
-    os.waitpid(pid, 0)
-    with os.fdopen(r) as f:
-        return int(f.read())
+    """errno of opening `path` read-only as `uid` (0 = opened)."""
+    return users.open_as(uid, 65534, path)
 
 
 @root_only

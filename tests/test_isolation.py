@@ -11,7 +11,7 @@ import tempfile
 
 import pytest
 
-from harness import calls as hooks
+from harness import calls as hooks, users
 from slurm_mig.config import Config, sim_root, with_sim_roots
 from slurm_mig.core import caps
 from slurm_mig.node import isolation
@@ -76,30 +76,8 @@ def owner(st):
     return st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)
 
 
-def run_as(uid, action):
-    """errno of action() in a child running as `uid` (0: it worked)."""
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        os.close(r)
-        code = 0
-        try:
-            os.setgroups([])
-            os.setgid(GID)
-            os.setuid(uid)
-            action()
-        except OSError as e:
-            code = e.errno
-        os.write(w, str(code).encode())
-        os._exit(0)
-    os.close(w)
-    os.waitpid(pid, 0)
-    with os.fdopen(r) as f:
-        return int(f.read())
-
-
 def open_as(uid, path):
-    return run_as(uid, lambda: os.close(os.open(path, os.O_RDONLY)))
+    return users.open_as(uid, GID, path)
 
 
 def test_a_job_opens_only_its_own_cap_nodes_until_its_epilog(node, monkeypatch):
