@@ -21,7 +21,6 @@ Public API
 Profile, Geometry, Weights                      (frozen dataclasses)
 geometry_from_layout(layout, names=None, include=None) -> Geometry
 placeable(geometry, counts) -> bool
-placement(geometry, counts) -> tuple[(profile_name, start), ...] | None
 multisets(geometry, max_total=None, respect_max=True) -> Iterator[tuple[int, ...]]
 placeable_sets(geometry) -> tuple[tuple[int, ...], ...]
 maximal_placeable(geometry) -> tuple[...]
@@ -152,11 +151,6 @@ def is_plain(name: str) -> bool:
 
 
 # ------------------------------------------------------------------------ oracle
-
-def placement(geometry: Geometry, counts) -> Optional[Tuple[Tuple[str, int], ...]]:
-    """One legal placement ((name, start), ...) of the multiset, or None."""
-    return _placement(geometry, geometry.counts(counts))
-
 
 def placeable(geometry: Geometry, counts) -> bool:
     """Exact: the multiset has a non-overlapping placement on one GPU."""
