@@ -16,7 +16,7 @@ Policies, all on the same trace:
                     first node where the planner places it (any GPU); no job
                     ever fails or waits for a requeue. The bound for the rest.
   slurm:<weights>   what slurm-mig's dynamic mode does, with one shard weight
-                    candidate (WEIGHTS: searched is what gres-conf ships):
+                    candidate (WEIGHTS; SHIPPED is what gres-conf ships):
                     - job_submit.lua refuses at sbatch a request no empty GPU
                       can hold or whose shard units exceed C ("refused");
                     - Slurm charges count x w(profile) shards on the first node
@@ -28,10 +28,14 @@ Policies, all on the same trace:
                       instances of ended jobs count as free (it destroys idle
                       ones);
                     - no room there: a batch job is requeued at once (its shards
-                      freed) and is back in the queue, in its old place (same
-                      job id), REQUEUE_DELAY s later (cred_expire + 1 after its
-                      Epilog) plus Slurm's scheduling latency once a begin time
-                      passes (uniform LATENCY);
+                      freed) and kept off that node (ExcNodeList): it is back in
+                      the queue, in its old place (same job id), STEER_DELAY s
+                      later (the StartTime the Prolog sets) plus Slurm's
+                      scheduling latency once a begin time passes (uniform
+                      LATENCY); once every node has turned it away, the nodes
+                      are given back and Slurm's own delay applies
+                      (REQUEUE_DELAY: cred_expire + 1 after its Epilog);
+                      --no-steer: never kept off, always Slurm's delay;
                     - after --max-requeues requeues, and always for an
                       interactive job (srun/salloc: --interactive share of the
                       jobs), the Prolog waits --prolog-wait s holding the
@@ -92,8 +96,10 @@ STATIC_LAYOUTS = {   # mig-parted's common configs for A100/H100-80GB, one per G
     "all-balanced": {"1g.10gb": 2, "2g.20gb": 1, "3g.40gb": 1},
     "4g+3g": {"4g.40gb": 1, "3g.40gb": 1},
 }
-CONSERVATIVE56 = {"1g.10gb": 8, "1g.20gb": 13, "2g.20gb": 15, "3g.40gb": 25, "4g.40gb": 29, "7g.80gb": 56}
+CONSERVATIVE56 = {"1g.10gb": 8, "1g.20gb": 13, "2g.20gb": 15, "3g.40gb": 25, "4g.40gb": 29, "7g.80gb": 56,
+                  "1g.10gb+me": 29}
 REQUEUE_DELAY = 121.0        # Slurm: cred_expire (120 s) + 1 after the requeued job's Epilog
+STEER_DELAY = 10.0           # the Prolog's StartTime for a job kept off its node (steer_delay)
 LATENCY = (10.0, 60.0)       # Slurm starting a job after its begin time passes (observed)
 FIXED_ROWS = ("static:best", "dynamic:most-room", "before:memory-slots")
 
@@ -105,17 +111,20 @@ def geometry_of(names):
 
 
 def weight_candidates():
-    """The shard weights compared: name -> shards.Weights (over GEOMETRY's
-    profiles; conservative56 prices only the plain ones, not +me)."""
-    plain = geometry_of([n for n in GEOMETRY.names if shards.is_plain(n)])
+    """The shard weights compared: name -> shards.Weights over GEOMETRY's
+    profiles. searched: exact on an empty GPU (shards.search); conservative56:
+    the issue's weights, with 1g.10gb+me priced as high as admits no set an
+    empty GPU cannot hold."""
     return {
-        "searched": UNITS.result,
+        "searched": shards.search(GEOMETRY),
         "memory-slots": shards.memory_slot_weights(GEOMETRY),
-        "conservative56": shards.evaluate(plain, [CONSERVATIVE56[n] for n in plain.names], 56),
+        "conservative56": shards.evaluate(GEOMETRY, [CONSERVATIVE56[n] for n in GEOMETRY.names], 56),
     }
 
 
 WEIGHTS = weight_candidates()
+SHIPPED = next(name for name, w in WEIGHTS.items()          # what gres-conf ships
+               if (w.count, w.by_name) == (UNITS.result.count, UNITS.result.by_name))
 
 
 def demand_mixes(jobs, gpus):
@@ -197,11 +206,24 @@ def covering_profile(layout_profiles, request):
     return min(fits, key=lambda p: (p.mem_slots, p.slices), default=None)
 
 
-# Every cluster's try_start(job) answers one of: "started", "queued" (no room
-# now), "never" (cannot run here), "refused" (at sbatch), "requeued" (back in
-# the queue after a delay) or "waiting" (a prolog waits for room).
+class Cluster:
+    """Every cluster's try_start(job) answers one of: "started", "queued" (no
+    room now), "never" (cannot run here), "refused" (at sbatch), "requeued"
+    (back in the queue after requeue_delay) or "waiting" (a prolog waits for
+    room)."""
 
-class StaticCluster:
+    def poll_waiting(self):
+        return []
+
+    def give_up(self, job):
+        return False
+
+    def blocking_key(self, job):
+        """Jobs with one key start or wait alike within a scheduling pass."""
+        return job.profile, job.count
+
+
+class StaticCluster(Cluster):
     def __init__(self, nodes, gpu_layouts):
         """gpu_layouts: one layout name per GPU of a node (every node the same)."""
         self.free = [Counter() for _ in range(nodes)]       # node -> profile name -> free instances
@@ -230,14 +252,8 @@ class StaticCluster:
         n, name = self.held.pop(job.id)
         self.free[n][name] += job.count
 
-    def poll_waiting(self):
-        return []
 
-    def give_up(self, job):
-        return False
-
-
-class MigCluster:
+class MigCluster(Cluster):
     """Nodes of GPUs whose instances are created per job and destroyed at its end."""
 
     def __init__(self, nodes, gpus, policy="most-room"):
@@ -267,12 +283,6 @@ class MigCluster:
         for slot in held:
             self.slots[n][slot.gpu].remove(slot)
 
-    def poll_waiting(self):
-        return []
-
-    def give_up(self, job):
-        return False
-
 
 class ExactCluster(MigCluster):
     """Admission by the planner itself: a job starts where it can be placed."""
@@ -294,9 +304,10 @@ class SlurmCluster(MigCluster):
     """Slurm's shard count admits, the Prolog places on Slurm's GPU (see the
     module docstring for what it does when it cannot)."""
 
-    def __init__(self, nodes, gpus, weights, max_requeues=10, wait=30.0, fallback=False):
+    def __init__(self, nodes, gpus, weights, max_requeues=10, wait=30.0, fallback=False, steer=True):
         super().__init__(nodes, gpus)
-        self.fallback = fallback
+        self.fallback, self.steer = fallback, steer
+        self.kept_off = {}              # job id -> nodes its requeues keep it off (ExcNodeList)
         self.weights, self.count = weights.by_name, weights.count
         self.shards = [[0] * gpus for _ in range(nodes)]    # used shards per GPU
         self.charged = {}               # job id -> (node, gpu, units)
@@ -310,9 +321,12 @@ class SlurmCluster(MigCluster):
             return None
         return w * job.count
 
-    def slurm_gpu(self, units):
-        """(node, gpu): the first node's lowest-index GPU with `units` free shards, or None."""
+    def slurm_gpu(self, units, kept_off=()):
+        """(node, gpu): the first node's lowest-index GPU with `units` free
+        shards, skipping the nodes in kept_off, or None."""
         for n, used in enumerate(self.shards):
+            if n in kept_off:
+                continue
             for g, u in enumerate(used):
                 if u + units <= self.count:
                     return n, g
@@ -322,13 +336,15 @@ class SlurmCluster(MigCluster):
         units = self.units(job)
         if units is None:
             return "refused"
-        where = self.slurm_gpu(units)
+        where = self.slurm_gpu(units, self.kept_off.get(job.id, ()))
         if where is None:
             return "queued"
         n, g = where
         plan = self.prolog_plan(n, job, g)
         if plan is None and not job.interactive and job.requeues < self.max_requeues:
+            self.keep_off(job, n)
             return "requeued"           # its shards are back before anyone else is scheduled
+        self.kept_off.pop(job.id, None)
         self.shards[n][g] += units
         self.charged[job.id] = (n, g, units)
         if plan is None:
@@ -336,6 +352,23 @@ class SlurmCluster(MigCluster):
             return "waiting"
         self.bind(n, job, plan)
         return "started"
+
+    def keep_off(self, job, n):
+        """The Prolog's steering: add node n to the job's ExcNodeList; when
+        that would leave no node, give them all back."""
+        if not self.steer:
+            return
+        nodes = self.kept_off.setdefault(job.id, set())
+        nodes.add(n)
+        if len(nodes) == len(self.shards):
+            del self.kept_off[job.id]
+
+    def requeue_delay(self, job):
+        """Seconds from the requeue until Slurm may start the job again."""
+        return STEER_DELAY if job.id in self.kept_off else REQUEUE_DELAY
+
+    def blocking_key(self, job):
+        return job.profile, job.count, frozenset(self.kept_off.get(job.id, ()))
 
     def prolog_plan(self, n, job, g):
         """Where the Prolog puts the job: on Slurm's GPU, else (with
@@ -411,7 +444,8 @@ def simulate(jobs, cluster, setup=0.0, seed=0, window=64):
                 start(q, t)
             elif outcome == "requeued":
                 q.requeues += 1
-                heapq.heappush(events, (t + REQUEUE_DELAY + latency.uniform(*LATENCY), BACK, q.id))
+                heapq.heappush(events, (t + cluster.requeue_delay(q) + latency.uniform(*LATENCY),
+                                        BACK, q.id))
             elif outcome == "waiting":
                 heapq.heappush(events, (t + cluster.wait, GIVE_UP, q.id))
             else:
@@ -423,11 +457,11 @@ def scan(cluster, pending):
     """One scheduling pass: (job, outcome) for each job that leaves the queue."""
     left, blocked = [], set()
     for q in pending:
-        if (q.profile, q.count) in blocked:     # counters only fill up during a pass
+        if cluster.blocking_key(q) in blocked:      # counters only fill up during a pass
             continue
         outcome = cluster.try_start(q)
         if outcome == "queued":
-            blocked.add((q.profile, q.count))
+            blocked.add(cluster.blocking_key(q))
         else:
             left.append((q, outcome))
     return left
@@ -456,7 +490,7 @@ def summarize(jobs, used, total_slices):
 
 
 def run_all(jobs, nodes, gpus, setup, seed, max_requeues=10, prolog_wait=30.0, weights=None,
-            fallback=False):
+            fallback=False, steer=True):
     """Every policy on one trace: name -> results. `weights`: candidate names
     for slurm:<weights> (default: all of WEIGHTS); fallback: each also with
     gpu_fallback."""
@@ -475,7 +509,8 @@ def run_all(jobs, nodes, gpus, setup, seed, max_requeues=10, prolog_wait=30.0, w
     for name in weights or WEIGHTS:
         for fb in (False, True) if fallback else (False,):
             results[f"slurm:{name}{'+fallback' if fb else ''}"] = simulate(
-                jobs, SlurmCluster(nodes, gpus, WEIGHTS[name], max_requeues, prolog_wait, fb), setup, seed)[0]
+                jobs, SlurmCluster(nodes, gpus, WEIGHTS[name], max_requeues, prolog_wait, fb, steer),
+                setup, seed)[0]
     return results
 
 
@@ -500,7 +535,7 @@ def grid_cell(cell):
     workload, load, seed, a = cell
     jobs = synthetic(workload, a.jobs, a.nodes, a.gpus, load, a.median_min, seed, a.interactive)
     return (workload, load), relative(run_all(jobs, a.nodes, a.gpus, a.setup, seed, a.max_requeues,
-                                              a.prolog_wait, a.weights, a.fallback))
+                                              a.prolog_wait, a.weights, a.fallback, not a.no_steer))
 
 
 def grid(a):
@@ -604,13 +639,16 @@ def main():
     ap.add_argument("--median-min", type=float, default=30.0)
     ap.add_argument("--setup", type=float, default=2.0, help="seconds to create a job's instances")
     ap.add_argument("--interactive", type=float, default=0.0, help="share of srun/salloc jobs")
-    ap.add_argument("--max-requeues", type=int, default=10)
+    ap.add_argument("--max-requeues", type=int, default=30)
     ap.add_argument("--prolog-wait", type=float, default=30.0,
                     help="how long the prolog waits for room when it cannot requeue (wait_for_room)")
     ap.add_argument("--weights", type=lambda s: s.split(","), default=None,
                     help=f"shard weight candidates, comma-separated (default all: {','.join(WEIGHTS)})")
     ap.add_argument("--fallback", action="store_true",
                     help="also each slurm:<weights> with gpu_fallback = true")
+    ap.add_argument("--no-steer", action="store_true",
+                    help="requeued jobs are not kept off the node that sent them back (as before "
+                         "steering): Slurm's own delay every time")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--grid", action="store_true", help="every --workloads x --loads x --seeds")
     ap.add_argument("--workloads", type=lambda s: s.split(","), default=["mixed", "small", "large"])
@@ -632,7 +670,7 @@ def main():
     source = a.trace or f"{a.workload} mix, {a.jobs} jobs, load {a.load}, seed {a.seed}"
     print(f"{a.nodes} nodes x {a.gpus} H100-80GB; {source}")
     results = relative(run_all(jobs, a.nodes, a.gpus, a.setup, a.seed, a.max_requeues, a.prolog_wait,
-                               a.weights, a.fallback))
+                               a.weights, a.fallback, not a.no_steer))
     print_run(results)
     if a.plot:
         plot(results, f"{a.nodes}x{a.gpus} H100-80GB, {source}", a.plot)

@@ -32,18 +32,23 @@ def wait_for(check, timeout, what):
     raise AssertionError(f"timed out waiting for {what}")
 
 
-@pytest.fixture
-def busy_orphan(cluster):
+def make_busy_orphan(cluster, state):
     """A busy 1g.10gb instance on GPU 0 that no job owns (a process left
     behind): Slurm sees GPU 0's shards free, the Prolog cannot place a
-    whole-GPU instance there."""
+    whole-GPU instance there. Returns its UUID."""
     from slurm_mig.core import catalog
     from slurm_mig.nvml.backend import open_driver
     profile = catalog.load().model("H100-80GB").find_profile("1g.10gb")
-    inst = open_driver(f"sim:{cluster.state}").create(0, profile, 6)
-    cluster.slurm_mig("sim", "busy", cluster.state, "--uuid", inst.uuid)
-    yield inst.uuid
-    cluster.slurm_mig("sim", "busy", cluster.state, "--uuid", inst.uuid, "--clear", check=False)
+    inst = open_driver(f"sim:{state}").create(0, profile, 6)
+    cluster.slurm_mig("sim", "busy", state, "--uuid", inst.uuid)
+    return inst.uuid
+
+
+@pytest.fixture
+def busy_orphan(cluster):
+    uuid = make_busy_orphan(cluster, cluster.state)
+    yield uuid
+    cluster.slurm_mig("sim", "busy", cluster.state, "--uuid", uuid, "--clear", check=False)
 
 
 @pytest.mark.parametrize("gres, limit", [
@@ -77,10 +82,11 @@ def test_a_whole_gpu_job_and_eight_small_ones_all_complete(cluster):
 def test_a_batch_job_without_room_goes_back_to_the_queue_then_runs(cluster, busy_orphan):
     job = cluster.sbatch("--gres=mig:7g.80gb:1", script="echo CVD=$CUDA_VISIBLE_DEVICES")
     wait_for(lambda: job_field(cluster, job, "JobState") == "PENDING"
-             and (job_field(cluster, job, "AdminComment") or "").startswith("slurm-mig: requeued 1/10: "),
+             and (job_field(cluster, job, "AdminComment") or "").startswith("slurm-mig: requeued 1/30: "),
              90, f"job {job} back in the queue with its mark")
     assert "does not fit next to the running jobs' instances" in job_field(cluster, job, "AdminComment")
     assert job_field(cluster, job, "Restarts") == "1"
+    assert job_field(cluster, job, "ExcNodeList") in (None, "(null)")     # its only node: not kept off
     assert cluster.node_state() == "idle"
     cluster.slurm_mig("sim", "busy", cluster.state, "--uuid", busy_orphan, "--clear")
     # Slurm's own delay (cred_expire + 1 s), then the scheduler: the Prolog runs
@@ -101,3 +107,28 @@ def test_jobs_that_cannot_be_requeued_wait_then_fail_alone(cluster, busy_orphan)
     assert cluster.wait_job(job) == "FAILED"
     assert "not requeued: the job may not be requeued" in cluster.output(job)
     assert cluster.node_state() == "idle"
+
+
+def seconds(stamp):
+    return time.mktime(time.strptime(stamp, "%Y-%m-%dT%H:%M:%S"))
+
+
+def test_a_requeued_job_is_kept_off_its_node_and_starts_soon_on_another(slurm):
+    """Two nodes; GPU 0 of the first holds a busy orphan. A whole-GPU job sent
+    there goes back to the queue kept off that node (ExcNodeList, named in its
+    mark) and may start steer_delay = 10 s later, before Slurm's own delay
+    (cred_expire + 1 = 21 s here): it then runs on the other node."""
+    with DevCluster("2xH100-80GB", wait_for_room=3, slurm=slurm, nodes=2) as c:
+        n1, n2 = c.nodes
+        make_busy_orphan(c, c.node_dir("gpus.json", node=n1))
+        job = c.sbatch("--gres=mig:7g.80gb:1", script="echo CVD=$CUDA_VISIBLE_DEVICES")
+        assert c.wait_job(job, timeout=120) == "COMPLETED"
+        assert job_field(c, job, "NodeList") == n2
+        assert job_field(c, job, "Restarts") == "1"
+        assert job_field(c, job, "ExcNodeList") == n1
+        assert job_field(c, job, "AdminComment").startswith(f"slurm-mig: requeued 1/30, kept off {n1}: ")
+        # after a requeue SubmitTime is when the job was back in the queue
+        eligible = seconds(job_field(c, job, "EligibleTime")) - seconds(job_field(c, job, "SubmitTime"))
+        assert eligible <= 10, eligible
+        assert re.search(r"^CVD=MIG-", c.output(job), re.M)
+        assert [c.node_state(n) for n in c.nodes] == ["idle", "idle"]

@@ -67,6 +67,8 @@ class GpuModel(NamedTuple):
     profiles: Tuple[GiProfile, ...]
     ci_profiles: Dict[int, Tuple[CiProfile, ...]]
     unverified: Tuple[str, ...] = ()
+    shard_weights: Optional[Tuple[int, Tuple[Tuple[int, int], ...]]] = None
+    # the layout's measured shard Count and (enum, units) pairs; None: searched (core/shards.py)
 
     @property
     def mig_toggle_needs_reset(self) -> bool:
@@ -121,7 +123,14 @@ def _build_model(key: str, raw: dict, layouts: dict, ci: dict) -> GpuModel:
         nvml_names=tuple(raw["nvml_names"]), pci_device_ids=tuple(raw["pci_device_ids"]),
         profiles=tuple(profiles), ci_profiles=_ci_table(ci),
         unverified=tuple(raw.get("unverified", ())),
+        shard_weights=_shard_weights(layout.get("shard_weights")),
     )
+
+
+def _shard_weights(raw: Optional[dict]):
+    if raw is None:
+        return None
+    return raw["count"], tuple(sorted((int(enum), units) for enum, units in raw["units"].items()))
 
 
 class Catalog:

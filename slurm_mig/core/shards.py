@@ -531,27 +531,41 @@ class LayoutUnits(NamedTuple):
 
 
 def shard_units(models: Iterable["GpuModel"]) -> Dict[str, LayoutUnits]:
-    """Per layout of `models`, the searched weights over the union of their
-    profiles (models on one layout share shapes by enum, so one set of
-    weights is exact for each of them). Profiles take the name the first
-    model (by key) gives them."""
+    """Per layout of `models`, its weights over the union of their profiles
+    (models on one layout share shapes by enum, so one set of weights serves
+    each of them): the catalog's measured ones where the layout has them,
+    else the searched ones. Profiles take the name the first model (by key)
+    gives them."""
     profiles: Dict[str, Dict[int, tuple]] = {}
     sizes: Dict[str, Tuple[int, int]] = {}
+    measured: Dict[str, Optional[tuple]] = {}
     for m in sorted(models, key=lambda m: m.key):
         sizes[m.layout] = (m.memory_slots, m.compute_slices)
+        measured[m.layout] = m.shard_weights
         for p in m.profiles:
             profiles.setdefault(m.layout, {}).setdefault(
                 p.enum, (p.name, p.slices, p.mem_slots, p.max, tuple(p.starts)))
-    return {layout: _layout_units(*sizes[layout], tuple(sorted(enums.items())))
+    return {layout: _layout_units(*sizes[layout], tuple(sorted(enums.items())), measured[layout])
             for layout, enums in sorted(profiles.items())}
 
 
 @functools.lru_cache(maxsize=None)
-def _layout_units(memory_slots: int, compute_slices: int, enums: tuple) -> LayoutUnits:
+def _layout_units(memory_slots: int, compute_slices: int, enums: tuple,
+                  measured: Optional[tuple] = None) -> LayoutUnits:
     geometry = Geometry(memory_slots=memory_slots, compute_slices=compute_slices, profiles=tuple(
         sorted((Profile(name, slices, mem, mx, starts) for _, (name, slices, mem, mx, starts) in enums),
                key=lambda p: (-p.mem_slots, -p.slices, p.name))))
-    result = search(geometry)
     enum_of = {name: enum for enum, (name, *_) in enums}
+    if measured is None:
+        result = search(geometry)
+    else:
+        count, units = measured[0], dict(measured[1])
+        missing = [n for n in geometry.names if enum_of[n] not in units]
+        if missing:
+            raise ValueError(f"the catalog's shard weights price no {', '.join(missing)}")
+        result = evaluate(geometry, [units[enum_of[n]] for n in geometry.names], count)
+        if result.admitted_unplaceable:
+            raise ValueError(f"the catalog's shard weights admit {result.admitted_unplaceable} "
+                             "sets no empty GPU can hold")
     return LayoutUnits(result.count, {enum_of[n]: w for n, w in zip(result.names, result.weights)},
                        result, geometry, tuple(enum_of[n] for n in geometry.names))

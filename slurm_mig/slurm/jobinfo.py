@@ -35,6 +35,17 @@ _ITEM = re.compile(r"^(?:gres[:/])?([A-Za-z0-9_]+)(?::([^:()]+))?(?::(\d+))?\((.
 _NODE_NAME = re.compile(r"[A-Za-z0-9._-]{1,255}")
 
 
+class Placement(NamedTuple):
+    """The job's node constraints as Slurm holds them (none of it is text the
+    user can make pose as another field: it comes from Slurm's JSON)."""
+    nodes: List[str]          # the nodes of this allocation
+    partition: str            # the partition it runs in
+    excluded: List[str]       # ExcNodeList (the user's, plus any slurm-mig added)
+    required: str = ""        # ReqNodeList (--nodelist), as Slurm prints it
+    features: str = ""        # --constraint
+    admin_comment: str = ""   # only root and SlurmUser can set it
+
+
 class JobRequest(NamedTuple):
     """What the job holds on this node."""
     spec: str                 # the mig: items, e.g. "mig:3g.40gb:1" (this node's counts)
@@ -45,6 +56,7 @@ class JobRequest(NamedTuple):
     requeue: bool = False        # Slurm may requeue it (not --no-requeue, JobRequeue on)
     restarts: int = 0            # times Slurm has requeued it so far
     idx_types: Dict[int, str] = {}   # static mode: the mig type Slurm allocated at each IDX
+    placement: Optional[Placement] = None   # where Slurm may run it (steering a requeue)
 
 
 def split_items(text: str) -> List[str]:
@@ -160,7 +172,19 @@ def parse_jobs_json(text: str, job: str, node: str) -> JobRequest:
     return parse_allocation(detail[names.index(node)])._replace(
         batch=entry.get("batch_flag") is True, requeue=entry.get("requeue") is True,
         restarts=restarts if isinstance(restarts, int) and not isinstance(restarts, bool)
-        and restarts >= 0 else 0)
+        and restarts >= 0 else 0,
+        placement=Placement(names, _text(entry, "partition"), expand_hostlist(_text(entry, "excluded_nodes")),
+                            _text(entry, "required_nodes"), _text(entry, "features"),
+                            _text(entry, "admin_comment")))
+
+
+def _text(entry: dict, key: str) -> str:
+    """A string field of the job's JSON; lists (some versions print CSV
+    fields as arrays) are joined with commas; absent or null is ''."""
+    value = entry.get(key)
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return ",".join(value)
+    return value if isinstance(value, str) else ""
 
 
 def _allocation_order(entry: dict) -> Optional[List[str]]:

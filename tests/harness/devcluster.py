@@ -152,7 +152,7 @@ class DevCluster:
         self._install_package()
         # The hooks reach Slurm through wrappers that log who asked (tests check
         # which jobs' hooks called Slurm at all).
-        for tool in ("squeue", "scontrol"):
+        for tool in ("squeue", "scontrol", "sinfo"):
             _write(os.path.join(self.dir, "slurm-bin", tool),
                    f'#!/bin/sh\necho "$SLURM_JOB_ID {tool} $*" >> {self.slurm_calls}\n'
                    f'exec /usr/bin/{tool} "$@"\n', 0o755)
