@@ -32,7 +32,7 @@ class Config(NamedTuple):
     epilog_retry_delay: float = 1.0
     gpu_fallback: bool = False                # dynamic: place on another GPU when Slurm's cannot
     max_requeues: int = 30                    # dynamic: batch jobs sent back to the queue at most this often
-    steer_delay: int = 10                     # dynamic: s until a requeued job kept off its node may start; 0 = no steering
+    steer: bool = True                        # dynamic: keep a requeued job off the nodes that ran it, start it at once
     job_source: str = "squeue"                # Slurm's JSON: squeue --json | scontrol --json (23.02+)
     slurm_bin_dir: str = ""                   # Slurm clients; "" = PATH, /usr/bin, /usr/local/bin, /opt/slurm/bin
     dcgm_job_mapping_dir: str = ""            # dcgm-exporter --hpc-job-mapping-dir; "" = off
@@ -44,7 +44,7 @@ PATHS = ("state_dir", "run_dir", "hooks_dir", "gres_conf", "proc_root", "dev_roo
 OPTIONAL_PATHS = ("slurm_bin_dir", "dcgm_job_mapping_dir")     # "" = search / off
 # Inclusive ranges of the numeric settings (seconds, or attempts).
 RANGES = {"wait_for_room": (0, 86400), "lock_timeout": (0.1, 86400), "epilog_retries": (0, 1000),
-          "epilog_retry_delay": (0, 3600), "max_requeues": (0, 1000), "steer_delay": (0, 3600)}
+          "epilog_retry_delay": (0, 3600), "max_requeues": (0, 1000)}
 
 
 def _coerce(name: str, value, source: str):

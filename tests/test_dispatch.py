@@ -21,17 +21,13 @@ def fake_slurm(tmp_path, monkeypatch):
     bin_dir.mkdir()
     calls = tmp_path / "calls"
 
-    def make(jobs, fail=0, scontrol_exit=0, sinfo="", update_exit=0):
+    def make(jobs, fail=0, scontrol_exit=0):
         (tmp_path / "jobs.json").write_text(json.dumps({"jobs": jobs}))
         scontrol = bin_dir / "scontrol"
         scontrol.write_text(f"#!/bin/sh\necho scontrol \"$@\" >> {calls}\n"
                             f"[ {scontrol_exit} = 0 ] || echo 'Requested operation is presently disabled' >&2\n"
-                            f"[ \"$1\" = update ] && [ {update_exit} != 0 ] && echo 'Invalid node name' >&2 "
-                            f"&& exit {update_exit}\n"
                             f"exit {scontrol_exit}\n")
         scontrol.chmod(0o755)
-        (bin_dir / "sinfo").write_text(f"#!/bin/sh\necho sinfo \"$@\" >> {calls}\ncat <<'EOF'\n{sinfo}EOF\n")
-        (bin_dir / "sinfo").chmod(0o755)
         (tmp_path / "failures").write_text("x\n" * fail)
         script = bin_dir / "squeue"
         script.write_text(f"""#!/bin/sh
@@ -80,52 +76,34 @@ def test_a_batch_job_without_room_goes_back_to_the_queue_marked(make_node, fake_
     assert counters.read(cfg.state_dir)["requeues"] == 1
 
 
-TWO_GPU_NODES = "n1 gpu:h100:1(S:0),shard:56(S:0)\nn2 gpu:h100:1(S:0),shard:56(S:0)\ncpu1 (null)\n"
+@pytest.fixture
+def steerers(monkeypatch):
+    """The steering processes the Prolog leaves, as (job, request)."""
+    from slurm_mig.slurm import requeue
+    left = []
+    monkeypatch.setattr(requeue, "_spawn_steerer", lambda job, request: left.append((job, request)))
+    return left
 
 
-def test_a_requeued_job_is_kept_off_its_node_then_may_start_soon(make_node, fake_slurm):
-    bin_dir = fake_slurm([entry(SMALL_ON_GPU0, partition="gpu", **BATCH)], sinfo=TWO_GPU_NODES)
+def test_a_requeued_job_is_left_to_a_steerer_with_where_slurm_may_run_it(make_node, fake_slurm, steerers):
+    bin_dir = fake_slurm([entry(SMALL_ON_GPU0, partition="gpu", excluded_nodes="n7", **BATCH)])
     cfg = full_gpu_node(make_node, slurm_bin_dir=bin_dir)
     run_prolog(cfg, "5", uid=None, env=ENV)
-    calls = fake_slurm.calls()
-    assert "sinfo -h -N -p gpu -o %N %G" in calls
-    requeue, mark, start = [c for c in calls if c.startswith("scontrol")]
-    assert requeue == "scontrol requeue 5"
-    assert mark.startswith("scontrol update JobId=5 AdminComment=slurm-mig: requeued 1/30, kept off n1: ")
-    assert mark.endswith(" ExcNodeList=n1")
-    assert start == "scontrol update JobId=5 StartTime=now+10"
-
-
-def test_the_last_gpu_node_gives_the_others_back_and_leaves_slurms_delay(make_node, fake_slurm):
-    job = entry(SMALL_ON_GPU0, partition="gpu", excluded_nodes="n2",
-                admin_comment="slurm-mig: requeued 1/30, kept off n2: no room", **dict(BATCH, restart_cnt=1))
-    bin_dir = fake_slurm([job], sinfo=TWO_GPU_NODES)
-    run_prolog(full_gpu_node(make_node, slurm_bin_dir=bin_dir), "5", uid=None, env=ENV)
     requeue, mark = [c for c in fake_slurm.calls() if c.startswith("scontrol")]
-    assert mark.startswith("scontrol update JobId=5 AdminComment=slurm-mig: requeued 2/30: ")
-    assert mark.endswith(" ExcNodeList=")
+    assert requeue == "scontrol requeue 5"
+    assert mark.startswith("scontrol update JobId=5 AdminComment=slurm-mig: requeued 1/30: ")
+    assert not [c for c in fake_slurm.calls() if c.startswith("sinfo")]    # not while it holds the node
+    (job, request), = steerers
+    assert job == "5" and (request["attempt"], request["limit"]) == (1, 30)
+    assert request["placement"] == dict(nodes=["n1"], partition="gpu", excluded=["n7"], required="",
+                                        features="", admin_comment="")
+    assert request["reason"].startswith("1g.10gb:1 does not fit next to the running jobs' instances")
 
 
-@pytest.mark.parametrize("fields, settings, sinfo", [
-    (dict(features="a100"), {}, TWO_GPU_NODES),
-    (dict(required_nodes="n1"), {}, TWO_GPU_NODES),
-    ({}, dict(steer_delay=0), TWO_GPU_NODES),
-    ({}, {}, ""),               # sinfo names no GPU node: nothing is known
-])
-def test_no_steering_leaves_the_job_where_slurm_puts_it(make_node, fake_slurm, fields, settings, sinfo):
-    bin_dir = fake_slurm([entry(SMALL_ON_GPU0, partition="gpu", **fields, **BATCH)], sinfo=sinfo)
-    run_prolog(full_gpu_node(make_node, slurm_bin_dir=bin_dir, **settings), "5", uid=None, env=ENV)
-    updates = [c for c in fake_slurm.calls() if c.startswith("scontrol update")]
-    assert len(updates) == 1 and "ExcNodeList" not in updates[0] and "StartTime" not in updates[0]
-
-
-def test_a_refused_exclusion_never_lets_the_job_start_soon(make_node, fake_slurm):
-    bin_dir = fake_slurm([entry(SMALL_ON_GPU0, partition="gpu", **BATCH)], sinfo=TWO_GPU_NODES,
-                         update_exit=1)
-    cfg = full_gpu_node(make_node, slurm_bin_dir=bin_dir)
-    run_prolog(cfg, "5", uid=None, env=ENV)
-    assert not any("StartTime" in c for c in fake_slurm.calls())
-    assert task_prolog(cfg.run_dir, "5") == ("", 0)       # requeued all the same
+def test_steering_off_leaves_the_job_to_slurm(make_node, fake_slurm, steerers):
+    bin_dir = fake_slurm([entry(SMALL_ON_GPU0, partition="gpu", **BATCH)])
+    run_prolog(full_gpu_node(make_node, slurm_bin_dir=bin_dir, steer=False), "5", uid=None, env=ENV)
+    assert len([c for c in fake_slurm.calls() if c.startswith("scontrol")]) == 2 and steerers == []
 
 
 def test_the_mark_counts_requeues_up_to_the_limit(make_node, fake_slurm):

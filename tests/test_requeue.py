@@ -4,7 +4,8 @@ import pytest
 from hypothesis import given, strategies as st
 
 from slurm_mig.slurm.jobinfo import Placement
-from slurm_mig.slurm.requeue import Steering, folded, kept_off_before, steer
+from slurm_mig.errors import BadInput
+from slurm_mig.slurm.requeue import Steering, folded, kept_off_before, steer, steer_when_pending
 
 GPU_NODES = ["n1", "n2", "n3", "n4"]
 
@@ -18,30 +19,30 @@ def mark(kept):
 
 
 def test_the_first_requeue_keeps_the_job_off_its_node_and_lets_it_start_soon():
-    assert steer(placement(), GPU_NODES) == Steering(["n1"], ["n1"], True)
+    assert steer(placement(), GPU_NODES) == Steering(["n1"], ["n1"], True, [])
 
 
 def test_later_requeues_add_nodes_and_keep_the_users_exclusions():
     got = steer(placement(["n2"], ["n1", "n9"], mark(["n1"])), GPU_NODES)
-    assert got == Steering(["n1", "n2", "n9"], ["n1", "n2"], True)
+    assert got == Steering(["n1", "n2", "n9"], ["n1", "n2"], True, ["n1", "n9"])
 
 
 def test_a_multi_node_job_is_kept_off_every_node_that_ran_it():
-    assert steer(placement(["n1", "n3"]), GPU_NODES) == Steering(["n1", "n3"], ["n1", "n3"], True)
+    assert steer(placement(["n1", "n3"]), GPU_NODES) == Steering(["n1", "n3"], ["n1", "n3"], True, [])
 
 
 def test_once_every_gpu_node_turned_it_away_they_are_given_back_with_slurms_delay():
     got = steer(placement(["n4"], ["n1", "n2", "n3", "n9"], mark(["n1", "n2", "n3"])), GPU_NODES)
-    assert got == Steering(["n9"], [], False)
+    assert got == Steering(["n9"], [], False, ["n1", "n2", "n3", "n9"])
     # the user's own exclusions count: n4 is the last node left to it
-    assert steer(placement(["n4"], ["n1", "n2", "n3"]), GPU_NODES) == Steering(["n1", "n2", "n3"], [], False)
+    assert steer(placement(["n4"], ["n1", "n2", "n3"]), GPU_NODES) == Steering(["n1", "n2", "n3"], [], False, ["n1", "n2", "n3"])
     # a one-node partition: nothing to steer to
-    assert steer(placement(), ["n1"]) == Steering([], [], False)
+    assert steer(placement(), ["n1"]) == Steering([], [], False, [])
 
 
 def test_a_node_someone_took_out_of_the_exclusion_is_not_ours_any_more():
     got = steer(placement(["n2"], [], mark(["n1"])), GPU_NODES)
-    assert got == Steering(["n2"], ["n2"], True)
+    assert got == Steering(["n2"], ["n2"], True, [])
 
 
 @pytest.mark.parametrize("fields", [dict(required="n[1-2]"), dict(features="a100")])
@@ -82,3 +83,87 @@ def test_steering_never_strands_a_job_nor_drops_a_users_exclusion(ran_on, users,
         assert ran_on <= set(got.exclude) and set(gpu_nodes) - set(got.exclude)
     else:
         assert got.kept_off == [] and set(got.exclude) == users
+
+
+GPU_SINFO = "n1 gpu:h100:2(S:0),shard:112(S:0)\nn2 gpu:h100:2(S:0),shard:112(S:0)\ncpu1 (null)\n"
+
+
+@pytest.fixture
+def fake_bin(tmp_path):
+    """squeue --json -j printing the next of `states` at each call (the last
+    one repeats), sinfo printing `sinfo`, scontrol logging its calls."""
+    import json
+    calls = tmp_path / "calls"
+
+    def make(*states, sinfo=GPU_SINFO):
+        for i, state in enumerate(states):
+            (tmp_path / f"state{i}").write_text(json.dumps({"jobs": [{"job_id": 5, "job_state": state}]}))
+        (tmp_path / "squeue").write_text(
+            f"#!/bin/sh\nn=$(cat {tmp_path}/n 2>/dev/null || echo 0)\n"
+            f"[ -e {tmp_path}/state$((n+1)) ] && echo $((n+1)) > {tmp_path}/n\n"
+            f"cat {tmp_path}/state$n\n")
+        (tmp_path / "sinfo").write_text(f"#!/bin/sh\necho sinfo \"$@\" >> {calls}\ncat <<'EOF'\n{sinfo}EOF\n")
+        (tmp_path / "scontrol").write_text(f"#!/bin/sh\necho \"$@\" >> {calls}\n")
+        for tool in ("squeue", "sinfo", "scontrol"):
+            (tmp_path / tool).chmod(0o755)
+        return str(tmp_path)
+    make.calls = lambda: calls.read_text().splitlines() if calls.exists() else []
+    return make
+
+
+def request(**placement_fields):
+    import json
+    fields = dict(nodes=["n1"], partition="gpu", excluded=[], required="", features="", admin_comment="")
+    return json.dumps({"placement": {**fields, **placement_fields}, "attempt": 2, "limit": 30,
+                       "reason": "7g.80gb:1 does not fit"})
+
+
+SINFO_CALL = "sinfo -h -N -p gpu -o %N %G"
+
+
+@pytest.mark.parametrize("states", [("COMPLETING", "COMPLETING", "PENDING"),       # 22.05
+                                    (["PENDING", "COMPLETING"], ["PENDING"])])     # 23.02 and later
+def test_the_steerer_waits_for_the_job_to_finish_completing_then_steers(fake_bin, states):
+    bin_dir = fake_bin(*states)
+    assert steer_when_pending("5", request(), bin_dir, poll=0.01) == "kept off n1, started at once"
+    assert fake_bin.calls() == [
+        SINFO_CALL,
+        "update JobId=5 ExcNodeList=n1 AdminComment=slurm-mig: requeued 2/30, kept off n1: 7g.80gb:1 does not fit",
+        "update JobId=5 StartTime=now"]
+
+
+def test_giving_nodes_back_leaves_the_start_time_to_slurm(fake_bin):
+    got = steer_when_pending("5", request(nodes=["n2"], excluded=["n1"], admin_comment=mark(["n1"])),
+                             fake_bin("PENDING"), poll=0.01)
+    assert got == "given its nodes back (ExcNodeList=)"
+    assert fake_bin.calls()[1:] == ["update JobId=5 ExcNodeList= AdminComment=slurm-mig: requeued 2/30: "
+                                    "7g.80gb:1 does not fit"]
+
+
+@pytest.mark.parametrize("fields, sinfo", [
+    (dict(features="a100"), GPU_SINFO), (dict(required="n1"), GPU_SINFO),
+    ({}, "n1 gpu:h100:2(S:0),shard:112(S:0)\n"),      # its only GPU node: nowhere else to go
+    ({}, ""),                                          # sinfo names no GPU node: nothing is known
+])
+def test_what_cannot_be_steered_is_left_to_slurm(fake_bin, fields, sinfo):
+    assert steer_when_pending("5", request(**fields), fake_bin("PENDING", sinfo=sinfo), poll=0.01) == \
+        "left to Slurm"
+    assert [c for c in fake_bin.calls() if not c.startswith("sinfo")] == []
+
+
+@pytest.mark.parametrize("state, why", [("RUNNING", "the job is RUNNING"), ("CANCELLED", "the job is CANCELLED")])
+def test_a_job_that_moved_on_is_left_alone(fake_bin, state, why):
+    assert steer_when_pending("5", request(), fake_bin("COMPLETING", state), poll=0.01) == f"left alone: {why}"
+    assert fake_bin.calls() == []
+
+
+def test_a_job_still_completing_at_the_timeout_is_left_to_slurm(fake_bin):
+    got = steer_when_pending("5", request(), fake_bin("COMPLETING"), timeout=0.05, poll=0.01)
+    assert got == "left alone: still completing after the timeout" and fake_bin.calls() == []
+
+
+@pytest.mark.parametrize("text", ["", "{}", request(nodes=["n1;reboot"]), request(excluded=["$(id)"])])
+def test_the_steerer_refuses_what_it_cannot_check(fake_bin, text):
+    with pytest.raises(BadInput):
+        steer_when_pending("5", text, fake_bin("PENDING"), poll=0.01)
+    assert fake_bin.calls() == []

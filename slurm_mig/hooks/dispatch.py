@@ -80,30 +80,14 @@ def _send_back(cfg: Config, job: str, req):
         return cannot(f"it was requeued {req.restarts} times already (max_requeues = {cfg.max_requeues})")
 
     def send_back(reason: str) -> Optional[str]:
-        from ..slurm import requeue
-        steering = _steering(cfg, job, req) if cfg.steer_delay else None
+        from ..slurm.requeue import send_back as requeue
         try:
-            requeue.send_back(job, reason, req.restarts + 1, cfg.max_requeues, cfg.slurm_bin_dir,
-                              steering, cfg.steer_delay)
+            requeue(job, reason, req.restarts + 1, cfg.max_requeues, cfg.slurm_bin_dir,
+                    req.placement if cfg.steer else None)
         except SlurmUnavailable as e:
             return f"Slurm refused to requeue it ({e})"
         return None
     return send_back
-
-
-def _steering(cfg: Config, job: str, req):
-    """Which nodes the requeued job is kept off (slurm/requeue.py); None:
-    Slurm's own choice and delay."""
-    from ..log import JobLog
-    from ..slurm import requeue
-    if req.placement is None:
-        return None
-    try:
-        gpu_nodes = requeue.partition_gpu_nodes(req.placement.partition, cfg.slurm_bin_dir)
-    except (SlurmUnavailable, BadInput) as e:
-        JobLog(job).warning("not steering the requeue: %s", e)
-        gpu_nodes = None
-    return requeue.steer(req.placement, gpu_nodes)
 
 
 def node_name(env: Mapping[str, str]) -> str:

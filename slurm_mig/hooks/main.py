@@ -16,7 +16,7 @@ import sys
 
 from ..errors import SlurmMigError
 
-VERBS = ("prolog", "epilog", "task-prolog")
+VERBS = ("prolog", "epilog", "task-prolog", "steer")
 NODE_PROBLEM = 1
 
 
@@ -36,6 +36,16 @@ def main(argv) -> int:
         return code
     from ..log import setup_logging
     setup_logging()
+    if verb == "steer":         # left by a Prolog that requeued the job (slurm/requeue.py)
+        from ..log import JobLog
+        from ..slurm import requeue
+        try:
+            done = requeue.steer_when_pending(job, os.environ.get(requeue.STEER_ENV, ""),
+                                              cfg.slurm_bin_dir)
+        except SlurmMigError as e:
+            done = f"not steered: {e}"
+        JobLog(job).info("requeued job %s", done)
+        return 0
     if verb == "epilog":
         from .epilog import epilog
         epilog(cfg, job, os.environ)

@@ -11,16 +11,20 @@ turned it away (the lowest-index one whose count shows room), and only after
 cred_expire + 1 seconds (121 by default), a delay it needs because slurmd
 skips the Prolog of a job id it ran within cred_expire (its credential cache):
 a job started sooner on the same node would run without its instances. So the
-Prolog keeps the job off the nodes it just ran on (ExcNodeList, named in the
-mark), and only then lets it start again soon (StartTime=now+steer_delay, set
-after the exclusion took): it cannot come back to a node whose cache holds it.
-Once every node of its partition with GPUs has turned it away, the nodes are
-given back and Slurm's own delay applies. A job with --nodelist or
---constraint is never steered: which nodes could run it is not known here.
+Prolog leaves a small process (`slurm-mig-hook steer`) that waits for the job
+to finish completing, keeps it off the nodes it just ran on (ExcNodeList,
+named in the mark) and then, only if that took, sets StartTime=now: it cannot
+come back to a node whose cache holds it. If that process fails, the job keeps
+Slurm's own delay. Once every node of its partition
+with GPUs has turned it away, the nodes are given back and Slurm's own delay
+applies. A job with --nodelist or --constraint is never steered: which nodes
+could run it is not known here.
 """
 from __future__ import annotations
 
+import os
 import re
+import time
 from typing import Iterable, List, NamedTuple, Optional
 
 from ..core.syntax import check_job_id
@@ -28,16 +32,19 @@ from ..errors import BadInput, SlurmUnavailable
 from .jobinfo import Placement, check_node_name, expand_hostlist, run_slurm, slurm_command
 
 MARK = "slurm-mig: requeued"
-MAX_REASON_TEXT = 200      # the node list before it is never cut: the next requeue reads it
+MAX_REASON_TEXT = 200
 _KEPT_OFF = re.compile(r"^slurm-mig: requeued \d+/\d+, kept off (\S+):")
 _PARTITION = re.compile(r"[A-Za-z0-9._-]{1,255}")
+STEER_ENV = "SLURM_MIG_STEER"
+STEER_TIMEOUT = 100.0     # s; under cred_expire (120 by default), when Slurm may start it anyway
 
 
 class Steering(NamedTuple):
     """The requeued job's ExcNodeList, and the part of it slurm-mig added."""
     exclude: List[str]
     kept_off: List[str]
-    soon: bool          # set StartTime=now+delay: no node that just ran it can take it
+    soon: bool          # StartTime=now: no node that just ran it can take it
+    before: List[str] = []      # its ExcNodeList now
 
 
 def kept_off_before(admin_comment: str) -> List[str]:
@@ -62,8 +69,8 @@ def steer(placement: Placement, gpu_nodes: Optional[Iterable[str]]) -> Optional[
     users = excluded - ours
     after = (ours | set(placement.nodes)) - users
     if not gpu_nodes - users - after:
-        return Steering(sorted(users), [], False)       # all turned it away: give them back
-    return Steering(sorted(users | after), sorted(after), True)
+        return Steering(sorted(users), [], False, sorted(excluded))   # all turned it away: give back
+    return Steering(sorted(users | after), sorted(after), True, sorted(excluded))
 
 
 def partition_gpu_nodes(partition: str, bin_dir: str = "") -> List[str]:
@@ -87,29 +94,109 @@ def folded(nodes: Iterable[str]) -> str:
     return str(NodeSet.fromlist(list(nodes))) if nodes else ""
 
 
+def mark(attempt: int, limit: int, reason: str, kept_off: Iterable[str] = ()) -> str:
+    """The AdminComment of a requeued job: the node list is never cut (the
+    next requeue reads it back), the reason may be."""
+    kept = f", kept off {folded(kept_off)}" if kept_off else ""
+    return f"{MARK} {attempt}/{limit}{kept}: " + " ".join(reason.split())[:MAX_REASON_TEXT]
+
+
 def send_back(job: str, reason: str, attempt: int, limit: int, bin_dir: str = "",
-              steering: Optional[Steering] = None, delay: int = 0) -> None:
-    """Requeue `job`, then mark it (and steer it, see the module docstring).
-    SlurmUnavailable when Slurm refuses the requeue (--no-requeue,
-    JobRequeue=0, not a batch job) or cannot be reached; what fails afterwards
-    is only logged: the job is back in the queue with Slurm's own delay."""
+              placement: Optional[Placement] = None) -> None:
+    """Requeue `job`, mark it and, given where Slurm may run it, leave a
+    process that steers it once it is back in the queue (see the module
+    docstring). SlurmUnavailable when Slurm refuses the requeue
+    (--no-requeue, JobRequeue=0, not a batch job) or cannot be reached; what
+    fails afterwards is only logged: the job is back in the queue with
+    Slurm's own delay."""
     from ..log import JobLog
     job = check_job_id(job)
     scontrol = slurm_command("scontrol", bin_dir)
     run_slurm([scontrol, "requeue", job], attempts=1)
-    kept = f", kept off {folded(steering.kept_off)}" if steering and steering.kept_off else ""
-    note = f"{MARK} {attempt}/{limit}{kept}: " + " ".join(reason.split())[:MAX_REASON_TEXT]
-    update = [scontrol, "update", f"JobId={job}", f"AdminComment={note}"]
-    if steering:
-        update.append(f"ExcNodeList={folded(steering.exclude)}")
     try:
-        run_slurm(update, attempts=2)
+        run_slurm([scontrol, "update", f"JobId={job}", f"AdminComment={mark(attempt, limit, reason)}"],
+                  attempts=2)
     except SlurmUnavailable as e:
         JobLog(job).warning("requeued, but marking it failed: %s", e)
         return
-    if steering and steering.soon and delay:
-        try:
-            run_slurm([scontrol, "update", f"JobId={job}", f"StartTime=now+{int(delay)}"], attempts=2)
-        except SlurmUnavailable as e:
-            JobLog(job).warning("requeued and kept off %s, but its start time stays Slurm's: %s",
-                                folded(steering.kept_off), e)
+    if placement is not None:
+        _spawn_steerer(job, {"placement": placement._asdict(), "attempt": attempt, "limit": limit,
+                             "reason": reason})
+
+
+def _spawn_steerer(job: str, request: dict) -> None:
+    """`slurm-mig-hook steer` in a session of its own, detached from slurmd's
+    pipes: it outlives the Prolog by the Epilog's run time."""
+    import json
+    import subprocess
+    import sys
+    env = {**os.environ, "SLURM_JOB_ID": job, STEER_ENV: json.dumps(request)}
+    subprocess.Popen([sys.executable, "-m", "slurm_mig.hooks.main", "steer"], env=env,
+                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                     start_new_session=True, close_fds=True)
+
+
+def job_states(job: str, bin_dir: str = "") -> List[str]:
+    """The job's state and flags from Slurm's JSON (22.05 prints one word, with
+    a flag such as COMPLETING instead of the state; later versions a list);
+    [] when Slurm no longer lists it."""
+    import json
+    text = run_slurm([slurm_command("squeue", bin_dir), "--json", "-j", job], attempts=2)
+    try:
+        jobs = json.loads(text)["jobs"]
+    except (ValueError, KeyError, TypeError) as e:
+        raise BadInput(f"Slurm's JSON has no `jobs` list ({e})") from None
+    for entry in jobs if isinstance(jobs, list) else ():
+        if isinstance(entry, dict) and str(entry.get("job_id")) == job:
+            state = entry.get("job_state")
+            states = state if isinstance(state, list) else [state]
+            return [s for s in states if isinstance(s, str)]
+    return []
+
+
+def _read_request(text: str):
+    """What the Prolog handed the steerer, checked: (Placement, attempt, limit, reason)."""
+    import json
+    try:
+        raw = json.loads(text)
+        p = raw["placement"]
+        placement = Placement(
+            [check_node_name(n) for n in p["nodes"]], str(p["partition"]),
+            [check_node_name(n) for n in p["excluded"]], str(p["required"]), str(p["features"]),
+            str(p["admin_comment"]))
+        attempt, limit, reason = int(raw["attempt"]), int(raw["limit"]), str(raw["reason"])
+    except (ValueError, KeyError, TypeError) as e:
+        raise BadInput(f"unreadable steering request ({e})") from None
+    return placement, attempt, limit, reason
+
+
+def steer_when_pending(job: str, request: str, bin_dir: str = "",
+                       timeout: float = STEER_TIMEOUT, poll: float = 0.25) -> str:
+    """The steerer: wait until the requeued job has finished completing, then
+    keep it off the nodes that ran it and start it at once (slurm-facts
+    section 8: a job update wakes the scheduler), or give the nodes back.
+    Every Slurm query waits until then: node information read while the job
+    still held the node is what 22.05's sinfo keeps showing ("mixed" on an
+    idle node). Returns what was done, for the log."""
+    job = check_job_id(job)
+    placement, attempt, limit, reason = _read_request(request)
+    deadline = time.monotonic() + timeout
+    while True:
+        states = job_states(job, bin_dir)
+        if "PENDING" in states and "COMPLETING" not in states:
+            break
+        if not states or not {"PENDING", "COMPLETING"} & set(states):
+            return f"left alone: the job is {'/'.join(states) or 'gone'}"
+        if time.monotonic() > deadline:
+            return "left alone: still completing after the timeout"
+        time.sleep(poll)
+    steering = steer(placement, partition_gpu_nodes(placement.partition, bin_dir))
+    if steering is None or (steering.exclude == steering.before and not steering.soon):
+        return "left to Slurm"
+    scontrol = slurm_command("scontrol", bin_dir)
+    run_slurm([scontrol, "update", f"JobId={job}", f"ExcNodeList={folded(steering.exclude)}",
+               f"AdminComment={mark(attempt, limit, reason, steering.kept_off)}"], attempts=2)
+    if not steering.soon:
+        return f"given its nodes back (ExcNodeList={folded(steering.exclude)})"
+    run_slurm([scontrol, "update", f"JobId={job}", "StartTime=now"], attempts=2)
+    return f"kept off {folded(steering.kept_off)}, started at once"
