@@ -30,12 +30,13 @@ Policies, all on the same trace:
                     - no room there: a batch job is requeued at once (its shards
                       freed) and kept off that node (ExcNodeList): it is back in
                       the queue, in its old place (same job id), STEER_DELAY s
-                      later (the StartTime the Prolog sets) plus Slurm's
-                      scheduling latency once a begin time passes (uniform
-                      LATENCY); once every node has turned it away, the nodes
-                      are given back and Slurm's own delay applies
-                      (REQUEUE_DELAY: cred_expire + 1 after its Epilog);
-                      --no-steer: never kept off, always Slurm's delay;
+                      later (its Epilog) and starts at once (StartTime=now
+                      wakes the scheduler: WAKE_LATENCY); once every node has
+                      turned it away, the nodes are given back and Slurm's own
+                      delay applies (REQUEUE_DELAY: cred_expire + 1 after its
+                      Epilog, plus Slurm's scheduling latency once a begin
+                      time passes, uniform LATENCY); --no-steer: never kept
+                      off, always Slurm's delay;
                     - after --max-requeues requeues, and always for an
                       interactive job (srun/salloc: --interactive share of the
                       jobs), the Prolog waits --prolog-wait s holding the
@@ -99,7 +100,8 @@ STATIC_LAYOUTS = {   # mig-parted's common configs for A100/H100-80GB, one per G
 CONSERVATIVE56 = {"1g.10gb": 8, "1g.20gb": 13, "2g.20gb": 15, "3g.40gb": 25, "4g.40gb": 29, "7g.80gb": 56,
                   "1g.10gb+me": 29}
 REQUEUE_DELAY = 121.0        # Slurm: cred_expire (120 s) + 1 after the requeued job's Epilog
-STEER_DELAY = 10.0           # the Prolog's StartTime for a job kept off its node (steer_delay)
+STEER_DELAY = 1.0            # a job kept off its node: back in the queue after its Epilog
+WAKE_LATENCY = (0.04, 0.5)   # Slurm starting a job after a job update woke it (observed)
 LATENCY = (10.0, 60.0)       # Slurm starting a job after its begin time passes (observed)
 FIXED_ROWS = ("static:best", "dynamic:most-room", "before:memory-slots")
 
@@ -363,9 +365,11 @@ class SlurmCluster(MigCluster):
         if len(nodes) == len(self.shards):
             del self.kept_off[job.id]
 
-    def requeue_delay(self, job):
-        """Seconds from the requeue until Slurm may start the job again."""
-        return STEER_DELAY if job.id in self.kept_off else REQUEUE_DELAY
+    def requeue_delay(self, job, rng):
+        """Seconds from the requeue until Slurm starts the job again, if it can."""
+        if job.id in self.kept_off:
+            return STEER_DELAY + rng.uniform(*WAKE_LATENCY)
+        return REQUEUE_DELAY + rng.uniform(*LATENCY)
 
     def blocking_key(self, job):
         return job.profile, job.count, frozenset(self.kept_off.get(job.id, ()))
@@ -444,8 +448,7 @@ def simulate(jobs, cluster, setup=0.0, seed=0, window=64):
                 start(q, t)
             elif outcome == "requeued":
                 q.requeues += 1
-                heapq.heappush(events, (t + cluster.requeue_delay(q) + latency.uniform(*LATENCY),
-                                        BACK, q.id))
+                heapq.heappush(events, (t + cluster.requeue_delay(q, latency), BACK, q.id))
             elif outcome == "waiting":
                 heapq.heappush(events, (t + cluster.wait, GIVE_UP, q.id))
             else:
@@ -639,7 +642,7 @@ def main():
     ap.add_argument("--median-min", type=float, default=30.0)
     ap.add_argument("--setup", type=float, default=2.0, help="seconds to create a job's instances")
     ap.add_argument("--interactive", type=float, default=0.0, help="share of srun/salloc jobs")
-    ap.add_argument("--max-requeues", type=int, default=30)
+    ap.add_argument("--max-requeues", type=int, default=100)
     ap.add_argument("--prolog-wait", type=float, default=30.0,
                     help="how long the prolog waits for room when it cannot requeue (wait_for_room)")
     ap.add_argument("--weights", type=lambda s: s.split(","), default=None,

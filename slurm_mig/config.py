@@ -31,7 +31,7 @@ class Config(NamedTuple):
     epilog_retries: int = 5                   # destroy attempts while a process holds an instance
     epilog_retry_delay: float = 1.0
     gpu_fallback: bool = False                # dynamic: place on another GPU when Slurm's cannot
-    max_requeues: int = 30                    # dynamic: batch jobs sent back to the queue at most this often
+    max_requeues: int = 100                   # dynamic: batch jobs sent back to the queue at most this often
     steer: bool = True                        # dynamic: keep a requeued job off the nodes that ran it, start it at once
     job_source: str = "squeue"                # Slurm's JSON: squeue --json | scontrol --json (23.02+)
     slurm_bin_dir: str = ""                   # Slurm clients; "" = PATH, /usr/bin, /usr/local/bin, /opt/slurm/bin

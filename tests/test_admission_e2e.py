@@ -96,7 +96,7 @@ def test_a_whole_gpu_job_and_eight_small_ones_all_complete(cluster):
 def test_a_batch_job_without_room_goes_back_to_the_queue_then_runs(cluster, busy_orphan):
     job = cluster.sbatch("--gres=mig:7g.80gb:1", script="echo CVD=$CUDA_VISIBLE_DEVICES")
     wait_for(lambda: job_field(cluster, job, "JobState") == "PENDING"
-             and (job_field(cluster, job, "AdminComment") or "").startswith("slurm-mig: requeued 1/30: "),
+             and (job_field(cluster, job, "AdminComment") or "").startswith("slurm-mig: requeued 1/100: "),
              90, f"job {job} back in the queue with its mark")
     assert "does not fit next to the running jobs' instances" in job_field(cluster, job, "AdminComment")
     assert job_field(cluster, job, "Restarts") == "1"
@@ -140,7 +140,7 @@ def test_a_requeued_job_is_kept_off_its_node_and_starts_soon_on_another(slurm):
         assert job_field(c, job, "NodeList") == n2
         assert job_field(c, job, "Restarts") == "1"
         assert job_field(c, job, "ExcNodeList") == n1
-        assert job_field(c, job, "AdminComment").startswith(f"slurm-mig: requeued 1/30, kept off {n1}: ")
+        assert job_field(c, job, "AdminComment").startswith(f"slurm-mig: requeued 1/100, kept off {n1}: ")
         # after a requeue SubmitTime is when the job was back in the queue
         eligible = seconds(job_field(c, job, "EligibleTime")) - seconds(job_field(c, job, "SubmitTime"))
         assert eligible <= 5, eligible

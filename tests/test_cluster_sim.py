@@ -137,3 +137,46 @@ def test_fallback_places_on_another_gpu_of_the_node():
         assert cluster.try_start(job) == outcome
         assert cluster.shards == [[27 + 4 * fallback, 0]]
         assert [s.gpu for s in cluster.held.get(job.id, (0, []))[1]] == ([gpu] if gpu else [])
+
+
+def trapped(cluster, node):
+    """GPU 0 of `node` holds 1g.20gb at slot 0 and 1g.10gb at 2-6 (searched
+    weights: 27 of 31 shards, 4 left look like a 1g.10gb; no start has room)."""
+    for i, (name, start) in enumerate([("1g.20gb", 0)] + [("1g.10gb", s) for s in range(2, 7)]):
+        p = cs.MODEL.find_profile(name)
+        cluster.slots[node][0].append(cs.Occupied(gpu=0, profile_id=p.id, start=start, size=p.mem_slots,
+                                                  slices=p.slices, gi_id=100 * node + i, owner="x"))
+    cluster.shards[node][0] = 7 + 5 * 4
+
+
+def test_a_requeued_job_is_kept_off_its_node_and_starts_at_once_on_another():
+    cluster = Checked(2, 1, cs.WEIGHTS["searched"])
+    trapped(cluster, 0)
+    r, done = run([cs.Job(0, 0.0, "1g.10gb", 1, 10.0)], cluster)
+    job = done[0]
+    assert job.requeues == 1 and cluster.kept_off == {}
+    assert cs.STEER_DELAY + cs.WAKE_LATENCY[0] <= job.start <= cs.STEER_DELAY + cs.WAKE_LATENCY[1]
+    assert cluster.shards == [[27], [0]]        # it ran on node 1, and is gone
+
+
+def test_once_every_node_turned_it_away_slurms_delay_applies():
+    class Recording(Checked):
+        def requeue_delay(self, job, rng):
+            self.delays.append(super().requeue_delay(job, rng))
+            return self.delays[-1]
+    cluster = Recording(2, 1, cs.WEIGHTS["searched"], max_requeues=2)
+    cluster.delays = []
+    trapped(cluster, 0)
+    trapped(cluster, 1)
+    r, done = run([cs.Job(0, 0.0, "1g.10gb", 1, 10.0)], cluster)
+    assert done[0].fate == "failed" and done[0].requeues == 2 and cluster.kept_off == {}
+    steered, given_back = cluster.delays     # node 0 kept off; node 1 gives both back
+    assert cs.STEER_DELAY + cs.WAKE_LATENCY[0] <= steered <= cs.STEER_DELAY + cs.WAKE_LATENCY[1]
+    assert cs.REQUEUE_DELAY + cs.LATENCY[0] <= given_back <= cs.REQUEUE_DELAY + cs.LATENCY[1]
+
+
+def test_without_steering_the_job_loops_on_the_trapped_node():
+    cluster = Checked(2, 1, cs.WEIGHTS["searched"], max_requeues=3, steer=False)
+    trapped(cluster, 0)
+    r, done = run([cs.Job(0, 0.0, "1g.10gb", 1, 10.0)], cluster)
+    assert done[0].fate == "failed" and done[0].requeues == 3 and cluster.shards == [[27], [0]]

@@ -65,7 +65,7 @@ def test_a_batch_job_without_room_goes_back_to_the_queue_marked(make_node, fake_
     run_prolog(cfg, "5", uid=None, env=ENV)
     requeue, mark = [c for c in fake_slurm.calls() if c.startswith("scontrol")]
     assert requeue == "scontrol requeue 5"
-    assert mark.startswith("scontrol update JobId=5 AdminComment=slurm-mig: requeued 1/30: "
+    assert mark.startswith("scontrol update JobId=5 AdminComment=slurm-mig: requeued 1/100: "
                            "1g.10gb:1 does not fit next to the running jobs' instances")
     assert "StartTime" not in mark          # Slurm's own delay: sooner, slurmd would skip the Prolog
     assert task_prolog(cfg.run_dir, "5") == ("", 0)
@@ -91,10 +91,10 @@ def test_a_requeued_job_is_left_to_a_steerer_with_where_slurm_may_run_it(make_no
     run_prolog(cfg, "5", uid=None, env=ENV)
     requeue, mark = [c for c in fake_slurm.calls() if c.startswith("scontrol")]
     assert requeue == "scontrol requeue 5"
-    assert mark.startswith("scontrol update JobId=5 AdminComment=slurm-mig: requeued 1/30: ")
+    assert mark.startswith("scontrol update JobId=5 AdminComment=slurm-mig: requeued 1/100: ")
     assert not [c for c in fake_slurm.calls() if c.startswith("sinfo")]    # not while it holds the node
     (job, request), = steerers
-    assert job == "5" and (request["attempt"], request["limit"]) == (1, 30)
+    assert job == "5" and (request["attempt"], request["limit"]) == (1, 100)
     assert request["placement"] == dict(nodes=["n1"], partition="gpu", excluded=["n7"], required="",
                                         features="", admin_comment="")
     assert request["reason"].startswith("1g.10gb:1 does not fit next to the running jobs' instances")
@@ -116,7 +116,7 @@ def test_the_mark_counts_requeues_up_to_the_limit(make_node, fake_slurm):
 @pytest.mark.parametrize("fields, scontrol_exit, why", [
     (dict(BATCH, batch_flag=False), 0, "interactive jobs (srun, salloc) cannot be requeued"),
     (dict(BATCH, requeue=False), 0, "the job may not be requeued (--no-requeue, or JobRequeue=0)"),
-    (dict(BATCH, restart_cnt=30), 0, "it was requeued 30 times already (max_requeues = 30)"),
+    (dict(BATCH, restart_cnt=100), 0, "it was requeued 100 times already (max_requeues = 100)"),
     (BATCH, 1, "Slurm refused to requeue it (scontrol failed 1 times: Requested operation is "
                "presently disabled)"),
 ])
