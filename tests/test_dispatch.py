@@ -100,6 +100,20 @@ def test_a_requeued_job_is_left_to_a_steerer_with_where_slurm_may_run_it(make_no
     assert request["reason"].startswith("1g.10gb:1 does not fit next to the running jobs' instances")
 
 
+def test_a_steerer_that_cannot_start_leaves_the_job_requeued(make_node, fake_slurm, monkeypatch):
+    from slurm_mig.slurm import requeue
+
+    def cannot(job, request):
+        raise OSError(11, "Resource temporarily unavailable")
+    monkeypatch.setattr(requeue, "_spawn_steerer", cannot)
+    bin_dir = fake_slurm([entry(SMALL_ON_GPU0, partition="gpu", **BATCH)])
+    cfg = full_gpu_node(make_node, slurm_bin_dir=bin_dir)
+    run_prolog(cfg, "5", uid=None, env=ENV)
+    assert [c.split(" AdminComment")[0] for c in fake_slurm.calls() if c.startswith("scontrol")] == \
+        ["scontrol requeue 5", "scontrol update JobId=5"]
+    assert task_prolog(cfg.run_dir, "5") == ("", 0)
+
+
 def test_steering_off_leaves_the_job_to_slurm(make_node, fake_slurm, steerers):
     bin_dir = fake_slurm([entry(SMALL_ON_GPU0, partition="gpu", **BATCH)])
     run_prolog(full_gpu_node(make_node, slurm_bin_dir=bin_dir, steer=False), "5", uid=None, env=ENV)

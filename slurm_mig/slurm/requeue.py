@@ -120,8 +120,11 @@ def send_back(job: str, reason: str, attempt: int, limit: int, bin_dir: str = ""
         JobLog(job).warning("requeued, but marking it failed: %s", e)
         return
     if placement is not None:
-        _spawn_steerer(job, {"placement": placement._asdict(), "attempt": attempt, "limit": limit,
-                             "reason": reason})
+        try:
+            _spawn_steerer(job, {"placement": placement._asdict(), "attempt": attempt, "limit": limit,
+                                 "reason": reason})
+        except OSError as e:
+            JobLog(job).warning("requeued, but not steered (%s): Slurm's own delay applies", e)
 
 
 def _spawn_steerer(job: str, request: dict) -> None:
