@@ -1,4 +1,5 @@
-"""`slurm-mig-hook prolog|epilog|task-prolog`: what the scripts Slurm runs exec.
+"""`slurm-mig-hook prolog|epilog|task-prolog`: what the scripts Slurm runs exec
+(and `steer`, which a Prolog that requeued its job leaves running: slurm/requeue.py).
 
 Everything comes from the environment slurmd provides (SLURM_JOB_ID,
 SLURM_JOB_UID) and the config file, so this skips the click CLI and its

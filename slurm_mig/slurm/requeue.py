@@ -36,7 +36,7 @@ MAX_REASON_TEXT = 200
 _KEPT_OFF = re.compile(r"^slurm-mig: requeued \d+/\d+, kept off (\S+):")
 _PARTITION = re.compile(r"[A-Za-z0-9._-]{1,255}")
 STEER_ENV = "SLURM_MIG_STEER"
-STEER_TIMEOUT = 100.0     # s; under cred_expire (120 by default), when Slurm may start it anyway
+STEER_TIMEOUT = 100.0     # s the steerer waits for the job to finish completing, then leaves it to Slurm
 
 
 class Steering(NamedTuple):
