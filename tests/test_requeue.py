@@ -19,30 +19,30 @@ def mark(kept):
 
 
 def test_the_first_requeue_keeps_the_job_off_its_node_and_lets_it_start_soon():
-    assert steer(placement(), GPU_NODES) == Steering(["n1"], ["n1"], True, [])
+    assert steer(placement(), GPU_NODES) == Steering(["n1"], ["n1"], True)
 
 
 def test_later_requeues_add_nodes_and_keep_the_users_exclusions():
     got = steer(placement(["n2"], ["n1", "n9"], mark(["n1"])), GPU_NODES)
-    assert got == Steering(["n1", "n2", "n9"], ["n1", "n2"], True, ["n1", "n9"])
+    assert got == Steering(["n1", "n2", "n9"], ["n1", "n2"], True)
 
 
 def test_a_multi_node_job_is_kept_off_every_node_that_ran_it():
-    assert steer(placement(["n1", "n3"]), GPU_NODES) == Steering(["n1", "n3"], ["n1", "n3"], True, [])
+    assert steer(placement(["n1", "n3"]), GPU_NODES) == Steering(["n1", "n3"], ["n1", "n3"], True)
 
 
 def test_once_every_gpu_node_turned_it_away_they_are_given_back_with_slurms_delay():
     got = steer(placement(["n4"], ["n1", "n2", "n3", "n9"], mark(["n1", "n2", "n3"])), GPU_NODES)
-    assert got == Steering(["n9"], [], False, ["n1", "n2", "n3", "n9"])
-    # the user's own exclusions count: n4 is the last node left to it
-    assert steer(placement(["n4"], ["n1", "n2", "n3"]), GPU_NODES) == Steering(["n1", "n2", "n3"], [], False, ["n1", "n2", "n3"])
+    assert got == Steering(["n9"], [], False)
+    # the user's own exclusions count: n4 is the last node left to it, nothing to give back
+    assert steer(placement(["n4"], ["n1", "n2", "n3"]), GPU_NODES) is None
     # a one-node partition: nothing to steer to
-    assert steer(placement(), ["n1"]) == Steering([], [], False, [])
+    assert steer(placement(), ["n1"]) is None
 
 
 def test_a_node_someone_took_out_of_the_exclusion_is_not_ours_any_more():
     got = steer(placement(["n2"], [], mark(["n1"])), GPU_NODES)
-    assert got == Steering(["n2"], ["n2"], True, [])
+    assert got == Steering(["n2"], ["n2"], True)
 
 
 @pytest.mark.parametrize("fields", [dict(required="n[1-2]"), dict(features="a100")])
@@ -72,17 +72,21 @@ node = st.sampled_from(["n1", "n2", "n3", "n4", "n5"])
 @given(st.sets(node, min_size=1), st.sets(node), st.sets(node), st.sets(node, min_size=1))
 def test_steering_never_strands_a_job_nor_drops_a_users_exclusion(ran_on, users, ours_before, gpu_nodes):
     """Oracle: after steering, some GPU node is still open to the job unless
-    it is given everything back; the user's exclusions always stay; the
-    nodes that just ran it are excluded whenever it may start soon."""
+    it is given everything slurm-mig added back; the user's exclusions always
+    stay; the nodes that just ran it are excluded whenever it may start soon;
+    nothing is returned only when nothing would change."""
     ours_before -= users
     got = steer(placement(sorted(ran_on), sorted(users | ours_before), mark(sorted(ours_before))
                           if ours_before else ""), sorted(gpu_nodes))
+    if got is None:
+        assert not ours_before and not gpu_nodes - users - ran_on
+        return
     assert users <= set(got.exclude)
     assert set(got.kept_off) == set(got.exclude) - users
     if got.soon:
         assert ran_on <= set(got.exclude) and set(gpu_nodes) - set(got.exclude)
     else:
-        assert got.kept_off == [] and set(got.exclude) == users
+        assert got.kept_off == [] and set(got.exclude) == users and ours_before
 
 
 GPU_SINFO = "n1 gpu:h100:2(S:0),shard:112(S:0)\nn2 gpu:h100:2(S:0),shard:112(S:0)\ncpu1 (null)\n"

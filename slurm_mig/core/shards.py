@@ -1,11 +1,14 @@
 """Shard weights for MIG profiles: one Slurm capacity counter per GPU.
 
-What `gres-conf` ships (``shard_units``): per catalog layout, the weights of
-``search`` over every profile the cluster's models list on it. They admit no
-set of instances an empty GPU cannot hold (Slurm never hands the Prolog an
-impossible request) and as many placeable sets as one counter can; the +me
-profiles make some placeable sets inadmissible (``given_up``), and
-job_submit.lua refuses those at submit time instead of letting them pend.
+What `gres-conf` ships (``shard_units``): per catalog layout, the catalog's
+measured ``shard_weights`` where the layout has them (checked here to admit no
+impossible set), else the weights of ``search`` over every profile the
+cluster's models list on it. Both admit no set of instances an empty GPU
+cannot hold (Slurm never hands the Prolog an impossible request); search
+admits as many placeable sets as one counter can, the measured ones give up
+a few more to leave less room that no start can use once jobs come and go.
+What a layout's weights give up (``given_up``), job_submit.lua refuses at
+submit time instead of letting it pend.
 
 Slurm sees one counter per GPU (``gres/shard`` with ``Count=C``); a job asking
 ``mig:<profile>:<n>`` is charged ``n * w(profile)`` shards on one GPU, so a set

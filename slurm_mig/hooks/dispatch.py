@@ -80,14 +80,33 @@ def _send_back(cfg: Config, job: str, req):
         return cannot(f"it was requeued {req.restarts} times already (max_requeues = {cfg.max_requeues})")
 
     def send_back(reason: str) -> Optional[str]:
-        from ..slurm.requeue import send_back as requeue
+        from ..slurm import requeue
+        attempt = req.restarts + 1
         try:
-            requeue(job, reason, req.restarts + 1, cfg.max_requeues, cfg.slurm_bin_dir,
-                    req.placement if cfg.steer else None)
+            requeue.send_back(job, reason, attempt, cfg.max_requeues, cfg.slurm_bin_dir)
         except SlurmUnavailable as e:
             return f"Slurm refused to requeue it ({e})"
+        if cfg.steer and req.placement is not None:
+            try:
+                _spawn_steerer(job, requeue.steer_request(req.placement, attempt, cfg.max_requeues,
+                                                          reason))
+            except OSError as e:
+                from ..log import JobLog
+                JobLog(job).warning("requeued, but not steered (%s): Slurm's own delay applies", e)
         return None
     return send_back
+
+
+def _spawn_steerer(job: str, request: str) -> None:
+    """`slurm-mig-hook steer` (slurm/requeue.py) in a session of its own,
+    detached from slurmd's pipes: it outlives the Prolog by the Epilog's run time."""
+    import subprocess
+    import sys
+    from ..slurm.requeue import STEER_ENV
+    subprocess.Popen([sys.executable, "-m", "slurm_mig.hooks.main", "steer"],
+                     env={**os.environ, "SLURM_JOB_ID": job, STEER_ENV: request},
+                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                     start_new_session=True, close_fds=True)
 
 
 def node_name(env: Mapping[str, str]) -> str:

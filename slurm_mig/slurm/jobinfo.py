@@ -138,8 +138,9 @@ def expand_hostlist(hostlist: str) -> List[str]:
         raise BadInput(f"cannot read Slurm's node list {hostlist!r}: {e}") from None
 
 
-def parse_jobs_json(text: str, job: str, node: str) -> JobRequest:
-    """This node's allocation of `job` from `squeue --json` / `scontrol --json show job`."""
+def job_entries(text: str, job: str) -> List[dict]:
+    """The entries of `job` in Slurm's JSON job list (`squeue --json`,
+    `scontrol --json show job`)."""
     import json
     try:
         jobs = json.loads(text)["jobs"]
@@ -147,7 +148,12 @@ def parse_jobs_json(text: str, job: str, node: str) -> JobRequest:
             raise TypeError("jobs is not a list")
     except (ValueError, KeyError, TypeError) as e:
         raise BadInput(f"Slurm's JSON has no `jobs` list ({e})") from None
-    entries = [j for j in jobs if isinstance(j, dict) and str(j.get("job_id")) == job]
+    return [j for j in jobs if isinstance(j, dict) and str(j.get("job_id")) == job]
+
+
+def parse_jobs_json(text: str, job: str, node: str) -> JobRequest:
+    """This node's allocation of `job` from `squeue --json` / `scontrol --json show job`."""
+    entries = job_entries(text, job)
     if len(entries) != 1:
         raise BadInput(f"Slurm's JSON lists job {job} {len(entries)} times")
     entry = entries[0]

@@ -11,7 +11,8 @@ turned it away (the lowest-index one whose count shows room), and only after
 cred_expire + 1 seconds (121 by default), a delay it needs because slurmd
 skips the Prolog of a job id it ran within cred_expire (its credential cache):
 a job started sooner on the same node would run without its instances. So the
-Prolog leaves a small process (`slurm-mig-hook steer`) that waits for the job
+Prolog leaves a small process (`slurm-mig-hook steer`, started by
+hooks/dispatch.py with `steer_request`) that waits for the job
 to finish completing, keeps it off the nodes it just ran on (ExcNodeList,
 named in the mark) and then, only if that took, sets StartTime=now: it cannot
 come back to a node whose cache holds it. If that process fails, the job keeps
@@ -22,14 +23,14 @@ could run it is not known here.
 """
 from __future__ import annotations
 
-import os
 import re
 import time
 from typing import Iterable, List, NamedTuple, Optional
 
 from ..core.syntax import check_job_id
 from ..errors import BadInput, SlurmUnavailable
-from .jobinfo import Placement, check_node_name, expand_hostlist, run_slurm, slurm_command
+from .jobinfo import (Placement, check_node_name, expand_hostlist, job_entries, run_slurm,
+                      slurm_command)
 
 MARK = "slurm-mig: requeued"
 MAX_REASON_TEXT = 200
@@ -44,7 +45,6 @@ class Steering(NamedTuple):
     exclude: List[str]
     kept_off: List[str]
     soon: bool          # StartTime=now: no node that just ran it can take it
-    before: List[str] = []      # its ExcNodeList now
 
 
 def kept_off_before(admin_comment: str) -> List[str]:
@@ -60,7 +60,8 @@ def kept_off_before(admin_comment: str) -> List[str]:
 
 def steer(placement: Placement, gpu_nodes: Optional[Iterable[str]]) -> Optional[Steering]:
     """Where the requeued job may go next; None: leave its nodes alone (it has
-    --nodelist or --constraint, or the partition's GPU nodes are unknown)."""
+    --nodelist or --constraint, the partition's GPU nodes are unknown, or every
+    one turned it away and slurm-mig excluded none of them)."""
     gpu_nodes = set(gpu_nodes or ())
     if placement.required or placement.features or not gpu_nodes:
         return None
@@ -68,9 +69,9 @@ def steer(placement: Placement, gpu_nodes: Optional[Iterable[str]]) -> Optional[
     ours = set(kept_off_before(placement.admin_comment)) & excluded
     users = excluded - ours
     after = (ours | set(placement.nodes)) - users
-    if not gpu_nodes - users - after:
-        return Steering(sorted(users), [], False, sorted(excluded))   # all turned it away: give back
-    return Steering(sorted(users | after), sorted(after), True, sorted(excluded))
+    if not gpu_nodes - users - after:          # all turned it away: give ours back
+        return Steering(sorted(users), [], False) if ours else None
+    return Steering(sorted(users | after), sorted(after), True)
 
 
 def partition_gpu_nodes(partition: str, bin_dir: str = "") -> List[str]:
@@ -101,14 +102,11 @@ def mark(attempt: int, limit: int, reason: str, kept_off: Iterable[str] = ()) ->
     return f"{MARK} {attempt}/{limit}{kept}: " + " ".join(reason.split())[:MAX_REASON_TEXT]
 
 
-def send_back(job: str, reason: str, attempt: int, limit: int, bin_dir: str = "",
-              placement: Optional[Placement] = None) -> None:
-    """Requeue `job`, mark it and, given where Slurm may run it, leave a
-    process that steers it once it is back in the queue (see the module
-    docstring). SlurmUnavailable when Slurm refuses the requeue
-    (--no-requeue, JobRequeue=0, not a batch job) or cannot be reached; what
-    fails afterwards is only logged: the job is back in the queue with
-    Slurm's own delay."""
+def send_back(job: str, reason: str, attempt: int, limit: int, bin_dir: str = "") -> None:
+    """Requeue `job`, then mark it. SlurmUnavailable when Slurm refuses the
+    requeue (--no-requeue, JobRequeue=0, not a batch job) or cannot be
+    reached; a mark that fails afterwards is only logged: the job is back in
+    the queue with Slurm's own delay."""
     from ..log import JobLog
     job = check_job_id(job)
     scontrol = slurm_command("scontrol", bin_dir)
@@ -118,42 +116,23 @@ def send_back(job: str, reason: str, attempt: int, limit: int, bin_dir: str = ""
                   attempts=2)
     except SlurmUnavailable as e:
         JobLog(job).warning("requeued, but marking it failed: %s", e)
-        return
-    if placement is not None:
-        try:
-            _spawn_steerer(job, {"placement": placement._asdict(), "attempt": attempt, "limit": limit,
-                                 "reason": reason})
-        except OSError as e:
-            JobLog(job).warning("requeued, but not steered (%s): Slurm's own delay applies", e)
 
 
-def _spawn_steerer(job: str, request: dict) -> None:
-    """`slurm-mig-hook steer` in a session of its own, detached from slurmd's
-    pipes: it outlives the Prolog by the Epilog's run time."""
+def steer_request(placement: Placement, attempt: int, limit: int, reason: str) -> str:
+    """What the Prolog hands the steerer (in STEER_ENV): read by steer_when_pending."""
     import json
-    import subprocess
-    import sys
-    env = {**os.environ, "SLURM_JOB_ID": job, STEER_ENV: json.dumps(request)}
-    subprocess.Popen([sys.executable, "-m", "slurm_mig.hooks.main", "steer"], env=env,
-                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                     start_new_session=True, close_fds=True)
+    return json.dumps({"placement": placement._asdict(), "attempt": attempt, "limit": limit,
+                       "reason": reason})
 
 
 def job_states(job: str, bin_dir: str = "") -> List[str]:
     """The job's state and flags from Slurm's JSON (22.05 prints one word, with
     a flag such as COMPLETING instead of the state; later versions a list);
     [] when Slurm no longer lists it."""
-    import json
     text = run_slurm([slurm_command("squeue", bin_dir), "--json", "-j", job], attempts=2)
-    try:
-        jobs = json.loads(text)["jobs"]
-    except (ValueError, KeyError, TypeError) as e:
-        raise BadInput(f"Slurm's JSON has no `jobs` list ({e})") from None
-    for entry in jobs if isinstance(jobs, list) else ():
-        if isinstance(entry, dict) and str(entry.get("job_id")) == job:
-            state = entry.get("job_state")
-            states = state if isinstance(state, list) else [state]
-            return [s for s in states if isinstance(s, str)]
+    for entry in job_entries(text, job)[:1]:
+        state = entry.get("job_state")
+        return [s for s in (state if isinstance(state, list) else [state]) if isinstance(s, str)]
     return []
 
 
@@ -194,7 +173,7 @@ def steer_when_pending(job: str, request: str, bin_dir: str = "",
             return "left alone: still completing after the timeout"
         time.sleep(poll)
     steering = steer(placement, partition_gpu_nodes(placement.partition, bin_dir))
-    if steering is None or (steering.exclude == steering.before and not steering.soon):
+    if steering is None:
         return "left to Slurm"
     scontrol = slurm_command("scontrol", bin_dir)
     run_slurm([scontrol, "update", f"JobId={job}", f"ExcNodeList={folded(steering.exclude)}",
