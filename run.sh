@@ -4,7 +4,8 @@
 #   bash run.sh test   - the whole test suite
 # Both install what they need: Debian packages (slurm-wlm, munge; mmdebstrap,
 # which builds the chroots holding newer Slurms for the tests) and the Python
-# package with its test extras into .venv.
+# package with its test extras into .venv (editable, for development); Slurm
+# runs the built wheel, installed into a venv of its own.
 set -euo pipefail
 cd "$(dirname "$0")"
 VENV=${SLURM_MIG_VENV:-$PWD/.venv}
@@ -22,10 +23,11 @@ install_debian_packages() {
 }
 
 install_python_package() {
+    # The development venv (editable, with the test extras) runs pytest and the
+    # unit tests. Slurm never runs it: the demo and every end-to-end test build
+    # this checkout's wheel and install it as an admin would (tests/harness/install.py).
     [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
     "$VENV/bin/pip" install -q --disable-pip-version-check -e '.[test]'
-    # Hooks start a Python process per job: byte-compile once, as a normal install does.
-    "$VENV/bin/python" -m compileall -q slurm_mig >/dev/null
 }
 
 case "${1:-}" in

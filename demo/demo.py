@@ -29,6 +29,8 @@ def main() -> int:
     step(f"Starting a one-node Slurm with simulated GPUs {args.gpus}")
     with DevCluster(args.gpus, wait_for_room=5, keep=args.keep) as c:
         say(f"cluster directory: {c.dir}  (SLURM_CONF={c.conf})")
+        say(f"slurm-mig: this checkout's wheel, installed in {c.installed.prefix} "
+            f"(slurmd runs {c.installed.hook_script('prolog/slurm-mig-prolog')})")
         say(f"node {c.node}: {c.node_state()}")
         with open(c.node_dir("conf", "slurm.conf.node")) as f:
             say("generated node line: " + next(l for l in f if l.startswith("NodeName=")).strip())

@@ -1,4 +1,4 @@
-"""The catalog against the tables in shared/reference/mig-facts.md."""
+"""The catalog against the placement tables of docs/facts.md (MIG: profiles and placements)."""
 import pytest
 
 from slurm_mig.core import catalog
@@ -6,7 +6,7 @@ from slurm_mig.errors import BadInput
 
 CAT = catalog.load()
 
-# mig-facts.md §1.1: (profile id) -> (starts, size) on 8-slot GPUs (A100/H100 family).
+# `nvidia-smi mig -lgipp`: (profile id) -> (starts, size) on 8-slot GPUs (A100/H100 family).
 EIGHT_SLOT = {19: ((0, 1, 2, 3, 4, 5, 6), 1), 20: ((0, 1, 2, 3, 4, 5, 6), 1),
               15: ((0, 2, 4, 6), 2), 14: ((0, 2, 4), 2), 9: ((0, 4), 4), 5: ((0,), 4), 0: ((0,), 8)}
 A30 = {14: ((0, 1, 2, 3), 1), 21: ((0, 1, 2, 3), 1), 5: ((0, 2), 2), 6: ((0, 2), 2), 0: ((0,), 4)}

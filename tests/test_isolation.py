@@ -12,6 +12,7 @@ import tempfile
 import pytest
 
 from harness import calls as hooks, users
+import slurm_mig
 from slurm_mig.config import Config, sim_root, with_sim_roots
 from slurm_mig.core import caps
 from slurm_mig.node import isolation
@@ -250,9 +251,9 @@ def test_node_setup_verb(node, cli):
     p = cli("node-setup", "--check", env=env, check=1)
     assert "would be made root-only (270)" in p.stdout and "ModifyDeviceFiles=1" in p.stdout
     assert {owner(st) for st in all_caps(node).values()} == {(0, 0, 0o444)}
-    unit = open(os.path.join(os.path.dirname(__file__), "..", "systemd", "slurm-mig-node-setup.service")).read()
+    unit = open(os.path.join(os.path.dirname(slurm_mig.__file__), "systemd", "slurm-mig-node-setup.service")).read()
     assert "Before=slurmd.service" in unit
-    argv = re.search(r"^ExecStart=/usr/local/bin/slurm-mig (.*)$", unit, re.M).group(1).split()
+    argv = re.search(r"^ExecStart=@SLURM_MIG@ (.*)$", unit, re.M).group(1).split()
     p = cli(*argv, env=env, check=0)                  # what the shipped unit runs at boot
     assert "made root-only (270)" in p.stdout
     cli("node-setup", "--check", env=env, check=0)

@@ -103,7 +103,7 @@ def test_static_mode_on_22_05_fences_no_mig_device_file():
     """Static gres.conf lists `Name=mig` records (MultipleFiles=/dev/nvidiaN +
     cap nodes). Slurm 22.05 fences only GRES with a plugin (gpu, shard, mps),
     so a static job can open every GPU and cap node; 23.02 fences these
-    records too (slurm-facts section 10, not run here)."""
+    records too (docs/facts.md, Slurm: 23.02 to 26.05; not run here)."""
     if slurm_version() >= (23, 2):
         pytest.skip("Slurm 23.02+ fences plugin-less GRES with File=; this pins 22.05's gap")
     with DevCluster("2xH100-80GB", mode="static", layout=(LAYOUTS, "custom-config"),

@@ -16,7 +16,7 @@ ROOT = os.path.dirname(slurm_mig.__file__)
 
 # Lower number = lower layer. A module may import its own layer or below.
 LAYERS = {
-    "errors": 0, "log": 0, "fsutil": 0, "__init__": 0,
+    "errors": 0, "log": 0, "fsutil": 0, "installed": 0, "__init__": 0,
     "core": 1,
     "config": 2, "sim": 2,
     "nvml": 3,

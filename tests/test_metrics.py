@@ -9,6 +9,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from harness import calls as hooks
+import slurm_mig
 from slurm_mig.errors import StateCorrupt
 from slurm_mig.node import counters
 from slurm_mig.sim import control
@@ -147,14 +148,15 @@ def test_a_corrupt_counter_file_restarts_the_counts(tmp_path, capsys):
 
 
 def test_the_shipped_unit_writes_the_file(node, tmp_path):
-    """The ExecStart of systemd/slurm-mig-metrics.service, run as written
+    """The ExecStart of slurm-mig-metrics.service, run as written
     (slurm-mig from this checkout, the file path of its Environment=)."""
     cfg, state, run = node
-    unit = open(os.path.join(os.path.dirname(__file__), "..", "systemd", "slurm-mig-metrics.service")).read()
+    units = os.path.join(os.path.dirname(slurm_mig.__file__), "systemd")
+    unit = open(os.path.join(units, "slurm-mig-metrics.service")).read()
     prom = re.search(r"^Environment=SLURM_MIG_PROM=(\S+)$", unit, re.M).group(1)
-    argv = re.search(r"^ExecStart=/usr/local/bin/slurm-mig (.*)$", unit, re.M).group(1).split()
+    argv = re.search(r"^ExecStart=@SLURM_MIG@ (.*)$", unit, re.M).group(1).split()
     out = tmp_path / os.path.basename(prom)
     run(*[str(out) if a == "${SLURM_MIG_PROM}" else a for a in argv], check=0)
     assert parse(out.read_text())["slurm_mig_nvml_up"][()] == 1.0
-    timer = open(os.path.join(os.path.dirname(__file__), "..", "systemd", "slurm-mig-metrics.timer")).read()
+    timer = open(os.path.join(units, "slurm-mig-metrics.timer")).read()
     assert "OnUnitActiveSec=1min" in timer

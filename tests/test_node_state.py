@@ -194,9 +194,9 @@ def test_item7_reconcile_goes_past_busy_instances(make_node, cli):
     p = cli("reconcile", "--node", "n1", env=env, check=0)
     assert uuids_on(state, 0) == {busy.uuid} and not {i.uuid for i in idle} & uuids_on(state, 0)
     assert f"kept unowned 1g.10gb GI {busy.gi_id} ({busy.uuid}): in use by pids" in p.stdout
-    service = open(os.path.join(REPO, "systemd", "slurm-mig-reconcile.service")).read()
-    timer = open(os.path.join(REPO, "systemd", "slurm-mig-reconcile.timer")).read()
-    assert "slurm-mig reconcile" in service and "OnUnitActiveSec=" in timer
+    service = open(os.path.join(REPO, "slurm_mig", "systemd", "slurm-mig-reconcile.service")).read()
+    timer = open(os.path.join(REPO, "slurm_mig", "systemd", "slurm-mig-reconcile.timer")).read()
+    assert "ExecStart=@SLURM_MIG@ reconcile\n" in service and "OnUnitActiveSec=" in timer
 
 
 # -- 8. honest errors ---------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""The simulated NVML: rules from mig-facts.md, and invariants under random use."""
+"""The simulated NVML: rules from docs/facts.md (MIG), and invariants under random use."""
 import ctypes
 import json
 
@@ -105,7 +105,7 @@ def test_driver_chosen_placement_follows_observed_order(tmp_path):
     assert driver_order(H100.find_profile("1g.10gb").starts, 1, 8) == [6, 4, 5, 0, 1, 2, 3]
     n, _ = nvml_for(tmp_path)
     h = n.nvmlDeviceGetHandleByIndex(0)
-    # mig-facts §0.7: -cgi 19,19,14,9 fails on the last one; 9,19,14,19 succeeds.
+    # the User Guide: -cgi 19,19,14,9 fails on the last one; 9,19,14,19 succeeds.
     for pid in (19, 19, 14):
         n.nvmlDeviceCreateGpuInstance(h, pid)
     assert code_of(n.nvmlDeviceCreateGpuInstance, h, 9) == pynvml.NVML_ERROR_INSUFFICIENT_RESOURCES

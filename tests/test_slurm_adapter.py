@@ -11,11 +11,11 @@ from slurm_mig.slurm.jobinfo import (JobRequest, Placement, expand_hostlist, par
 
 
 @pytest.mark.parametrize("text,expected", [
-    # 22.05 (slurm-facts section 7): count-only mig + shard IDX
+    # 22.05 (docs/facts.md, Slurm: GRES as the Prolog sees it): count-only mig + shard IDX
     ("mig:3g.40gb(CNT:1),shard:4(IDX:0)", JobRequest("mig:3g.40gb:1", 0, [])),
     ("mig:1g.10gb(CNT:2),mig:3g.40gb(CNT:1),shard:6(IDX:1)",
      JobRequest("mig:1g.10gb:2,mig:3g.40gb:1", 1, [])),
-    # 23.11.2 and later (section 10): per-GPU alloc/avail, no IDX
+    # 23.11.2 and later: per-GPU alloc/avail, no IDX
     ("mig:3g.40gb(CNT:1),shard:4(4/8,0/8)", JobRequest("mig:3g.40gb:1", 0, [])),
     ("mig:7g.80gb(CNT:1),shard:8(0/8,8/8)", JobRequest("mig:7g.80gb:1", 1, [])),
     ("gres/mig:3g.40gb(CNT:1),gres/shard:4(0/8,4/8)", JobRequest("mig:3g.40gb:1", 1, [])),

@@ -25,14 +25,15 @@ from .app import main
               "model listed when a model is added.")
 @click.pass_obj
 def gres_conf(obj, mode, output, node_name, dev_root, proc_root, spec, cluster_models):
-    """Generate gres.conf, slurm.conf.node (GresTypes + the node's Gres=) and,
-    in dynamic mode, job_submit.lua, from the live GPUs or a declared node.
+    """Generate gres.conf, slurm.conf.node (GresTypes + the node's Gres=),
+    slurm.conf.hooks (Prolog=, TaskProlog=, Epilog= naming this install's
+    scripts, PrologFlags and the timeouts the config needs) and, in dynamic
+    mode, job_submit.lua, from the live GPUs or a declared node.
 
     In dynamic mode each GPU offers `shard` units counted with weights
     searched per GPU layout (a 7-slice instance costs the whole GPU), and
     job_submit.lua turns --gres=mig:<profile>:<n> into those units, refusing
     at sbatch what no GPU model of the cluster can hold, with the limit."""
-    from ..fsutil import atomic_write
     from ..slurm import confgen
     cfg = obj.cfg()
     mode = mode or cfg.mode
@@ -52,12 +53,42 @@ def gres_conf(obj, mode, output, node_name, dev_root, proc_root, spec, cluster_m
     if models:
         command += " --cluster-models " + ",".join(m.key for m in models)
     files = confgen.render(gpus, mode, node_name, dev_root, command, source, proc_root, models)
-    files["slurm.conf.timeouts"] = confgen.timeouts(cfg)
+    files["slurm.conf.hooks"] = confgen.hook_lines(cfg, mode, _installed_hooks())
+    _emit(files, output)
+
+
+def _emit(files, output) -> None:
+    """Write each file into `output` (atomically, 0644), or print them all."""
+    from ..fsutil import atomic_write
     if output:
         os.makedirs(output, exist_ok=True)
-        for name, text in files.items():
+    for name, text in files.items():
+        if output:
             atomic_write(os.path.join(output, name), text.encode(), mode=0o644)
             click.echo(f"wrote {os.path.join(output, name)}")
-    else:
-        for name, text in files.items():
+        else:
             click.echo(f"==> {name} <==\n{text}")
+
+
+def _installed_hooks():
+    from ..installed import NotInstalled, hook_scripts
+    try:
+        return hook_scripts()
+    except NotInstalled:
+        return None
+
+
+@main.command("systemd-units")
+@click.option("--output", metavar="DIR", help="Write the units here, e.g. /etc/systemd/system "
+              "(default: print them).")
+def systemd_units(output):
+    """The systemd units, naming this install's slurm-mig.
+
+    slurm-mig-reconcile.{service,timer}: release instances of jobs that ended
+    without an Epilog (every 10 min). slurm-mig-metrics.{service,timer}:
+    node metrics for node_exporter (every minute). slurm-mig-layout.service:
+    static layout at boot, before slurmd. slurm-mig-node-setup.service:
+    root-only MIG cap nodes at boot (device isolation). Enable with
+    `systemctl daemon-reload && systemctl enable --now slurm-mig-reconcile.timer`."""
+    from ..installed import systemd_units as units
+    _emit(units(), output)

@@ -30,7 +30,8 @@ def node_setup(obj, check):
     (isolate_devices = true). Nodes given to running jobs stay theirs.
     Reports whether NVreg_ModifyDeviceFiles=0 is in effect.
 
-    Run at boot before slurmd (systemd/slurm-mig-node-setup.service).
+    Run at boot before slurmd (slurm-mig-node-setup.service, from
+    `slurm-mig systemd-units`).
     Exit 0 when the nodes are as they should be (after fixing them), 1 when
     a problem remains (or, with --check, anything differs), 2 when
     isolate_devices is off: root-only cap nodes would then lock every job

@@ -1,4 +1,4 @@
-"""How the NVIDIA driver names MIG capabilities (mig-facts sections 4 and 8),
+"""How the NVIDIA driver names MIG capabilities (docs/facts.md, MIG: device nodes),
 in one place for the code that reads a node (node/isolation.py, static
 gres.conf) and the simulator that writes one. Pure: names and text only.
 

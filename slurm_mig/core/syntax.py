@@ -11,7 +11,7 @@ from typing import Dict, List
 
 from ..errors import BadInput
 
-MAX_COUNT = 64          # CUDA enumerates at most 64 MIG devices (mig-facts §5)
+MAX_COUNT = 64          # CUDA enumerates at most 64 MIG devices (MIG User Guide)
 _PROFILE = re.compile(r"^\d+(c\.\d+)?g\.\d+gb(\+me|\+me\.all|\+gfx|-me)?$")
 _JOB_ID = re.compile(r"[0-9]{1,10}")
 _GPU_SPEC = re.compile(r"^(\d+)x([A-Za-z0-9.\-]+)$")

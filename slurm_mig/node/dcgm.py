@@ -1,4 +1,4 @@
-"""dcgm-exporter's HPC job mapping (mig-facts section 9): one file per device
+"""dcgm-exporter's HPC job mapping (docs/facts.md): one file per device
 in `dcgm_job_mapping_dir`, named `<gpu>` for a whole GPU or `<gpu>.<gi_id>`
 for a MIG instance, holding the job id; the exporter then labels that
 device's series `hpc_job="<id>"`. Files are written atomically and deleted

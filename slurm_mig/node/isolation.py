@@ -1,4 +1,4 @@
-"""Per-job device isolation, opt-in (`isolate_devices`; mig-facts section 8,
+"""Per-job device isolation, opt-in (`isolate_devices`; docs/facts.md, MIG: isolation;
 not yet run on hardware).
 
 CUDA_VISIBLE_DEVICES is only a hint. To use a MIG instance a process must

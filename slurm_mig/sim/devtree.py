@@ -1,6 +1,6 @@
 """The simulated node's device and proc tree, next to its state file
 (`<state>.root/`, config.sim_root): what the NVIDIA driver and
-nvidia-modprobe make on a real node (mig-facts sections 4 and 8).
+nvidia-modprobe make on a real node (docs/facts.md, MIG: device nodes).
 
     dev/nvidia<minor>, dev/nvidiactl          char 195:<minor>, 195:255, mode 0666
     dev/nvidia-caps/nvidia-cap<M>             char CAPS_MAJOR:<M>: config 0400, monitor
@@ -35,7 +35,7 @@ GPU_SLOTS = 32                # mig-minors covers 32 GPUs
 
 
 def cap_minor(gpu_minor: int, gi: int, ci: int = -1) -> int:
-    """mig-facts section 4: gpuN/giG/access = 3 + 135N + 9G, its CI C follows at +1+C."""
+    """The observed formula: gpuN/giG/access = 3 + 135N + 9G, its CI C follows at +1+C."""
     base = 3 + 135 * gpu_minor + 9 * gi
     return base if ci < 0 else base + 1 + ci
 

@@ -1,7 +1,7 @@
 """SimNvml: the subset of the pynvml API this project calls, simulated.
 
 Same function names, same ctypes structs and handle types, errors raised as
-pynvml.NVMLError with the codes real NVML returns (mig-facts.md section 3).
+pynvml.NVMLError with the codes real NVML returns (docs/facts.md, MIG: NVML errors).
 Handles are real ctypes pointers whose value encodes (kind, gpu, gi, ci).
 """
 from __future__ import annotations
@@ -59,14 +59,14 @@ def _fill(array_ref, count_ref, handles) -> int:
 
 
 def gi_id_for(placement_start: int, placement_size: int, memory_slots: int) -> int:
-    """GI ids fall in swizzId ranges by size (mig-facts §0.6): full 0, halves 1-2, ..."""
+    """GI ids fall in swizzId ranges by size (the driver's swizzle ids): full 0, halves 1-2, ..."""
     fraction = memory_slots // placement_size
     return fraction - 1 + placement_start // placement_size
 
 
 def driver_order(starts, size: int, memory_slots: int) -> List[int]:
     """Placement the driver picks without one given: small ones from the top
-    block down (mig-facts §0.7: 7x1g lands at 6,4,5,0,1,2,3), large ones ascending."""
+    block down (7x1g on an H100 lands at 6,4,5,0,1,2,3), large ones ascending."""
     half = memory_slots // 2
     if size >= half:
         return sorted(starts)

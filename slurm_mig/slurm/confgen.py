@@ -165,15 +165,24 @@ def _lua_model(model: catalog.GpuModel, layout: "shards.LayoutUnits") -> dict:
 NVML_MARGIN = 60
 
 
-def timeouts(cfg) -> str:
-    """The slurm.conf timeouts a node with config `cfg` needs: slurmd must not
-    kill a Prolog that is still waiting for the node lock (lock_timeout, at the
-    start and again to fail the job) or for room (wait_for_room), nor an Epilog
-    retrying busy instances (up to 7 per GPU), before it can report why itself."""
+def hook_lines(cfg, mode: str, scripts: Optional[Dict[str, str]]) -> str:
+    """slurm.conf's lines for the hooks: the installed scripts (`scripts`,
+    None when run from a source tree), job_submit.lua in dynamic mode, and
+    the timeouts a node with config `cfg` needs: slurmd must not kill a
+    Prolog that is still waiting for the node lock (lock_timeout, at the
+    start and again to fail the job) or for room (wait_for_room), nor an
+    Epilog retrying busy instances (up to 7 per GPU), before it can report
+    why itself."""
     prolog = 2 * cfg.lock_timeout + cfg.wait_for_room + NVML_MARGIN
     epilog = cfg.lock_timeout + (cfg.epilog_retries + 1) * cfg.epilog_retry_delay * 7 + NVML_MARGIN
     limit = int(math.ceil(max(prolog, epilog)))
-    return (f"# from lock_timeout={cfg.lock_timeout:g} wait_for_room={cfg.wait_for_room:g} "
+    if scripts:
+        hooks = "".join(f"{param}={path}\n" for param, path in scripts.items())
+    else:
+        hooks = ("# Prolog=, TaskProlog=, Epilog=: <prefix>/share/slurm-mig/... of a pip install "
+                 "(this slurm-mig runs from a source tree)\n")
+    return (hooks + ("JobSubmitPlugins=lua\n" if mode == "dynamic" else "")
+            + f"# from lock_timeout={cfg.lock_timeout:g} wait_for_room={cfg.wait_for_room:g} "
             f"epilog_retries={cfg.epilog_retries} epilog_retry_delay={cfg.epilog_retry_delay:g}\n"
             f"PrologEpilogTimeout={limit}\nBatchStartTimeout={limit + 10}\n"
             "PrologFlags=Alloc\n")

@@ -12,7 +12,7 @@ job), found by SLURMD_NODENAME in the job's hostlist, which holds the per-node
 MIG counts (`mig:3g.40gb(CNT:1)`) and where the shards or GPUs came from. The
 GPU index must agree with SLURM_JOB_GPUS, which slurmd sets itself.
 
-Formats read (slurm-facts.md sections 7, 9, 10): `shard:4(IDX:0)` (22.05 to
+Formats read (docs/facts.md, Slurm: GRES as the Prolog sees it): `shard:4(IDX:0)` (22.05 to
 23.11.1) and `shard:4(4/8,0/8)` (23.11.2 on: per-GPU alloc/avail in index
 order), `gpu:TYPE:2(IDX:0-1)`, count-only `mig:3g.40gb(CNT:1)`, static-mode
 `mig:3g.40gb:1(IDX:7)`.

@@ -1,4 +1,4 @@
-"""Sending a job back to the queue from the Prolog (slurm-facts section 8).
+"""Sending a job back to the queue from the Prolog (docs/facts.md, Slurm: requeue from the Prolog).
 
 Slurm's shard count admits a job its GPU cannot hold when the free memory
 slots are split by running instances (or held by a process no job owns).
@@ -155,8 +155,8 @@ def _read_request(text: str):
 def steer_when_pending(job: str, request: str, bin_dir: str = "",
                        timeout: float = STEER_TIMEOUT, poll: float = 0.25) -> str:
     """The steerer: wait until the requeued job has finished completing, then
-    keep it off the nodes that ran it and start it at once (slurm-facts
-    section 8: a job update wakes the scheduler), or give the nodes back.
+    keep it off the nodes that ran it and start it at once (a job update
+    wakes the scheduler), or give the nodes back.
     Every Slurm query waits until then: node information read while the job
     still held the node is what 22.05's sinfo keeps showing ("mixed" on an
     idle node). Returns what was done, for the log."""

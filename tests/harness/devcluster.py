@@ -4,8 +4,10 @@ slurm-mig hooks: what the demo and the end-to-end tests run.
 
 Everything lives in one temporary directory: config, state, logs, munge
 socket and key, each node's simulated GPUs (with their own /dev tree) and
-slurm-mig settings, and a copy of the package the hooks run. Ports are picked
-free; another Slurm on the machine is left alone. Root only (slurmd runs jobs
+slurm-mig settings. slurm-mig is what an admin installs: this checkout's
+wheel in a venv of the cluster root's Python (harness/install.py), whose
+hook scripts slurmd runs. Ports are picked free; another Slurm on the
+machine is left alone. Root only (slurmd runs jobs
 and hooks as root). The Slurm is the host's own or a newer one in a chroot
 (harness/slurms.py); commands for the cluster run inside its root.
 """
@@ -22,7 +24,7 @@ import tempfile
 import time
 from typing import Dict, List, Optional, Tuple, Union
 
-from . import slurms
+from . import install, slurms
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 Layout = Tuple[str, str]          # (mig-parted file, config name)
@@ -50,6 +52,14 @@ def _per_node(value, count: int) -> list:
     if len(values) != count:
         raise ClusterError(f"{len(values)} values for {count} nodes")
     return values
+
+
+def node_line(path: str) -> Tuple[str, str]:
+    """(GresTypes= line, Gres= item) of a generated slurm.conf.node."""
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
+    return (re.search(r"^GresTypes=\S+$", text, re.M).group(0),
+            re.search(r"^NodeName=\S+ (Gres=\S+)$", text, re.M).group(1))
 
 
 class DevCluster:
@@ -84,10 +94,14 @@ class DevCluster:
         self.procs: Dict[str, subprocess.Popen] = {}
         self.view: Optional[slurms.RootView] = None
         self.root = self.slurm.root
+        self.installed = self._install()
         self.conf = os.path.join(self.dir, "etc", "slurm.conf")
-        self.bin = os.path.join(self.dir, "bin", "slurm-mig")
-        self.hook_bin = os.path.join(self.dir, "bin", "slurm-mig-hook")
+        self.bin = self.installed.bin("slurm-mig")
         self.slurm_calls = os.path.join(self.dir, "slurm-calls.log")
+
+    def _install(self) -> install.Installed:
+        """This checkout's wheel, installed for the cluster's Slurm root."""
+        return install.for_slurm(self.slurm)
 
     def node_dir(self, *parts: str, node: Optional[str] = None) -> str:
         """A node's own files: slurm-mig.toml, gpus.json (+ gpus.root/), mig-state, mig-run."""
@@ -133,8 +147,8 @@ class DevCluster:
     # -- set-up -------------------------------------------------------------
     def start(self) -> "DevCluster":
         try:
-            if not self.slurm.host:
-                self.view = slurms.RootView(self.slurm.root, self.dir)
+            self.view = self._view()
+            if self.view is not None:
                 self.root = self.view.mount()
             self._layout()
             self._start_munge()
@@ -144,12 +158,20 @@ class DevCluster:
             raise
         return self
 
-    def _layout(self) -> None:
-        for d in ("etc", "state", "log", "hooks", "bin", "jobs", "slurm-bin", "pkg"):
+    def _view(self) -> Optional[slurms.RootView]:
+        """A chroot Slurm's view of its root, with the install prefix."""
+        return None if self.slurm.host else slurms.RootView(self.slurm.root, self.dir, [self.installed.prefix])
+
+    def _folders(self) -> None:
+        for d in ("etc", "state", "log", "hooks", "jobs", "slurm-bin"):
             os.makedirs(os.path.join(self.dir, d), exist_ok=True)
+        for node in self.nodes:
+            os.makedirs(os.path.join(self.dir, "spool", node), exist_ok=True)
         os.chmod(self.dir, 0o755)
         os.chmod(os.path.join(self.dir, "jobs"), 0o1777)      # jobs of other users write output here
-        self._install_package()
+
+    def _layout(self) -> None:
+        self._folders()
         # The hooks reach Slurm through wrappers that log who asked (tests check
         # which jobs' hooks called Slurm at all).
         for tool in ("squeue", "scontrol", "sinfo"):
@@ -164,6 +186,10 @@ class DevCluster:
         if self.mode == "dynamic":                     # every node has the same GPU models here
             shutil.copy(self.node_dir("conf", "job_submit.lua"), os.path.join(self.dir, "etc"))
         self._hooks()
+        self._write_slurm_conf(node_lines, self._hook_lines())
+
+    def _write_slurm_conf(self, node_lines: List[Tuple[str, str]], hooks: str) -> None:
+        """slurm.conf (and cgroup.conf) for the nodes' (GresTypes= line, Gres= item)."""
         addrs = [f"127.0.0.{i}" for i in range(1, len(self.nodes) + 1)]
         import jinja2
         with open(os.path.join(HERE, "slurm.conf.j2"), encoding="utf-8") as f:
@@ -173,29 +199,18 @@ class DevCluster:
             nodes=[{"name": n, "addr": a, "port": _free_port(a), "gres": gres}
                    for n, a, (_, gres) in zip(self.nodes, addrs, node_lines)],
             gres_types_line=node_lines[0][0], munge_socket=os.path.join(self.dir, "munge", "munge.sock"),
-            job_submit=self.mode == "dynamic", cgroup=self.constrain_devices))
+            hooks=hooks.strip(), cgroup=self.constrain_devices))
         if self.constrain_devices:
             _write(os.path.join(self.dir, "etc", "cgroup.conf"),
                    "CgroupPlugin=cgroup/v1\nConstrainDevices=yes\n")
         elif self.slurm.major >= 23:     # no cgroup tree in a chroot; 22.05 has no "disabled"
             _write(os.path.join(self.dir, "etc", "cgroup.conf"), "CgroupPlugin=disabled\n")
 
-    def _install_package(self) -> None:
-        """The working tree's package and hook scripts, for the cluster's Python."""
-        pkg = os.path.join(self.dir, "pkg")
-        for folder in ("slurm_mig", "prolog", "epilog"):
-            shutil.copytree(os.path.join(slurms.REPO, folder), os.path.join(pkg, folder),
-                            ignore=shutil.ignore_patterns("__pycache__"), dirs_exist_ok=True)
-        for path, module in ((self.bin, "slurm_mig"), (self.hook_bin, "slurm_mig.hooks.main")):
-            _write(path, f"#!/bin/sh\nPYTHONPATH={pkg} exec {self.slurm.python} -m {module} \"$@\"\n", 0o755)
-        self.run(self.slurm.python, "-m", "compileall", "-q", os.path.join(pkg, "slurm_mig"))
-
     def _node_layout(self, node: str) -> Tuple[str, str]:
         """A node's simulated GPUs, settings and generated Slurm config:
         (its GresTypes= line, its Gres= item)."""
         for d in ("mig-state", "mig-run", "conf"):
             os.makedirs(self.node_dir(d, node=node), exist_ok=True)
-        os.makedirs(os.path.join(self.dir, "spool", node), exist_ok=True)
         state = self.node_dir("gpus.json", node=node)
         _write(self.node_dir("slurm-mig.toml", node=node),
                f'backend = "sim:{state}"\nstate_dir = "{self.node_dir("mig-state", node=node)}"\n'
@@ -210,14 +225,13 @@ class DevCluster:
             self.slurm_mig("apply", "-f", layout, "-c", self.layouts[node][1], node=node)
         self.slurm_mig("gres-conf", "--mode", self.mode, "--output", self.node_dir("conf", node=node),
                        "--node-name", node, node=node)
-        with open(self.node_dir("conf", "slurm.conf.node", node=node), encoding="utf-8") as f:
-            text = f.read()
-        return (re.search(r"^GresTypes=\S+$", text, re.M).group(0),
-                re.search(r"^NodeName=\S+ (Gres=\S+)$", text, re.M).group(1))
+        return node_line(self.node_dir("conf", "slurm.conf.node", node=node))
 
     def _hooks(self) -> None:
         """Prolog, TaskProlog and Epilog wrappers: slurmd's SLURMD_NODENAME picks
-        the node's own settings (all slurmd share one slurm.conf)."""
+        the node's own settings (all slurmd share one slurm.conf), then the
+        installed script runs as slurmd would run it, finding its
+        slurm-mig-hook beside it."""
         known = "|".join(self.nodes)
         for name, script in (("prolog", "prolog/slurm-mig-prolog"),
                              ("task-prolog", "prolog/slurm-mig-task-prolog"),
@@ -226,9 +240,15 @@ class DevCluster:
                    "#!/bin/sh\n"
                    f"case $SLURMD_NODENAME in {known}) ;; *) echo \"no node '$SLURMD_NODENAME'\" >&2; exit 1 ;; esac\n"
                    f"node={self.dir}/nodes/$SLURMD_NODENAME\n"
-                   f"export SLURM_MIG_CONFIG=$node/slurm-mig.toml SLURM_MIG_HOOK={self.hook_bin} "
-                   "SLURM_MIG_RUN_DIR=$node/mig-run\n"
-                   f"exec {self.dir}/pkg/{script}\n", 0o755)
+                   "export SLURM_MIG_CONFIG=$node/slurm-mig.toml SLURM_MIG_RUN_DIR=$node/mig-run\n"
+                   f"exec {self.installed.hook_script(script)}\n", 0o755)
+
+    def _hook_lines(self) -> str:
+        """slurm.conf's hook lines: the wrappers, with short timeouts."""
+        return ("JobSubmitPlugins=lua\n" if self.mode == "dynamic" else "") + "".join(
+            f"{param}={self.dir}/hooks/{name}\n"
+            for param, name in (("Prolog", "prolog"), ("TaskProlog", "task-prolog"), ("Epilog", "epilog"))) + \
+            "PrologFlags=Alloc\nPrologEpilogTimeout=120\nBatchStartTimeout=60"
 
     def _start_munge(self) -> None:
         """munged of this cluster only: its own key, socket, pid, log and seed."""

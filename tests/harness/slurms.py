@@ -3,11 +3,10 @@
 The host's own Slurm (Debian bookworm's 22.05) runs in place. Newer ones come
 from newer Debian suites, in chroots that mmdebstrap builds from the mirror the
 host's apt sources name, cached under /var/cache/slurm-mig-test/<suite> (or
-$SLURM_MIG_TEST_CACHE) and rebuilt only when missing. Each chroot also holds a
-venv with slurm-mig's dependencies for the chroot's own Python, so the hooks
-that its slurmd runs are the chroot's; the package itself comes from the
-working tree, copied into each cluster (a shared cache must not point at one
-checkout).
+$SLURM_MIG_TEST_CACHE) and rebuilt only when missing. slurm-mig itself is
+installed from this checkout's wheel into a prefix of each root's own Python
+(harness/install.py), never into the cache: a shared cache must not point at
+one checkout.
 
 A cluster never writes into the cache: it mounts a read-only view of it
 (RootView) with its own /proc, /sys, /tmp and /etc/hosts, and its own cluster
@@ -28,15 +27,13 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from typing import List, Optional
+from typing import List, Optional, Sequence
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 # Slurm version -> the Debian suite that ships it (None: the host's own).
 VERSIONS = {"22.05": None, "24.11": "trixie", "26.05": "sid"}
 PACKAGES = "slurm-wlm,slurm-client,munge,python3-venv,procps,lua5.4"
-VENV = "/opt/slurm-mig/venv"            # inside a chroot
-STAMP = "/opt/slurm-mig/requirements.txt"   # what that venv was built for
 
 
 class Unavailable(Exception):
@@ -44,11 +41,11 @@ class Unavailable(Exception):
 
 
 class Slurm:
-    """One Slurm installation: its file-system root ('/' for the host's own),
-    the Python that runs slurm-mig next to it, and its version."""
+    """One Slurm installation: its file-system root ('/' for the host's own)
+    and its version."""
 
-    def __init__(self, root: str = "/", python: str = sys.executable):
-        self.root, self.python = root, python
+    def __init__(self, root: str = "/"):
+        self.root = root
         out = subprocess.run(["chroot", root, "/usr/sbin/slurmd", "-V"], capture_output=True,
                              text=True, timeout=60).stdout
         m = re.search(r"(\d+)\.(\d+)\.\d+", out)
@@ -79,7 +76,7 @@ def get(version: str) -> Slurm:
     slurm = host()                 # root and the host's packages are needed either way
     suite = VERSIONS[version]
     if suite is not None:
-        slurm = Slurm(ensure_chroot(suite), VENV + "/bin/python")
+        slurm = Slurm(ensure_chroot(suite))
     if slurm.version != version:
         raise RuntimeError(f"expected Slurm {version}, found {slurm.release} in {slurm.root}: "
                            "update slurms.VERSIONS")
@@ -116,17 +113,15 @@ def requirements() -> str:
 
 
 def ensure_chroot(suite: str) -> str:
-    """The cached chroot for `suite` with an up-to-date venv, built if missing.
-    One builder at a time per suite (a lock file); a half-built tree is never
-    where the cache's readers look."""
+    """The cached chroot for `suite`, built if missing. One builder at a time
+    per suite (a lock file); a half-built tree is never where the cache's
+    readers look."""
     root = os.path.join(cache_dir(), suite)
     os.makedirs(cache_dir(), exist_ok=True)
     with open(root + ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not os.path.isdir(root):
             _build(suite, root)
-        if _read(root + STAMP) != requirements():
-            _install_venv(root)
     return root
 
 
@@ -152,39 +147,6 @@ def _build(suite: str, root: str) -> None:
     os.rename(tmp, root)
 
 
-def _install_venv(root: str) -> None:
-    """A venv of the chroot's Python with slurm-mig's requirements: wheels for
-    that Python fetched by the host's pip (its index, proxy and certificates),
-    installed offline inside."""
-    started = time.monotonic()
-    py = subprocess.run(["chroot", root, "python3", "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
-                        capture_output=True, text=True, check=True).stdout.strip()
-    wheels = os.path.join(root, "opt", "slurm-mig", "wheels")
-    shutil.rmtree(wheels, ignore_errors=True)
-    os.makedirs(wheels)
-    reqs = os.path.join(root, "opt", "slurm-mig", "requirements.in")
-    with open(reqs, "w", encoding="utf-8") as f:
-        f.write(requirements())
-    p = subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--only-binary=:all:",
-                        "--python-version", py, "--implementation", "cp",
-                        "--platform", "manylinux2014_x86_64", "--platform", "manylinux_2_17_x86_64",
-                        "--platform", "manylinux_2_28_x86_64", "-d", wheels, "-r", reqs],
-                       capture_output=True, text=True, timeout=600)
-    if p.returncode != 0:
-        raise Unavailable(f"pip could not fetch slurm-mig's requirements for Python {py}: "
-                          f"{p.stderr.strip().splitlines()[-1:] or p.returncode}")
-    env = ["env", "-i", "PATH=/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/root", "LANG=C.UTF-8"]
-    shutil.rmtree(root + VENV, ignore_errors=True)
-    _logged(["chroot", root, *env, "python3", "-m", "venv", VENV], root + ".build.log", "venv")
-    _logged(["chroot", root, *env, VENV + "/bin/pip", "install", "-q", "--no-index",
-             "--disable-pip-version-check", "--find-links", "/opt/slurm-mig/wheels",
-             "-r", "/opt/slurm-mig/requirements.in"], root + ".build.log", "pip install")
-    shutil.rmtree(wheels)
-    with open(root + STAMP, "w", encoding="utf-8") as f:
-        f.write(requirements())
-    _log(root, f"venv for Python {py} in {time.monotonic() - started:.1f} s")
-
-
 def _logged(argv: List[str], log: str, what: str) -> None:
     with open(log, "a", encoding="utf-8") as out:
         out.write(f"$ {' '.join(argv)}\n")
@@ -202,14 +164,6 @@ def _log(root: str, line: str) -> None:
         f.write(line + "\n")
 
 
-def _read(path: str) -> Optional[str]:
-    try:
-        with open(path, encoding="utf-8") as f:
-            return f.read()
-    except OSError:
-        return None
-
-
 # -- one cluster's view of a chroot --------------------------------------------
 
 def mounts_under(path: str) -> List[str]:
@@ -223,30 +177,45 @@ def mounts_under(path: str) -> List[str]:
 
 class RootView:
     """A cluster's private, read-only view of a cached chroot: fresh /proc and
-    /sys, a tmpfs /tmp holding the cluster directory (bound at its host path),
-    and an /etc/hosts that names this host (munge and slurmctld need it)."""
+    /sys, a tmpfs /tmp holding the cluster directory (bound at its host path,
+    writable) and any `read_only` directories (e.g. slurm-mig's install
+    prefix, at their host paths), and an /etc/hosts that names this host
+    (munge and slurmctld need it). `writable`: the chroot itself is a
+    throwaway overlay (what is written there is dropped at unmount), for
+    tests that install into it as an admin would."""
 
-    def __init__(self, source: str, cluster_dir: str):
-        if os.path.dirname(cluster_dir) != "/tmp":
-            raise RuntimeError(f"a chroot cluster's directory must be /tmp/<name>, not {cluster_dir}")
-        self.source, self.cluster_dir = source, cluster_dir
+    def __init__(self, source: str, cluster_dir: str, read_only: Sequence[str] = (),
+                 writable: bool = False):
+        for d in (cluster_dir, *read_only):
+            if os.path.dirname(d) != "/tmp":
+                raise RuntimeError(f"a directory a chroot sees must be /tmp/<name>, not {d}")
+        self.source, self.cluster_dir, self.read_only = source, cluster_dir, list(read_only)
         self.root = tempfile.mkdtemp(prefix="slurm-mig-root-", dir="/tmp")
+        self.layers = tempfile.mkdtemp(prefix="slurm-mig-overlay-", dir="/tmp") if writable else None
 
     def mount(self) -> str:
         r = self.root
-        _mount("--bind", self.source, r)
-        _mount("-o", "remount,bind,ro", r)
+        if self.layers:
+            upper, work = (os.path.join(self.layers, d) for d in ("upper", "work"))
+            os.makedirs(upper), os.makedirs(work)
+            _mount("-t", "overlay", "overlay", "-o", f"lowerdir={self.source},upperdir={upper},workdir={work}", r)
+        else:
+            _mount("--bind", self.source, r)
+            _mount("-o", "remount,bind,ro", r)
         _mount("-t", "proc", "proc", f"{r}/proc")
         _mount("-t", "sysfs", "sysfs", f"{r}/sys")
         _mount("-t", "tmpfs", "-o", "size=64m,mode=1777", "tmpfs", f"{r}/tmp")
         os.mkdir(r + self.cluster_dir)
         _mount("--bind", self.cluster_dir, r + self.cluster_dir)
-        hosts = os.path.join(self.cluster_dir, "hosts")
+        for d in self.read_only:
+            os.mkdir(r + d)
+            _mount("--bind", d, r + d)
+            _mount("-o", "remount,bind,ro", r + d)
         with open(f"{r}/etc/hosts", encoding="utf-8") as f:
             text = f.read()
-        with open(hosts, "w", encoding="utf-8") as f:
+        with open(f"{r}/tmp/hosts", "w", encoding="utf-8") as f:
             f.write(text + f"127.0.0.1 {os.uname().nodename} {os.uname().nodename.split('.')[0]}\n")
-        _mount("--bind", hosts, f"{r}/etc/hosts")
+        _mount("--bind", f"{r}/tmp/hosts", f"{r}/etc/hosts")
         return r
 
     def unmount(self) -> None:
@@ -259,6 +228,8 @@ class RootView:
         if left:
             raise RuntimeError(f"still mounted, left in place: {left}")
         os.rmdir(self.root)
+        if self.layers:
+            shutil.rmtree(self.layers)
 
 
 def _mount(*args: str) -> None:

@@ -1,0 +1,1 @@
+"""Root-side node state: ledger, job files, node context, executor, reconcile, status."""
