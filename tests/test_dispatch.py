@@ -14,15 +14,16 @@ from slurm_mig.slurm import jobinfo
 
 @pytest.fixture
 def fake_slurm(tmp_path, monkeypatch):
-    """A squeue that logs each call and prints jobs.json (or fails `fail`
-    times), and an scontrol that logs each call and exits `scontrol_exit`."""
+    """A squeue that logs each call and prints the one-job line of `job` (or
+    fails `fail` times), and an scontrol that logs each call and exits
+    `scontrol_exit`."""
     monkeypatch.setattr(jobinfo, "RETRY_DELAY", 0.01)
     bin_dir = tmp_path / "slurm-bin"
     bin_dir.mkdir()
     calls = tmp_path / "calls"
 
-    def make(jobs, fail=0, scontrol_exit=0):
-        (tmp_path / "jobs.json").write_text(json.dumps({"jobs": jobs}))
+    def make(job, fail=0, scontrol_exit=0):
+        (tmp_path / "job.txt").write_text(job)
         scontrol = bin_dir / "scontrol"
         scontrol.write_text(f"#!/bin/sh\necho scontrol \"$@\" >> {calls}\n"
                             f"[ {scontrol_exit} = 0 ] || echo 'Requested operation is presently disabled' >&2\n"
@@ -33,7 +34,7 @@ def fake_slurm(tmp_path, monkeypatch):
         script.write_text(f"""#!/bin/sh
 echo "$@" >> {calls}
 if [ -s {tmp_path}/failures ]; then sed -i 1d {tmp_path}/failures; echo 'slurm_load_jobs error: Unable to contact slurm controller' >&2; exit 1; fi
-cat {tmp_path}/jobs.json
+cat {tmp_path}/job.txt
 """)
         script.chmod(0o755)
         return str(bin_dir)
@@ -44,8 +45,12 @@ cat {tmp_path}/jobs.json
 ENV = {"SLURMD_NODENAME": "n1", "SLURM_JOB_GPUS": "0"}
 
 
-def entry(detail, nodes="n1", name="x", **fields):
-    return {"job_id": 5, "nodes": nodes, "gres_detail": detail, "name": name, **fields}
+def entry(tres, nodes="n1", batch_flag=False, requeue=False, restart_cnt=0, partition="debug",
+          required="", features="", admin_comment=""):
+    """squeue's one-job line (jobinfo.FIELDS) for job 5."""
+    flag = {True: "1", False: "0"}
+    return "|".join(["5", flag[batch_flag], flag[requeue], str(restart_cnt), tres, nodes, partition,
+                     required or "", features or "(null)", admin_comment or "(null)"]) + "|\n"
 
 
 def full_gpu_node(make_node, **settings):
@@ -56,11 +61,11 @@ def full_gpu_node(make_node, **settings):
 
 
 BATCH = dict(batch_flag=True, requeue=True, restart_cnt=0)
-SMALL_ON_GPU0 = ["mig:1g.10gb(CNT:1),shard:4(IDX:0)"]
+SMALL_ON_GPU0 = "gres:mig:1g.10gb:1,gres:shard:8"
 
 
 def test_a_batch_job_without_room_goes_back_to_the_queue_marked(make_node, fake_slurm):
-    bin_dir = fake_slurm([entry(SMALL_ON_GPU0, **BATCH)])
+    bin_dir = fake_slurm(entry(SMALL_ON_GPU0, **BATCH))
     cfg = full_gpu_node(make_node, slurm_bin_dir=bin_dir)
     run_prolog(cfg, "5", uid=None, env=ENV)
     requeue, mark = [c for c in fake_slurm.calls() if c.startswith("scontrol")]
@@ -86,7 +91,7 @@ def steerers(monkeypatch):
 
 
 def test_a_requeued_job_is_left_to_a_steerer_with_where_slurm_may_run_it(make_node, fake_slurm, steerers):
-    bin_dir = fake_slurm([entry(SMALL_ON_GPU0, partition="gpu", excluded_nodes="n7", **BATCH)])
+    bin_dir = fake_slurm(entry(SMALL_ON_GPU0, partition="gpu", **BATCH))
     cfg = full_gpu_node(make_node, slurm_bin_dir=bin_dir)
     run_prolog(cfg, "5", uid=None, env=ENV)
     requeue, mark = [c for c in fake_slurm.calls() if c.startswith("scontrol")]
@@ -95,7 +100,7 @@ def test_a_requeued_job_is_left_to_a_steerer_with_where_slurm_may_run_it(make_no
     assert not [c for c in fake_slurm.calls() if c.startswith("sinfo")]    # not while it holds the node
     (job, request), = steerers
     assert job == "5" and (request["attempt"], request["limit"]) == (1, 100)
-    assert request["placement"] == dict(nodes=["n1"], partition="gpu", excluded=["n7"], required="",
+    assert request["placement"] == dict(nodes=["n1"], partition="gpu", excluded=[], required="",
                                         features="", admin_comment="")
     assert request["reason"].startswith("1g.10gb:1 does not fit next to the running jobs' instances")
 
@@ -106,7 +111,7 @@ def test_a_steerer_that_cannot_start_leaves_the_job_requeued(make_node, fake_slu
     def cannot(job, request):
         raise OSError(11, "Resource temporarily unavailable")
     monkeypatch.setattr(dispatch, "_spawn_steerer", cannot)
-    bin_dir = fake_slurm([entry(SMALL_ON_GPU0, partition="gpu", **BATCH)])
+    bin_dir = fake_slurm(entry(SMALL_ON_GPU0, partition="gpu", **BATCH))
     cfg = full_gpu_node(make_node, slurm_bin_dir=bin_dir)
     run_prolog(cfg, "5", uid=None, env=ENV)
     assert [c.split(" AdminComment")[0] for c in fake_slurm.calls() if c.startswith("scontrol")] == \
@@ -115,13 +120,13 @@ def test_a_steerer_that_cannot_start_leaves_the_job_requeued(make_node, fake_slu
 
 
 def test_steering_off_leaves_the_job_to_slurm(make_node, fake_slurm, steerers):
-    bin_dir = fake_slurm([entry(SMALL_ON_GPU0, partition="gpu", **BATCH)])
+    bin_dir = fake_slurm(entry(SMALL_ON_GPU0, partition="gpu", **BATCH))
     run_prolog(full_gpu_node(make_node, slurm_bin_dir=bin_dir, steer=False), "5", uid=None, env=ENV)
     assert len([c for c in fake_slurm.calls() if c.startswith("scontrol")]) == 2 and steerers == []
 
 
 def test_the_mark_counts_requeues_up_to_the_limit(make_node, fake_slurm):
-    bin_dir = fake_slurm([entry(SMALL_ON_GPU0, **dict(BATCH, restart_cnt=2))])
+    bin_dir = fake_slurm(entry(SMALL_ON_GPU0, **dict(BATCH, restart_cnt=2)))
     cfg = full_gpu_node(make_node, slurm_bin_dir=bin_dir, max_requeues=3)
     run_prolog(cfg, "5", uid=None, env=ENV)
     assert fake_slurm.calls()[-1].startswith("scontrol update JobId=5 AdminComment=slurm-mig: requeued 3/3: ")
@@ -136,7 +141,7 @@ def test_the_mark_counts_requeues_up_to_the_limit(make_node, fake_slurm):
 ])
 def test_a_job_that_cannot_go_back_fails_alone_with_both_reasons(make_node, fake_slurm, fields,
                                                                  scontrol_exit, why):
-    bin_dir = fake_slurm([entry(SMALL_ON_GPU0, **fields)], scontrol_exit=scontrol_exit)
+    bin_dir = fake_slurm(entry(SMALL_ON_GPU0, **fields), scontrol_exit=scontrol_exit)
     cfg = full_gpu_node(make_node, slurm_bin_dir=bin_dir)
     run_prolog(cfg, "5", uid=None, env=ENV)
     text, code = task_prolog(cfg.run_dir, "5")
@@ -146,48 +151,60 @@ def test_a_job_that_cannot_go_back_fails_alone_with_both_reasons(make_node, fake
 
 
 def test_a_job_without_gpus_never_calls_slurm(make_node, fake_slurm):
-    bin_dir = fake_slurm([entry(["mig:1g.10gb(CNT:1),shard:1(IDX:0)"])])
+    bin_dir = fake_slurm(entry("gres:mig:1g.10gb:1,gres:shard:8"))
     cfg, _ = make_node(slurm_bin_dir=bin_dir)
     run_prolog(cfg, "5", uid=None, env={"SLURMD_NODENAME": "n1"})
     assert fake_slurm.calls() == [] and task_prolog(cfg.run_dir, "5") == ("", 0)
 
 
-def test_the_prolog_reads_this_nodes_allocation(make_node, fake_slurm):
-    bin_dir = fake_slurm([entry(["mig:7g.80gb(CNT:1),shard:8(IDX:1)",
-                                 "mig:1g.10gb(CNT:1),shard:1(IDX:0)"], nodes="n[0-1]",
-                                name="x JOB_GRES=mig:7g.80gb:1 GRES=shard:8(IDX:0)")])
+def test_the_prolog_reads_the_request_once_and_the_gpu_from_slurmd(make_node, fake_slurm):
+    bin_dir = fake_slurm(entry("gres:mig:1g.10gb:1,gres:mig:2g.20gb:1,gres:shard:23", nodes="n[0-1]"))
     cfg, _ = make_node("2xH100-80GB", slurm_bin_dir=bin_dir)
-    run_prolog(cfg, "5", uid=None, env=ENV)
+    run_prolog(cfg, "5", uid=None, env={**ENV, "SLURM_JOB_GPUS": "1"})
     text, code = task_prolog(cfg.run_dir, "5")
-    assert code == 0 and text.count("MIG-") == 1
+    assert code == 0 and text.count("MIG-") == 2
     from slurm_mig.node.ledger import Ledger
     rec = Ledger(cfg.state_dir).get("5")
-    assert rec.request == {"1g.10gb": 1} and [i.gpu for i in rec.instances] == [0]
-    assert fake_slurm.calls() == ["--json"]
+    assert rec.request == {"1g.10gb": 1, "2g.20gb": 1} and {i.gpu for i in rec.instances} == {1}
+    assert fake_slurm.calls() == [" ".join(jobinfo.job_query("5"))]
 
 
-def test_slurm_and_slurmd_disagreeing_fails_the_job_alone(make_node, fake_slurm):
-    bin_dir = fake_slurm([entry(["mig:1g.10gb(CNT:1),shard:1(IDX:1)"])])
-    cfg, _ = make_node("2xH100-80GB", slurm_bin_dir=bin_dir)
+@pytest.mark.parametrize("line, why", [
+    ("", "squeue printed 0 lines for job 5"),
+    ("6|1|1|0|gres:shard:8|n1|debug||(null)|(null)|\n", "squeue printed 1 lines for job 5, not its own"),
+    ("5|1|1|0|gres:shard:8|n2|debug||(null)|(null)|\n", "Slurm says job 5 runs on n2, not on n1"),
+    ("5|1|1|0|gres:shard:8|n1\n", "squeue printed 6 fields for job 5, not 10"),
+    ("5|1|1|0|gres:mig:1g.10gb:x|n1|debug||(null)|(null)|\n", "unknown GRES request item"),
+])
+def test_an_unusable_answer_fails_the_job_alone(make_node, fake_slurm, line, why):
+    cfg, _ = make_node("2xH100-80GB", slurm_bin_dir=fake_slurm(line))
     run_prolog(cfg, "5", uid=None, env=ENV)          # returns: exit 0, node not drained
     text, code = task_prolog(cfg.run_dir, "5")
-    assert code == 1 and "slurmd gave the job GPU(s) 0 but Slurm's job record says 1" in text
+    assert code == 1 and why in text
+
+
+def test_shards_from_two_gpus_fail_the_job_alone(make_node, fake_slurm):
+    cfg, _ = make_node("2xH100-80GB", slurm_bin_dir=fake_slurm(entry("gres:mig:1g.10gb:1,gres:shard:8")))
+    run_prolog(cfg, "5", uid=None, env={**ENV, "SLURM_JOB_GPUS": "0,1"})
+    text, code = task_prolog(cfg.run_dir, "5")
+    assert code == 1 and "shards on this node come from GPUs [0, 1]" in text
 
 
 def test_an_unreachable_controller_fails_the_job_after_retries(make_node, fake_slurm):
-    bin_dir = fake_slurm([entry(["mig:1g.10gb(CNT:1),shard:1(IDX:0)"])], fail=3)
+    bin_dir = fake_slurm(entry("gres:mig:1g.10gb:1,gres:shard:8"), fail=jobinfo.READ_ATTEMPTS)
     cfg, _ = make_node(slurm_bin_dir=bin_dir)
     run_prolog(cfg, "5", uid=None, env=ENV)
     text, code = task_prolog(cfg.run_dir, "5")
-    assert len(fake_slurm.calls()) == 3
-    assert code == 1 and "Unable to contact slurm controller" in text and "failed 3 times" in text
+    assert len(fake_slurm.calls()) == jobinfo.READ_ATTEMPTS
+    assert code == 1 and "Unable to contact slurm controller" in text and \
+        f"failed {jobinfo.READ_ATTEMPTS} times" in text
 
 
 def test_a_busy_controller_is_retried(make_node, fake_slurm):
-    bin_dir = fake_slurm([entry(["mig:1g.10gb(CNT:1),shard:1(IDX:0)"])], fail=2)
+    bin_dir = fake_slurm(entry("gres:mig:1g.10gb:1,gres:shard:8"), fail=jobinfo.READ_ATTEMPTS - 1)
     cfg, _ = make_node(slurm_bin_dir=bin_dir)
     run_prolog(cfg, "5", uid=None, env=ENV)
-    assert task_prolog(cfg.run_dir, "5")[1] == 0 and len(fake_slurm.calls()) == 3
+    assert task_prolog(cfg.run_dir, "5")[1] == 0 and len(fake_slurm.calls()) == jobinfo.READ_ATTEMPTS
 
 
 def test_a_missing_slurm_client_fails_the_job_not_the_node(make_node, tmp_path):
@@ -195,14 +212,6 @@ def test_a_missing_slurm_client_fails_the_job_not_the_node(make_node, tmp_path):
     run_prolog(cfg, "5", uid=None, env=ENV)
     text, code = task_prolog(cfg.run_dir, "5")
     assert code == 1 and "not executable (slurm_bin_dir)" in text
-
-
-def test_malformed_json_fails_the_job_with_a_message(make_node, fake_slurm):
-    bin_dir = fake_slurm([entry(["shard:1(IDX:0"])])
-    cfg, _ = make_node(slurm_bin_dir=bin_dir)
-    run_prolog(cfg, "5", uid=None, env=ENV)
-    text, code = task_prolog(cfg.run_dir, "5")
-    assert code == 1 and "unbalanced parentheses" in text
 
 
 def test_the_hook_entry_exits_0_when_slurm_is_down(make_node, tmp_path):

@@ -21,7 +21,7 @@ from slurm_mig.node.ledger import Ledger
 from slurm_mig.nvml.driver import Driver
 from slurm_mig.sim import SimNvml, SimStore
 from slurm_mig.sim.nvml import KILL
-from slurm_mig.slurm.jobinfo import parse_allocation, parse_jobs_json
+from slurm_mig.slurm.jobinfo import parse_allocation, parse_job_line, parse_jobs_json
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REQUEST = "mig:3g.40gb:1,mig:1g.10gb:1"
@@ -277,7 +277,8 @@ def test_lock_timeout_is_a_clear_error(make_node, tmp_path):
 # -- 4. hostile and malformed input ---------------------------------------------------------
 @given(st.text(max_size=300))
 def test_allocation_parser_fuzz(text):
-    for parse in (parse_allocation, lambda t: parse_jobs_json(t, "7", "n1")):
+    for parse in (parse_allocation, lambda t: parse_jobs_json(t, "7", "n1"),
+                  lambda t: parse_job_line(t, "7", "n1", "0"), lambda t: parse_job_line("7|" + t, "7", "n1", "0")):
         try:
             req = parse(text)
         except BadInput:

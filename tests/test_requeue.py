@@ -94,16 +94,17 @@ GPU_SINFO = "n1 gpu:h100:2(S:0),shard:112(S:0)\nn2 gpu:h100:2(S:0),shard:112(S:0
 
 @pytest.fixture
 def fake_bin(tmp_path):
-    """squeue --json -j printing the next of `states` at each call (the last
-    one repeats), sinfo printing `sinfo`, scontrol logging its calls."""
-    import json
+    """squeue's one-job read printing the next of `states` ('STATE|excluded')
+    at each call (the last one repeats), sinfo printing `sinfo`, scontrol
+    logging its calls."""
     calls = tmp_path / "calls"
 
     def make(*states, sinfo=GPU_SINFO):
         for i, state in enumerate(states):
-            (tmp_path / f"state{i}").write_text(json.dumps({"jobs": [{"job_id": 5, "job_state": state}]}))
+            (tmp_path / f"state{i}").write_text(state if "|" in state else f"{state}|\n")
         (tmp_path / "squeue").write_text(
-            f"#!/bin/sh\nn=$(cat {tmp_path}/n 2>/dev/null || echo 0)\n"
+            f"#!/bin/sh\necho squeue \"$@\" >> {tmp_path}/squeue-calls\n"
+            f"n=$(cat {tmp_path}/n 2>/dev/null || echo 0)\n"
             f"[ -e {tmp_path}/state$((n+1)) ] && echo $((n+1)) > {tmp_path}/n\n"
             f"cat {tmp_path}/state$n\n")
         (tmp_path / "sinfo").write_text(f"#!/bin/sh\necho sinfo \"$@\" >> {calls}\ncat <<'EOF'\n{sinfo}EOF\n")
@@ -112,6 +113,7 @@ def fake_bin(tmp_path):
             (tmp_path / tool).chmod(0o755)
         return str(tmp_path)
     make.calls = lambda: calls.read_text().splitlines() if calls.exists() else []
+    make.squeue_calls = lambda: (tmp_path / "squeue-calls").read_text().splitlines()
     return make
 
 
@@ -125,8 +127,7 @@ def request(**placement_fields):
 SINFO_CALL = "sinfo -h -N -p gpu -o %N %G"
 
 
-@pytest.mark.parametrize("states", [("COMPLETING", "COMPLETING", "PENDING"),       # 22.05
-                                    (["PENDING", "COMPLETING"], ["PENDING"])])     # 23.02 and later
+@pytest.mark.parametrize("states", [("COMPLETING", "COMPLETING", "PENDING"), ("REQUEUED", "PENDING")])
 def test_the_steerer_waits_for_the_job_to_finish_completing_then_steers(fake_bin, states):
     bin_dir = fake_bin(*states)
     assert steer_when_pending("5", request(), bin_dir, poll=0.01) == "kept off n1, started at once"
@@ -134,11 +135,19 @@ def test_the_steerer_waits_for_the_job_to_finish_completing_then_steers(fake_bin
         SINFO_CALL,
         "update JobId=5 ExcNodeList=n1 AdminComment=slurm-mig: requeued 2/30, kept off n1: 7g.80gb:1 does not fit",
         "update JobId=5 StartTime=now"]
+    assert set(fake_bin.squeue_calls()) == {"squeue -h -j 5 -t all -o %T|%x"}     # one job, never the queue
+
+
+def test_the_users_own_exclusions_are_kept(fake_bin):
+    bin_dir = fake_bin("PENDING|n7\n")
+    assert steer_when_pending("5", request(), bin_dir, poll=0.01) == "kept off n1, started at once"
+    assert fake_bin.calls()[1].startswith("update JobId=5 ExcNodeList=n[1,7] AdminComment=slurm-mig: "
+                                          "requeued 2/30, kept off n1: ")
 
 
 def test_giving_nodes_back_leaves_the_start_time_to_slurm(fake_bin):
-    got = steer_when_pending("5", request(nodes=["n2"], excluded=["n1"], admin_comment=mark(["n1"])),
-                             fake_bin("PENDING"), poll=0.01)
+    got = steer_when_pending("5", request(nodes=["n2"], admin_comment=mark(["n1"])),
+                             fake_bin("PENDING|n1\n"), poll=0.01)
     assert got == "given its nodes back (ExcNodeList=)"
     assert fake_bin.calls()[1:] == ["update JobId=5 ExcNodeList= AdminComment=slurm-mig: requeued 2/30: "
                                     "7g.80gb:1 does not fit"]
@@ -166,8 +175,9 @@ def test_a_job_still_completing_at_the_timeout_is_left_to_slurm(fake_bin):
     assert got == "left alone: still completing after the timeout" and fake_bin.calls() == []
 
 
-@pytest.mark.parametrize("text", ["", "{}", request(nodes=["n1;reboot"]), request(excluded=["$(id)"])])
-def test_the_steerer_refuses_what_it_cannot_check(fake_bin, text):
+@pytest.mark.parametrize("text, state", [("", "PENDING"), ("{}", "PENDING"), (request(nodes=["n1;reboot"]), "PENDING"),
+                                         (request(excluded=["$(id)"]), "PENDING"), (request(), "PENDING|n1;x\n")])
+def test_the_steerer_refuses_what_it_cannot_check(fake_bin, text, state):
     with pytest.raises(BadInput):
-        steer_when_pending("5", text, fake_bin("PENDING"), poll=0.01)
+        steer_when_pending("5", text, fake_bin(state), poll=0.01)
     assert fake_bin.calls() == []

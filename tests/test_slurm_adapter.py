@@ -7,7 +7,7 @@ import pytest
 
 from slurm_mig.errors import BadInput
 from slurm_mig.slurm.jobinfo import (JobRequest, Placement, expand_hostlist, parse_allocation,
-                                     parse_jobs_json, split_items)
+                                     parse_job_line, parse_jobs_json, split_items)
 
 
 @pytest.mark.parametrize("text,expected", [
@@ -148,3 +148,32 @@ def test_every_slurm_version_is_read_per_node(version, scenario, env_file):
 def test_the_captures_cover_three_versions_and_two_nodes():
     assert {v for v, _, _ in CAPTURES} == {"22.05", "24.11", "26.05"}
     assert sum(1 for v, s, _ in CAPTURES if s == "c2-2node-diff-idx") == 6
+
+
+# The dynamic Prolog's one-job read, as squeue printed it (job 1, `sbatch --gres=mig:3g.40gb:1`,
+# job_submit.lua adding the shards), and what a hostile admin-set comment cannot break.
+ONE_JOB_LINES = {"22.05": "1|1|1|0|gres:mig:3g.40gb:1,gres:shard:25|n1|debug||(null)|(null)|\n",
+                 "24.11": "1|1|1|0|gres/mig:3g.40gb:1,gres/shard:25|n1|debug||(null)|(null)|\n",
+                 "26.05": "1|1|1|0|gres/mig:3g.40gb:1,gres/shard:25|n1|debug||(null)|(null)|\n"}
+
+
+@pytest.mark.parametrize("version", sorted(ONE_JOB_LINES))
+def test_the_one_job_read_gives_the_request_and_slurmds_gpu(version):
+    req = parse_job_line(ONE_JOB_LINES[version], "1", "n1", "1")
+    assert (req.spec, req.gpu, req.whole_gpus, req.batch, req.requeue, req.restarts) == \
+        ("mig:3g.40gb:1", 1, [], True, True, 0)
+    assert req.placement == Placement(["n1"], "debug", [], "", "", "")
+
+
+def test_the_one_job_read_merges_repeated_profiles_and_keeps_the_comment_whole():
+    line = "12|0|0|3|gres:mig:1g.10gb:1,gres:mig:1g.10gb:1,gres:mig:2g.20gb,gres:shard:31|n[1-2]|gpu|n2|" \
+           "a100&nvl|slurm-mig: requeued 3/100, kept off n3: x|y|\n"
+    req = parse_job_line(line, "12", "n2", "0")
+    assert req.spec == "mig:1g.10gb:2,mig:2g.20gb:1" and not req.batch and req.restarts == 3
+    assert req.placement == Placement(["n1", "n2"], "gpu", [], "n2", "a100&nvl",
+                                      "slurm-mig: requeued 3/100, kept off n3: x|y")
+
+
+def test_whole_gpus_come_from_slurmd():
+    req = parse_job_line("4|1|1|0|gres:gpu:h100:2|n1|debug||(null)|(null)|\n", "4", "n1", "0-1")
+    assert (req.spec, req.gpu, req.whole_gpus) == ("", None, [0, 1])

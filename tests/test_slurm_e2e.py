@@ -7,6 +7,7 @@ import re
 import pytest
 
 from harness.devcluster import ClusterError, DevCluster, slurm_calls_of
+from slurm_mig.slurm.jobinfo import job_query
 
 pytestmark = pytest.mark.slow
 
@@ -137,7 +138,7 @@ def test_a_job_without_gpus_does_not_ask_slurm(cluster):
     mig = cluster.sbatch("--gres=mig:1g.10gb:1", script="echo ok")
     assert cluster.wait_job(plain) == cluster.wait_job(mig) == "COMPLETED"
     assert slurm_calls_of(cluster, plain) == []
-    assert slurm_calls_of(cluster, mig) == ["squeue --json"]
+    assert slurm_calls_of(cluster, mig) == ["squeue " + " ".join(job_query(mig))]   # one job, once
     records = os.path.join(cluster.node_dir("mig-state"), "jobs")
     assert not os.path.exists(os.path.join(records, f"{plain}.json"))     # its Epilog did nothing
     assert os.path.exists(os.path.join(records, f"{mig}.json"))

@@ -4,11 +4,11 @@ mode creates MIG instances for `mig:` requests or hands over whole GPUs for
 do not fit goes back to the queue (slurm/requeue.py) rather than failing.
 
 What the caller does not give is read from Slurm (slurm/jobinfo.py), for this
-node only. In dynamic mode a job holding no GPU or shard here (slurmd sets no
-SLURM_JOB_GPUS) returns at once, without asking Slurm or loading the node
-modules (every CPU-only job pays for this path). When Slurm cannot be
-read, or its answers disagree, the job fails alone with the reason: a hook
-never drains the node for it.
+node only, in one one-job request. In dynamic mode a job holding no GPU or
+shard here (slurmd sets no SLURM_JOB_GPUS) returns at once, without asking
+Slurm or loading the node modules (every CPU-only job pays for this path).
+When Slurm cannot be read, or its answer is unusable, the job fails alone
+with the reason: a hook never drains the node for it.
 """
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ def run_prolog(cfg: Config, job: str, spec: Optional[str] = None, gpu: Optional[
     if cfg.mode == "static":
         types = None
         if idx is None:
-            req = _read_job(cfg, job, uid, env)
+            req = _read_job(cfg, job, uid, env, static=True)
             if req is None or not req.mig_idx:
                 return
             indices, types = req.mig_idx, req.idx_types
@@ -45,10 +45,6 @@ def run_prolog(cfg: Config, job: str, spec: Optional[str] = None, gpu: Optional[
             return              # no GPU and no shard on this node
         req = _read_job(cfg, job, uid, env)
         if req is None:
-            return
-        reason = _disagreement(job_gpus, req)
-        if reason:
-            _fail(cfg, job, uid, reason)
             return
         spec, gpu = req.spec or None, gpu if gpu is not None else req.gpu
         whole_gpus = req.whole_gpus if not spec else None
@@ -114,27 +110,17 @@ def node_name(env: Mapping[str, str]) -> str:
     return env.get("SLURMD_NODENAME") or socket.gethostname().split(".")[0]
 
 
-def _read_job(cfg: Config, job: str, uid: Optional[int], env: Mapping[str, str]):
+def _read_job(cfg: Config, job: str, uid: Optional[int], env: Mapping[str, str], static: bool = False):
     """This node's allocation, or None after failing the job with the reason."""
-    from ..slurm.jobinfo import read_job
+    from ..slurm import jobinfo
     try:
-        return read_job(job, node_name(env), cfg.job_source, cfg.slurm_bin_dir)
+        if static:
+            return jobinfo.read_static_job(job, node_name(env), cfg.job_source, cfg.slurm_bin_dir)
+        return jobinfo.read_job(job, node_name(env), env.get("SLURM_JOB_GPUS", ""), cfg.slurm_bin_dir,
+                                jobinfo.READ_ATTEMPTS, jobinfo.READ_TIMEOUT)
     except (SlurmUnavailable, BadInput) as e:
         _fail(cfg, job, uid, f"cannot read the job's allocation from Slurm: {e}")
         return None
-
-
-def _disagreement(job_gpus: str, req) -> Optional[str]:
-    """Why SLURM_JOB_GPUS (set by slurmd) and Slurm's JSON disagree, if they do."""
-    try:
-        env_gpus = sorted(set(parse_idx(job_gpus)))
-    except BadInput:
-        return f"SLURM_JOB_GPUS={job_gpus!r} is not a GPU index list"
-    told = sorted(set(req.whole_gpus + ([req.gpu] if req.gpu is not None else [])))
-    if env_gpus != told:
-        return (f"slurmd gave the job GPU(s) {','.join(map(str, env_gpus))} but Slurm's job record "
-                f"says {','.join(map(str, told)) or 'none'} on this node")
-    return None
 
 
 def _fail(cfg: Config, job: str, uid: Optional[int], reason: str) -> None:

@@ -169,11 +169,13 @@ def hook_lines(cfg, mode: str, scripts: Optional[Dict[str, str]]) -> str:
     """slurm.conf's lines for the hooks: the installed scripts (`scripts`,
     None when run from a source tree), job_submit.lua in dynamic mode, and
     the timeouts a node with config `cfg` needs: slurmd must not kill a
-    Prolog that is still waiting for the node lock (lock_timeout, at the
-    start and again to fail the job) or for room (wait_for_room), nor an
-    Epilog retrying busy instances (up to 7 per GPU), before it can report
-    why itself."""
-    prolog = 2 * cfg.lock_timeout + cfg.wait_for_room + NVML_MARGIN
+    Prolog that is still waiting for a slow controller (every try of its one
+    read), for the node lock (lock_timeout, at the start and again to fail
+    the job) or for room (wait_for_room), nor an Epilog retrying busy
+    instances (up to 7 per GPU), before it can report why itself."""
+    from .jobinfo import READ_ATTEMPTS, READ_TIMEOUT, RETRY_DELAY
+    slurm_read = READ_ATTEMPTS * READ_TIMEOUT + RETRY_DELAY * READ_ATTEMPTS * (READ_ATTEMPTS - 1) / 2
+    prolog = 2 * cfg.lock_timeout + cfg.wait_for_room + NVML_MARGIN + slurm_read
     epilog = cfg.lock_timeout + (cfg.epilog_retries + 1) * cfg.epilog_retry_delay * 7 + NVML_MARGIN
     limit = int(math.ceil(max(prolog, epilog)))
     if scripts:

@@ -1,16 +1,22 @@
 """What Slurm gave a job on this node, read only from fields a user cannot shape.
 
-The source is Slurm's JSON (`squeue --json` on every version from 22.05;
-`scontrol --json show job ID` from 23.02, one job instead of all): the job
-name, comment, work dir and the other free-text fields are JSON strings
-there, so no text of the user's can pose as a field. The `scontrol show job
--d -o` text is never parsed: it prints those fields unquoted.
+Dynamic mode asks the controller one cheap question per job and node, the
+same on every version from 22.05: `squeue -h -j ID -O <fields>` (a one-job
+lookup, a few hundred bytes whatever the queue holds), printing only fields
+no user text reaches: numbers, flags, Slurm-checked names and GRES, and
+AdminComment (root only) last. The job name, comment, work dir and other
+free text are never printed, so nothing a user writes can pose as a field.
+The request is `tres_per_node` as job_submit.lua left it (a per-node
+request, so every node of the job holds the same MIG counts); the GPU is
+SLURM_JOB_GPUS, which slurmd sets itself: the GPU the shards came from, or
+the GPUs handed over whole.
 
-The job-wide request (`tres_per_node`, JOB_GRES) is never used for placing:
-each node reads its own allocation (`gres_detail`, one entry per node of the
-job), found by SLURMD_NODENAME in the job's hostlist, which holds the per-node
-MIG counts (`mig:3g.40gb(CNT:1)`) and where the shards or GPUs came from. The
-GPU index must agree with SLURM_JOB_GPUS, which slurmd sets itself.
+Static mode needs Slurm's per-node IDX numbers of the `mig` records, which
+only the JSON holds (`gres_detail`, one entry per node): `scontrol --json
+show job ID` from 23.02 (one job), `squeue --json` on 22.05 (every job in the
+queue: 22.05 ignores -j there). The job name and the other free text are
+JSON strings there; the `scontrol show job -d -o` text is never parsed (it
+prints them unquoted).
 
 Formats read (docs/facts.md, Slurm: GRES as the Prolog sees it): `shard:4(IDX:0)` (22.05 to
 23.11.1) and `shard:4(4/8,0/8)` (23.11.2 on: per-GPU alloc/avail in index
@@ -31,6 +37,9 @@ from ..errors import BadInput, SlurmUnavailable
 
 SEARCH_DIRS = ("/usr/bin", "/usr/local/bin", "/opt/slurm/bin")
 RETRY_DELAY = 1.0      # seconds, times the attempt number, between tries
+# The Prolog's read: a slow controller makes the job wait longer, not fail
+# (slurm.conf's PrologEpilogTimeout leaves room for all of it: confgen).
+READ_ATTEMPTS, READ_TIMEOUT = 4, 15.0
 _ITEM = re.compile(r"^(?:gres[:/])?([A-Za-z0-9_]+)(?::([^:()]+))?(?::(\d+))?\((.*)\)$")
 _NODE_NAME = re.compile(r"[A-Za-z0-9._-]{1,255}")
 
@@ -125,6 +134,57 @@ def parse_allocation(text: str) -> JobRequest:
     spec = ",".join(f"mig:{name}:{n}" for name, n in sorted(counts.items()))
     return JobRequest(spec=spec, gpu=shard_gpus[0] if shard_gpus else None,
                       mig_idx=sorted(idx_types), whole_gpus=sorted(whole), idx_types=idx_types)
+
+
+# One job, only fields no user text reaches; AdminComment last (it may hold the delimiter).
+FIELDS = ("JobID", "BatchFlag", "Requeue", "RestartCnt", "tres-per-node", "NodeList", "Partition",
+          "ReqNodes", "Feature", "admin_comment")
+_GRES = re.compile(r"gres[:/]([A-Za-z0-9_]+)(?::([^:,]+))?(?::(\d+))?")
+
+
+def job_query(job: str) -> List[str]:
+    """squeue's arguments for the one-job read (after the command)."""
+    return ["-h", "-j", check_job_id(job), "-O", ",".join(f + ":|" for f in FIELDS)]
+
+
+def parse_job_line(text: str, job: str, node: str, job_gpus: str) -> JobRequest:
+    """This node's share of `job` from the one-job read and SLURM_JOB_GPUS."""
+    lines = [ln for ln in text.splitlines() if ln.strip()]
+    if len(lines) != 1 or not lines[0].startswith(f"{job}|"):
+        raise BadInput(f"squeue printed {len(lines)} lines for job {job}, not its own one")
+    values = lines[0].split("|", len(FIELDS) - 1)
+    if len(values) != len(FIELDS):
+        raise BadInput(f"squeue printed {len(values)} fields for job {job}, not {len(FIELDS)}")
+    row = {k: ("" if v == "(null)" else v.strip()) for k, v in zip(FIELDS, values)}
+    row["admin_comment"] = values[-1][:-1] if values[-1].endswith("|") else values[-1]
+    row["admin_comment"] = "" if row["admin_comment"] == "(null)" else row["admin_comment"]
+    names = expand_hostlist(row["NodeList"])
+    if node not in names:
+        raise BadInput(f"Slurm says job {job} runs on {row['NodeList'] or 'no node'}, not on {node}")
+    counts: Dict[str, int] = {}
+    shards = False
+    for item in filter(None, row["tres-per-node"].split(",")):
+        m = _GRES.fullmatch(item)
+        if not m:
+            raise BadInput(f"unknown GRES request item {item!r} of job {job}")
+        name, gtype, count = m.groups()
+        if name == "mig" and gtype:
+            counts[gtype] = counts.get(gtype, 0) + int(count or 1)
+        shards = shards or name == "shard"
+    try:
+        gpus = sorted(set(parse_idx(job_gpus))) if job_gpus else []
+    except BadInput:
+        raise BadInput(f"SLURM_JOB_GPUS={job_gpus!r} is not a GPU index list") from None
+    if shards and len(gpus) != 1:
+        raise BadInput(f"the job's shards on this node come from GPUs {gpus or 'none'} "
+                       "(SLURM_JOB_GPUS); a MIG job's instances must come from one GPU")
+    restarts = row["RestartCnt"]
+    return JobRequest(spec=",".join(f"mig:{name}:{n}" for name, n in sorted(counts.items())),
+                      gpu=gpus[0] if shards else None, mig_idx=[], whole_gpus=[] if shards else gpus,
+                      batch=row["BatchFlag"] == "1", requeue=row["Requeue"] == "1",
+                      restarts=int(restarts) if restarts.isdigit() else 0,
+                      placement=Placement(names, row["Partition"], [], row["ReqNodes"], row["Feature"],
+                                          row["admin_comment"]))
 
 
 def expand_hostlist(hostlist: str) -> List[str]:
@@ -251,9 +311,18 @@ SOURCES = {"squeue": ("squeue", lambda job: ["--json"]),          # every versio
            "scontrol": ("scontrol", lambda job: ["--json", "show", "job", job])}   # 23.02+
 
 
-def read_job(job: str, node: str, source: str = "squeue", bin_dir: str = "",
-             attempts: int = 3) -> JobRequest:
-    """This node's allocation of `job`, read from Slurm's JSON."""
+def read_job(job: str, node: str, job_gpus: str, bin_dir: str = "", attempts: int = 3,
+             timeout: float = 10.0) -> JobRequest:
+    """Dynamic mode: this node's share of `job`, from one one-job read."""
+    job = check_job_id(job)
+    check_node_name(node)
+    return parse_job_line(run_slurm([slurm_command("squeue", bin_dir)] + job_query(job), attempts, timeout),
+                          job, node, job_gpus)
+
+
+def read_static_job(job: str, node: str, source: str = "squeue", bin_dir: str = "",
+                    attempts: int = 3) -> JobRequest:
+    """Static mode: this node's allocation of `job` (IDX numbers), from Slurm's JSON."""
     job = check_job_id(job)
     check_node_name(node)
     tool, args = SOURCES[source]

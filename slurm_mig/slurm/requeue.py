@@ -29,8 +29,7 @@ from typing import Iterable, List, NamedTuple, Optional
 
 from ..core.syntax import check_job_id
 from ..errors import BadInput, SlurmUnavailable
-from .jobinfo import (Placement, check_node_name, expand_hostlist, job_entries, run_slurm,
-                      slurm_command)
+from .jobinfo import Placement, check_node_name, expand_hostlist, run_slurm, slurm_command
 
 MARK = "slurm-mig: requeued"
 MAX_REASON_TEXT = 200
@@ -125,15 +124,18 @@ def steer_request(placement: Placement, attempt: int, limit: int, reason: str) -
                        "reason": reason})
 
 
-def job_states(job: str, bin_dir: str = "") -> List[str]:
-    """The job's state and flags from Slurm's JSON (22.05 prints one word, with
-    a flag such as COMPLETING instead of the state; later versions a list);
-    [] when Slurm no longer lists it."""
-    text = run_slurm([slurm_command("squeue", bin_dir), "--json", "-j", job], attempts=2)
-    for entry in job_entries(text, job)[:1]:
-        state = entry.get("job_state")
-        return [s for s in (state if isinstance(state, list) else [state]) if isinstance(s, str)]
-    return []
+def job_state(job: str, bin_dir: str = "") -> tuple:
+    """(state, excluded nodes) of the job, from a one-job read: the state as
+    squeue prints it (COMPLETING while it still completes, then PENDING),
+    ExcNodeList as names; ('', []) when Slurm no longer lists it."""
+    out = run_slurm([slurm_command("squeue", bin_dir), "-h", "-j", check_job_id(job), "-t", "all",
+                     "-o", "%T|%x"], attempts=2)
+    lines = [ln.strip() for ln in out.splitlines() if ln.strip()]
+    if len(lines) != 1:
+        return "", []
+    state, _, excluded = lines[0].partition("|")
+    names = [check_node_name(n) for n in expand_hostlist("" if excluded == "(null)" else excluded)]
+    return state, names
 
 
 def _read_request(text: str):
@@ -153,25 +155,27 @@ def _read_request(text: str):
 
 
 def steer_when_pending(job: str, request: str, bin_dir: str = "",
-                       timeout: float = STEER_TIMEOUT, poll: float = 0.25) -> str:
+                       timeout: float = STEER_TIMEOUT, poll: float = 0.5) -> str:
     """The steerer: wait until the requeued job has finished completing, then
     keep it off the nodes that ran it and start it at once (a job update
     wakes the scheduler), or give the nodes back.
     Every Slurm query waits until then: node information read while the job
     still held the node is what 22.05's sinfo keeps showing ("mixed" on an
-    idle node). Returns what was done, for the log."""
+    idle node). Each poll is a one-job read (state and ExcNodeList), never a
+    list of the queue. Returns what was done, for the log."""
     job = check_job_id(job)
     placement, attempt, limit, reason = _read_request(request)
     deadline = time.monotonic() + timeout
     while True:
-        states = job_states(job, bin_dir)
-        if "PENDING" in states and "COMPLETING" not in states:
+        state, excluded = job_state(job, bin_dir)
+        if state == "PENDING":
             break
-        if not states or not {"PENDING", "COMPLETING"} & set(states):
-            return f"left alone: the job is {'/'.join(states) or 'gone'}"
+        if state not in ("COMPLETING", "REQUEUED"):      # REQUEUED: a flag shown until it completes
+            return f"left alone: the job is {state or 'gone'}"
         if time.monotonic() > deadline:
             return "left alone: still completing after the timeout"
         time.sleep(poll)
+    placement = placement._replace(excluded=excluded)
     steering = steer(placement, partition_gpu_nodes(placement.partition, bin_dir))
     if steering is None:
         return "left to Slurm"
