@@ -1,9 +1,13 @@
 """Hook latency on the simulated backend, whole processes as slurmd runs them.
 
-Measures, in one run and interleaved: a bare `python -c pass` (the floor), and
+What is timed is what an admin installs: this checkout's wheel in a venv of
+the host's /usr/bin/python3 (tests/harness/install.py), its installed hook
+scripts finding their slurm-mig-hook on their own. Measures, in one run and
+interleaved: a bare `python -c pass` of that venv (the floor), and
 the scripts Slurm's Prolog=, TaskProlog= and Epilog= point at (prolog: plan,
 create, bind; the request comes from SLURM_MIG_REQUEST, standing in for the
-`scontrol show job` call, which is not timed), plus the `slurm-mig task-prolog`
+one-job squeue read, which is not timed here: bench/slurm_queue.py times it
+against real Slurm), plus the `slurm-mig task-prolog`
 verb, on a simulated 8xH100-80GB node where other jobs already hold instances;
 and the Prolog and Epilog of a job without GPUs (dynamic mode: slurmd sets no
 SLURM_JOB_GPUS, so the Prolog returns before asking Slurm), the cost every
@@ -36,36 +40,57 @@ def pct(values, q):
     return values[min(len(values) - 1, int(round(q * (len(values) - 1))))]
 
 
-def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--runs", type=int, default=40)
-    args = ap.parse_args()
-    # As installed on a node: byte-compiled (an editable install, or
-    # PYTHONDONTWRITEBYTECODE=1, would otherwise compile on every start).
-    import compileall
-    compileall.compile_dir(os.path.join(REPO, "slurm_mig"), quiet=1)
+def node_env(cli, closed_records: int) -> dict:
+    """A simulated 8xH100-80GB node of its own, where 8 other jobs hold
+    instances on every GPU and `closed_records` jobs ran before."""
     tmp = tempfile.mkdtemp(prefix="slurm-mig-bench-")
     state = os.path.join(tmp, "node.json")
     env = {**os.environ, "SLURM_MIG_BACKEND": f"sim:{state}", "SLURM_MIG_STATE_DIR": f"{tmp}/state",
            "SLURM_MIG_RUN_DIR": f"{tmp}/run", "SLURM_MIG_CONFIG": f"{tmp}/none.toml"}
     with open(env["SLURM_MIG_CONFIG"], "w") as f:
         f.write("wait_for_room = 0\n")
-    cli = [sys.executable, "-m", "slurm_mig"]
     subprocess.run(cli + ["sim", "init", state, "--gpus", "8xH100-80GB"], env=env, check=True,
                    stdout=subprocess.DEVNULL)
-    # Background load: jobs holding instances on every GPU.
     for j, spec in enumerate(["mig:3g.40gb:1", "mig:2g.20gb:1,mig:1g.10gb:1"] * 4, start=1000):
         subprocess.run(cli + ["prolog", "--job", str(j), "--request", spec], env=env, check=True)
-    task_script = os.path.join(REPO, "prolog", "slurm-mig-task-prolog")
-    prolog_script = os.path.join(REPO, "prolog", "slurm-mig-prolog")
-    epilog_script = os.path.join(REPO, "epilog", "slurm-mig-epilog")
-    env["SLURM_MIG_HOOK"] = os.path.join(os.path.dirname(sys.executable), "slurm-mig-hook")
+    if closed_records:
+        subprocess.run(cli + ["prolog", "--job", "999999", "--request", "mig:1g.10gb:1"], env=env, check=True)
+        subprocess.run(cli + ["epilog", "--job", "999999"], env=env, check=True)
+        closed = os.path.join(tmp, "state", "jobs", "closed")
+        with open(os.path.join(closed, "999999.json")) as f:
+            record = f.read()
+        for job in range(500000, 500000 + closed_records):
+            with open(os.path.join(closed, f"{job}.json"), "w") as f:
+                f.write(record.replace('"999999"', f'"{job}"'))
+    return env
+
+
+def cycle(prolog_script, epilog_script, env, job) -> float:
+    job_env = {**env, "SLURM_JOB_ID": job, "SLURM_MIG_REQUEST": "mig:1g.10gb:1,mig:2g.20gb:1"}
+    return timed([prolog_script], job_env) + timed([epilog_script], job_env)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--runs", type=int, default=40)
+    ap.add_argument("--history", default="100,10000", metavar="N,M",
+                    help="also time prolog+epilog on nodes whose ledger holds N, M closed records")
+    args = ap.parse_args()
+    sys.path.insert(0, os.path.join(REPO, "tests"))
+    from harness import install, slurms
+    installed = install.for_slurm(slurms.host())
+    python = installed.bin("python")
+    cli = [installed.bin("slurm-mig")]
+    env = node_env(cli, 0)
+    task_script = installed.hook_script("prolog/slurm-mig-task-prolog")
+    prolog_script = installed.hook_script("prolog/slurm-mig-prolog")
+    epilog_script = installed.hook_script("epilog/slurm-mig-epilog")
     samples = {k: [] for k in ("python -c pass", "prolog", "task-prolog (script)",
                                "task-prolog (script, 4 tasks)", "task-prolog (verb)", "epilog", "prolog+epilog",
                                "prolog (no GPUs)", "epilog (no GPUs)", "prolog+epilog (no GPUs)")}
     for i in range(args.runs):
         job = str(i + 1)
-        samples["python -c pass"].append(timed([sys.executable, "-c", "pass"], env))
+        samples["python -c pass"].append(timed([python, "-c", "pass"], env))
         job_env = {**env, "SLURM_JOB_ID": job, "SLURM_MIG_REQUEST": "mig:1g.10gb:1,mig:2g.20gb:1"}
         p = timed([prolog_script], job_env)
         samples["prolog"].append(p)
@@ -82,17 +107,29 @@ def main():
         samples["epilog (no GPUs)"].append(e)
         samples["prolog+epilog (no GPUs)"].append(p + e)
     floor = statistics.median(samples["python -c pass"])
+    version = subprocess.run([python, "-V"], capture_output=True, text=True).stdout.split()[-1]
     print(f"{args.runs} runs each, simulated 8xH100-80GB with 8 other jobs' instances, "
-          f"Python {sys.version.split()[0]}")
+          f"installed in {installed.prefix} (Python {version})")
     print(f"{'':30} {'median ms':>10} {'p95 ms':>8} {'x python':>9}")
     for name, values in samples.items():
         med = statistics.median(values)
         print(f"{name:30} {med * 1000:10.1f} {pct(values, 0.95) * 1000:8.1f} {med / floor:9.2f}")
-    cycle = statistics.median(samples["prolog+epilog"]) / floor
+    ratio = statistics.median(samples["prolog+epilog"]) / floor
     task = statistics.median(samples["task-prolog (script)"]) * 1000
     plain = statistics.median(samples["prolog+epilog (no GPUs)"]) * 1000
-    print(f"SUMMARY hooks: prolog+epilog={cycle:.2f}x python (target <6x) "
-          f"task-prolog-script={task:.1f}ms (target <10ms) no-GPU prolog+epilog={plain:.1f}ms")
+    sizes = [int(n) for n in args.history.split(",") if n]
+    history = {n: [] for n in sizes}
+    nodes = {n: node_env(cli, n) for n in sizes}
+    for i in range(args.runs):                    # interleaved, one node per history size
+        for n in sizes:
+            history[n].append(cycle(prolog_script, epilog_script, nodes[n], str(200000 + i)))
+    for n in sizes:
+        print(f"{'prolog+epilog, ' + str(n) + ' closed records':30} {statistics.median(history[n]) * 1000:10.1f} "
+              f"{pct(history[n], 0.95) * 1000:8.1f} {statistics.median(history[n]) / floor:9.2f}")
+    growth = (f" history {sizes[-1]}/{sizes[0]} closed records={statistics.median(history[sizes[-1]]) / statistics.median(history[sizes[0]]):.2f}x (target <1.2x)"
+              if len(sizes) > 1 else "")
+    print(f"SUMMARY hooks: prolog+epilog={ratio:.2f}x python (target <6x) "
+          f"task-prolog-script={task:.1f}ms (target <10ms) no-GPU prolog+epilog={plain:.1f}ms{growth}")
 
 
 if __name__ == "__main__":

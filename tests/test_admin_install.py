@@ -30,7 +30,7 @@ def test_the_installed_hooks_serve_a_mig_job(node):
     assert f"STEP={uuid}" in out
     status = json.loads(node.slurm_mig("status", "--json").stdout)   # the README's link, the default config
     assert [g["instances"] for g in status["gpus"]] == [[], []]       # the Epilog tore it down
-    assert os.listdir(node.in_root("/var/lib/slurm-mig/jobs")) == [f"{job}.json"]
+    assert os.listdir(node.in_root("/var/lib/slurm-mig/jobs/closed")) == [f"{job}.json"]
 
 
 def test_slurm_runs_the_scripts_of_the_install(node):

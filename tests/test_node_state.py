@@ -2,6 +2,7 @@
 (docs/reliability.md lists them). Each failed on the code before the fix."""
 import errno
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -144,7 +145,7 @@ def test_item5_user_state_dir_and_planted_links_are_refused(make_node, tmp_path)
     assert not target.exists()
     os.unlink(os.path.join(cfg.state_dir, "node.lock"))
     target.mkdir()
-    os.rmdir(os.path.join(cfg.state_dir, "jobs"))
+    shutil.rmtree(os.path.join(cfg.state_dir, "jobs"))          # with its closed/ folder
     os.symlink(target, os.path.join(cfg.state_dir, "jobs"))
     with pytest.raises(NodeProblem, match="jobs is a symbolic link"):
         hooks.prolog(cfg, "1", "mig:1g.10gb:1")
@@ -340,3 +341,45 @@ def test_item5_a_directory_planted_as_the_env_file_prints_nothing(tmp_path):
     (run / "77.env").mkdir(parents=True)
     from slurm_mig.node.jobfiles import task_prolog
     assert task_prolog(str(run), "77", env={}, uid=0) == ("", 0)
+
+
+# -- ledger history: what hooks read grows with open records, not with closed ones ---------------
+def test_closed_records_live_apart_and_are_never_read_by_hooks(make_node):
+    cfg, _ = make_node()
+    hooks.prolog(cfg, "1", "mig:1g.10gb:1")
+    hooks.epilog(cfg, "1")
+    jobs = os.path.join(cfg.state_dir, "jobs")
+    assert sorted(os.listdir(jobs)) == ["closed"] and os.listdir(os.path.join(jobs, "closed")) == ["1.json"]
+    with open(os.path.join(jobs, "closed", "2.json"), "w") as f:
+        f.write("{not json")                       # a closed record no hook reads
+    hooks.prolog(cfg, "3", "mig:1g.10gb:1")
+    assert [r.job for r in Ledger(cfg.state_dir).live()] == ["3"]
+    assert Ledger(cfg.state_dir).get("1").state == "released"
+
+
+def test_a_crash_between_closing_and_removing_keeps_the_newer_record(make_node):
+    from slurm_mig.fsutil import write_json
+    cfg, _ = make_node()
+    hooks.prolog(cfg, "1", "mig:1g.10gb:1")
+    ledger = Ledger(cfg.state_dir)
+    open_copy = ledger.get("1").to_dict()
+    hooks.epilog(cfg, "1")
+    write_json(os.path.join(cfg.state_dir, "jobs", "1.json"), open_copy)     # the stale open one is back
+    assert ledger.get("1").state == "released" and ledger.live() == []
+    hooks.prolog(cfg, "2", "mig:7g.80gb:1")        # the GPU is free: the stale record holds nothing
+
+
+def test_prune_goes_by_file_time_and_moves_an_older_versions_closed_records(make_node):
+    from slurm_mig.fsutil import write_json
+    cfg, _ = make_node()
+    hooks.prolog(cfg, "1", "mig:1g.10gb:1")
+    hooks.epilog(cfg, "1")
+    ledger = Ledger(cfg.state_dir)
+    old = ledger.get("1").to_dict()
+    old.update(job="7", updated=time.time() - 2 * 86400)
+    write_json(os.path.join(cfg.state_dir, "jobs", "7.json"), old)          # as an earlier version kept it
+    recent = os.path.join(cfg.state_dir, "jobs", "closed", "1.json")
+    with ledger.lock():
+        assert ledger.prune() == 1
+    assert os.listdir(os.path.join(cfg.state_dir, "jobs", "closed")) == ["1.json"] and os.path.exists(recent)
+    assert sorted(os.listdir(os.path.join(cfg.state_dir, "jobs"))) == ["closed"]

@@ -141,7 +141,7 @@ def test_a_job_without_gpus_does_not_ask_slurm(cluster):
     assert slurm_calls_of(cluster, mig) == ["squeue " + " ".join(job_query(mig))]   # one job, once
     records = os.path.join(cluster.node_dir("mig-state"), "jobs")
     assert not os.path.exists(os.path.join(records, f"{plain}.json"))     # its Epilog did nothing
-    assert os.path.exists(os.path.join(records, f"{mig}.json"))
+    assert os.path.exists(os.path.join(records, "closed", f"{mig}.json"))
 
 
 def test_reconcile_releases_records_of_jobs_slurm_no_longer_runs(cluster):

@@ -8,7 +8,11 @@ A job id is not an identity (Slurm reuses ids): a record names its job by id,
 uid, request, node and GPU UUIDs, and carries a nonce. `jobs/<id>.json` is the
 current job's record; a live record that a new job with the same id would
 overwrite is moved aside first (`jobs/<id>~<nonce>.json`), where reconcile
-treats it as a dead job's. Records of another node (a state_dir shared or
+treats it as a dead job's. Closed records (released, failed) live apart,
+in `jobs/closed/`, so that what every hook reads (the open records) grows
+with the jobs on the node, never with its history; `slurm-mig reconcile`
+prunes closed records a day old by their files' times, without reading them.
+Records of another node (a state_dir shared or
 copied) are never read as this node's: those whose GPUs are not here. GPU
 UUIDs decide, not the node name, which differs between slurmd
 (SLURMD_NODENAME) and an admin's shell.
@@ -115,6 +119,7 @@ class Ledger:
                  local_gpus: Optional[Callable[[], Optional[Set[str]]]] = None):
         self.dir = state_dir
         self.jobs_dir = os.path.join(state_dir, "jobs")
+        self.closed_dir = os.path.join(self.jobs_dir, "closed")
         self.lock_timeout = lock_timeout
         self.node = node or this_node()
         self.local_gpus = local_gpus
@@ -129,7 +134,7 @@ class Ledger:
 
     def ensure(self) -> None:
         """Create the root-only state directory, or refuse one others could write."""
-        for d in (self.dir, self.jobs_dir):
+        for d in (self.dir, self.jobs_dir, self.closed_dir):
             safe_dir(d, 0o700, "state_dir")
 
     @contextlib.contextmanager
@@ -138,14 +143,12 @@ class Ledger:
         with locked(os.path.join(self.dir, "node.lock"), self.lock_timeout):
             yield
 
-    def _path(self, name: str) -> str:
+    def _path(self, name: str, closed: bool = False) -> str:
         if not _FILE.fullmatch(name):
             check_job_id(name)
-        return os.path.join(self.jobs_dir, name + ".json")
+        return os.path.join(self.closed_dir if closed else self.jobs_dir, name + ".json")
 
-    def has(self, job: str) -> bool:
-        """Whether job id `job` has a record, without reading it."""
-        path = self._path(check_job_id(job))
+    def _exists(self, path: str) -> bool:
         try:
             os.lstat(path)
         except FileNotFoundError:
@@ -154,12 +157,23 @@ class Ledger:
             raise os_problem(path, e, "read the ledger record") from e
         return True
 
+    def has(self, job: str) -> bool:
+        """Whether job id `job` has a record, open or closed, without reading it."""
+        job = check_job_id(job)
+        return self._exists(self._path(job)) or self._exists(self._path(job, closed=True))
+
+    def _current(self, name: str) -> Optional[Record]:
+        """The newer of the open and the closed record of `name` (both exist
+        only after a crash between writing one and removing the other)."""
+        found = [self._parse(p) for p in (self._path(name), self._path(name, closed=True)) if self._exists(p)]
+        return max(found, key=lambda r: r.updated) if found else None
+
     def get(self, job: str) -> Optional[Record]:
         """The current record of job id `job` (of whichever job had it last)."""
-        if not self.has(job):
+        rec = self._current(check_job_id(job))
+        if rec is None:
             return None
-        path = self._path(job)
-        rec = self._parse(path)
+        path = self._path(rec.file, closed=not rec.live)
         if not self.ours(rec) and not rec.live:
             return None                  # a closed record of GPUs gone (or elsewhere): nothing held
         if not self.ours(rec):
@@ -190,7 +204,21 @@ class Ledger:
             old = self._parse(path)
             if old.nonce != rec.nonce and old.live:
                 self.stash(old)
-        write_json(path, rec.to_dict())
+        target, other = (path, self._path(rec.file, closed=True)) if rec.live else \
+            (self._path(rec.file, closed=True), path)
+        if not rec.live:
+            safe_dir(self.closed_dir, 0o700, "state_dir")
+        write_json(target, rec.to_dict())
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(other)
+
+    def put_as_is(self, rec: Record) -> None:
+        """Move a closed record to closed/ keeping its time (prune goes by it)."""
+        safe_dir(self.closed_dir, 0o700, "state_dir")
+        target = self._path(rec.file, closed=True)
+        write_json(target, rec.to_dict())
+        os.utime(target, (rec.updated, rec.updated))
+        os.unlink(self._path(rec.file))
 
     def stash(self, rec: Record) -> None:
         """Move `rec` (the current record of its id) aside: another job's now."""
@@ -199,7 +227,9 @@ class Ledger:
         os.rename(old, self._path(rec.file))
 
     def records(self) -> List[Record]:
-        """This node's records (a shared or copied state_dir's others are not ours)."""
+        """This node's open records (a shared or copied state_dir's others are
+        not ours); one whose job has a newer closed record (a crash between
+        the two writes) is not open any more."""
         try:
             listing = os.listdir(self.jobs_dir)
         except FileNotFoundError:
@@ -209,16 +239,28 @@ class Ledger:
         names = sorted(n for n in listing
                        if n.endswith(".json") and _FILE.fullmatch(n[:-len(".json")]))
         recs = [self._parse(os.path.join(self.jobs_dir, n)) for n in names]
+        recs = [r for r in recs if not self._exists(self._path(r.file, closed=True))
+                or self._current(r.file).updated <= r.updated]
         return [r for r in recs if self.ours(r)]
 
     def live(self) -> List[Record]:
         return [r for r in self.records() if r.live]
 
     def prune(self, older_than: float = 86400.0) -> int:
-        """Drop released/failed records older than `older_than` seconds."""
+        """Drop closed records older than `older_than` seconds, by file time.
+        Closed records an earlier version left among the open ones move to
+        closed/ first. Callers hold the node lock."""
+        for rec in self.records():
+            if not rec.live:
+                self.put_as_is(rec)
         now, n = time.time(), 0
-        for r in self.records():
-            if not r.live and now - r.updated > older_than:
-                os.unlink(self._path(r.file))
+        try:
+            entries = list(os.scandir(self.closed_dir))
+        except FileNotFoundError:
+            return 0
+        for entry in entries:
+            if entry.name.endswith(".json") and entry.is_file(follow_symlinks=False) and \
+                    now - entry.stat(follow_symlinks=False).st_mtime > older_than:
+                os.unlink(entry.path)
                 n += 1
         return n
