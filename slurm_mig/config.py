@@ -12,6 +12,7 @@ from typing import Dict, NamedTuple, Optional, Tuple
 from .errors import BadInput
 
 DEFAULT_CONFIG = "/etc/slurm-mig/config.toml"
+FILE_SOURCE = "config file"
 ENV_TWINS = {"backend": "SLURM_MIG_BACKEND", "state_dir": "SLURM_MIG_STATE_DIR",
              "run_dir": "SLURM_MIG_RUN_DIR"}
 
@@ -48,14 +49,18 @@ RANGES = {"wait_for_room": (0, 86400), "lock_timeout": (0.1, 86400), "epilog_ret
 
 
 def _coerce(name: str, value, source: str):
-    """One setting, strictly: TOML types from a file, the same text forms from
-    the environment or the command line (true/false, digits, finite numbers,
+    """One setting, strictly: TOML types from a file (a number or a boolean
+    written as a string is refused there), the same text forms from the
+    environment or the command line (true/false, digits, finite numbers,
     absolute paths). `source` says where the value came from."""
     kind = type(Config._field_defaults[name])      # every setting has a default
     text = value.strip() if isinstance(value, str) else None
 
     def bad(why: str):
         return BadInput(f"{source}: {name} = {value!r}: {why}")
+    if source.startswith(FILE_SOURCE) and kind is not str and isinstance(value, str):
+        raise bad(f"must be a TOML {'boolean (true or false)' if kind is bool else 'number'}, "
+                  "not a string: drop the quotes")
     if kind is bool:
         if isinstance(value, bool):
             return value
@@ -117,7 +122,7 @@ def load(path: Optional[str] = None, **overrides) -> Config:
         if unknown:
             raise BadInput(f"config file {path}: unknown setting(s) {', '.join(unknown)}; "
                            f"known: {', '.join(Config._fields)}")
-        values.update({k: (v, f"config file {path}") for k, v in raw.items()})
+        values.update({k: (v, f"{FILE_SOURCE} {path}") for k, v in raw.items()})
     elif explicit:
         raise BadInput(f"config file {path} does not exist")
     for name, var in ENV_TWINS.items():

@@ -12,7 +12,7 @@ import pytest
 
 from harness import calls as hooks
 from slurm_mig import config
-from slurm_mig.errors import BadInput, NodeProblem, NoFit
+from slurm_mig.errors import BadInput, NodeProblem, NoFit, StateCorrupt
 from slurm_mig.node.context import NodeContext
 from slurm_mig.node.ledger import Ledger
 from slurm_mig.nvml.driver import Driver
@@ -267,6 +267,9 @@ def test_item8_unreadable_ledger_is_said_not_guessed(make_node, monkeypatch):
     ("wait_for_room = inf", "wait_for_room = inf: must be a finite number"),
     ('state_dir = "var/lib/x"', "state_dir = 'var/lib/x': must be an absolute path"),
     ("gpu_fallback = 1", "gpu_fallback = 1: must be true or false"),
+    ('wait_for_room = "30"', "wait_for_room = '30': must be a TOML number, not a string: drop the quotes"),
+    ('steer = "false"', "steer = 'false': must be a TOML boolean \\(true or false\\), not a string"),
+    ('max_requeues = "5"', "max_requeues = '5': must be a TOML number"),
 ])
 def test_item9_config_file_values_are_strict(tmp_path, line, needle):
     conf = tmp_path / "c.toml"
@@ -383,3 +386,57 @@ def test_prune_goes_by_file_time_and_moves_an_older_versions_closed_records(make
         assert ledger.prune() == 1
     assert os.listdir(os.path.join(cfg.state_dir, "jobs", "closed")) == ["1.json"] and os.path.exists(recent)
     assert sorted(os.listdir(os.path.join(cfg.state_dir, "jobs"))) == ["closed"]
+
+
+# -- records one version down and up --------------------------------------------------------------
+LEDGER_0_1_0 = os.path.join(os.path.dirname(__file__), "data", "ledger", "0.1.0")
+
+
+@pytest.fixture
+def old_node(tmp_path):
+    """A node whose ledger slurm-mig 0.1.0 wrote (tests/data/ledger/0.1.0/README.md)."""
+    from slurm_mig.config import Config
+    state = tmp_path / "state"
+    shutil.copytree(os.path.join(LEDGER_0_1_0, "jobs"), state / "jobs")
+    os.chmod(state, 0o700)
+    shutil.copy(os.path.join(LEDGER_0_1_0, "gpus.json"), tmp_path / "gpus.json")
+    return Config(backend=f"sim:{tmp_path}/gpus.json", state_dir=str(state), run_dir=str(tmp_path / "run"),
+                  wait_for_room=0, epilog_retries=0, epilog_retry_delay=0)
+
+
+def test_records_of_the_previous_release_are_read_and_carried_on(old_node, cli):
+    ledger = Ledger(old_node.state_dir)
+    assert {r.job: r.state for r in ledger.live()} == {"1": "bound", "4": "releasing"}
+    assert [ledger.get(j).state for j in ("2", "3")] == ["released", "failed"]
+    released = hooks.epilog(old_node, "1")             # the 3g.40gb goes, the record closes
+    assert released.state == "released" and ledger.get("1").to_dict()["schema"] == "1.1"
+    with ledger.lock():
+        ledger.prune()                                  # 0.1.0 kept closed records among the open ones
+    assert sorted(os.listdir(os.path.join(old_node.state_dir, "jobs"))) == ["4.json", "closed"]
+    assert sorted(os.listdir(os.path.join(old_node.state_dir, "jobs", "closed"))) == ["1.json", "2.json", "3.json"]
+    hooks.prolog(old_node, "5", "mig:3g.40gb:1")       # where job 1's instance was
+
+
+def test_a_newer_minor_records_fields_are_kept_and_ignored(old_node):
+    from slurm_mig.fsutil import read_json, write_json
+    path = os.path.join(old_node.state_dir, "jobs", "1.json")
+    raw = read_json(path, "record")
+    write_json(path, {**raw, "schema": "1.7", "future_field": {"kept": [1, 2]}})
+    ledger = Ledger(old_node.state_dir)
+    rec = ledger.get("1")
+    assert rec.state == "bound" and rec.request == {"3g.40gb": 1}
+    with ledger.lock():
+        ledger.put(rec)
+    assert read_json(path, "record")["future_field"] == {"kept": [1, 2]}
+
+
+@pytest.mark.parametrize("schema, error, needle", [
+    ("2.0", NodeProblem, "has schema 2.0, which this slurm-mig .* cannot read: a newer slurm-mig wrote it"),
+    ("one", StateCorrupt, "has no readable schema"),
+])
+def test_a_record_this_version_cannot_read_is_refused_naming_the_file(old_node, schema, error, needle):
+    from slurm_mig.fsutil import read_json, write_json
+    path = os.path.join(old_node.state_dir, "jobs", "1.json")
+    write_json(path, {**read_json(path, "record"), "schema": schema})
+    with pytest.raises(error, match=f"ledger record {path} {needle}"):
+        Ledger(old_node.state_dir).get("1")

@@ -31,6 +31,9 @@ from ..core.view import Held, Instance
 from ..errors import BadInput, NodeProblem, StateCorrupt
 from ..fsutil import locked, os_problem, read_json, safe_dir, write_json
 
+# The record format: a minor version adds fields older readers keep and ignore;
+# a major one changes what fields mean, and older readers refuse it.
+SCHEMA = "1.1"
 LIVE = ("planned", "created", "bound", "releasing")
 STATES = LIVE + ("released", "failed")
 _FILE = re.compile(r"([0-9]{1,10})(~[0-9a-f]{1,32})?")
@@ -49,7 +52,9 @@ class Record:
     instances: what the job holds (core.view.Held); static: instances stay
     when the job ends; mig_off_gpus: GPUs handed over with MIG switched off,
     switched back on at release. node, gpu_uuids and nonce tell two jobs with
-    one id apart; `file` is the record's file name (not stored in it)."""
+    one id apart; `file` is the record's file name (not stored in it). Fields
+    this version does not know (a newer minor schema) are kept in `extra` and
+    written back unchanged."""
 
     FIELDS = ("job", "state", "request", "whole_gpus", "static_idx", "instances", "reason",
               "uid", "updated", "static", "mig_off_gpus", "node", "gpu_uuids", "nonce")
@@ -70,17 +75,24 @@ class Record:
         self.node, self.gpu_uuids = node, list(gpu_uuids or [])
         self.nonce = nonce or os.urandom(8).hex()
         self.file = job
+        self.extra: Dict[str, object] = {}
 
     def to_dict(self) -> dict:
-        d = {name: getattr(self, name) for name in self.FIELDS}
+        d = {**self.extra, "schema": SCHEMA}
+        d.update({name: getattr(self, name) for name in self.FIELDS})
         d["instances"] = [h._asdict() for h in self.instances]
         return d
 
     @classmethod
     def from_dict(cls, raw: dict) -> "Record":
+        """A record of this schema, an older one (no `schema`: 1.0) or a newer
+        minor one; ValueError for what is not a record."""
         if not isinstance(raw, dict) or not isinstance(raw.get("instances", []), list):
             raise ValueError("not a record")
-        return cls(**{**raw, "instances": [Held(**h) for h in raw.get("instances", [])]})
+        known = {k: v for k, v in raw.items() if k in cls.FIELDS}
+        rec = cls(**{**known, "instances": [Held(**h) for h in raw.get("instances", [])]})
+        rec.extra = {k: v for k, v in raw.items() if k not in cls.FIELDS and k != "schema"}
+        return rec
 
     @property
     def live(self) -> bool:
@@ -184,6 +196,14 @@ class Ledger:
 
     def _parse(self, path: str) -> Record:
         raw = read_json(path, "ledger record")
+        schema = str(raw.get("schema", "1.0")) if isinstance(raw, dict) else "1.0"
+        if not re.fullmatch(r"[0-9]{1,4}\.[0-9]{1,4}", schema):
+            raise StateCorrupt(f"ledger record {path} has no readable schema ({schema!r}); "
+                               "move it aside and run `slurm-mig reconcile`")
+        if schema.split(".")[0] != SCHEMA.split(".")[0]:
+            raise NodeProblem(f"ledger record {path} has schema {schema}, which this slurm-mig "
+                              f"(schema {SCHEMA}) cannot read: a newer slurm-mig wrote it; install "
+                              "that version again (or a later one) on this node")
         try:
             rec = Record.from_dict(raw)
             check_job_id(rec.job)
