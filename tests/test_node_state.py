@@ -440,3 +440,42 @@ def test_a_record_this_version_cannot_read_is_refused_naming_the_file(old_node, 
     write_json(path, {**read_json(path, "record"), "schema": schema})
     with pytest.raises(error, match=f"ledger record {path} {needle}"):
         Ledger(old_node.state_dir).get("1")
+
+
+# -- GPUs that left the node ----------------------------------------------------------------------
+def test_a_replaced_gpu_never_drains_the_node_and_its_records_are_closed(make_node, cli):
+    cfg, state = make_node()
+    hooks.prolog(cfg, "1", "mig:3g.40gb:1")
+    init_state(state, "1xH100-80GB")                   # the board swapped: a new UUID, no instances
+    hooks.epilog(cfg, "1")                              # no NodeProblem: the Epilog exits 0
+    env = {"SLURM_MIG_BACKEND": cfg.backend, "SLURM_MIG_STATE_DIR": cfg.state_dir,
+           "SLURM_MIG_RUN_DIR": cfg.run_dir, "SLURMD_NODENAME": Ledger(cfg.state_dir).node}
+    p = cli("reconcile", env=env, check=0)
+    assert "job 1: GPU(s) GPU-" in p.stdout and "are no longer on this node (replaced or removed); " \
+        "record closed" in p.stdout
+    assert NodeContext(cfg).ledger.stranded() == []
+    hooks.prolog(cfg, "1", "mig:7g.80gb:1")            # Slurm reuses the id on the new GPU: all of it is free
+    assert [r.job for r in NodeContext(cfg).ledger.live()] == ["1"]
+
+
+def test_a_hook_closes_what_a_lost_gpu_left(make_node):
+    cfg, state = make_node()
+    hooks.prolog(cfg, "1", "mig:3g.40gb:1")
+    init_state(state, "1xH100-80GB")
+    hooks.prolog(cfg, "2", "mig:1g.10gb:1")            # its reconcile closes job 1's record
+    ledger = NodeContext(cfg).ledger
+    assert [r.job for r in ledger.live()] == ["2"] and ledger.stranded() == []
+    assert ledger.get("1") is None
+
+
+def test_another_nodes_record_is_listed_and_left_alone(make_node, cli):
+    from slurm_mig.fsutil import read_json, write_json
+    cfg, _ = make_node()
+    hooks.prolog(cfg, "1", "mig:3g.40gb:1")
+    path = os.path.join(cfg.state_dir, "jobs", "1.json")
+    write_json(path, {**read_json(path, "record"), "node": "gpu99", "gpu_uuids": ["GPU-elsewhere"]})
+    env = {"SLURM_MIG_BACKEND": cfg.backend, "SLURM_MIG_STATE_DIR": cfg.state_dir, "SLURM_MIG_RUN_DIR": cfg.run_dir}
+    p = cli("reconcile", "--dry-run", env=env, check=0)
+    assert "record 1 is node gpu99's (GPUs GPU-elsewhere are not here): left alone" in p.stdout
+    with pytest.raises(NodeProblem, match="state_dir .* is shared or copied"):
+        NodeContext(cfg).ledger.get("1")

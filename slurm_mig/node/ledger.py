@@ -186,8 +186,8 @@ class Ledger:
         if rec is None:
             return None
         path = self._path(rec.file, closed=not rec.live)
-        if not self.ours(rec) and not rec.live:
-            return None                  # a closed record of GPUs gone (or elsewhere): nothing held
+        if not self.ours(rec) and (not rec.live or self.lost_gpus(rec)):
+            return None      # closed, or of GPUs this node lost (reconcile closes it): nothing held here
         if not self.ours(rec):
             raise NodeProblem(f"{path} belongs to node {rec.node or '?'} (its GPUs are not here): "
                               f"state_dir {self.dir} is shared or copied; give each node its own "
@@ -246,10 +246,24 @@ class Ledger:
         rec.file = f"{rec.job}~{rec.nonce if re.fullmatch('[0-9a-f]{1,32}', rec.nonce) else os.urandom(8).hex()}"
         os.rename(old, self._path(rec.file))
 
+    def lost_gpus(self, rec: Record) -> bool:
+        """`rec` is this node's (by name) but names GPUs no longer here: one
+        was replaced (a new UUID, as after an RMA) or is missing."""
+        return not self.ours(rec) and rec.node in ("", self.node)
+
+    def stranded(self) -> List[Record]:
+        """Open records whose GPUs are not here: this node's lost GPUs
+        (`lost_gpus`) or another node's records (a shared or copied state_dir)."""
+        return [r for r in self._open_records() if not self.ours(r)]
+
     def records(self) -> List[Record]:
         """This node's open records (a shared or copied state_dir's others are
-        not ours); one whose job has a newer closed record (a crash between
-        the two writes) is not open any more."""
+        not ours)."""
+        return [r for r in self._open_records() if self.ours(r)]
+
+    def _open_records(self) -> List[Record]:
+        """Every record among the open ones; one whose job has a newer closed
+        record (a crash between the two writes) is not open any more."""
         try:
             listing = os.listdir(self.jobs_dir)
         except FileNotFoundError:
@@ -259,9 +273,8 @@ class Ledger:
         names = sorted(n for n in listing
                        if n.endswith(".json") and _FILE.fullmatch(n[:-len(".json")]))
         recs = [self._parse(os.path.join(self.jobs_dir, n)) for n in names]
-        recs = [r for r in recs if not self._exists(self._path(r.file, closed=True))
+        return [r for r in recs if not self._exists(self._path(r.file, closed=True))
                 or self._current(r.file).updated <= r.updated]
-        return [r for r in recs if self.ours(r)]
 
     def live(self) -> List[Record]:
         return [r for r in self.records() if r.live]

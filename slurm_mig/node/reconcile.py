@@ -85,6 +85,8 @@ def reconcile(ctx: NodeContext, destroy_unowned: bool = False, dry_run: bool = F
     - releasing records, and records moved aside for a newer job with the
       same id: release their instances (busy ones stay owned).
     - bound records whose instances vanished (GPU reset, reboot): close them.
+    - records of GPUs this node lost (replaced, missing): close them; records
+      of another node (a shared or copied state_dir) are listed, not touched.
     - bound records of jobs Slurm no longer runs (`active_jobs`, Slurm's answer
       to a query started at `since`): a record written since then belongs to a
       job that started during the query and is kept.
@@ -119,9 +121,27 @@ def reconcile(ctx: NodeContext, destroy_unowned: bool = False, dry_run: bool = F
             if not dry_run:
                 rec.state, rec.reason = "released", "instances vanished (GPU reset or reboot)"
                 ctx.ledger.put(rec)
+    actions += _stranded(ctx, dry_run)
     if destroy_unowned:
         actions += _destroy_unowned(ctx, dry_run)
     counters.bump(ctx.cfg.state_dir, "reconcile_actions", 0 if dry_run else len(actions))
+    return actions
+
+
+def _stranded(ctx: NodeContext, dry_run: bool) -> List[str]:
+    """Open records whose GPUs are not on this node."""
+    actions = []
+    for rec in ctx.ledger.stranded():
+        gpus = ", ".join(rec.gpu_uuids)
+        if not ctx.ledger.lost_gpus(rec):
+            actions.append(f"job {rec.job}: record {rec.file} is node {rec.node}'s (GPUs {gpus} are not "
+                           f"here): left alone; give each node its own local state_dir")
+            continue
+        actions.append(f"job {rec.job}: GPU(s) {gpus} are no longer on this node (replaced or "
+                       "removed); record closed")
+        if not dry_run:
+            rec.state, rec.reason = "released", "its GPUs left this node (replaced or removed)"
+            ctx.ledger.put(rec)
     return actions
 
 
