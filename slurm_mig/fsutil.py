@@ -113,7 +113,7 @@ def read_json(path: str, what: str, hint: str = "move it aside and run `slurm-mi
         with open(fd, encoding="utf-8") as f:
             return json.load(f)
     except (ValueError, UnicodeDecodeError) as e:
-        raise StateCorrupt(f"{what} {path} is corrupt ({e}); {hint}") from e
+        raise StateCorrupt(f"{what} {path} is corrupt ({e})" + (f"; {hint}" if hint else "")) from e
 
 
 @contextlib.contextmanager

@@ -297,15 +297,30 @@ def test_layout_parser_fuzz(text):
 
 
 @pytest.mark.parametrize("content", ["", "{", '{"job": "1"}', '{"job": "../x", "state": "bound"}',
-                                     '{"job": "1", "state": "weird"}', "[]", "\x00\xff"])
-def test_corrupt_ledger_record_is_named_and_changes_nothing(make_node, content):
+                                     '{"job": "1", "state": "weird"}', "[]", "\x00\xff", '{"schema": "one"}'])
+def test_an_unreadable_record_is_quarantined_and_its_instances_kept(make_node, content, cli):
+    """Job 1's record is damaged while its instance sits idle between steps: the
+    next Prolog moves the record to quarantine/ (the node is not drained), and
+    nothing takes or destroys the instance until Slurm says every job running
+    here has a readable record."""
     cfg, state = make_node()
-    Ledger(cfg.state_dir).ensure()
+    hooks.prolog(cfg, "1", "mig:7g.80gb:1")
+    (uuid,) = [c["uuid"] for g in SimStore(state).read()["gpus"] for gi in g["gis"] for c in gi["cis"]]
     path = os.path.join(cfg.state_dir, "jobs", "1.json")
     with open(path, "w", encoding="latin-1") as f:
         f.write(content)
-    with pytest.raises(StateCorrupt, match="1.json"):
-        hooks.prolog(cfg, "2", "mig:1g.10gb:1")
+    hooks.prolog(cfg, "2", "mig:1g.10gb:1")            # the whole GPU may still be job 1's: job 2 fails alone
+    assert Ledger(cfg.state_dir).get("2").state == "failed"
+    assert not os.path.exists(path) and [n.split(".json")[0] for n in
+                                         os.listdir(os.path.join(cfg.state_dir, "quarantine"))] == ["1"]
+    env = {"SLURM_MIG_BACKEND": cfg.backend, "SLURM_MIG_STATE_DIR": cfg.state_dir,
+           "SLURM_MIG_RUN_DIR": cfg.run_dir, "PATH": "/usr/bin:/bin"}
+    p = cli("reconcile", "--node", "n1", env=env, check=0)           # Slurm cannot be asked here
+    assert f"kept unowned 7g.80gb GI" in p.stdout and "quarantined" in p.stdout
+    assert [c["uuid"] for g in SimStore(state).read()["gpus"] for gi in g["gis"] for c in gi["cis"]] == [uuid]
+    actions = hooks.reconcile(cfg, active_jobs=set())      # Slurm: no job runs here any more
+    assert any("destroy unowned 7g.80gb" in a for a in actions) and not os.listdir(
+        os.path.join(cfg.state_dir, "quarantine"))
     assert SimStore(state).read()["gpus"][0]["gis"] == []
 
 

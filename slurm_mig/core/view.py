@@ -16,6 +16,9 @@ from .catalog import GpuModel
 UNKNOWN_PROFILE = "unknown profile"
 # Owner of an instance no job's record owns but processes run on: never reused.
 IN_USE = "processes (no job)"
+# Owner of an instance no readable record owns while an unreadable one is in
+# quarantine: it may be that job's, so it is never reused or destroyed.
+QUARANTINED = "unknown (a ledger record is quarantined)"
 
 
 def overlaps(a_start: int, a_size: int, b_start: int, b_size: int) -> bool:

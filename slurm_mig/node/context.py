@@ -29,11 +29,20 @@ def owner_of(inst: "Instance", records: List[Record]) -> Optional[str]:
     return next((r.job for r in records if r.owns(inst)), None)
 
 
-def node_view(gpus: List["Gpu"], records: List[Record], in_use: Set[str] = frozenset()) -> List["GpuView"]:
+def unowned(inst: "Instance", in_use: Set[str], quarantine: bool) -> Optional[str]:
+    """The owner shown for an instance no live record owns: IN_USE when
+    processes run on it, QUARANTINED while an unreadable record may own it,
+    else None (idle)."""
+    from ..core.view import IN_USE, QUARANTINED
+    return IN_USE if inst.uuid in in_use else QUARANTINED if quarantine else None
+
+
+def node_view(gpus: List["Gpu"], records: List[Record], in_use: Set[str] = frozenset(),
+              quarantine: bool = False) -> List["GpuView"]:
     """What the planner sees: catalog-known GPUs, instances marked with the live
-    records owning them, or IN_USE when no record owns them but processes run
-    on them (`in_use`: their UUIDs); a GPU a job holds whole names that job."""
-    from ..core.view import IN_USE, GpuView, occupied
+    records owning them, or `unowned`'s owner; a GPU a job holds whole names
+    that job."""
+    from ..core.view import GpuView, occupied
     held = {g: r.job for r in records for g in r.mig_off_gpus}
     views = []
     for g in gpus:
@@ -42,8 +51,8 @@ def node_view(gpus: List["Gpu"], records: List[Record], in_use: Set[str] = froze
         if not g.mig_on and g.model.mig_toggle_needs_reset and g.index not in held:
             continue       # Ampere with MIG off: unusable without a reset
         views.append(GpuView(index=g.index, model=g.model, mig_enabled=g.mig_on,
-                             occupied=tuple(occupied(i, owner_of(i, records) or (
-                                 IN_USE if i.uuid in in_use else None)) for i in g.instances),
+                             occupied=tuple(occupied(i, owner_of(i, records) or unowned(i, in_use, quarantine))
+                                            for i in g.instances),
                              whole_by=held.get(g.index)))
     return views
 
@@ -159,4 +168,4 @@ class NodeContext:
     def view(self, gpus: Optional[List["Gpu"]] = None) -> List["GpuView"]:
         gpus = self.driver.gpus() if gpus is None else gpus
         records = self.ledger.live()
-        return node_view(gpus, records, self.in_use(gpus, records))
+        return node_view(gpus, records, self.in_use(gpus, records), bool(self.ledger.quarantined()))

@@ -12,6 +12,12 @@ treats it as a dead job's. Closed records (released, failed) live apart,
 in `jobs/closed/`, so that what every hook reads (the open records) grows
 with the jobs on the node, never with its history; `slurm-mig reconcile`
 prunes closed records a day old by their files' times, without reading them.
+A record that cannot be read (truncated, hand-edited) is moved to
+`quarantine/` by the first hook or reconcile that meets it under the node
+lock, never a reason to fail the node; while one is there, an instance no
+readable record owns may be its job's, so nothing treats it as idle
+(node/context.py) until Slurm says every job on the node has a readable
+record, or the admin says so (node/reconcile.py).
 Records of another node (a state_dir shared or
 copied) are never read as this node's: those whose GPUs are not here. GPU
 UUIDs decide, not the node name, which differs between slurmd
@@ -132,6 +138,8 @@ class Ledger:
         self.dir = state_dir
         self.jobs_dir = os.path.join(state_dir, "jobs")
         self.closed_dir = os.path.join(self.jobs_dir, "closed")
+        self.quarantine_dir = os.path.join(state_dir, "quarantine")
+        self._locked = False
         self.lock_timeout = lock_timeout
         self.node = node or this_node()
         self.local_gpus = local_gpus
@@ -153,7 +161,40 @@ class Ledger:
     def lock(self) -> Iterator[None]:
         self.ensure()
         with locked(os.path.join(self.dir, "node.lock"), self.lock_timeout):
-            yield
+            self._locked = True
+            try:
+                yield
+            finally:
+                self._locked = False
+
+    def _readable(self, path: str) -> Optional[Record]:
+        """The record at `path`, or None for an unreadable one: moved to
+        quarantine/ when the node lock is held, else only skipped."""
+        try:
+            return self._parse(path)
+        except StateCorrupt as e:
+            if self._locked:
+                safe_dir(self.quarantine_dir, 0o700, "state_dir")
+                target = os.path.join(self.quarantine_dir, f"{os.path.basename(path)}.{time.time():.0f}")
+                os.rename(path, target)
+                from ..log import log
+                log.warning("%s; moved to %s: instances no readable record owns are kept until "
+                            "`slurm-mig reconcile` finds every job Slurm runs here recorded", e, target)
+            return None
+
+    def quarantined(self) -> List[str]:
+        """Unreadable records moved aside (their jobs' instances are unknown)."""
+        try:
+            return sorted(os.listdir(self.quarantine_dir))
+        except FileNotFoundError:
+            return []
+
+    def forget_quarantined(self) -> List[str]:
+        """Delete the quarantined records (their instances are then unowned)."""
+        names = self.quarantined()
+        for name in names:
+            os.unlink(os.path.join(self.quarantine_dir, name))
+        return names
 
     def _path(self, name: str, closed: bool = False) -> str:
         if not _FILE.fullmatch(name):
@@ -177,7 +218,8 @@ class Ledger:
     def _current(self, name: str) -> Optional[Record]:
         """The newer of the open and the closed record of `name` (both exist
         only after a crash between writing one and removing the other)."""
-        found = [self._parse(p) for p in (self._path(name), self._path(name, closed=True)) if self._exists(p)]
+        found = [self._readable(p) for p in (self._path(name), self._path(name, closed=True)) if self._exists(p)]
+        found = [r for r in found if r is not None]
         return max(found, key=lambda r: r.updated) if found else None
 
     def get(self, job: str) -> Optional[Record]:
@@ -195,11 +237,10 @@ class Ledger:
         return rec
 
     def _parse(self, path: str) -> Record:
-        raw = read_json(path, "ledger record")
+        raw = read_json(path, "ledger record", hint="")      # the caller quarantines it
         schema = str(raw.get("schema", "1.0")) if isinstance(raw, dict) else "1.0"
         if not re.fullmatch(r"[0-9]{1,4}\.[0-9]{1,4}", schema):
-            raise StateCorrupt(f"ledger record {path} has no readable schema ({schema!r}); "
-                               "move it aside and run `slurm-mig reconcile`")
+            raise StateCorrupt(f"ledger record {path} has no readable schema ({schema!r})")
         if schema.split(".")[0] != SCHEMA.split(".")[0]:
             raise NodeProblem(f"ledger record {path} has schema {schema}, which this slurm-mig "
                               f"(schema {SCHEMA}) cannot read: a newer slurm-mig wrote it; install "
@@ -210,8 +251,7 @@ class Ledger:
             if rec.state not in STATES:
                 raise ValueError(rec.state)
         except (TypeError, ValueError, BadInput) as e:
-            raise StateCorrupt(f"ledger record {path} is malformed ({e}); "
-                               "move it aside and run `slurm-mig reconcile`") from e
+            raise StateCorrupt(f"ledger record {path} is malformed ({e})") from e
         rec.file = os.path.basename(path)[:-len(".json")]
         return rec
 
@@ -272,7 +312,7 @@ class Ledger:
             raise os_problem(self.jobs_dir, e, "read the ledger") from e
         names = sorted(n for n in listing
                        if n.endswith(".json") and _FILE.fullmatch(n[:-len(".json")]))
-        recs = [self._parse(os.path.join(self.jobs_dir, n)) for n in names]
+        recs = [r for r in (self._readable(os.path.join(self.jobs_dir, n)) for n in names) if r is not None]
         return [r for r in recs if not self._exists(self._path(r.file, closed=True))
                 or self._current(r.file).updated <= r.updated]
 

@@ -15,7 +15,7 @@ from typing import List, Optional, Tuple
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-from ..core.view import IN_USE
+from ..core.view import IN_USE, QUARANTINED
 from ..errors import SlurmMigError
 from ..nvml.errors import NVMLError
 from . import counters
@@ -24,7 +24,8 @@ from .status import UNREADABLE, status_doc
 
 PREFIX = "slurm_mig_"
 # status_doc's owner of an instance -> the `owner` label (a job id -> "job")
-OWNERS = {None: "idle", IN_USE: "in_use", UNREADABLE: "unknown", "unknown profile": "unknown_profile"}
+OWNERS = {None: "idle", IN_USE: "in_use", UNREADABLE: "unknown", QUARANTINED: "unknown",
+          "unknown profile": "unknown_profile"}
 
 
 class _Families:

@@ -92,7 +92,10 @@ def reconcile(ctx: NodeContext, destroy_unowned: bool = False, dry_run: bool = F
       job that started during the query and is kept.
     - with destroy_unowned: instances no live record owns are destroyed
       (never those of a profile the catalog does not know, never busy ones:
-      those are reported and the rest go on).
+      those are reported and the rest go on). While a record is quarantined
+      (unreadable), they may be its job's: they are destroyed only once
+      Slurm's answer shows every job running here with a readable record
+      (the quarantine is then cleared), else kept and listed.
     `gpus` is a fresh read of the node, when the caller has one.
     """
     actions = []
@@ -123,7 +126,7 @@ def reconcile(ctx: NodeContext, destroy_unowned: bool = False, dry_run: bool = F
                 ctx.ledger.put(rec)
     actions += _stranded(ctx, dry_run)
     if destroy_unowned:
-        actions += _destroy_unowned(ctx, dry_run)
+        actions += _quarantine(ctx, dry_run, active_jobs) or _destroy_unowned(ctx, dry_run)
     counters.bump(ctx.cfg.state_dir, "reconcile_actions", 0 if dry_run else len(actions))
     return actions
 
@@ -143,6 +146,28 @@ def _stranded(ctx: NodeContext, dry_run: bool) -> List[str]:
             rec.state, rec.reason = "released", "its GPUs left this node (replaced or removed)"
             ctx.ledger.put(rec)
     return actions
+
+
+def _quarantine(ctx: NodeContext, dry_run: bool, active_jobs: Optional[set]) -> List[str]:
+    """What keeps unowned instances while records are quarantined; [] when
+    nothing does (none are, or Slurm says each job here has its record:
+    the quarantine is cleared, unless this is a dry run)."""
+    names = ctx.ledger.quarantined()
+    if not names:
+        return []
+    recorded = {r.job for r in ctx.ledger.live()}
+    unknown = None if active_jobs is None else sorted(set(active_jobs) - recorded)
+    if unknown == []:
+        if not dry_run:
+            ctx.ledger.forget_quarantined()
+        return []
+    why = ("Slurm could not be asked which jobs run here" if unknown is None else
+           f"Slurm runs job(s) {', '.join(unknown)} here without a readable record")
+    kept = [f"GPU {gpu}: kept unowned {inst.profile} GI {gi_id} ({inst.uuid}): a quarantined record "
+            f"may own it ({why})" for (gpu, gi_id), inst in sorted(ctx.live_instances().items())
+            if inst.known and not any(r.owns(inst) for r in ctx.ledger.live())]
+    return kept + [f"quarantined record(s) in {ctx.ledger.quarantine_dir}: {', '.join(names)}; "
+                   "remove them once their jobs have ended to release what they held"]
 
 
 def _destroy_unowned(ctx: NodeContext, dry_run: bool) -> List[str]:

@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import List, Optional, Tuple
 
 from ..core import planner
-from ..core.view import IN_USE, GpuView
+from ..core.view import GpuView
 from ..errors import NodeProblem
-from .context import NodeContext, node_view, owner_of
+from .context import NodeContext, node_view, owner_of, unowned
 
 # Owner shown when the ledger cannot be read (not root): unknown, never "idle".
 UNREADABLE = "unknown (ledger unreadable)"
@@ -22,7 +22,8 @@ def status_doc(ctx: NodeContext) -> Tuple[List[dict], Optional[str]]:
     except NodeProblem as e:
         records, problem = [], str(e)
     in_use = ctx.in_use(gpus, records)
-    views = {v.index: v for v in node_view(gpus, records, in_use)} if problem is None else {}
+    quarantine = problem is None and bool(ctx.ledger.quarantined())
+    views = {v.index: v for v in node_view(gpus, records, in_use, quarantine)} if problem is None else {}
     doc = []
     for g in gpus:
         view = views.get(g.index)
@@ -38,7 +39,7 @@ def status_doc(ctx: NodeContext) -> Tuple[List[dict], Optional[str]]:
             "instances": [{"profile": i.profile, "profile_id": i.profile_id, "gi_id": i.gi_id,
                            "ci_id": i.ci_id, "placement": [i.start, i.size], "uuid": i.uuid,
                            "owner": UNREADABLE if problem else owner_of(i, records) or (
-                               IN_USE if i.uuid in in_use else None if i.known else "unknown profile")}
+                               unowned(i, in_use, quarantine) if i.known else "unknown profile")}
                           for i in g.instances],
             "can_create": free})
     return doc, problem
