@@ -279,3 +279,15 @@ def env_of_any(cfg, job):
     text, code = task_prolog(cfg.run_dir, job)
     assert code == 0, text
     return text.strip().split("=", 1)[1].split(",")
+
+
+def test_nvml_errors_reach_the_job_by_name_not_by_code(make_node):
+    """The simulator's errors print as pynvml's 'NVML Error with code 23' (no
+    library loaded); what the job reads names the error and what it means."""
+    from slurm_mig.sim.control import add_fault
+    cfg, state = make_node()
+    add_fault(state, "nvmlDeviceCreateGpuInstanceWithPlacement", "INSUFFICIENT_RESOURCES", times=5)
+    hooks.run_prolog(cfg, "7", "mig:1g.10gb:1", gpu=0, uid=None)
+    text, code = task_prolog(cfg.run_dir, "7")
+    assert code == 1 and "INSUFFICIENT_RESOURCES (23): no room for it there" in text
+    assert "with code" not in text

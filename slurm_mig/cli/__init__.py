@@ -32,8 +32,8 @@ def run() -> None:
         click.echo(f"slurm-mig: error: {os_problem(e.filename or '?', e, 'use')}", err=True)
         sys.exit(1)
     except Exception as e:
-        from ..nvml.errors import NVMLError
+        from ..nvml.errors import NVMLError, describe
         if not isinstance(e, NVMLError):
             raise
-        click.echo(f"slurm-mig: error: NVML: {e}", err=True)
+        click.echo(f"slurm-mig: error: NVML: {describe(e)}", err=True)
         sys.exit(1)

@@ -21,7 +21,7 @@ from ..node.context import NodeContext
 from ..node.isolation import hand_over
 from ..node.ledger import Record
 from ..node.reconcile import reconcile
-from ..nvml.errors import NVMLError
+from ..nvml.errors import NVMLError, describe
 
 if TYPE_CHECKING:
     from ..core.policies import Policy
@@ -68,7 +68,7 @@ def prolog(cfg: Config, job: str, spec: str, gpu: Optional[int] = None,
                 reason = _try_place(node, job, request, gpu, uid, policy, gpus)
             except NVMLError as e:
                 nvml_errors += 1
-                reason = f"NVML error while reading the node: {e}"
+                reason = f"NVML error while reading the node: {describe(e)}"
                 jl.warning("%s (%d/2)", reason, nvml_errors)
                 if nvml_errors < 2:
                     continue
@@ -139,14 +139,14 @@ def _try_place(node: NodeContext, job: str, request: dict, gpu: Optional[int], u
                 rec.instances = [Held.of(i) for i in e.leaked] or rec.instances
                 node.ledger.put(rec)
                 raise e.cause
-            jl.warning("apply failed (attempt %d/%d): %s", attempt + 1, attempts, e.cause)
+            jl.warning("apply failed (attempt %d/%d): %s", attempt + 1, attempts, e)
             if e.leaked:
-                rec.state, rec.reason = "releasing", f"rollback incomplete: {e.cause}"
+                rec.state, rec.reason = "releasing", f"rollback incomplete: {e}"
                 rec.instances = [Held.of(i) for i in e.leaked]
             else:
-                rec.state, rec.reason = "released", f"apply failed: {e.cause}"
+                rec.state, rec.reason = "released", f"apply failed: {e}"
             node.ledger.put(rec)
-            last = f"creating instances failed: {e.cause}"
+            last = f"creating instances failed: {e}"
             continue
         rec.state, rec.instances = "created", [Held.of(i) for i in bound]
         node.ledger.put(rec)

@@ -70,10 +70,10 @@ def run() -> None:
         print(f"slurm-mig: error: {os_problem(e.filename or '?', e, 'use')}", file=sys.stderr)
         sys.exit(NODE_PROBLEM)
     except Exception as e:       # an NVML failure the hooks did not absorb: a node problem
-        from ..nvml.errors import NVMLError
+        from ..nvml.errors import NVMLError, describe
         if not isinstance(e, NVMLError):
             raise
-        print(f"slurm-mig: error: NVML: {e}", file=sys.stderr)
+        print(f"slurm-mig: error: NVML: {describe(e)}", file=sys.stderr)
         sys.exit(NODE_PROBLEM)
 
 

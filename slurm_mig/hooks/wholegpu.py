@@ -13,7 +13,7 @@ from ..node.context import NodeContext, owner_of
 from ..node.isolation import hand_over
 from ..node.ledger import Record
 from ..node.reconcile import reconcile, release
-from ..nvml.errors import NVMLError
+from ..nvml.errors import NVMLError, describe
 
 
 def prolog(node: NodeContext, job: str, gpus: List[int], uid: Optional[int]) -> None:
@@ -27,7 +27,7 @@ def prolog(node: NodeContext, job: str, gpus: List[int], uid: Optional[int]) -> 
         except NVMLError as e:
             if rec.updated:                  # written as intent (put sets updated): undo through it
                 release(node, rec, retries=0, delay=0)
-            node.fail(job, uid, f"NVML error while preparing the GPU: {e}",
+            node.fail(job, uid, f"NVML error while preparing the GPU: {describe(e)}",
                       Record(job=job, state="failed", whole_gpus=gpus, uid=uid),
                       keep_record=rec.state == "releasing")
 

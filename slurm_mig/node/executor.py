@@ -8,14 +8,14 @@ from ..core.view import Instance, Occupied
 from ..errors import NodeProblem, SlurmMigError
 from ..log import log
 from ..nvml.driver import Driver
-from ..nvml.errors import NVMLError
+from ..nvml.errors import NVMLError, describe
 
 
 class ApplyFailed(Exception):
     """Applying failed; `leaked` lists instances the rollback could not remove."""
 
     def __init__(self, cause: Exception, leaked: List[Instance]):
-        super().__init__(str(cause))
+        super().__init__(describe(cause))
         self.cause, self.leaked = cause, leaked
 
 
@@ -76,6 +76,6 @@ def rollback(driver: Driver, created: List[Instance]) -> List[Instance]:
             driver.destroy(inst.gpu, inst.gi_id)
         except NVMLError as e:
             log.error("rollback: could not destroy %s on GPU %d (GI %d): %s",
-                      inst.uuid, inst.gpu, inst.gi_id, e)
+                      inst.uuid, inst.gpu, inst.gi_id, describe(e))
             leaked.append(inst)
     return leaked

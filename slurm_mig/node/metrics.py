@@ -17,7 +17,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from ..core.view import IN_USE, QUARANTINED
 from ..errors import SlurmMigError
-from ..nvml.errors import NVMLError
+from ..nvml.errors import NVMLError, describe
 from . import counters
 from .context import NodeContext
 from .status import UNREADABLE, status_doc
@@ -79,7 +79,7 @@ def render(ctx: NodeContext) -> Tuple[bytes, Optional[str]]:
         families += _gpu_families(doc)
         nvml_up = 1
     except (NVMLError, SlurmMigError) as e:
-        problems.append(f"the GPUs: {e}")
+        problems.append(f"the GPUs: {describe(e)}")
         ledger_problem, nvml_up = None, 0
     if ledger_problem:
         problems.append(f"the ledger: {ledger_problem}")

@@ -10,7 +10,7 @@ import time
 from typing import TYPE_CHECKING, Dict, List, Optional, Tuple
 
 from ..log import JobLog
-from ..nvml.errors import NVMLError
+from ..nvml.errors import NVMLError, describe
 from . import counters, isolation
 from .context import NodeContext
 from .ledger import Record
@@ -47,7 +47,7 @@ def release(ctx: NodeContext, rec: Record, retries: int, delay: float) -> Record
                 live.pop(inst.gpu, None)
                 pids = d.busy_pids(inst.uuid) if inst.uuid else []
                 jl.warning("cannot destroy %s on GPU %d yet (%s; pids %s), attempt %d/%d",
-                           inst.uuid, inst.gpu, e, pids or "none", attempt + 1, retries + 1)
+                           inst.uuid, inst.gpu, describe(e), pids or "none", attempt + 1, retries + 1)
                 if attempt < retries:
                     time.sleep(delay)
         else:
@@ -187,7 +187,7 @@ def _destroy_unowned(ctx: NodeContext, dry_run: bool) -> List[str]:
             try:
                 ctx.driver.destroy(gpu, gi_id)
             except NVMLError as e:
-                actions[-1] = f"GPU {gpu}: kept {what}: {e}"
+                actions[-1] = f"GPU {gpu}: kept {what}: {describe(e)}"
     return actions
 
 

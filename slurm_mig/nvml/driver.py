@@ -14,7 +14,7 @@ from typing import Dict, List, Optional, Tuple
 from ..core import catalog
 from ..core.view import Gpu, Instance
 from ..errors import NodeProblem
-from .errors import NVMLError
+from .errors import NVMLError, describe
 
 
 def nvml_str(value) -> str:
@@ -37,7 +37,7 @@ class Driver:
         try:
             nvml.nvmlInit()
         except NVMLError as e:
-            raise NodeProblem(f"NVML initialisation failed: {e}; check the NVIDIA driver") from e
+            raise NodeProblem(f"NVML initialisation failed: {describe(e)}; check the NVIDIA driver") from e
 
     def batch(self):
         """Group many calls: the simulator then locks its state once. Real NVML
