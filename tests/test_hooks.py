@@ -291,3 +291,15 @@ def test_nvml_errors_reach_the_job_by_name_not_by_code(make_node):
     text, code = task_prolog(cfg.run_dir, "7")
     assert code == 1 and "INSUFFICIENT_RESOURCES (23): no room for it there" in text
     assert "with code" not in text
+
+
+def test_a_gpu_model_the_catalog_does_not_know_is_named(make_node, monkeypatch):
+    from slurm_mig.nvml.driver import Driver
+    cfg, state = make_node()
+    real = Driver.gpus
+    monkeypatch.setattr(Driver, "gpus", lambda self, *a, **k: [g._replace(model=None) for g in real(self, *a, **k)])
+    hooks.run_prolog(cfg, "7", "mig:1g.10gb:1", gpu=0, uid=None)
+    text, code = task_prolog(cfg.run_dir, "7")
+    assert code == 1 and "is a model the catalog does not know: `slurm-mig catalog import --gpu 0`" in text
+    hooks.run_prolog(cfg, "8", "mig:1g.10gb:1", gpu=3, uid=None)
+    assert "GPU 3 does not exist on this node" in task_prolog(cfg.run_dir, "8")[0]

@@ -110,6 +110,11 @@ def _try_place(node: NodeContext, job: str, request: dict, gpu: Optional[int], u
                     and g.model.mig_toggle_needs_reset and gpu in (None, g.index)]
     if reset_needed and gpu is not None:
         raise _mig_off_problem(reset_needed[0])
+    unplaceable = next((_unplaceable(g) for g in gpus if g.index == gpu), f"GPU {gpu} does not exist on this node") \
+        if gpu is not None else None
+    if unplaceable:                 # a fact of the node, not a lack of room: the job fails at once
+        node.fail(job, uid, unplaceable, Record(job=job, state="failed", request=request, uid=uid))
+        return None
     for attempt in range(attempts):
         try:
             view = node.view(gpus if attempt == 0 else None)
@@ -158,6 +163,16 @@ def _try_place(node: NodeContext, job: str, request: dict, gpu: Optional[int], u
         jl.info("bound %s (%s)", ",".join(rec.uuids), format_spec(request))
         return None
     node.fail(job, uid, last, Record(job=job, state="failed", request=request, uid=uid))
+    return None
+
+
+def _unplaceable(g: "Gpu") -> Optional[str]:
+    """Why MIG instances can never be made on GPU `g`, if they cannot."""
+    if g.model is None:
+        return (f"GPU {g.index} ({g.name}, PCI device id {g.pci_device_id:#010x}) is a model the catalog "
+                f"does not know: `slurm-mig catalog import --gpu {g.index}` prints the entry to add")
+    if not g.mig_capable:
+        return f"GPU {g.index} ({g.name}) does not support MIG"
     return None
 
 
