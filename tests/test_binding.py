@@ -88,3 +88,33 @@ def test_fail_file_and_old_env_file(tmp_path):
     assert run_script(run_dir, env) == task_prolog(str(run_dir), "9", env) == (old, 0)
     assert run_script(run_dir, {"SLURM_JOB_ID": "10"}) == task_prolog(str(run_dir), "10", {}) == ("", 0)
     assert run_script(run_dir, {"SLURM_JOB_ID": "../9"}) == ("", 0)
+
+
+HET = {"SLURM_HET_SIZE": "3", "SLURM_JOB_ID_HET_GROUP_0": "20", "SLURM_JOB_ID_HET_GROUP_1": "21",
+       "SLURM_JOB_ID_HET_GROUP_2": "22"}
+
+
+@pytest.mark.parametrize("bound, expect", [
+    ({"20": MIG[:1]}, MIG[0]),                        # the leader's node
+    ({"21": MIG[1:2]}, MIG[1]),                       # a component's node: its own id, not the leader's
+    ({"22": GPU[:1], "21": MIG[1:2]}, MIG[1]),        # two components here: the first one's
+    ({"20": MIG[:1], "22": MIG[2:3]}, MIG[0]),        # the leader's wins where it is bound
+])
+def test_a_heterogeneous_jobs_tasks_find_their_components_devices(tmp_path, bound, expect):
+    """Every task of a heterogeneous job sees the leader's SLURM_JOB_ID (as slurmd
+    22.05 set it in the TaskProlog of `srun --het-group=0,1`); each component was
+    bound under its own id."""
+    run_dir = tmp_path / "run"
+    for job, uuids in bound.items():
+        write_devices(run_dir, job, uuids)
+    env = {"SLURM_JOB_ID": "20", **HET}
+    assert run_script(run_dir, env) == task_prolog(str(run_dir), "20", env) == \
+        (f"export CUDA_VISIBLE_DEVICES={expect}\n", 0)
+
+
+def test_a_forged_component_id_is_ignored(tmp_path):
+    run_dir = tmp_path / "run"
+    write_devices(run_dir, "21", MIG[:1])
+    for forged in ("21;id", "$(id)", "../21"):
+        env = {"SLURM_JOB_ID": "20", "SLURM_HET_SIZE": "2", "SLURM_JOB_ID_HET_GROUP_1": forged}
+        assert run_script(run_dir, env) == task_prolog(str(run_dir), "20", env) == ("", 0)

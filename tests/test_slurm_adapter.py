@@ -177,3 +177,11 @@ def test_the_one_job_read_merges_repeated_profiles_and_keeps_the_comment_whole()
 def test_whole_gpus_come_from_slurmd():
     req = parse_job_line("4|1|1|0|gres:gpu:h100:2|n1|debug||(null)|(null)|\n", "4", "n1", "0-1")
     assert (req.spec, req.gpu, req.whole_gpus) == ("", None, [0, 1])
+
+
+def test_a_heterogeneous_jobs_leader_reads_its_own_component():
+    """`squeue -j <leader>` lists every component (each a job of its own id)."""
+    text = ("1|1|1|0|gres:mig:1g.10gb:1,gres:shard:8|n1|debug||(null)|(null)|\n"
+            "2|1|1|0|gres:mig:2g.20gb:1,gres:shard:15|n2|debug||(null)|(null)|\n")
+    assert parse_job_line(text, "1", "n1", "0").spec == "mig:1g.10gb:1"
+    assert parse_job_line(text, "2", "n2", "0").spec == "mig:2g.20gb:1"

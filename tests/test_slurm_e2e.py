@@ -248,6 +248,25 @@ def test_two_node_job_binds_each_node_its_own_gpu(slurm):
         assert all(node_instances(c, n, j) == [] for n in c.nodes for j in (job, blocker))
 
 
+def test_each_component_of_a_heterogeneous_job_gets_its_own_instances(slurm):
+    """A het job's components are jobs of their own (bound under their own
+    ids), while every task sees the leader's SLURM_JOB_ID: each task finds
+    its component's instance, of its component's profile."""
+    with DevCluster("2xH100-80GB", wait_for_room=3, slurm=slurm, nodes=2) as c:
+        n1, n2 = c.nodes
+        job = c.sbatch("-w", n1, "--mem=100", "--gres=mig:1g.10gb:1", ":", "-w", n2, "--mem=100",
+                       "--gres=mig:2g.20gb:1",
+                       script="srun --het-group=0,1 sh -c 'echo TASK_$SLURMD_NODENAME=$CUDA_VISIBLE_DEVICES'; sleep 3")
+        tasks = wait_for_tasks(c, job, c.nodes)
+        leader, other = c.run("squeue", "-h", "-j", job, "-O", "JobID:|").stdout.split()
+        assert leader == f"{job}|"
+        placed = {n1: node_instances(c, n1, job), n2: node_instances(c, n2, other.rstrip("|"))}
+        assert [i["profile"] for _, i in placed[n1]] == ["1g.10gb"] and \
+            [i["profile"] for _, i in placed[n2]] == ["2g.20gb"], placed
+        assert {n: [i["uuid"] for _, i in placed[n]] for n in c.nodes} == tasks
+        assert c.wait_job(job) == "COMPLETED", c.output(job)
+
+
 def test_two_node_static_job_binds_each_node_its_own_records(slurm):
     """Static mode with one cluster-wide gres.conf (NodeName= records) and a
     different layout per node: each node maps Slurm's IDX through its own

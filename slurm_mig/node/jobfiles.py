@@ -91,6 +91,7 @@ def task_prolog(run_dir: str, job: str, env: Optional[Mapping[str, str]] = None,
     if uid is None:
         env_uid = env.get("SLURM_JOB_UID", "")
         uid = int(env_uid) if env_uid.isdigit() else os.getuid()
+    job = het_component(run_dir, job, env, uid)
     text = _read_trusted(job_file(run_dir, job, FAIL), uid)
     if text is not None:
         return "".join(f"print {line}" for line in text.splitlines(keepends=True)), 1
@@ -108,6 +109,27 @@ def task_prolog(run_dir: str, job: str, env: Optional[Mapping[str, str]] = None,
     chosen, warning = select(uuids, env)
     text = f"print {warning}\n" if warning else ""
     return text + f"export CUDA_VISIBLE_DEVICES={','.join(chosen)}\n", 0
+
+
+def het_component(run_dir: str, job: str, env: Mapping[str, str], uid: int) -> str:
+    """The job id this task's devices were bound under. A heterogeneous job's
+    components are jobs of their own, each bound by its own id
+    (SLURM_JOB_ID_HET_GROUP_<n>), while every task sees the leader's
+    SLURM_JOB_ID: on a node with no files of `job`, the first component with
+    files here is this task's (components that share a node are told apart
+    only by the leader's)."""
+    size = env.get("SLURM_HET_SIZE", "")
+    if not size.isdigit() or _bound_here(run_dir, job, uid):
+        return job
+    for n in range(min(int(size), 128)):
+        component = env.get(f"SLURM_JOB_ID_HET_GROUP_{n}", "")
+        if component.isdigit() and len(component) <= 10 and _bound_here(run_dir, component, uid):
+            return component
+    return job
+
+
+def _bound_here(run_dir: str, job: str, uid: int) -> bool:
+    return any(_read_trusted(job_file(run_dir, job, kind), uid) is not None for kind in (ENV, FAIL))
 
 
 def _read_trusted(path: str, uid: int) -> Optional[str]:

@@ -149,8 +149,9 @@ def job_query(job: str) -> List[str]:
 
 def parse_job_line(text: str, job: str, node: str, job_gpus: str) -> JobRequest:
     """This node's share of `job` from the one-job read and SLURM_JOB_GPUS."""
-    lines = [ln for ln in text.splitlines() if ln.strip()]
-    if len(lines) != 1 or not lines[0].startswith(f"{job}|"):
+    # A heterogeneous job's leader id lists every component: each is a job of its own.
+    lines = [ln for ln in text.splitlines() if ln.startswith(f"{job}|")]
+    if len(lines) != 1:
         raise BadInput(f"squeue printed {len(lines)} lines for job {job}, not its own one")
     values = lines[0].split("|", len(FIELDS) - 1)
     if len(values) != len(FIELDS):
