@@ -171,7 +171,7 @@ def test_the_prolog_reads_the_request_once_and_the_gpu_from_slurmd(make_node, fa
 
 @pytest.mark.parametrize("line, why", [
     ("", "squeue printed 0 lines for job 5"),
-    ("6|1|1|0|gres:shard:8|n1|debug||(null)|(null)|\n", "squeue printed 1 lines for job 5, not its own"),
+    ("6|1|1|0|gres:shard:8|n1|debug||(null)|(null)|\n", "squeue printed 0 lines for job 5, not its own"),
     ("5|1|1|0|gres:shard:8|n2|debug||(null)|(null)|\n", "Slurm says job 5 runs on n2, not on n1"),
     ("5|1|1|0|gres:shard:8|n1\n", "squeue printed 6 fields for job 5, not 10"),
     ("5|1|1|0|gres:mig:1g.10gb:x|n1|debug||(null)|(null)|\n", "unknown GRES request item"),
