@@ -130,6 +130,14 @@ def honest_7g(cluster):
     return cluster.wait_job(cluster.sbatch("--gres=mig:7g.80gb:1", script="true"))
 
 
+def test_a_repeated_profile_gets_every_instance_it_is_charged_for(cluster):
+    """`mig:1g.10gb:1,mig:1g.10gb:1`: job_submit.lua charges two instances' shards,
+    and the Prolog places two (the request is summed per profile)."""
+    job = cluster.sbatch("--gres=mig:1g.10gb:1,mig:1g.10gb:1", script="echo CVD=$CUDA_VISIBLE_DEVICES")
+    assert cluster.wait_job(job) == "COMPLETED"
+    assert len(set(uuids_in(cluster.output(job)))) == 2
+
+
 def test_a_job_without_gpus_does_not_ask_slurm(cluster):
     """The Prolog of a GPU-less job returns before reading Slurm and its
     Epilog writes nothing; a MIG job's reads Slurm once (the hooks reach Slurm
