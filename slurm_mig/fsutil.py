@@ -68,6 +68,9 @@ def atomic_write(path: str, data: bytes, mode: int = 0o600, uid: Optional[int] =
     """Write via temp file (+ fsync) + rename, so readers see old or new, never
     half. `durable` also fsyncs file and directory, to survive a power cut.
     An OSError becomes one line naming the path and the cause."""
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise os_problem(path, FileNotFoundError(errno.ENOENT, f"directory {directory} does not exist"), "write")
     with os_errors(path, "write"):
         _atomic_write(path, data, mode, uid, gid, durable)
 

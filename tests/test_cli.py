@@ -133,3 +133,50 @@ def test_catalog_import_reads_a_gpu(node, cli):
 def test_help_explains(cli):
     out = cli("--help", check=0).stdout
     assert "Exit codes" in out and "prolog" in out and "SLURM_MIG_BACKEND" in out
+
+
+# -- what an admin meets first: errors that name the thing -------------------------------------
+def test_apply_refuses_gpus_the_node_lacks(node, cli, tmp_path):
+    state, env = node
+    layout = tmp_path / "l.yaml"
+    layout.write_text('version: v1\nmig-configs:\n  c:\n    - devices: [0, 5]\n      mig-enabled: true\n'
+                      '      mig-devices:\n        "1g.10gb": 1\n')
+    p = cli("apply", "-f", str(layout), "-c", "c", env=env, check=2)
+    assert "the layout names GPU(s) 5, which this node does not have (GPUs 0, 1); nothing was changed" in p.stderr
+    assert json.loads(cli("status", "--json", env=env, check=0).stdout)["gpus"][0]["instances"] == []
+
+
+def test_broken_yaml_names_the_file_and_the_line(node, cli, tmp_path):
+    state, env = node
+    layout = tmp_path / "bad.yaml"
+    layout.write_text("version: v1\nmig-configs: [\n")
+    p = cli("apply", "-f", str(layout), "-c", "c", env=env, check=2)
+    assert f"{layout} is not valid YAML, line 3, column 1:" in p.stderr and "<unicode string>" not in p.stderr
+
+
+def test_metrics_into_a_missing_directory_name_it(node, cli, tmp_path):
+    state, env = node
+    target = tmp_path / "nodir" / "x.prom"
+    p = cli("status", "--prometheus", "--output", str(target), env=env, check=1)
+    assert f"cannot write {target}: directory {target.parent} does not exist" in p.stderr and ".tmp-" not in p.stderr
+
+
+def test_the_hook_entry_explains_itself(node, tmp_path):
+    import subprocess
+    import sys
+    state, env = node
+    run = lambda *args, **extra: subprocess.run([sys.executable, "-m", "slurm_mig.hooks.main", *args],  # noqa: E731
+                                                capture_output=True, text=True, env={**env, **extra})
+    p = run("--help")
+    assert p.returncode == 0 and p.stdout.startswith("usage: slurm-mig-hook prolog|epilog|task-prolog|steer")
+    (tmp_path / "hook.toml").write_text("wait_for_room = 0\n")
+    p = run("prolog", SLURM_MIG_CONFIG=str(tmp_path / "hook.toml"))
+    assert p.returncode == 1 and "slurm-mig-hook prolog: SLURM_JOB_ID is not set: it runs under slurmd" in p.stderr
+
+
+def test_plan_places_on_one_gpu_as_a_prolog_does(node, cli):
+    state, env = node
+    p = cli("plan", "--request", "mig:7g.80gb:1,mig:1g.10gb:1", env=env, check=3)
+    assert "can never fit here: together they need more than one H100-SXM5-80GB has" in p.stderr
+    p = cli("plan", "--request", "mig:3g.40gb:1,mig:1g.10gb:1", env=env, check=0)
+    assert len({line.split(" on GPU ")[1].split()[0] for line in p.stdout.splitlines()}) == 1

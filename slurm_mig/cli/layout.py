@@ -29,7 +29,7 @@ def apply_cmd(obj, path, name, check, dry_run, force, allow_reset):
     from ..node.sitehooks import runner
     cfg = obj.cfg()
     with open(path, encoding="utf-8") as f:
-        entries = layout.load_config(f.read(), name)
+        entries = layout.load_config(f.read(), name, path)
     node = NodeContext(cfg)
     with node.ledger.lock():
         busy = busy_instances(node, include_jobs=not force)

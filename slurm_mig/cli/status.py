@@ -71,7 +71,9 @@ def _prometheus(ctx, output) -> int:
 
 @main.command()
 @click.option("--request", "spec", required=True, metavar="SPEC", help="e.g. mig:3g.40gb:1,mig:1g.10gb:2")
-@click.option("--gpu", type=int, help="Place only on this GPU index.")
+@click.option("--gpu", type=int, help="Place only on this GPU index (Slurm's GPU for the job). "
+              "Without it, on one GPU that can take the request, as a Prolog does; across GPUs "
+              "only with gpu_fallback = true.")
 @click.option("--policy", type=click.Choice(["most-room", "packed", "first-fit"]), help="Placement policy.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.pass_obj
@@ -83,7 +85,7 @@ def plan(obj, spec, gpu, policy, as_json):
     from ..node.context import NodeContext
     cfg = obj.cfg(policy=policy)
     request = parse_spec(spec)
-    p = planner.plan(NodeContext(cfg).view(), request, gpu, named_policy(cfg.policy))
+    p = planner.plan(NodeContext(cfg).view(), request, gpu, named_policy(cfg.policy), spread=cfg.gpu_fallback)
     if as_json:
         click.echo(json.dumps({
             "enable_mig": list(p.enable_mig),

@@ -38,13 +38,17 @@ class GpuChange:
                           and all(x.reuse is not None for x in p.placements)))
 
 
-def load_config(text: str, name: str) -> list:
-    """The entries of config `name` from mig-parted YAML text, validated."""
+def load_config(text: str, name: str, source: str = "layout file") -> list:
+    """The entries of config `name` from mig-parted YAML text, validated;
+    `source` names the text in errors (the file's path)."""
     import yaml
     try:
         doc = yaml.safe_load(text)
     except yaml.YAMLError as e:
-        raise BadInput(f"layout file is not valid YAML: {e}") from e
+        mark = getattr(e, "problem_mark", None)
+        where = f", line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        what = " ".join(filter(None, (getattr(e, "context", None), getattr(e, "problem", None)))) or str(e)
+        raise BadInput(f"{source} is not valid YAML{where}: {what}") from e
     if not isinstance(doc, dict) or doc.get("version") != "v1" or not isinstance(doc.get("mig-configs"), dict):
         raise BadInput("layout file must have `version: v1` and a `mig-configs:` mapping (mig-parted format)")
     configs = doc["mig-configs"]
@@ -111,6 +115,11 @@ def diff(gpus: List[Gpu], entries: list, busy: Dict[str, str]) -> List[GpuChange
     """What must change per GPU. `busy` maps MIG UUIDs in use to why (job, pids).
     Raises NoFit / BadInput, before anything is changed, when the layout cannot
     be reached without touching a busy instance."""
+    have = {g.index for g in gpus}
+    missing = sorted({d for e in entries if e["devices"] != "all" for d in e["devices"]} - have)
+    if missing:
+        raise BadInput(f"the layout names GPU(s) {', '.join(map(str, missing))}, which this node does not "
+                       f"have (GPUs {', '.join(map(str, sorted(have))) or 'none'}); nothing was changed")
     changes = []
     for gpu in gpus:
         wanted = wanted_for(entries, gpu)

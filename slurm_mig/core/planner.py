@@ -167,10 +167,10 @@ def _finish(views: List[GpuView], chosen: List[Tuple[GiProfile, int, int]]) -> P
 
 
 def plan(node: Iterable[GpuView], request: Dict[str, int], gpu: Optional[int] = None,
-         policy: Policy = POLICIES["most-room"]) -> Plan:
+         policy: Policy = POLICIES["most-room"], spread: bool = True) -> Plan:
     """Place `request` (profile name -> count) on the node: on one GPU when
-    possible (Slurm's shards for a job come from one GPU), else across GPUs
-    unless `gpu` pins it. Raises NoFit with the reason."""
+    possible (Slurm's shards for a job come from one GPU), else, with
+    `spread`, across GPUs unless `gpu` pins it. Raises NoFit with the reason."""
     views = [v for v in node if gpu is None or v.index == gpu]
     if gpu is not None and not views:
         raise NoFit(f"GPU {gpu} does not exist on this node")
@@ -187,7 +187,7 @@ def plan(node: Iterable[GpuView], request: Dict[str, int], gpu: Optional[int] = 
         chosen = _search(names, [_GpuSearch(view)], policy, orders)
         if chosen is not None:
             return _finish([view], chosen)
-    names = _expand(views, request) if len(views) > 1 else None
+    names = _expand(views, request) if len(views) > 1 and spread else None
     if names is not None:
         offered = True
         chosen = _search(names, [_GpuSearch(v) for v in views], policy, orders)
@@ -197,7 +197,7 @@ def plan(node: Iterable[GpuView], request: Dict[str, int], gpu: Optional[int] = 
         models = ", ".join(sorted({v.model.key for v in views}))
         raise NoFit(f"{wanted}: no GPU here offers these profiles (models: {models})")
     never = [never_fits(v.model, request) for v in views]
-    if all(never) and (len(views) == 1 or _search(_expand(views, request), [
+    if all(never) and (len(views) == 1 or not spread or _search(_expand(views, request), [
             _GpuSearch(v._replace(occupied=())) for v in views], policy) is None):
         raise NeverFits(f"{wanted} can never fit here: {never[0]}")
     room = ", ".join(f"GPU {v.index}: {v.free_memory_slots()}/{v.model.memory_slots} slots free"

@@ -21,15 +21,31 @@ VERBS = ("prolog", "epilog", "task-prolog", "steer")
 NODE_PROBLEM = 1
 
 
+USAGE = f"""usage: slurm-mig-hook {'|'.join(VERBS)}
+
+What the scripts slurm.conf's Prolog=, Epilog= and TaskProlog= name run under
+slurmd; everything comes from slurmd's environment (SLURM_JOB_ID, SLURM_JOB_UID,
+SLURM_JOB_GPUS, SLURMD_NODENAME) and the config file (SLURM_MIG_CONFIG, default
+/etc/slurm-mig/config.toml). `steer` is what a Prolog that requeued its job leaves
+running. For use by hand, see `slurm-mig --help`."""
+
+
 def main(argv) -> int:
+    if argv in (["-h"], ["--help"]):
+        print(USAGE)
+        return 0
     if len(argv) != 1 or argv[0] not in VERBS:
-        print(f"usage: slurm-mig-hook {'|'.join(VERBS)}  (job from SLURM_JOB_ID)", file=sys.stderr)
+        print(USAGE, file=sys.stderr)
         return NODE_PROBLEM
     verb = argv[0]
     from .. import config
     from ..core.syntax import check_job_id
     cfg = config.load()
-    job = check_job_id(os.environ.get("SLURM_JOB_ID"))
+    if not os.environ.get("SLURM_JOB_ID"):
+        print(f"slurm-mig-hook {verb}: SLURM_JOB_ID is not set: it runs under slurmd "
+              "(outside Slurm, use `slurm-mig prolog|epilog|task-prolog --job N`)", file=sys.stderr)
+        return NODE_PROBLEM
+    job = check_job_id(os.environ["SLURM_JOB_ID"])
     if verb == "task-prolog":
         from ..node.jobfiles import task_prolog
         text, code = task_prolog(cfg.run_dir, job)
