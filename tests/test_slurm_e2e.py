@@ -235,44 +235,50 @@ def wait_for_tasks(cluster, job, nodes):
 TASKS = "srun -N2 -n2 sh -c 'echo TASK_$SLURMD_NODENAME=$CUDA_VISIBLE_DEVICES'; sleep 3"
 
 
-def test_two_node_job_binds_each_node_its_own_gpu(slurm):
+@pytest.fixture(scope="module")
+def two_nodes(slurm):
+    with DevCluster("2xH100-80GB", wait_for_room=3, slurm=slurm, nodes=2) as c:
+        yield c
+
+
+def test_two_node_job_binds_each_node_its_own_gpu(two_nodes):
     """Nodes that got different GPUs (GPU 0 of the first node is full) each
     place one instance on their own GPU, and each task sees its own node's."""
-    with DevCluster("2xH100-80GB", wait_for_room=3, slurm=slurm, nodes=2) as c:
-        n1, n2 = c.nodes
-        blocker = c.sbatch("-w", n1, "--gres=mig:7g.80gb:1", script="sleep 300")
-        c._wait(lambda: c.job_state(blocker) == "RUNNING" and node_instances(c, n1, blocker), 60,
-                "the blocker")
-        assert [gpu for gpu, _ in node_instances(c, n1, blocker)] == [0]
-        job = c.sbatch("-N2", "--gres=mig:3g.40gb:1", script=TASKS)
-        tasks = wait_for_tasks(c, job, c.nodes)
-        placed = {n: node_instances(c, n, job) for n in c.nodes}
-        assert [(gpu, i["profile"]) for gpu, i in placed[n1]] == [(1, "3g.40gb")], placed
-        assert [(gpu, i["profile"]) for gpu, i in placed[n2]] == [(0, "3g.40gb")], placed
-        assert {n: [i["uuid"] for _, i in placed[n]] for n in c.nodes} == tasks
-        assert c.wait_job(job) == "COMPLETED"
-        c.run("scancel", blocker)
-        assert c.wait_job(blocker) == "CANCELLED"
-        assert all(node_instances(c, n, j) == [] for n in c.nodes for j in (job, blocker))
+    c = two_nodes
+    n1, n2 = c.nodes
+    blocker = c.sbatch("-w", n1, "--gres=mig:7g.80gb:1", script="sleep 300")
+    c._wait(lambda: c.job_state(blocker) == "RUNNING" and node_instances(c, n1, blocker), 60,
+            "the blocker")
+    assert [gpu for gpu, _ in node_instances(c, n1, blocker)] == [0]
+    job = c.sbatch("-N2", "--gres=mig:3g.40gb:1", script=TASKS)
+    tasks = wait_for_tasks(c, job, c.nodes)
+    placed = {n: node_instances(c, n, job) for n in c.nodes}
+    assert [(gpu, i["profile"]) for gpu, i in placed[n1]] == [(1, "3g.40gb")], placed
+    assert [(gpu, i["profile"]) for gpu, i in placed[n2]] == [(0, "3g.40gb")], placed
+    assert {n: [i["uuid"] for _, i in placed[n]] for n in c.nodes} == tasks
+    assert c.wait_job(job) == "COMPLETED"
+    c.run("scancel", blocker)
+    assert c.wait_job(blocker) == "CANCELLED"
+    assert all(node_instances(c, n, j) == [] for n in c.nodes for j in (job, blocker))
 
 
-def test_each_component_of_a_heterogeneous_job_gets_its_own_instances(slurm):
+def test_each_component_of_a_heterogeneous_job_gets_its_own_instances(two_nodes):
     """A het job's components are jobs of their own (bound under their own
     ids), while every task sees the leader's SLURM_JOB_ID: each task finds
     its component's instance, of its component's profile."""
-    with DevCluster("2xH100-80GB", wait_for_room=3, slurm=slurm, nodes=2) as c:
-        n1, n2 = c.nodes
-        job = c.sbatch("-w", n1, "--mem=100", "--gres=mig:1g.10gb:1", ":", "-w", n2, "--mem=100",
-                       "--gres=mig:2g.20gb:1",
-                       script="srun --het-group=0,1 sh -c 'echo TASK_$SLURMD_NODENAME=$CUDA_VISIBLE_DEVICES'; sleep 3")
-        tasks = wait_for_tasks(c, job, c.nodes)
-        leader, other = c.run("squeue", "-h", "-j", job, "-O", "JobID:|").stdout.split()
-        assert leader == f"{job}|"
-        placed = {n1: node_instances(c, n1, job), n2: node_instances(c, n2, other.rstrip("|"))}
-        assert [i["profile"] for _, i in placed[n1]] == ["1g.10gb"] and \
-            [i["profile"] for _, i in placed[n2]] == ["2g.20gb"], placed
-        assert {n: [i["uuid"] for _, i in placed[n]] for n in c.nodes} == tasks
-        assert c.wait_job(job) == "COMPLETED", c.output(job)
+    c = two_nodes
+    n1, n2 = c.nodes
+    job = c.sbatch("-w", n1, "--mem=100", "--gres=mig:1g.10gb:1", ":", "-w", n2, "--mem=100",
+                   "--gres=mig:2g.20gb:1",
+                   script="srun --het-group=0,1 sh -c 'echo TASK_$SLURMD_NODENAME=$CUDA_VISIBLE_DEVICES'; sleep 3")
+    tasks = wait_for_tasks(c, job, c.nodes)
+    leader, other = c.run("squeue", "-h", "-j", job, "-O", "JobID:|").stdout.split()
+    assert leader == f"{job}|"
+    placed = {n1: node_instances(c, n1, job), n2: node_instances(c, n2, other.rstrip("|"))}
+    assert [i["profile"] for _, i in placed[n1]] == ["1g.10gb"] and \
+        [i["profile"] for _, i in placed[n2]] == ["2g.20gb"], placed
+    assert {n: [i["uuid"] for _, i in placed[n]] for n in c.nodes} == tasks
+    assert c.wait_job(job) == "COMPLETED", c.output(job)
 
 
 def test_two_node_static_job_binds_each_node_its_own_records(slurm):
