@@ -228,3 +228,45 @@ def test_the_hook_entry_exits_0_when_slurm_is_down(make_node, tmp_path):
                        capture_output=True, text=True, timeout=60)
     assert p.returncode == 0, p.stderr
     assert task_prolog(cfg.run_dir, "5")[1] == 1
+
+
+# -- whole GPUs next to MIG jobs ---------------------------------------------------------------
+def test_a_batch_whole_gpu_job_on_a_gpu_with_instances_goes_back_to_the_queue(make_node, fake_slurm):
+    """22.05 can hand GPU 0 to `--gres=gpu:1` while a MIG job's instance is still
+    there: the job is requeued and marked like a MIG job, never failed."""
+    cfg = full_gpu_node(make_node, slurm_bin_dir=fake_slurm(entry("gres:gpu:1", **BATCH)))
+    run_prolog(cfg, "5", uid=None, env=ENV)
+    requeue, mark = [c for c in fake_slurm.calls() if c.startswith("scontrol")]
+    assert requeue == "scontrol requeue 5"
+    assert "AdminComment=slurm-mig: requeued 1/100: GPU 0 still holds MIG instances of job 4" in mark
+    from slurm_mig.node.ledger import Ledger
+    rec = Ledger(cfg.state_dir).get("5")
+    assert rec.state == "released" and rec.whole_gpus == [0] and rec.reason.startswith("requeued: ")
+
+
+def test_an_interactive_whole_gpu_job_waits_for_the_instances_to_go(make_node, fake_slurm):
+    import threading
+    cfg = full_gpu_node(make_node, slurm_bin_dir=fake_slurm(entry("gres:gpu:1")), wait_for_room=20)
+    threading.Timer(1.0, hooks_epilog, (cfg, "4")).start()      # job 4 ends while job 5 waits
+    run_prolog(cfg, "5", uid=None, env=ENV)
+    text, code = task_prolog(cfg.run_dir, "5")
+    assert code == 0 and text.startswith("export CUDA_VISIBLE_DEVICES=GPU-")
+
+
+def test_a_busy_instance_no_job_owns_is_named_not_a_code(make_node, fake_slurm):
+    from slurm_mig.sim.control import set_busy
+    from slurm_mig.sim import SimStore
+    cfg = full_gpu_node(make_node, slurm_bin_dir=fake_slurm(entry("gres:gpu:1")))
+    state = cfg.backend[4:]
+    (uuid,) = [c["uuid"] for g in SimStore(state).read()["gpus"] for gi in g["gis"] for c in gi["cis"]]
+    set_busy(state, uuid)
+    os.unlink(os.path.join(cfg.state_dir, "jobs", "4.json"))     # an orphan: nobody owns it, a process uses it
+    run_prolog(cfg, "5", uid=None, env=ENV)
+    text, code = task_prolog(cfg.run_dir, "5")
+    assert code == 1 and f"GPU 0 holds 7g.80gb {uuid}, which no job owns and processes still use (pids" in text
+    assert "code 19" not in text
+
+
+def hooks_epilog(cfg, job):
+    from slurm_mig.hooks.epilog import epilog
+    epilog(cfg, job)

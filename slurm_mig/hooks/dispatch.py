@@ -57,7 +57,7 @@ def run_prolog(cfg: Config, job: str, spec: Optional[str] = None, gpu: Optional[
     counters.bump(cfg.state_dir, "prologs")
     if whole_gpus:
         from .wholegpu import prolog as whole_gpu_prolog
-        whole_gpu_prolog(_context(cfg), job, whole_gpus, uid)
+        whole_gpu_prolog(_context(cfg), job, whole_gpus, uid, cfg.wait_for_room, send_back)
     elif spec:
         from .dynamic import prolog as mig_prolog
         mig_prolog(cfg, job, spec, gpu, uid, send_back)

@@ -8,7 +8,6 @@ Per-job problems (bad request, no room, a failed create) fail the job alone
 """
 from __future__ import annotations
 
-import time
 from typing import TYPE_CHECKING, Callable, List, Optional
 
 from ..config import Config
@@ -16,19 +15,16 @@ from ..core.syntax import check_job_id, format_spec, parse_spec
 from ..core.view import Held
 from ..errors import BadInput, NeverFits, NoFit, NodeProblem
 from ..log import JobLog
-from ..node import counters
 from ..node.context import NodeContext
 from ..node.isolation import hand_over
 from ..node.ledger import Record
 from ..node.reconcile import reconcile
 from ..nvml.errors import NVMLError, describe
+from .admission import AGAIN, FailNow, admit
 
 if TYPE_CHECKING:
     from ..core.policies import Policy
     from ..core.view import Gpu
-
-POLL_INTERVAL = 0.5
-
 
 def prolog(cfg: Config, job: str, spec: str, gpu: Optional[int] = None,
            uid: Optional[int] = None,
@@ -46,54 +42,32 @@ def prolog(cfg: Config, job: str, spec: str, gpu: Optional[int] = None,
         return
     from ..core.policies import policy as named_policy
     policy = named_policy(cfg.policy)
-    deadline = time.monotonic() + cfg.wait_for_room
-    nvml_errors, reason_tail = 0, ""
-    while True:
-        with node.ledger.lock():
-            node.driver                      # NVML that cannot even start is a node problem
-            try:
-                if node.ended_since_start(job):
-                    jl.info("the job ended (its epilog ran) while waiting for room; nothing bound")
-                    return
-                rec = node.claim(job, uid, request=request)
-                if rec is not None and rec.state == "bound":
-                    live = node.live_instances().values()
-                    if all(any(e.names(i) for i in live) for e in rec.instances):
-                        node.rebind(rec, uid)
-                        jl.info("already bound to %s", ",".join(rec.uuids))
-                        return
-                gpus = node.driver.gpus()
-                if reconcile(node, gpus=gpus):
-                    gpus = node.driver.gpus()       # reconcile changed the node: read it again
-                reason = _try_place(node, job, request, gpu, uid, policy, gpus)
-            except NVMLError as e:
-                nvml_errors += 1
-                reason = f"NVML error while reading the node: {describe(e)}"
-                jl.warning("%s (%d/2)", reason, nvml_errors)
-                if nvml_errors < 2:
-                    continue
-                break
-            if reason is None:
-                return
-        if send_back is not None:
-            not_requeued = send_back(reason)
-            if not_requeued is None:
-                with node.ledger.lock():
-                    node.ledger.put(Record(job=job, state="released", request=request, uid=uid,
-                                           reason=f"requeued: {reason}"))
-                counters.bump(cfg.state_dir, "requeues")
-                jl.info("sent back to the queue: %s", reason)
-                return
-            jl.info("not sent back to the queue: %s", not_requeued)
-            reason_tail, send_back = f"; not requeued: {not_requeued}", None
-        if time.monotonic() >= deadline:
-            break
-        jl.info("waiting for room: %s", reason)
-        time.sleep(min(POLL_INTERVAL, max(0.0, deadline - time.monotonic())))
-    with node.ledger.lock():
-        if not node.ended_since_start(job):
-            node.fail(job, uid, reason + reason_tail,
-                      Record(job=job, state="failed", request=request, uid=uid))
+    nvml_errors = 0
+
+    def attempt():
+        nonlocal nvml_errors
+        try:
+            rec = node.claim(job, uid, request=request)
+            if rec is not None and rec.state == "bound":
+                live = node.live_instances().values()
+                if all(any(e.names(i) for i in live) for e in rec.instances):
+                    node.rebind(rec, uid)
+                    jl.info("already bound to %s", ",".join(rec.uuids))
+                    return None
+            gpus = node.driver.gpus()
+            if reconcile(node, gpus=gpus):
+                gpus = node.driver.gpus()       # reconcile changed the node: read it again
+            return _try_place(node, job, request, gpu, uid, policy, gpus)
+        except NVMLError as e:
+            nvml_errors += 1
+            reason = f"NVML error while reading the node: {describe(e)}"
+            jl.warning("%s (%d/2)", reason, nvml_errors)
+            if nvml_errors < 2:
+                return AGAIN
+            raise FailNow(reason) from e
+
+    admit(node, job, uid, cfg.wait_for_room, send_back, attempt,
+          lambda **fields: Record(job=job, request=request, uid=uid, **fields))
 
 
 def _try_place(node: NodeContext, job: str, request: dict, gpu: Optional[int], uid: Optional[int],

@@ -1,10 +1,14 @@
 """Dynamic mode: a job given whole GPUs (`--gres=gpu:N`). Slurm does not share
 such a GPU with shard jobs; the prolog makes it usable: MIG off where the GPU
 switches without a reset (Hopper and later; back on at release), else one
-full-size instance (destroyed at release like any other)."""
+full-size instance (destroyed at release like any other). While another job's
+instances, or an instance a process still uses, are on the GPU (22.05 hands a
+GPU to a whole-GPU job while a shard of it is still allocated), a batch job
+goes back to the queue and any other waits, as a MIG job does
+(hooks/admission.py)."""
 from __future__ import annotations
 
-from typing import List, Optional
+from typing import Callable, List, Optional
 
 from ..core.view import Held
 from ..errors import NodeProblem
@@ -14,33 +18,40 @@ from ..node.isolation import hand_over
 from ..node.ledger import Record
 from ..node.reconcile import reconcile, release
 from ..nvml.errors import NVMLError, describe
+from .admission import admit
 
 
-def prolog(node: NodeContext, job: str, gpus: List[int], uid: Optional[int]) -> None:
+def prolog(node: NodeContext, job: str, gpus: List[int], uid: Optional[int], wait_for_room: float = 0.0,
+           send_back: Optional[Callable[[str], Optional[str]]] = None) -> None:
     """Hand the GPUs over; an NVML error fails only the job, after undoing what
-    was done (what cannot be undone stays owned by the record for reconcile)."""
-    node.driver                          # NVML that cannot even start is a node problem
-    with node.ledger.lock():
+    was done (what cannot be undone stays owned by the record for reconcile).
+    `send_back` and `wait_for_room` as for a MIG job (hooks/admission.py)."""
+    def attempt() -> Optional[str]:
         rec = Record(job=job, state="planned", whole_gpus=gpus, uid=uid)
         try:
-            _hand_over(node, job, gpus, uid, rec)
+            return _hand_over(node, job, gpus, uid, rec)
         except NVMLError as e:
             if rec.updated:                  # written as intent (put sets updated): undo through it
                 release(node, rec, retries=0, delay=0)
             node.fail(job, uid, f"NVML error while preparing the GPU: {describe(e)}",
                       Record(job=job, state="failed", whole_gpus=gpus, uid=uid),
                       keep_record=rec.state == "releasing")
+            return None
+
+    admit(node, job, uid, wait_for_room, send_back, attempt,
+          lambda **fields: Record(job=job, whole_gpus=gpus, uid=uid, **fields))
 
 
-def _hand_over(node: NodeContext, job: str, gpus: List[int], uid: Optional[int], rec: Record) -> None:
+def _hand_over(node: NodeContext, job: str, gpus: List[int], uid: Optional[int], rec: Record) -> Optional[str]:
     """Bind the job to its GPUs, or fail it with the reason; `rec` is written
-    (as intent) before the first change."""
+    (as intent) before the first change. Returns why it must wait instead:
+    another job's instances, or one a process still uses, are on a GPU."""
     d = node.driver
     refused = Record(job=job, state="failed", whole_gpus=gpus, uid=uid)
     old = node.claim(job, uid, whole_gpus=gpus)
     if old is not None and old.state == "bound":
         node.rebind(old, uid, old.uuids or [g.uuid for g in d.gpus(False) if g.index in gpus])
-        return
+        return None
     live_gpus = d.gpus()
     if reconcile(node, gpus=live_gpus):
         live_gpus = d.gpus()
@@ -50,16 +61,19 @@ def _hand_over(node: NodeContext, job: str, gpus: List[int], uid: Optional[int],
         g = by_index.get(n)
         if g is None or g.model is None:
             node.fail(job, uid, f"GPU {n} is not a known MIG-capable GPU here", refused)
-            return
+            return None
         owner = next((o for i in g.instances if (o := owner_of(i, records))), None)
         if owner is not None:
-            node.fail(job, uid, f"GPU {n} still holds MIG instances of job {owner}", refused)
-            return
+            return f"GPU {n} still holds MIG instances of job {owner}"
         unknown = [i for i in g.instances if not i.known]
         if unknown:
             node.fail(job, uid, f"GPU {n} holds an instance of a profile the catalog does not "
                       f"know ({unknown[0].profile}); slurm-mig leaves it alone", refused)
-            return
+            return None
+        busy = next(((i, pids) for i in g.instances if i.uuid and (pids := d.busy_pids(i.uuid))), None)
+        if busy is not None:
+            return (f"GPU {n} holds {busy[0].profile} {busy[0].uuid}, which no job owns and processes "
+                    f"still use (pids {', '.join(map(str, busy[1]))})")
     rec.gpu_uuids = [by_index[n].uuid for n in gpus]
     node.ledger.put(rec)
     visible = []
@@ -84,8 +98,9 @@ def _hand_over(node: NodeContext, job: str, gpus: List[int], uid: Optional[int],
             node.ledger.put(rec)
             visible.append(inst.uuid)
     if not hand_over(node, rec):            # isolate_devices: an Ampere instance's cap nodes
-        return
+        return None
     rec.state = "bound"
     node.bind(job, uid, visible, rec)
     node.ledger.put(rec)
     JobLog(job).info("whole GPU(s) %s bound: %s", ",".join(map(str, gpus)), ",".join(visible))
+    return None

@@ -1,0 +1,65 @@
+"""The wait-or-requeue loop every dynamic-mode Prolog runs (MIG instances and
+whole GPUs alike): try under the node lock; when what the job needs is held
+by other jobs now, a batch job goes back to the queue (`send_back`), any other
+waits up to `wait_for_room` seconds for an Epilog to free it, then fails alone
+with the reason. An Epilog that ran meanwhile (the job was cancelled) ends it.
+"""
+from __future__ import annotations
+
+import time
+from typing import Callable, Optional
+
+from ..log import JobLog
+from ..node import counters
+from ..node.context import NodeContext
+from ..node.ledger import Record
+
+POLL_INTERVAL = 0.5
+AGAIN = object()          # `attempt` result: try again at once (a transient NVML error)
+
+
+class FailNow(Exception):
+    """`attempt` found a reason no wait or requeue can help: fail the job."""
+
+
+def admit(node: NodeContext, job: str, uid: Optional[int], wait_for_room: float,
+          send_back: Optional[Callable[[str], Optional[str]]],
+          attempt: Callable[[], object], record: Callable[..., Record]) -> None:
+    """Run `attempt()` (under the node lock; None: the job is settled, bound
+    or failed; a string: why it must wait; AGAIN; or FailNow) until the job
+    is settled. `record(state=..., reason=...)` makes the job's record."""
+    jl = JobLog(job)
+    deadline = time.monotonic() + wait_for_room
+    reason_tail = ""
+    while True:
+        with node.ledger.lock():
+            node.driver                      # NVML that cannot even start is a node problem
+            if node.ended_since_start(job):
+                jl.info("the job ended (its epilog ran) while waiting for room; nothing bound")
+                return
+            try:
+                reason = attempt()
+            except FailNow as e:
+                reason = str(e)
+                break
+            if reason is AGAIN:
+                continue
+            if reason is None:
+                return
+        if send_back is not None:
+            not_requeued = send_back(reason)
+            if not_requeued is None:
+                with node.ledger.lock():
+                    node.ledger.put(record(state="released", reason=f"requeued: {reason}"))
+                counters.bump(node.cfg.state_dir, "requeues")
+                jl.info("sent back to the queue: %s", reason)
+                return
+            jl.info("not sent back to the queue: %s", not_requeued)
+            reason_tail, send_back = f"; not requeued: {not_requeued}", None
+        if time.monotonic() >= deadline:
+            break
+        jl.info("waiting for room: %s", reason)
+        time.sleep(min(POLL_INTERVAL, max(0.0, deadline - time.monotonic())))
+    with node.ledger.lock():
+        if not node.ended_since_start(job):
+            node.fail(job, uid, reason + reason_tail, record(state="failed"))
