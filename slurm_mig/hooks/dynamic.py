@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from ..core.policies import Policy
     from ..core.view import Gpu
 
+
 def prolog(cfg: Config, job: str, spec: str, gpu: Optional[int] = None,
            uid: Optional[int] = None,
            send_back: Optional[Callable[[str], Optional[str]]] = None) -> None:
