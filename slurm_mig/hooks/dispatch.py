@@ -116,8 +116,7 @@ def _read_job(cfg: Config, job: str, uid: Optional[int], env: Mapping[str, str],
     try:
         if static:
             return jobinfo.read_static_job(job, node_name(env), cfg.job_source, cfg.slurm_bin_dir)
-        return jobinfo.read_job(job, node_name(env), env.get("SLURM_JOB_GPUS", ""), cfg.slurm_bin_dir,
-                                jobinfo.READ_ATTEMPTS, jobinfo.READ_TIMEOUT)
+        return jobinfo.read_job(job, node_name(env), env.get("SLURM_JOB_GPUS", ""), cfg.slurm_bin_dir)
     except (SlurmUnavailable, BadInput) as e:
         _fail(cfg, job, uid, f"cannot read the job's allocation from Slurm: {e}")
         return None

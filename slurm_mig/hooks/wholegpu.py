@@ -70,10 +70,11 @@ def _hand_over(node: NodeContext, job: str, gpus: List[int], uid: Optional[int],
             node.fail(job, uid, f"GPU {n} holds an instance of a profile the catalog does not "
                       f"know ({unknown[0].profile}); slurm-mig leaves it alone", refused)
             return None
-        busy = next(((i, pids) for i in g.instances if i.uuid and (pids := d.busy_pids(i.uuid))), None)
+        in_use = node.in_use([g], records)
+        busy = next((i for i in g.instances if i.uuid in in_use), None)
         if busy is not None:
-            return (f"GPU {n} holds {busy[0].profile} {busy[0].uuid}, which no job owns and processes "
-                    f"still use (pids {', '.join(map(str, busy[1]))})")
+            return (f"GPU {n} holds {busy.profile} {busy.uuid}, which no job owns and processes "
+                    f"still use (pids {', '.join(map(str, d.busy_pids(busy.uuid)))})")
     rec.gpu_uuids = [by_index[n].uuid for n in gpus]
     node.ledger.put(rec)
     visible = []

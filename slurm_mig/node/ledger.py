@@ -30,7 +30,7 @@ import os
 import re
 import socket
 import time
-from typing import Callable, Dict, Iterator, List, Optional, Set
+from typing import Callable, Dict, Iterator, List, Optional, Set, Tuple
 
 from ..core.syntax import check_job_id
 from ..core.view import Held, Instance
@@ -291,15 +291,19 @@ class Ledger:
         was replaced (a new UUID, as after an RMA) or is missing."""
         return not self.ours(rec) and rec.node in ("", self.node)
 
+    def split(self) -> Tuple[List[Record], List[Record]]:
+        """The open records, read once: (this node's, stranded). Stranded ones
+        name GPUs that are not here: this node's lost GPUs (`lost_gpus`) or
+        another node's records (a shared or copied state_dir)."""
+        found = self._open_records()
+        return [r for r in found if self.ours(r)], [r for r in found if not self.ours(r)]
+
     def stranded(self) -> List[Record]:
-        """Open records whose GPUs are not here: this node's lost GPUs
-        (`lost_gpus`) or another node's records (a shared or copied state_dir)."""
-        return [r for r in self._open_records() if not self.ours(r)]
+        return self.split()[1]
 
     def records(self) -> List[Record]:
-        """This node's open records (a shared or copied state_dir's others are
-        not ours)."""
-        return [r for r in self._open_records() if self.ours(r)]
+        """This node's open records."""
+        return self.split()[0]
 
     def _open_records(self) -> List[Record]:
         """Every record among the open ones; one whose job has a newer closed

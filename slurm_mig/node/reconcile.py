@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Dict, List, Optional, Tuple
 from ..log import JobLog
 from ..nvml.errors import NVMLError, describe
 from . import counters, isolation
-from .context import NodeContext
+from .context import NodeContext, owner_of
 from .ledger import Record
 
 if TYPE_CHECKING:
@@ -101,7 +101,8 @@ def reconcile(ctx: NodeContext, destroy_unowned: bool = False, dry_run: bool = F
     actions = []
     live = ({(i.gpu, i.gi_id): i for g in gpus for i in g.instances} if gpus is not None
             else ctx.live_instances())
-    for rec in ctx.ledger.live():
+    ours, stranded = ctx.ledger.split()
+    for rec in (r for r in ours if r.live):
         present = [i for i in live.values() if rec.owns(i)]
         gone = rec.aside or (active_jobs is not None and rec.job not in active_jobs
                              and (since is None or rec.updated < since))
@@ -124,17 +125,17 @@ def reconcile(ctx: NodeContext, destroy_unowned: bool = False, dry_run: bool = F
             if not dry_run:
                 rec.state, rec.reason = "released", "instances vanished (GPU reset or reboot)"
                 ctx.ledger.put(rec)
-    actions += _stranded(ctx, dry_run)
+    actions += _stranded(ctx, stranded, dry_run)
     if destroy_unowned:
         actions += _quarantine(ctx, dry_run, active_jobs) or _destroy_unowned(ctx, dry_run)
     counters.bump(ctx.cfg.state_dir, "reconcile_actions", 0 if dry_run else len(actions))
     return actions
 
 
-def _stranded(ctx: NodeContext, dry_run: bool) -> List[str]:
-    """Open records whose GPUs are not on this node."""
+def _stranded(ctx: NodeContext, stranded: List[Record], dry_run: bool) -> List[str]:
+    """Close the records of GPUs this node lost; list another node's."""
     actions = []
-    for rec in ctx.ledger.stranded():
+    for rec in stranded:
         gpus = ", ".join(rec.gpu_uuids)
         if not ctx.ledger.lost_gpus(rec):
             actions.append(f"job {rec.job}: record {rec.file} is node {rec.node}'s (GPUs {gpus} are not "
@@ -155,7 +156,8 @@ def _quarantine(ctx: NodeContext, dry_run: bool, active_jobs: Optional[set]) -> 
     names = ctx.ledger.quarantined()
     if not names:
         return []
-    recorded = {r.job for r in ctx.ledger.live()}
+    records = ctx.ledger.live()
+    recorded = {r.job for r in records}
     unknown = None if active_jobs is None else sorted(set(active_jobs) - recorded)
     if unknown == []:
         if not dry_run:
@@ -165,7 +167,7 @@ def _quarantine(ctx: NodeContext, dry_run: bool, active_jobs: Optional[set]) -> 
            f"Slurm runs job(s) {', '.join(unknown)} here without a readable record")
     kept = [f"GPU {gpu}: kept unowned {inst.profile} GI {gi_id} ({inst.uuid}): a quarantined record "
             f"may own it ({why})" for (gpu, gi_id), inst in sorted(ctx.live_instances().items())
-            if inst.known and not any(r.owns(inst) for r in ctx.ledger.live())]
+            if inst.known and owner_of(inst, records) is None]
     return kept + [f"quarantined record(s) in {ctx.ledger.quarantine_dir}: {', '.join(names)}; "
                    "remove them once their jobs have ended to release what they held"]
 

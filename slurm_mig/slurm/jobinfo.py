@@ -156,9 +156,8 @@ def parse_job_line(text: str, job: str, node: str, job_gpus: str) -> JobRequest:
     values = lines[0].split("|", len(FIELDS) - 1)
     if len(values) != len(FIELDS):
         raise BadInput(f"squeue printed {len(values)} fields for job {job}, not {len(FIELDS)}")
-    row = {k: ("" if v == "(null)" else v.strip()) for k, v in zip(FIELDS, values)}
-    row["admin_comment"] = values[-1][:-1] if values[-1].endswith("|") else values[-1]
-    row["admin_comment"] = "" if row["admin_comment"] == "(null)" else row["admin_comment"]
+    values[-1] = values[-1][:-1] if values[-1].endswith("|") else values[-1]   # kept whole: no strip
+    row = {k: "" if v == "(null)" else v if k == "admin_comment" else v.strip() for k, v in zip(FIELDS, values)}
     names = expand_hostlist(row["NodeList"])
     if node not in names:
         raise BadInput(f"Slurm says job {job} runs on {row['NodeList'] or 'no node'}, not on {node}")
@@ -312,8 +311,8 @@ SOURCES = {"squeue": ("squeue", lambda job: ["--json"]),          # every versio
            "scontrol": ("scontrol", lambda job: ["--json", "show", "job", job])}   # 23.02+
 
 
-def read_job(job: str, node: str, job_gpus: str, bin_dir: str = "", attempts: int = 3,
-             timeout: float = 10.0) -> JobRequest:
+def read_job(job: str, node: str, job_gpus: str, bin_dir: str = "", attempts: int = READ_ATTEMPTS,
+             timeout: float = READ_TIMEOUT) -> JobRequest:
     """Dynamic mode: this node's share of `job`, from one one-job read."""
     job = check_job_id(job)
     check_node_name(node)

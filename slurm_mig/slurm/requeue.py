@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import re
 import time
-from typing import Iterable, List, NamedTuple, Optional
+from typing import Iterable, List, NamedTuple, Optional, Tuple
 
 from ..core.syntax import check_job_id
 from ..errors import BadInput, SlurmUnavailable
@@ -124,7 +124,7 @@ def steer_request(placement: Placement, attempt: int, limit: int, reason: str) -
                        "reason": reason})
 
 
-def job_state(job: str, bin_dir: str = "") -> tuple:
+def job_state(job: str, bin_dir: str = "") -> Tuple[str, List[str]]:
     """(state, excluded nodes) of the job, from a one-job read: the state as
     squeue prints it (COMPLETING while it still completes, then PENDING),
     ExcNodeList as names; ('', []) when Slurm no longer lists it."""
