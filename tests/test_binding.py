@@ -118,3 +118,37 @@ def test_a_forged_component_id_is_ignored(tmp_path):
     for forged in ("21;id", "$(id)", "../21"):
         env = {"SLURM_JOB_ID": "20", "SLURM_HET_SIZE": "2", "SLURM_JOB_ID_HET_GROUP_1": forged}
         assert run_script(run_dir, env) == task_prolog(str(run_dir), "20", env) == ("", 0)
+
+
+# Lines as the Prolog writes them now: UUID GPU KIND.
+ANNOTATED = {"mig": [f"{MIG[0]} 0 1g.10gb", f"{MIG[1]} 0 1g.10gb", f"{MIG[2]} 0 3g.40gb"],
+             "gpu": [f"{GPU[0]} 0 gpu", f"{GPU[1]} 1 gpu"],
+             "odd": [f"{MIG[0]} 0 1g.10gb extra", f"{MIG[1]} x 1g.10gb", f"{MIG[2]} 1 1G;rm", GPU[0]]}
+STEP_ENVS = [{}, {"SLURM_STEP_ID": "1"}, {"SLURM_STEP_ID": "0", "SLURM_STEP_GPUS": "1"},
+             {"SLURM_STEP_ID": "2", "SLURM_STEP_GPUS": "0", "SLURM_SHARDS_ON_NODE": "33"},
+             {"SLURM_STEP_GPUS": "0,1"}, {"SLURM_STEP_GPUS": "7"}, {"SLURM_STEP_GPUS": "1;id"},
+             {"SLURM_STEP_ID": "3", "SLURM_LOCALID": "1", "SLURM_GTIDS": "0,1", "SLURM_STEP_GPUS": "1"}]
+
+
+@pytest.mark.parametrize("kind", sorted(ANNOTATED))
+def test_script_and_python_agree_on_annotated_files(tmp_path, kind):
+    run_dir = tmp_path / "run"
+    write_devices(run_dir, "7", ANNOTATED[kind])
+    for step, bind in itertools.product(STEP_ENVS, BINDS):
+        env = {"SLURM_JOB_ID": "7", **step, **({"SLURM_MIG_BIND": bind} if bind else {})}
+        assert run_script(run_dir, env) == task_prolog(str(run_dir), "7", env), env
+
+
+def test_whole_gpu_steps_keep_slurms_split(tmp_path):
+    """Two `srun --exact --gres=gpu:1` steps of a `--gres=gpu:2` job: Slurm
+    sets SLURM_STEP_GPUS 0 and 1; each step sees its own GPU only."""
+    run_dir = tmp_path / "run"
+    write_devices(run_dir, "7", ANNOTATED["gpu"])
+    for step_gpus, expect in (("0", GPU[0]), ("1", GPU[1]), ("0,1", f"{GPU[0]},{GPU[1]}")):
+        env = {"SLURM_JOB_ID": "7", "SLURM_STEP_ID": "0", "SLURM_STEP_GPUS": step_gpus}
+        assert run_script(run_dir, env) == task_prolog(str(run_dir), "7", env) == \
+            (f"export CUDA_VISIBLE_DEVICES={expect}\n", 0)
+    # a MIG job's steps also see SLURM_STEP_GPUS (from its shards): it never splits MIG devices
+    write_devices(run_dir, "8", ANNOTATED["mig"])
+    env = {"SLURM_JOB_ID": "8", "SLURM_STEP_GPUS": "1", "SLURM_SHARDS_ON_NODE": "33"}
+    assert task_prolog(str(run_dir), "8", env)[0] == f"export CUDA_VISIBLE_DEVICES={','.join(MIG)}\n"

@@ -25,9 +25,9 @@ LAYOUTS = os.path.join(os.path.dirname(__file__), "data", "mig-parted-h100.yaml"
 
 
 def env_uuids(cfg, job):
-    """The device UUIDs in the job's env file (one per line), read directly (as root)."""
+    """The device UUIDs in the job's env file (the first word of each line), read directly (as root)."""
     with open(os.path.join(cfg.run_dir, f"{job}.env")) as f:
-        lines = f.read().split()
+        lines = [line.split()[0] for line in f.read().splitlines()]
     assert lines and all(u.startswith(("MIG-", "GPU-")) for u in lines), lines
     return set(lines)
 

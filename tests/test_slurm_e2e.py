@@ -64,6 +64,38 @@ def test_each_task_of_a_multi_task_step_gets_its_own_instance(cluster):
     assert live_instances(cluster) == []
 
 
+def test_concurrent_steps_get_instances_of_their_own_request(cluster):
+    """`srun --exact --gres=mig:...` steps: each gets the profile it asked for,
+    and concurrent steps asking for the same profile get distinct instances."""
+    step = "srun -n1 --exact --gres=mig:{p}:1 sh -c 'echo S$SLURM_STEP_ID=$CUDA_VISIBLE_DEVICES; sleep 4' &"
+    job = cluster.sbatch("-n3", "--gres=mig:1g.10gb:2,mig:3g.40gb:1", script="\n".join([
+        "echo CVD=$CUDA_VISIBLE_DEVICES", step.format(p="1g.10gb"), step.format(p="1g.10gb"),
+        step.format(p="3g.40gb"), "wait", "srun -n1 sh -c 'echo NOREQ=$CUDA_VISIBLE_DEVICES'"]))
+    cluster._wait(lambda: cluster.job_state(job) in ("RUNNING", "COMPLETED"), 60, "job running")
+    profiles = {i["uuid"]: i["profile"] for i in live_instances(cluster)}
+    assert cluster.wait_job(job) == "COMPLETED", cluster.output(job)
+    out = cluster.output(job)
+    batch = uuids_in(out)
+    steps = [uuids_in(out, f"S{n}") for n in range(3)]
+    assert all(len(s) == 1 for s in steps), out
+    assert sorted(u for s in steps for u in s) == sorted(batch), out        # distinct, all the job's
+    by_profile = sorted(profiles[s[0]] for s in steps)
+    assert by_profile == ["1g.10gb", "1g.10gb", "3g.40gb"], (out, profiles)
+    assert uuids_in(out, "NOREQ") == batch                    # no request of its own: the job's
+
+
+def test_whole_gpu_steps_keep_slurms_split(cluster):
+    step = "srun -n1 --exact --gres=gpu:1 sh -c 'echo S$SLURM_STEP_ID=$CUDA_VISIBLE_DEVICES; sleep 2' &"
+    job = cluster.sbatch("-n2", "--gres=gpu:2", script="\n".join(
+        ["echo CVD=$CUDA_VISIBLE_DEVICES", step, step, "wait"]))
+    assert cluster.wait_job(job) == "COMPLETED", cluster.output(job)
+    out = cluster.output(job)
+    batch = uuids_in(out)
+    steps = [uuids_in(out, f"S{n}") for n in range(2)]
+    assert len(batch) == 2 and all(len(s) == 1 for s in steps), out
+    assert sorted(s[0] for s in steps) == sorted(batch), out
+
+
 def test_dcgm_job_mapping_files_exist_while_the_job_runs(cluster):
     mapping = os.path.join(cluster.dir, "dcgm")
     cluster.set_config(dcgm_job_mapping_dir=mapping)

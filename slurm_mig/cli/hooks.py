@@ -44,8 +44,8 @@ def prolog(obj, job, spec, gpu, uid, wait, idx, whole_gpus):
 def task_prolog(obj, job):
     """Slurm TaskProlog: print `export CUDA_VISIBLE_DEVICES=...` for this job
     (or `print <reason>` and exit 1 when the prolog could not serve it)."""
-    from ..node.jobfiles import task_prolog as read_job_files
-    text, code = read_job_files(obj.cfg().run_dir, job_id(job))
+    from ..hooks.main import task_prolog as run_task_prolog
+    text, code = run_task_prolog(obj.cfg(), job_id(job))
     sys.stdout.write(text)
     return code
 

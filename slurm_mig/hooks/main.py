@@ -47,8 +47,7 @@ def main(argv) -> int:
         return NODE_PROBLEM
     job = check_job_id(os.environ["SLURM_JOB_ID"])
     if verb == "task-prolog":
-        from ..node.jobfiles import task_prolog
-        text, code = task_prolog(cfg.run_dir, job)
+        text, code = task_prolog(cfg, job)
         sys.stdout.write(text)
         return code
     from ..log import setup_logging
@@ -73,6 +72,17 @@ def main(argv) -> int:
     run_prolog(cfg, job, os.environ.get("SLURM_MIG_REQUEST") or None,
                int(gpu) if gpu.isdigit() else None, int(uid) if uid.isdigit() else None)
     return 0
+
+
+def task_prolog(cfg, job: str):
+    """(text, exit status) of the TaskProlog; a step with a GPU request of its
+    own has it read from Slurm (the script execs this only for such a step)."""
+    from ..node.jobfiles import task_prolog as from_job_files
+
+    def step_request(job_id: str, step: str):
+        from ..slurm.jobinfo import read_step_request
+        return read_step_request(job_id, step, cfg.slurm_bin_dir)
+    return from_job_files(cfg.run_dir, job, step_request=step_request)
 
 
 def run() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import time
 from typing import TYPE_CHECKING, Dict, List, Optional, Set, Tuple
 
@@ -12,7 +13,7 @@ from ..errors import NodeProblem
 from ..fsutil import atomic_write, safe_dir
 from ..log import JobLog
 from . import counters
-from .jobfiles import ENV, FAIL, devices_text, job_file
+from .jobfiles import ENV, FAIL, STEPS, WHOLE_GPU, Device, devices_text, job_file
 from .ledger import Ledger, Record
 
 # The reason of the record an Epilog leaves for a job it found no record of:
@@ -94,6 +95,9 @@ class NodeContext:
         for suffix in (ENV, FAIL):
             with contextlib.suppress(FileNotFoundError, NotADirectoryError):
                 os.unlink(self._job_file(job, suffix))   # a bad run_dir is refused when written
+        steps = self._job_file(job, STEPS)
+        if os.path.isdir(steps) and not os.path.islink(steps):
+            shutil.rmtree(steps, ignore_errors=True)     # the user's: rmtree follows no link in it
         if self.cfg.dcgm_job_mapping_dir:
             from . import dcgm
             dcgm.remove(self.cfg.dcgm_job_mapping_dir, job)
@@ -103,10 +107,19 @@ class NodeContext:
         """Write the job's device list; with dcgm_job_mapping_dir, label its
         devices (from `rec`) for dcgm-exporter."""
         self.remove_job_files(job)
-        self._write_job_file(job, ENV, devices_text(uuids), uid)
+        self._write_job_file(job, ENV, devices_text(_devices(uuids, rec)), uid)
+        if rec is not None and rec.request and uid is not None:
+            self._steps_dir(job, uid)
         if rec is not None and self.cfg.dcgm_job_mapping_dir:
             from . import dcgm
             dcgm.write(self.cfg.dcgm_job_mapping_dir, job, dcgm.mapping_names(rec))
+
+    def _steps_dir(self, job: str, uid: int) -> None:
+        """Where the job's steps claim their instances (node/stepclaims.py):
+        the user's own, made here because only root may write run_dir."""
+        path = self._job_file(job, STEPS)
+        os.mkdir(path, 0o700)
+        os.chown(path, uid, -1, follow_symlinks=False)
 
     def rebind(self, rec: Record, uid: Optional[int], visible: Optional[List[str]] = None) -> None:
         """A prolog re-run for a bound job: the same devices (`visible`, default
@@ -169,3 +182,22 @@ class NodeContext:
         gpus = self.driver.gpus() if gpus is None else gpus
         records = self.ledger.live()
         return node_view(gpus, records, self.in_use(gpus, records), bool(self.ledger.quarantined()))
+
+
+def _devices(uuids: List[str], rec: Optional[Record]) -> List[Device]:
+    """The job file's lines: each device with its GPU and profile (or `gpu`
+    for a whole GPU), the UUID alone where the record says neither (static
+    mode: Slurm's own File= devices)."""
+    if rec is None or rec.static:
+        return [Device(u) for u in uuids]
+    held = {h.uuid: h for h in rec.instances if h.uuid}
+    whole = dict(zip(rec.gpu_uuids, rec.whole_gpus))
+    devices = []
+    for u in uuids:
+        if u in whole:
+            devices.append(Device(u, whole[u], WHOLE_GPU))
+        elif u in held:
+            devices.append(Device(u, held[u].gpu, WHOLE_GPU if rec.whole_gpus else held[u].profile))
+        else:
+            devices.append(Device(u))
+    return devices

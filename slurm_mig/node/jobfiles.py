@@ -5,9 +5,21 @@ imports almost nothing. The shell script prolog/slurm-mig-task-prolog does
 the same as task_prolog() without Python at all; tests/test_binding.py runs
 both on the same inputs.
 
-`<job>.env` lists the job's devices, one UUID per line (MIG-... for MIG
-instances, GPU-... for whole GPUs); a file an older version wrote (a line
-`export CUDA_VISIBLE_DEVICES=...`) is printed as it is. Which of them a task gets:
+`<job>.env` lists the job's devices, a line each: `UUID GPU KIND` (MIG-... for
+MIG instances, GPU-... for whole GPUs; GPU the index Slurm counts it under;
+KIND its MIG profile, or `gpu` for a whole GPU), or the UUID alone (static
+mode, and files of an older version); a file of a still older version (a line
+`export CUDA_VISIBLE_DEVICES=...`) is printed as it is. Which of them a step gets:
+
+- A whole-GPU step: the GPUs of SLURM_STEP_GPUS (Slurm splits a `--gres=gpu`
+  job's GPUs between `srun --exact` steps); every GPU of the job without it.
+- A MIG step with a GPU request of its own (`srun --gres=mig:...`: Slurm gives
+  such a step no shards, so SLURM_SHARDS_ON_NODE is unset, and shows its
+  request nowhere in the environment): the instances of the profiles it asked
+  for, read once from Slurm, not held by a concurrent step of the job
+  (node/stepclaims.py). Every other step: all of the job's devices.
+
+Which of those a task gets:
 
 - SLURM_MIG_BIND=all: every device of the job.
 - SLURM_MIG_BIND=task: the single device `SLURM_LOCALID mod n`.
@@ -24,13 +36,22 @@ from __future__ import annotations
 import os
 import re
 import stat
-from typing import Mapping, Optional, Tuple
+from typing import Callable, Dict, List, Mapping, NamedTuple, Optional, Tuple
 
 from ..core.syntax import check_job_id
 
-ENV, FAIL = ".env", ".fail"
+ENV, FAIL, STEPS = ".env", ".fail", ".steps"
 BIND_VALUES = ("task", "all")
+WHOLE_GPU = "gpu"
 _DEVICE = re.compile(r"(MIG|GPU)-[A-Za-z0-9/-]+")
+_KIND = re.compile(r"[0-9a-z.+]+")
+
+
+class Device(NamedTuple):
+    """One line of `<job>.env`; gpu and kind are None in a UUID-only line."""
+    uuid: str
+    gpu: Optional[int] = None
+    kind: Optional[str] = None
 _TPN_ITEM = re.compile(r"(\d+)(?:\(x(\d+)\))?")
 
 
@@ -38,11 +59,46 @@ def job_file(run_dir: str, job: str, suffix: str) -> str:
     return os.path.join(run_dir, check_job_id(job) + suffix)
 
 
-def devices_text(uuids) -> str:
-    bad = [u for u in uuids if not _DEVICE.fullmatch(u)]
-    if bad:
-        raise ValueError(f"not a device UUID: {bad[0]!r}")
-    return "".join(u + "\n" for u in uuids)
+def devices_text(devices: List[Device]) -> str:
+    lines = []
+    for d in devices:
+        if not _DEVICE.fullmatch(d.uuid) or (d.kind is not None and not _KIND.fullmatch(d.kind)):
+            raise ValueError(f"not a device: {d!r}")
+        lines.append(d.uuid if d.kind is None else f"{d.uuid} {int(d.gpu)} {d.kind}")
+    return "".join(line + "\n" for line in lines)
+
+
+def parse_devices(text: str) -> List[Device]:
+    """The well-formed lines of `<job>.env` (others are skipped, as the script does)."""
+    devices = []
+    for line in text.splitlines():
+        words = line.split()
+        if not words or not _DEVICE.fullmatch(words[0]):
+            continue
+        if len(words) == 3 and words[1].isdigit() and _KIND.fullmatch(words[2]):
+            devices.append(Device(words[0], int(words[1]), words[2]))
+        elif len(words) == 1:
+            devices.append(Device(words[0]))
+    return devices
+
+
+def step_gpus(devices: List[Device], env: Mapping[str, str]) -> List[Device]:
+    """A whole-GPU job's devices for this step: those of SLURM_STEP_GPUS."""
+    wanted = env.get("SLURM_STEP_GPUS", "")
+    if not wanted or not devices or any(d.kind != WHOLE_GPU for d in devices):
+        return devices
+    indices = set(wanted.split(","))
+    return [d for d in devices if str(d.gpu) in indices] or devices
+
+
+def own_mig_request(devices: List[Device], env: Mapping[str, str]) -> Optional[str]:
+    """The step id when this is a step that asked for MIG devices of its own
+    (see above) and the job has more than one to choose from, else None."""
+    step = env.get("SLURM_STEP_ID", "")
+    if (step.isdigit() and len(step) < 10 and len(devices) > 1 and not env.get("SLURM_SHARDS_ON_NODE")
+            and all(d.kind not in (None, WHOLE_GPU) for d in devices)):
+        return step
+    return None
 
 
 def local_tasks(env: Mapping[str, str]) -> int:
@@ -65,7 +121,7 @@ def local_tasks(env: Mapping[str, str]) -> int:
     return 1
 
 
-def select(uuids, env: Mapping[str, str]) -> Tuple[list, Optional[str]]:
+def select(uuids: List[str], env: Mapping[str, str]) -> Tuple[list, Optional[str]]:
     """The devices one task gets, and a warning to print (bad SLURM_MIG_BIND)."""
     bind, warning = env.get("SLURM_MIG_BIND", ""), None
     if bind and bind not in BIND_VALUES:
@@ -80,13 +136,18 @@ def select(uuids, env: Mapping[str, str]) -> Tuple[list, Optional[str]]:
     return list(uuids), warning
 
 
+StepRequest = Callable[[str, str], Dict[str, int]]
+
+
 def task_prolog(run_dir: str, job: str, env: Optional[Mapping[str, str]] = None,
-                uid: Optional[int] = None) -> Tuple[str, int]:
+                uid: Optional[int] = None, step_request: Optional[StepRequest] = None) -> Tuple[str, int]:
     """What the TaskProlog prints, and its exit status. Only a regular file
     owned by root or by the job's user (`uid`; default SLURM_JOB_UID, else our
     own uid) is printed, never one reached through a symlink: anything else
     in run_dir was planted by someone else. A job holding shards with no
-    devices bound fails: Slurm's GPU index would reach others' instances."""
+    devices bound fails: Slurm's GPU index would reach others' instances.
+    `step_request(job, step)`: the MIG profiles a step asked for, from Slurm;
+    without it (the shell script's case) such a step gets all the job's devices."""
     env = os.environ if env is None else env
     if uid is None:
         env_uid = env.get("SLURM_JOB_UID", "")
@@ -103,12 +164,19 @@ def task_prolog(run_dir: str, job: str, env: Optional[Mapping[str, str]] = None,
                 "to it (its Prolog did not run, or shard: was asked for instead of mig:)\n"), 1
     if text.startswith("export "):          # written by an older version, job still running
         return text, 0
-    uuids = [u for u in text.splitlines() if _DEVICE.fullmatch(u)]
-    if not uuids:
+    devices = step_gpus(parse_devices(text), env)
+    if not devices:
         return "", 0
+    uuids, notes = [d.uuid for d in devices], []
+    step = own_mig_request(devices, env)
+    if step is not None and step_request is not None:
+        from .stepclaims import step_devices
+        uuids, note = step_devices(job_file(run_dir, job, STEPS), uid, step, devices,
+                                   lambda: step_request(job, step))
+        notes += [note] if note else []
     chosen, warning = select(uuids, env)
-    text = f"print {warning}\n" if warning else ""
-    return text + f"export CUDA_VISIBLE_DEVICES={','.join(chosen)}\n", 0
+    notes += [warning] if warning else []
+    return "".join(f"print {n}\n" for n in notes) + f"export CUDA_VISIBLE_DEVICES={','.join(chosen)}\n", 0
 
 
 def het_component(run_dir: str, job: str, env: Mapping[str, str], uid: int) -> str:

@@ -140,6 +140,7 @@ def parse_allocation(text: str) -> JobRequest:
 FIELDS = ("JobID", "BatchFlag", "Requeue", "RestartCnt", "tres-per-node", "NodeList", "Partition",
           "ReqNodes", "Feature", "admin_comment")
 _GRES = re.compile(r"gres[:/]([A-Za-z0-9_]+)(?::([^:,]+))?(?::(\d+))?")
+_PROFILE = re.compile(r"[0-9a-z.+]+")
 
 
 def job_query(job: str) -> List[str]:
@@ -185,6 +186,34 @@ def parse_job_line(text: str, job: str, node: str, job_gpus: str) -> JobRequest:
                       restarts=int(restarts) if restarts.isdigit() else 0,
                       placement=Placement(names, row["Partition"], [], row["ReqNodes"], row["Feature"],
                                           row["admin_comment"]))
+
+
+def step_query(job: str) -> List[str]:
+    """squeue's arguments for the GRES requests of one job's steps."""
+    return ["-h", "-s", "-j", check_job_id(job), "-o", "%i|%b"]
+
+
+def parse_step_request(text: str, job: str, step: str) -> Dict[str, int]:
+    """{profile: count} a step of `job` asked for (`srun --gres=mig:...`)."""
+    lines = [ln for ln in text.splitlines() if ln.startswith(f"{job}.{step}|")]
+    if len(lines) != 1:
+        raise BadInput(f"squeue printed {len(lines)} lines for step {job}.{step}, not its own one")
+    counts: Dict[str, int] = {}
+    for item in filter(None, lines[0].split("|", 1)[1].strip().split(",")):
+        m = _GRES.fullmatch(item)
+        if item != "(null)" and (m is None or m.group(1) == "mig" and not _PROFILE.fullmatch(m.group(2) or "")):
+            raise BadInput(f"unknown GRES request item {item!r} of step {job}.{step}")
+        if m and m.group(1) == "mig":
+            counts[m.group(2)] = counts.get(m.group(2), 0) + int(m.group(3) or 1)
+    return counts
+
+
+def read_step_request(job: str, step: str, bin_dir: str = "") -> Dict[str, int]:
+    """The MIG profiles a running step asked for: one short read of one job."""
+    if not (step.isdigit() and len(step) < 10):
+        raise BadInput(f"invalid step id {step!r}")
+    out = run_slurm([slurm_command("squeue", bin_dir)] + step_query(job), attempts=2, timeout=10.0)
+    return parse_step_request(out, job, step)
 
 
 def expand_hostlist(hostlist: str) -> List[str]:
