@@ -27,7 +27,10 @@ for line in io.lines() do
     local desc = {}
     for k, v in string.gmatch(line, "([%w_]+)=([^\\t]*)") do desc[k] = v end
     told = ""
-    local rc = slurm_job_submit(desc, {}, 1000)
+    local modify = desc.modify
+    desc.modify = nil
+    local rc
+    if modify then rc = slurm_job_modify(desc, {}, {}, 1000) else rc = slurm_job_submit(desc, {}, 1000) end
     print(rc .. "\\t" .. tostring(desc.tres_per_node) .. "\\t" .. told)
 end
 """
@@ -125,6 +128,41 @@ def test_raw_shards_are_refused(lua_files, tres):
 def test_mig_outside_the_per_node_gres_is_refused(lua_files):
     rc, _, told = submit(lua_files, {"tres_per_job": "gres/mig:1g.10gb:1"})
     assert rc == -1 and "--gres=mig:" in told
+
+
+@pytest.mark.parametrize("prefix", ["gres:", "gres/"])
+def test_slurms_gpu_spellings_of_a_mig_profile_are_translated(lua_files, prefix):
+    """--gres=gpu:1g.10gb:1 and --gpus-per-node=1g.10gb:1 reach the filter as a
+    gpu: item of tres_per_node; a GPU type that is no MIG profile stays a GPU."""
+    assert submit(lua_files, f"{prefix}gpu:1g.10gb:1") == \
+        (0, f"{prefix}mig:1g.10gb:1,{prefix}shard:8", "")
+    assert submit(lua_files, f"{prefix}gpu:3G.40GB:2")[:2] == (0, f"{prefix}mig:3g.40gb:2,{prefix}shard:50")
+    assert submit(lua_files, f"{prefix}gpu:h100:1") == (0, f"{prefix}gpu:h100:1", "")
+    rc, _, told = submit(lua_files, f"{prefix}gpu:1g.10gb:1,{prefix}gpu:1")
+    assert rc == -1 and "do not combine mig: and gpu:" in told
+
+
+@pytest.mark.parametrize("field", ["tres_per_job", "tres_per_task", "tres_per_socket"])
+def test_per_job_and_per_task_mig_spellings_are_refused_naming_the_per_node_form(lua_files, field):
+    rc, _, told = submit(lua_files, {field: "gres:gpu:1g.10gb:1"})
+    assert rc == -1 and "--gres=mig:<profile>:<count>" in told
+
+
+@pytest.mark.parametrize("extra", [{"cpus_per_tres": "gres:gpu:2"}, {"mem_per_tres": "gres/gpu:1024"},
+                                   {"ntasks_per_tres": "2"}])
+def test_per_gpu_options_with_mig_are_refused_saying_what_to_use(lua_files, extra):
+    rc, _, told = submit(lua_files, {"tres_per_node": "gres:mig:1g.10gb:1", **extra})
+    assert rc == -1 and "--cpus-per-task, --mem and --ntasks" in told
+    assert submit(lua_files, {"tres_per_node": "gres:gpu:1", **extra})[0] == 0       # whole GPUs: Slurm's
+    assert submit(lua_files, {"tres_per_node": "gres:mig:1g.10gb:1", "ntasks_per_tres": "65534"})[0] == 0
+
+
+def test_a_pending_jobs_update_follows_the_same_rules_with_an_error_code_slurm_names(lua_files):
+    assert submit(lua_files, {"tres_per_node": "gres:mig:7g.80gb:1", "modify": "1"}) == \
+        (0, "gres:mig:7g.80gb:1,gres:shard:56", "")
+    rc, _, told = submit(lua_files, {"tres_per_node": "gres:mig:bogus:1", "modify": "1"})
+    assert rc == 2072 and "unknown MIG profile 'bogus'" in told     # ESLURM_INVALID_GRES
+    assert submit(lua_files, {"comment": "x", "modify": "1"}) == (0, "nil", "")
 
 
 def test_sbatch_admits_exactly_what_an_empty_gpu_holds_and_the_shards_admit(lua_files):

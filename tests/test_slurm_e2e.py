@@ -133,6 +133,38 @@ def test_unknown_profile_refused_at_submit(cluster):
         cluster.sbatch("--gres=mig:5g.50gb:1", script="true")
 
 
+@pytest.mark.parametrize("option", ["--gres=gpu:1g.10gb:1", "--gpus-per-node=1g.10gb:1"])
+def test_slurms_own_gpu_spellings_of_a_profile_run_as_mig_jobs(cluster, option):
+    job = cluster.sbatch(option, script="echo CVD=$CUDA_VISIBLE_DEVICES")
+    assert cluster.wait_job(job) == "COMPLETED", cluster.output(job)
+    (uuid,) = uuids_in(cluster.output(job))
+    assert uuid.startswith("MIG-")
+
+
+@pytest.mark.parametrize("options, told", [
+    (["--gpus=1g.10gb:1"], "--gres=mig:<profile>:<count>"),
+    (["--gres=mig:1g.10gb:1", "--cpus-per-gpu=2"], "--cpus-per-task, --mem and --ntasks")])
+def test_options_that_cannot_serve_mig_are_refused_saying_what_to_use(cluster, options, told):
+    """sbatch of 24.11 and later refuses --cpus-per-gpu without a GPU itself,
+    saying so; 22.05 leaves it to the filter."""
+    p = cluster.run("sbatch", "--wrap", "true", *options, check=False)
+    assert p.returncode != 0 and (told in p.stderr or "did not request any GPU" in p.stderr), p.stderr
+
+
+def test_a_pending_jobs_request_change_is_applied_or_refused_with_a_reason(cluster):
+    job = cluster.sbatch("--hold", "--gres=mig:1g.10gb:1", script="echo CVD=$CUDA_VISIBLE_DEVICES")
+    tres = lambda: cluster.run("squeue", "-h", "-j", job, "-O", "tres-per-node:80").stdout.strip()
+    cluster.run("scontrol", "update", f"jobid={job}", "Gres=mig:7g.80gb:1")
+    assert re.fullmatch(r"gres[:/]mig:7g\.80gb:1,gres[:/]shard:56", tres())
+    p = cluster.run("scontrol", "update", f"jobid={job}", "Gres=mig:bogus:1", check=False)
+    assert p.returncode != 0 and ("Invalid generic resource" in p.stderr or "bogus" in p.stderr), p.stderr
+    assert re.fullmatch(r"gres[:/]mig:7g\.80gb:1,gres[:/]shard:56", tres())
+    cluster.run("scontrol", "release", job)
+    assert cluster.wait_job(job) == "COMPLETED", cluster.output(job)
+    (uuid,) = uuids_in(cluster.output(job))
+    assert not any(i["uuid"] == uuid for i in live_instances(cluster))
+
+
 def test_alias_is_accepted(cluster):
     job = cluster.sbatch("--gres=mig:3g.39gb:1", script="echo CVD=$CUDA_VISIBLE_DEVICES")
     assert cluster.wait_job(job) == "COMPLETED"
