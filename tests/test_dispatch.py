@@ -8,6 +8,7 @@ import os
 import pytest
 
 from slurm_mig.hooks.dispatch import run_prolog
+from slurm_mig.hooks.epilog import epilog as run_epilog
 from slurm_mig.node.jobfiles import task_prolog
 from slurm_mig.slurm import jobinfo
 
@@ -46,11 +47,11 @@ ENV = {"SLURMD_NODENAME": "n1", "SLURM_JOB_GPUS": "0"}
 
 
 def entry(tres, nodes="n1", batch_flag=False, requeue=False, restart_cnt=0, partition="debug",
-          required="", features="", admin_comment=""):
+          required="", features="", excluded="", admin_comment=""):
     """squeue's one-job line (jobinfo.FIELDS) for job 5."""
     flag = {True: "1", False: "0"}
     return "|".join(["5", flag[batch_flag], flag[requeue], str(restart_cnt), tres, nodes, partition,
-                     required or "", features or "(null)", admin_comment or "(null)"]) + "|\n"
+                     required or "", features or "(null)", excluded, admin_comment or "(null)"]) + "|\n"
 
 
 def full_gpu_node(make_node, **settings):
@@ -66,7 +67,7 @@ SMALL_ON_GPU0 = "gres:mig:1g.10gb:1,gres:shard:8"
 
 def test_a_batch_job_without_room_goes_back_to_the_queue_marked(make_node, fake_slurm):
     bin_dir = fake_slurm(entry(SMALL_ON_GPU0, **BATCH))
-    cfg = full_gpu_node(make_node, slurm_bin_dir=bin_dir)
+    cfg = full_gpu_node(make_node, slurm_bin_dir=bin_dir, steer=False)
     run_prolog(cfg, "5", uid=None, env=ENV)
     requeue, mark = [c for c in fake_slurm.calls() if c.startswith("scontrol")]
     assert requeue == "scontrol requeue 5"
@@ -94,14 +95,15 @@ def test_a_requeued_job_is_left_to_a_steerer_with_where_slurm_may_run_it(make_no
     bin_dir = fake_slurm(entry(SMALL_ON_GPU0, partition="gpu", **BATCH))
     cfg = full_gpu_node(make_node, slurm_bin_dir=bin_dir)
     run_prolog(cfg, "5", uid=None, env=ENV)
-    requeue, mark = [c for c in fake_slurm.calls() if c.startswith("scontrol")]
-    assert requeue == "scontrol requeue 5"
-    assert mark.startswith("scontrol update JobId=5 AdminComment=slurm-mig: requeued 1/100: ")
-    assert not [c for c in fake_slurm.calls() if c.startswith("sinfo")]    # not while it holds the node
+    # one Slurm command: the steerer marks the job in its one update
+    assert [c for c in fake_slurm.calls() if not c.startswith("-h -j 5")] == ["scontrol requeue 5"]
+    assert os.path.exists(os.path.join(cfg.run_dir, "5.requeued"))        # the Epilog here removes it
     (job, request), = steerers
     assert job == "5" and (request["attempt"], request["limit"]) == (1, 100)
     assert request["placement"] == dict(nodes=["n1"], partition="gpu", excluded=[], required="",
                                         features="", admin_comment="")
+    run_epilog(cfg, "5")
+    assert not os.path.exists(os.path.join(cfg.run_dir, "5.requeued"))
     assert request["reason"].startswith("1g.10gb:1 does not fit next to the running jobs' instances")
 
 
@@ -117,6 +119,7 @@ def test_a_steerer_that_cannot_start_leaves_the_job_requeued(make_node, fake_slu
     assert [c.split(" AdminComment")[0] for c in fake_slurm.calls() if c.startswith("scontrol")] == \
         ["scontrol requeue 5", "scontrol update JobId=5"]
     assert task_prolog(cfg.run_dir, "5") == ("", 0)
+    assert not os.path.exists(os.path.join(cfg.run_dir, "5.requeued"))
 
 
 def test_steering_off_leaves_the_job_to_slurm(make_node, fake_slurm, steerers):
@@ -127,7 +130,7 @@ def test_steering_off_leaves_the_job_to_slurm(make_node, fake_slurm, steerers):
 
 def test_the_mark_counts_requeues_up_to_the_limit(make_node, fake_slurm):
     bin_dir = fake_slurm(entry(SMALL_ON_GPU0, **dict(BATCH, restart_cnt=2)))
-    cfg = full_gpu_node(make_node, slurm_bin_dir=bin_dir, max_requeues=3)
+    cfg = full_gpu_node(make_node, slurm_bin_dir=bin_dir, max_requeues=3, steer=False)
     run_prolog(cfg, "5", uid=None, env=ENV)
     assert fake_slurm.calls()[-1].startswith("scontrol update JobId=5 AdminComment=slurm-mig: requeued 3/3: ")
 
@@ -171,10 +174,10 @@ def test_the_prolog_reads_the_request_once_and_the_gpu_from_slurmd(make_node, fa
 
 @pytest.mark.parametrize("line, why", [
     ("", "squeue printed 0 lines for job 5"),
-    ("6|1|1|0|gres:shard:8|n1|debug||(null)|(null)|\n", "squeue printed 0 lines for job 5, not its own"),
-    ("5|1|1|0|gres:shard:8|n2|debug||(null)|(null)|\n", "Slurm says job 5 runs on n2, not on n1"),
-    ("5|1|1|0|gres:shard:8|n1\n", "squeue printed 6 fields for job 5, not 10"),
-    ("5|1|1|0|gres:mig:1g.10gb:x|n1|debug||(null)|(null)|\n", "unknown GRES request item"),
+    ("6|1|1|0|gres:shard:8|n1|debug||(null)||(null)|\n", "squeue printed 0 lines for job 5, not its own"),
+    ("5|1|1|0|gres:shard:8|n2|debug||(null)||(null)|\n", "Slurm says job 5 runs on n2, not on n1"),
+    ("5|1|1|0|gres:shard:8|n1\n", "squeue printed 6 fields for job 5, not 11"),
+    ("5|1|1|0|gres:mig:1g.10gb:x|n1|debug||(null)||(null)|\n", "unknown GRES request item"),
 ])
 def test_an_unusable_answer_fails_the_job_alone(make_node, fake_slurm, line, why):
     cfg, _ = make_node("2xH100-80GB", slurm_bin_dir=fake_slurm(line))
@@ -234,7 +237,7 @@ def test_the_hook_entry_exits_0_when_slurm_is_down(make_node, tmp_path):
 def test_a_batch_whole_gpu_job_on_a_gpu_with_instances_goes_back_to_the_queue(make_node, fake_slurm):
     """22.05 can hand GPU 0 to `--gres=gpu:1` while a MIG job's instance is still
     there: the job is requeued and marked like a MIG job, never failed."""
-    cfg = full_gpu_node(make_node, slurm_bin_dir=fake_slurm(entry("gres:gpu:1", **BATCH)))
+    cfg = full_gpu_node(make_node, slurm_bin_dir=fake_slurm(entry("gres:gpu:1", **BATCH)), steer=False)
     run_prolog(cfg, "5", uid=None, env=ENV)
     requeue, mark = [c for c in fake_slurm.calls() if c.startswith("scontrol")]
     assert requeue == "scontrol requeue 5"

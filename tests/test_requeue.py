@@ -1,5 +1,6 @@
 """Steering a requeued job (slurm/requeue.py): which nodes it is kept off,
 when they are given back, and what is never touched."""
+import os
 import pytest
 from hypothesis import given, strategies as st
 
@@ -127,27 +128,81 @@ def request(**placement_fields):
 SINFO_CALL = "sinfo -h -N -p gpu -o %N %G"
 
 
+MARK_2 = "AdminComment=slurm-mig: requeued 2/30, kept off n1: 7g.80gb:1 does not fit"
+
+
 @pytest.mark.parametrize("states", [("COMPLETING", "COMPLETING", "PENDING"), ("REQUEUED", "PENDING")])
-def test_the_steerer_waits_for_the_job_to_finish_completing_then_steers(fake_bin, states):
+def test_where_squeue_cannot_print_excnodes_one_job_is_read_until_pending(fake_bin, states):
+    """22.05: the Prolog's read had no ExcNodeList (excluded None): one-job
+    reads of state and ExcNodeList, then one update that marks, keeps off
+    and starts the job."""
     bin_dir = fake_bin(*states)
-    assert steer_when_pending("5", request(), bin_dir, poll=0.01) == "kept off n1, started at once"
-    assert fake_bin.calls() == [
-        SINFO_CALL,
-        "update JobId=5 ExcNodeList=n1 AdminComment=slurm-mig: requeued 2/30, kept off n1: 7g.80gb:1 does not fit",
-        "update JobId=5 StartTime=now"]
+    assert steer_when_pending("5", request(excluded=None), bin_dir, poll=0.01) == "kept off n1, started at once"
+    assert fake_bin.calls() == [SINFO_CALL, f"update JobId=5 ExcNodeList=n1 {MARK_2} StartTime=now"]
     assert set(fake_bin.squeue_calls()) == {"squeue -h -j 5 -t all -o %T|%x"}     # one job, never the queue
+
+
+def test_with_excnodes_from_the_prologs_read_one_update_is_all(fake_bin, tmp_path):
+    """24.11 and later: after this node's Epilog (the marker gone), one
+    command; the partition's GPU nodes come from the cache after the first."""
+    bin_dir = fake_bin("RUNNING")          # never read
+    marker = tmp_path / "5.requeued"
+    for _ in range(2):
+        assert steer_when_pending("5", request(), bin_dir, str(marker), str(tmp_path), poll=0.01) == \
+            "kept off n1, started at once"
+    assert fake_bin.calls() == [SINFO_CALL] + [f"update JobId=5 ExcNodeList=n1 {MARK_2} StartTime=now"] * 2
+    assert not (tmp_path / "squeue-calls").exists()
+
+
+def test_the_steerer_waits_for_this_nodes_epilog(fake_bin, tmp_path):
+    import threading
+    bin_dir = fake_bin("RUNNING")
+    marker = tmp_path / "5.requeued"
+    marker.write_text("")
+    done = []
+    t = threading.Thread(target=lambda: done.append(
+        steer_when_pending("5", request(), bin_dir, str(marker), poll=0.01)))
+    t.start()
+    t.join(0.3)
+    assert t.is_alive() and fake_bin.calls() == []
+    marker.unlink()                        # the Epilog ran
+    t.join(10)
+    assert done == ["kept off n1, started at once"] and len(fake_bin.calls()) == 2
+
+
+def test_an_epilog_that_never_comes_leaves_the_job_marked_with_slurms_delay(fake_bin, tmp_path):
+    marker = tmp_path / "5.requeued"
+    marker.write_text("")
+    got = steer_when_pending("5", request(), fake_bin("PENDING"), str(marker), timeout=0.05, poll=0.01)
+    assert got == "left alone: its Epilog had not run by the timeout"
+    assert fake_bin.calls() == ["update JobId=5 AdminComment=slurm-mig: requeued 2/30: 7g.80gb:1 does not fit"]
+
+
+def test_a_stale_or_foreign_partition_cache_is_read_again(fake_bin, tmp_path):
+    bin_dir = fake_bin("RUNNING")
+    cache = tmp_path / "partition-gpu-nodes.gpu"
+    cache.write_text("n1\n")                          # would strand the job: only its own node
+    os.utime(cache, (0, 0))
+    assert steer_when_pending("5", request(), bin_dir, "", str(tmp_path)) == "kept off n1, started at once"
+    assert fake_bin.calls()[0] == SINFO_CALL and cache.read_text() == "n1\nn2\n"
+    cache.write_text("n1\n")
+    os.chown(cache, 1000, 1000)                        # not root's: someone else wrote it
+    steer_when_pending("5", request(), bin_dir, "", str(tmp_path))
+    assert fake_bin.calls().count(SINFO_CALL) == 2
 
 
 def test_the_users_own_exclusions_are_kept(fake_bin):
     bin_dir = fake_bin("PENDING|n7\n")
-    assert steer_when_pending("5", request(), bin_dir, poll=0.01) == "kept off n1, started at once"
+    assert steer_when_pending("5", request(excluded=None), bin_dir, poll=0.01) == "kept off n1, started at once"
     assert fake_bin.calls()[1].startswith("update JobId=5 ExcNodeList=n[1,7] AdminComment=slurm-mig: "
                                           "requeued 2/30, kept off n1: ")
+    assert steer_when_pending("5", request(excluded=["n7"]), bin_dir) == "kept off n1, started at once"
+    assert fake_bin.calls()[-1].startswith("update JobId=5 ExcNodeList=n[1,7] ")
 
 
 def test_giving_nodes_back_leaves_the_start_time_to_slurm(fake_bin):
-    got = steer_when_pending("5", request(nodes=["n2"], admin_comment=mark(["n1"])),
-                             fake_bin("PENDING|n1\n"), poll=0.01)
+    got = steer_when_pending("5", request(nodes=["n2"], excluded=["n1"], admin_comment=mark(["n1"])),
+                             fake_bin("RUNNING"), poll=0.01)
     assert got == "given its nodes back (ExcNodeList=)"
     assert fake_bin.calls()[1:] == ["update JobId=5 ExcNodeList= AdminComment=slurm-mig: requeued 2/30: "
                                     "7g.80gb:1 does not fit"]
@@ -158,25 +213,28 @@ def test_giving_nodes_back_leaves_the_start_time_to_slurm(fake_bin):
     ({}, "n1 gpu:h100:2(S:0),shard:112(S:0)\n"),      # its only GPU node: nowhere else to go
     ({}, ""),                                          # sinfo names no GPU node: nothing is known
 ])
-def test_what_cannot_be_steered_is_left_to_slurm(fake_bin, fields, sinfo):
+def test_what_cannot_be_steered_is_only_marked(fake_bin, fields, sinfo):
     assert steer_when_pending("5", request(**fields), fake_bin("PENDING", sinfo=sinfo), poll=0.01) == \
         "left to Slurm"
-    assert [c for c in fake_bin.calls() if not c.startswith("sinfo")] == []
+    assert [c for c in fake_bin.calls() if not c.startswith("sinfo")] == \
+        ["update JobId=5 AdminComment=slurm-mig: requeued 2/30: 7g.80gb:1 does not fit"]
 
 
 @pytest.mark.parametrize("state, why", [("RUNNING", "the job is RUNNING"), ("CANCELLED", "the job is CANCELLED")])
 def test_a_job_that_moved_on_is_left_alone(fake_bin, state, why):
-    assert steer_when_pending("5", request(), fake_bin("COMPLETING", state), poll=0.01) == f"left alone: {why}"
+    assert steer_when_pending("5", request(excluded=None), fake_bin("COMPLETING", state), poll=0.01) == \
+        f"left alone: {why}"
     assert fake_bin.calls() == []
 
 
-def test_a_job_still_completing_at_the_timeout_is_left_to_slurm(fake_bin):
-    got = steer_when_pending("5", request(), fake_bin("COMPLETING"), timeout=0.05, poll=0.01)
-    assert got == "left alone: still completing after the timeout" and fake_bin.calls() == []
+def test_a_job_still_completing_at_the_timeout_is_marked_and_left_to_slurm(fake_bin):
+    got = steer_when_pending("5", request(excluded=None), fake_bin("COMPLETING"), timeout=0.05, poll=0.01)
+    assert got == "left alone: still completing after the timeout"
+    assert fake_bin.calls() == ["update JobId=5 AdminComment=slurm-mig: requeued 2/30: 7g.80gb:1 does not fit"]
 
 
 @pytest.mark.parametrize("text, state", [("", "PENDING"), ("{}", "PENDING"), (request(nodes=["n1;reboot"]), "PENDING"),
-                                         (request(excluded=["$(id)"]), "PENDING"), (request(), "PENDING|n1;x\n")])
+                                         (request(excluded=["$(id)"]), "PENDING"), (request(excluded=None), "PENDING|n1;x\n")])
 def test_the_steerer_refuses_what_it_cannot_check(fake_bin, text, state):
     with pytest.raises(BadInput):
         steer_when_pending("5", text, fake_bin(state), poll=0.01)

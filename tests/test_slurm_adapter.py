@@ -152,9 +152,9 @@ def test_the_captures_cover_three_versions_and_two_nodes():
 
 # The dynamic Prolog's one-job read, as squeue printed it (job 1, `sbatch --gres=mig:3g.40gb:1`,
 # job_submit.lua adding the shards), and what a hostile admin-set comment cannot break.
-ONE_JOB_LINES = {"22.05": "1|1|1|0|gres:mig:3g.40gb:1,gres:shard:25|n1|debug||(null)|(null)|\n",
-                 "24.11": "1|1|1|0|gres/mig:3g.40gb:1,gres/shard:25|n1|debug||(null)|(null)|\n",
-                 "26.05": "1|1|1|0|gres/mig:3g.40gb:1,gres/shard:25|n1|debug||(null)|(null)|\n"}
+ONE_JOB_LINES = {"22.05": "1|1|1|0|gres:mig:3g.40gb:1,gres:shard:25|n1|debug||(null)||(null)|\n",
+                 "24.11": "1|1|1|0|gres/mig:3g.40gb:1,gres/shard:25|n1|debug||(null)||(null)|\n",
+                 "26.05": "1|1|1|0|gres/mig:3g.40gb:1,gres/shard:25|n1|debug||(null)||(null)|\n"}
 
 
 @pytest.mark.parametrize("version", sorted(ONE_JOB_LINES))
@@ -167,21 +167,23 @@ def test_the_one_job_read_gives_the_request_and_slurmds_gpu(version):
 
 def test_the_one_job_read_merges_repeated_profiles_and_keeps_the_comment_whole():
     line = "12|0|0|3|gres:mig:1g.10gb:1,gres:mig:1g.10gb:1,gres:mig:2g.20gb,gres:shard:31|n[1-2]|gpu|n2|" \
-           "a100&nvl|slurm-mig: requeued 3/100, kept off n3: x|y|\n"
+           "a100&nvl|n[3,7]|slurm-mig: requeued 3/100, kept off n3: x|y|\n"
     req = parse_job_line(line, "12", "n2", "0")
     assert req.spec == "mig:1g.10gb:2,mig:2g.20gb:1" and not req.batch and req.restarts == 3
-    assert req.placement == Placement(["n1", "n2"], "gpu", [], "n2", "a100&nvl",
+    assert req.placement == Placement(["n1", "n2"], "gpu", ["n3", "n7"], "n2", "a100&nvl",
                                       "slurm-mig: requeued 3/100, kept off n3: x|y")
+    # squeue before 24.11 prints no ExcNodes (an empty field and an error on stderr)
+    assert parse_job_line(line, "12", "n2", "0", exc_nodes_known=False).placement.excluded is None
 
 
 def test_whole_gpus_come_from_slurmd():
-    req = parse_job_line("4|1|1|0|gres:gpu:h100:2|n1|debug||(null)|(null)|\n", "4", "n1", "0-1")
+    req = parse_job_line("4|1|1|0|gres:gpu:h100:2|n1|debug||(null)||(null)|\n", "4", "n1", "0-1")
     assert (req.spec, req.gpu, req.whole_gpus) == ("", None, [0, 1])
 
 
 def test_a_heterogeneous_jobs_leader_reads_its_own_component():
     """`squeue -j <leader>` lists every component (each a job of its own id)."""
-    text = ("1|1|1|0|gres:mig:1g.10gb:1,gres:shard:8|n1|debug||(null)|(null)|\n"
-            "2|1|1|0|gres:mig:2g.20gb:1,gres:shard:15|n2|debug||(null)|(null)|\n")
+    text = ("1|1|1|0|gres:mig:1g.10gb:1,gres:shard:8|n1|debug||(null)||(null)|\n"
+            "2|1|1|0|gres:mig:2g.20gb:1,gres:shard:15|n2|debug||(null)||(null)|\n")
     assert parse_job_line(text, "1", "n1", "0").spec == "mig:1g.10gb:1"
     assert parse_job_line(text, "2", "n2", "0").spec == "mig:2g.20gb:1"

@@ -12,6 +12,7 @@ with the reason: a hook never drains the node for it.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 from typing import List, Mapping, Optional
@@ -76,21 +77,36 @@ def _send_back(cfg: Config, job: str, req):
         return cannot(f"it was requeued {req.restarts} times already (max_requeues = {cfg.max_requeues})")
 
     def send_back(reason: str) -> Optional[str]:
+        from ..fsutil import atomic_write, safe_dir
+        from ..node.jobfiles import REQUEUED, job_file
         from ..slurm import requeue
         attempt = req.restarts + 1
+        steering = cfg.steer and req.placement is not None
+        marker = job_file(cfg.run_dir, job, REQUEUED)
+        if steering:       # before the requeue: the Epilog that removes it may run right after
+            safe_dir(cfg.run_dir, 0o755, "run_dir")
+            atomic_write(marker, b"", mode=0o644)
         try:
-            requeue.send_back(job, reason, attempt, cfg.max_requeues, cfg.slurm_bin_dir)
+            requeue.send_back(job, reason, attempt, cfg.max_requeues, cfg.slurm_bin_dir, marked=not steering)
         except SlurmUnavailable as e:
+            _remove(marker)
             return f"Slurm refused to requeue it ({e})"
-        if cfg.steer and req.placement is not None:
+        if steering:
             try:
                 _spawn_steerer(job, requeue.steer_request(req.placement, attempt, cfg.max_requeues,
                                                           reason))
             except OSError as e:
                 from ..log import JobLog
                 JobLog(job).warning("requeued, but not steered (%s): Slurm's own delay applies", e)
+                _remove(marker)
+                requeue.mark_job(job, requeue.mark(attempt, cfg.max_requeues, reason), cfg.slurm_bin_dir)
         return None
     return send_back
+
+
+def _remove(path: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
 
 
 def _spawn_steerer(job: str, request: str) -> None:

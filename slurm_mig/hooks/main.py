@@ -56,8 +56,9 @@ def main(argv) -> int:
         from ..log import JobLog
         from ..slurm import requeue
         try:
-            done = requeue.steer_when_pending(job, os.environ.get(requeue.STEER_ENV, ""),
-                                              cfg.slurm_bin_dir)
+            from ..node.jobfiles import REQUEUED, job_file
+            done = requeue.steer_when_pending(job, os.environ.get(requeue.STEER_ENV, ""), cfg.slurm_bin_dir,
+                                              job_file(cfg.run_dir, job, REQUEUED), cfg.run_dir)
         except SlurmMigError as e:
             done = f"not steered: {e}"
         JobLog(job).info("requeued job %s", done)

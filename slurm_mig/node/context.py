@@ -13,7 +13,7 @@ from ..errors import NodeProblem
 from ..fsutil import atomic_write, safe_dir
 from ..log import JobLog
 from . import counters
-from .jobfiles import ENV, FAIL, STEPS, WHOLE_GPU, Device, devices_text, job_file
+from .jobfiles import ENV, FAIL, REQUEUED, STEPS, WHOLE_GPU, Device, devices_text, job_file
 from .ledger import Ledger, Record
 
 # The reason of the record an Epilog leaves for a job it found no record of:
@@ -92,7 +92,7 @@ class NodeContext:
         atomic_write(self._job_file(job, suffix), text.encode(), mode=0o400, uid=uid)
 
     def remove_job_files(self, job: str) -> None:
-        for suffix in (ENV, FAIL):
+        for suffix in (ENV, FAIL, REQUEUED):
             with contextlib.suppress(FileNotFoundError, NotADirectoryError):
                 os.unlink(self._job_file(job, suffix))   # a bad run_dir is refused when written
         steps = self._job_file(job, STEPS)

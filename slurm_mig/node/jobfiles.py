@@ -41,6 +41,7 @@ from typing import Callable, Dict, List, Mapping, NamedTuple, Optional, Tuple
 from ..core.syntax import check_job_id
 
 ENV, FAIL, STEPS = ".env", ".fail", ".steps"
+REQUEUED = ".requeued"      # left by a Prolog that requeued the job; its Epilog here removes it
 BIND_VALUES = ("task", "all")
 WHOLE_GPU = "gpu"
 _DEVICE = re.compile(r"(MIG|GPU)-[A-Za-z0-9/-]+")

@@ -49,7 +49,8 @@ class Placement(NamedTuple):
     user can make pose as another field: it comes from Slurm's JSON)."""
     nodes: List[str]          # the nodes of this allocation
     partition: str            # the partition it runs in
-    excluded: List[str]       # ExcNodeList (the user's, plus any slurm-mig added)
+    excluded: Optional[List[str]]   # ExcNodeList (the user's, plus any slurm-mig added);
+                                    # None: not known (squeue before 24.11 cannot print it)
     required: str = ""        # ReqNodeList (--nodelist), as Slurm prints it
     features: str = ""        # --constraint
     admin_comment: str = ""   # only root and SlurmUser can set it
@@ -138,7 +139,8 @@ def parse_allocation(text: str) -> JobRequest:
 
 # One job, only fields no user text reaches; AdminComment last (it may hold the delimiter).
 FIELDS = ("JobID", "BatchFlag", "Requeue", "RestartCnt", "tres-per-node", "NodeList", "Partition",
-          "ReqNodes", "Feature", "admin_comment")
+          "ReqNodes", "Feature", "ExcNodes", "admin_comment")     # admin_comment last: it may hold a |
+NO_EXC_NODES = "Invalid job format specification: ExcNodes"      # squeue before 24.11, which prints it empty
 _GRES = re.compile(r"gres[:/]([A-Za-z0-9_]+)(?::([^:,]+))?(?::(\d+))?")
 _PROFILE = re.compile(r"[0-9a-z.+]+")
 
@@ -148,8 +150,9 @@ def job_query(job: str) -> List[str]:
     return ["-h", "-j", check_job_id(job), "-O", ",".join(f + ":|" for f in FIELDS)]
 
 
-def parse_job_line(text: str, job: str, node: str, job_gpus: str) -> JobRequest:
-    """This node's share of `job` from the one-job read and SLURM_JOB_GPUS."""
+def parse_job_line(text: str, job: str, node: str, job_gpus: str, exc_nodes_known: bool = True) -> JobRequest:
+    """This node's share of `job` from the one-job read and SLURM_JOB_GPUS
+    (`exc_nodes_known`: the squeue could print ExcNodes)."""
     # A heterogeneous job's leader id lists every component: each is a job of its own.
     lines = [ln for ln in text.splitlines() if ln.startswith(f"{job}|")]
     if len(lines) != 1:
@@ -184,8 +187,14 @@ def parse_job_line(text: str, job: str, node: str, job_gpus: str) -> JobRequest:
                       gpu=gpus[0] if shards else None, mig_idx=[], whole_gpus=[] if shards else gpus,
                       batch=row["BatchFlag"] == "1", requeue=row["Requeue"] == "1",
                       restarts=int(restarts) if restarts.isdigit() else 0,
-                      placement=Placement(names, row["Partition"], [], row["ReqNodes"], row["Feature"],
-                                          row["admin_comment"]))
+                      placement=Placement(names, row["Partition"], _exc_nodes(row["ExcNodes"], exc_nodes_known),
+                                          row["ReqNodes"], row["Feature"], row["admin_comment"]))
+
+
+def _exc_nodes(text: str, known: bool) -> Optional[List[str]]:
+    if not known:
+        return None
+    return [check_node_name(n) for n in expand_hostlist("" if text == "(null)" else text)]
 
 
 def step_query(job: str) -> List[str]:
@@ -314,9 +323,11 @@ def slurm_command(name: str, bin_dir: str = "") -> str:
     return found
 
 
-def run_slurm(argv: List[str], attempts: int = 3, timeout: float = 10.0) -> str:
+def run_slurm(argv: List[str], attempts: int = 3, timeout: float = 10.0,
+              warnings: Optional[List[str]] = None) -> str:
     """stdout of a Slurm client; retried while the controller is busy or
-    restarting. SlurmUnavailable when every attempt failed."""
+    restarting. SlurmUnavailable when every attempt failed. `warnings` gets
+    the stderr of the run that succeeded."""
     why = ""
     for attempt in range(attempts):
         if attempt:
@@ -330,6 +341,8 @@ def run_slurm(argv: List[str], attempts: int = 3, timeout: float = 10.0) -> str:
             why = e.strerror or str(e)
             continue
         if p.returncode == 0:
+            if warnings is not None:
+                warnings.append(p.stderr)
             return p.stdout
         why = (p.stderr or p.stdout).strip().splitlines()[-1:] or [f"exit {p.returncode}"]
         why = why[0][:300]
@@ -345,8 +358,9 @@ def read_job(job: str, node: str, job_gpus: str, bin_dir: str = "", attempts: in
     """Dynamic mode: this node's share of `job`, from one one-job read."""
     job = check_job_id(job)
     check_node_name(node)
-    return parse_job_line(run_slurm([slurm_command("squeue", bin_dir)] + job_query(job), attempts, timeout),
-                          job, node, job_gpus)
+    warnings: List[str] = []
+    out = run_slurm([slurm_command("squeue", bin_dir)] + job_query(job), attempts, timeout, warnings)
+    return parse_job_line(out, job, node, job_gpus, exc_nodes_known=NO_EXC_NODES not in "".join(warnings))
 
 
 def read_static_job(job: str, node: str, source: str = "squeue", bin_dir: str = "",

@@ -2,7 +2,7 @@
 
 Slurm's shard count admits a job its GPU cannot hold when the free memory
 slots are split by running instances (or held by a process no job owns).
-Such a batch job is not failed: the Prolog requeues it and marks it in
+Such a batch job is not failed: the Prolog requeues it and it is marked in
 AdminComment (only root can set it, so the mark is Slurm's and not the
 user's; the user sees why in `scontrol show job`).
 
@@ -12,23 +12,32 @@ cred_expire + 1 seconds (121 by default), a delay it needs because slurmd
 skips the Prolog of a job id it ran within cred_expire (its credential cache):
 a job started sooner on the same node would run without its instances. So the
 Prolog leaves a small process (`slurm-mig-hook steer`, started by
-hooks/dispatch.py with `steer_request`) that waits for the job
-to finish completing, keeps it off the nodes it just ran on (ExcNodeList,
-named in the mark) and then, only if that took, sets StartTime=now: it cannot
-come back to a node whose cache holds it. If that process fails, the job keeps
-Slurm's own delay. Once every node of its partition
-with GPUs has turned it away, the nodes are given back and Slurm's own delay
-applies. A job with --nodelist or --constraint is never steered: which nodes
-could run it is not known here.
+hooks/dispatch.py with `steer_request`) that waits for the job's Epilog on
+this node (it removes the marker file the Prolog left), then in one job update
+keeps it off the nodes it just ran on (ExcNodeList, named in the mark) and sets
+StartTime=now: the controller applies ExcNodeList before StartTime and stops at
+the first field it refuses, so the job cannot come back early to a node whose
+cache holds it. If that process fails, the job keeps Slurm's own delay. Once
+every node of its partition with GPUs has turned it away, the nodes are given
+back and Slurm's own delay applies. A job with --nodelist or --constraint is
+never steered: which nodes could run it is not known here.
+
+Slurm commands per requeue: the Prolog's `scontrol requeue`, the steerer's
+one update; where squeue cannot print ExcNodes in the Prolog's read (before
+24.11), one one-job read of it; the partition's GPU nodes (sinfo) are cached
+for PARTITION_CACHE_TTL.
 """
 from __future__ import annotations
 
+import os
 import re
+import stat
 import time
 from typing import Iterable, List, NamedTuple, Optional, Tuple
 
 from ..core.syntax import check_job_id
 from ..errors import BadInput, SlurmUnavailable
+from ..fsutil import atomic_write
 from .jobinfo import Placement, check_node_name, expand_hostlist, run_slurm, slurm_command
 
 MARK = "slurm-mig: requeued"
@@ -37,6 +46,7 @@ _KEPT_OFF = re.compile(r"^slurm-mig: requeued \d+/\d+, kept off (\S+):")
 _PARTITION = re.compile(r"[A-Za-z0-9._-]{1,255}")
 STEER_ENV = "SLURM_MIG_STEER"
 STEER_TIMEOUT = 100.0     # s the steerer waits for the job to finish completing, then leaves it to Slurm
+PARTITION_CACHE_TTL = 600.0   # s a partition's GPU node list is reused
 
 
 class Steering(NamedTuple):
@@ -73,11 +83,32 @@ def steer(placement: Placement, gpu_nodes: Optional[Iterable[str]]) -> Optional[
     return Steering(sorted(users | after), sorted(after), True)
 
 
-def partition_gpu_nodes(partition: str, bin_dir: str = "") -> List[str]:
+def partition_gpu_nodes(partition: str, bin_dir: str = "", cache_dir: str = "") -> List[str]:
     """Nodes of `partition` that have shards (GPUs in dynamic mode), from sinfo
-    (node names and GRES are the admin's configuration, not a user's text)."""
+    (node names and GRES are the admin's configuration, not a user's text),
+    or from what an earlier steerer on this node read less than
+    PARTITION_CACHE_TTL ago (in root's `cache_dir`)."""
     if not _PARTITION.fullmatch(partition or ""):
         raise BadInput(f"invalid partition name {partition!r}")
+    cache = os.path.join(cache_dir, f"partition-gpu-nodes.{partition}") if cache_dir else ""
+    if cache:
+        try:
+            st = os.lstat(cache)
+            if stat.S_ISREG(st.st_mode) and st.st_uid == 0 and time.time() - st.st_mtime < PARTITION_CACHE_TTL:
+                with open(cache, encoding="utf-8") as f:
+                    return [check_node_name(n) for n in f.read().split()]
+        except (OSError, BadInput):
+            pass
+    nodes = _read_partition_gpu_nodes(partition, bin_dir)
+    if cache:
+        try:
+            atomic_write(cache, "".join(n + "\n" for n in nodes).encode(), mode=0o644)
+        except OSError:
+            pass
+    return nodes
+
+
+def _read_partition_gpu_nodes(partition: str, bin_dir: str) -> List[str]:
     out = run_slurm([slurm_command("sinfo", bin_dir), "-h", "-N", "-p", partition, "-o", "%N %G"],
                     attempts=2)
     nodes = []
@@ -101,17 +132,24 @@ def mark(attempt: int, limit: int, reason: str, kept_off: Iterable[str] = ()) ->
     return f"{MARK} {attempt}/{limit}{kept}: " + " ".join(reason.split())[:MAX_REASON_TEXT]
 
 
-def send_back(job: str, reason: str, attempt: int, limit: int, bin_dir: str = "") -> None:
-    """Requeue `job`, then mark it. SlurmUnavailable when Slurm refuses the
-    requeue (--no-requeue, JobRequeue=0, not a batch job) or cannot be
-    reached; a mark that fails afterwards is only logged: the job is back in
-    the queue with Slurm's own delay."""
-    from ..log import JobLog
+def send_back(job: str, reason: str, attempt: int, limit: int, bin_dir: str = "",
+              marked: bool = True) -> None:
+    """Requeue `job`, then mark it (unless not `marked`: a steerer will).
+    SlurmUnavailable when Slurm refuses the requeue (--no-requeue,
+    JobRequeue=0, not a batch job) or cannot be reached; a mark that fails
+    afterwards is only logged: the job is back in the queue with Slurm's own delay."""
     job = check_job_id(job)
     scontrol = slurm_command("scontrol", bin_dir)
     run_slurm([scontrol, "requeue", job], attempts=1)
+    if marked:
+        mark_job(job, mark(attempt, limit, reason), bin_dir)
+
+
+def mark_job(job: str, text: str, bin_dir: str = "") -> None:
+    """Set the job's mark; a failure is only logged."""
+    from ..log import JobLog
     try:
-        run_slurm([scontrol, "update", f"JobId={job}", f"AdminComment={mark(attempt, limit, reason)}"],
+        run_slurm([slurm_command("scontrol", bin_dir), "update", f"JobId={job}", f"AdminComment={text}"],
                   attempts=2)
     except SlurmUnavailable as e:
         JobLog(job).warning("requeued, but marking it failed: %s", e)
@@ -144,45 +182,54 @@ def _read_request(text: str):
     try:
         raw = json.loads(text)
         p = raw["placement"]
+        excluded = None if p["excluded"] is None else [check_node_name(n) for n in p["excluded"]]
         placement = Placement(
-            [check_node_name(n) for n in p["nodes"]], str(p["partition"]),
-            [check_node_name(n) for n in p["excluded"]], str(p["required"]), str(p["features"]),
-            str(p["admin_comment"]))
+            [check_node_name(n) for n in p["nodes"]], str(p["partition"]), excluded,
+            str(p["required"]), str(p["features"]), str(p["admin_comment"]))
         attempt, limit, reason = int(raw["attempt"]), int(raw["limit"]), str(raw["reason"])
     except (ValueError, KeyError, TypeError) as e:
         raise BadInput(f"unreadable steering request ({e})") from None
     return placement, attempt, limit, reason
 
 
-def steer_when_pending(job: str, request: str, bin_dir: str = "",
-                       timeout: float = STEER_TIMEOUT, poll: float = 0.5) -> str:
-    """The steerer: wait until the requeued job has finished completing, then
-    keep it off the nodes that ran it and start it at once (a job update
-    wakes the scheduler), or give the nodes back.
+def steer_when_pending(job: str, request: str, bin_dir: str = "", marker: str = "", cache_dir: str = "",
+                       timeout: float = STEER_TIMEOUT, poll: float = 0.2) -> str:
+    """The steerer: wait until this node's Epilog of the requeued job has run
+    (it removes `marker`), then in one update mark the job and keep it off
+    the nodes that ran it and start it at once, or give the nodes back, or
+    only mark it. Where the Prolog's read could not tell the job's ExcNodeList,
+    one one-job read gives it (and says whether the job is pending yet).
     Every Slurm query waits until then: node information read while the job
     still held the node is what 22.05's sinfo keeps showing ("mixed" on an
-    idle node). Each poll is a one-job read (state and ExcNodeList), never a
-    list of the queue. Returns what was done, for the log."""
+    idle node). Returns what was done, for the log."""
     job = check_job_id(job)
     placement, attempt, limit, reason = _read_request(request)
     deadline = time.monotonic() + timeout
-    while True:
+    while marker and os.path.lexists(marker):
+        if time.monotonic() > deadline:
+            mark_job(job, mark(attempt, limit, reason), bin_dir)
+            return "left alone: its Epilog had not run by the timeout"
+        time.sleep(poll)
+    while placement.excluded is None:
         state, excluded = job_state(job, bin_dir)
         if state == "PENDING":
-            break
-        if state not in ("COMPLETING", "REQUEUED"):      # REQUEUED: a flag shown until it completes
+            placement = placement._replace(excluded=excluded)
+        elif state not in ("COMPLETING", "REQUEUED"):      # REQUEUED: a flag shown until it completes
             return f"left alone: the job is {state or 'gone'}"
-        if time.monotonic() > deadline:
+        elif time.monotonic() > deadline:
+            mark_job(job, mark(attempt, limit, reason), bin_dir)
             return "left alone: still completing after the timeout"
-        time.sleep(poll)
-    placement = placement._replace(excluded=excluded)
-    steering = steer(placement, partition_gpu_nodes(placement.partition, bin_dir))
+        else:
+            time.sleep(poll)
+    steering = steer(placement, partition_gpu_nodes(placement.partition, bin_dir, cache_dir))
+    fields = [f"AdminComment={mark(attempt, limit, reason, steering.kept_off if steering else ())}"]
+    if steering is not None:
+        fields.insert(0, f"ExcNodeList={folded(steering.exclude)}")
+        fields += ["StartTime=now"] if steering.soon else []
+    # Other nodes' Epilogs may still run: "not pending" is retried (run_slurm's attempts).
+    run_slurm([slurm_command("scontrol", bin_dir), "update", f"JobId={job}"] + fields, attempts=4)
     if steering is None:
         return "left to Slurm"
-    scontrol = slurm_command("scontrol", bin_dir)
-    run_slurm([scontrol, "update", f"JobId={job}", f"ExcNodeList={folded(steering.exclude)}",
-               f"AdminComment={mark(attempt, limit, reason, steering.kept_off)}"], attempts=2)
     if not steering.soon:
         return f"given its nodes back (ExcNodeList={folded(steering.exclude)})"
-    run_slurm([scontrol, "update", f"JobId={job}", "StartTime=now"], attempts=2)
     return f"kept off {folded(steering.kept_off)}, started at once"
