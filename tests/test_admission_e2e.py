@@ -6,7 +6,8 @@ import time
 
 import pytest
 
-from harness.devcluster import ClusterError, DevCluster
+from harness.devcluster import ClusterError, DevCluster, slurm_calls_of
+from slurm_mig.slurm.jobinfo import job_query
 
 pytestmark = pytest.mark.slow
 
@@ -152,6 +153,17 @@ def test_a_requeued_job_is_kept_off_its_node_and_starts_soon_on_another(slurm):
         eligible = seconds(job_field(c, job, "EligibleTime")) - seconds(job_field(c, job, "SubmitTime"))
         assert eligible <= 5, eligible
         assert re.search(r"^CVD=MIG-", c.output(job), re.M)
+        # The requeue round: the Prolog's requeue and the steerer's one update; where
+        # squeue cannot print ExcNodes in the Prolog's read (22.05), one one-job read.
+        # Besides: each Prolog's one-job read, and sinfo -p (cached for later rounds).
+        calls = slurm_calls_of(c, job)
+        reads = [x for x in calls if x.startswith("squeue " + " ".join(job_query(job)))]
+        partition = [x for x in calls if x.startswith("sinfo -h -N -p ")]
+        rounds = [x for x in calls if x not in reads + partition]
+        assert len(reads) == 2 and len(partition) == 1, calls
+        assert rounds[0] == f"scontrol requeue {job}" and rounds[-1].startswith(f"scontrol update JobId={job} ")
+        assert rounds[-1].endswith(" StartTime=now") and f"ExcNodeList={n1}" in rounds[-1]
+        assert len(rounds) == (3 if slurm.version == "22.05" else 2), calls
         settles_idle(c, *c.nodes)
 
 
