@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import socket
 from typing import List, Mapping, Optional
 
 from ..config import Config
@@ -37,8 +36,9 @@ def run_prolog(cfg: Config, job: str, spec: Optional[str] = None, gpu: Optional[
             indices = parse_idx(idx)
         from .static import prolog as static_prolog
         from ..node import counters
+        from ..node.ledger import this_node
         counters.bump(cfg.state_dir, "prologs")
-        static_prolog(_context(cfg), job, indices, uid, node_name(env), types)
+        static_prolog(_context(cfg), job, indices, uid, this_node(env), types)
         return
     if spec is None and whole_gpus is None:
         job_gpus = env.get("SLURM_JOB_GPUS", "")
@@ -121,18 +121,14 @@ def _spawn_steerer(job: str, request: str) -> None:
                      start_new_session=True, close_fds=True)
 
 
-def node_name(env: Mapping[str, str]) -> str:
-    """This node's Slurm name: SLURMD_NODENAME, else the short host name."""
-    return env.get("SLURMD_NODENAME") or socket.gethostname().split(".")[0]
-
-
 def _read_job(cfg: Config, job: str, uid: Optional[int], env: Mapping[str, str], static: bool = False):
     """This node's allocation, or None after failing the job with the reason."""
+    from ..node.ledger import this_node
     from ..slurm import jobinfo
     try:
         if static:
-            return jobinfo.read_static_job(job, node_name(env), cfg.job_source, cfg.slurm_bin_dir)
-        return jobinfo.read_job(job, node_name(env), env.get("SLURM_JOB_GPUS", ""), cfg.slurm_bin_dir)
+            return jobinfo.read_static_job(job, this_node(env), cfg.job_source, cfg.slurm_bin_dir)
+        return jobinfo.read_job(job, this_node(env), env.get("SLURM_JOB_GPUS", ""), cfg.slurm_bin_dir)
     except (SlurmUnavailable, BadInput) as e:
         _fail(cfg, job, uid, f"cannot read the job's allocation from Slurm: {e}")
         return None

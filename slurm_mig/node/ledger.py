@@ -28,9 +28,8 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import socket
 import time
-from typing import Callable, Dict, Iterator, List, Optional, Set, Tuple
+from typing import Callable, Dict, Iterator, List, Mapping, Optional, Set, Tuple
 
 from ..core.syntax import check_job_id
 from ..core.view import Held, Instance
@@ -45,9 +44,10 @@ STATES = LIVE + ("released", "failed")
 _FILE = re.compile(r"([0-9]{1,10})(~[0-9a-f]{1,32})?")
 
 
-def this_node() -> str:
-    """The node's Slurm name: SLURMD_NODENAME under slurmd, else the short host name."""
-    return os.environ.get("SLURMD_NODENAME") or socket.gethostname().split(".")[0]
+def this_node(env: Mapping[str, str] = os.environ) -> str:
+    """The node's Slurm name: SLURMD_NODENAME under slurmd, else the short
+    host name (os.uname: the hooks need not load the socket module)."""
+    return env.get("SLURMD_NODENAME") or os.uname().nodename.split(".")[0]
 
 
 class Record:
