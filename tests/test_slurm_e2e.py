@@ -71,8 +71,9 @@ def test_concurrent_steps_get_instances_of_their_own_request(cluster):
     job = cluster.sbatch("-n3", "--gres=mig:1g.10gb:2,mig:3g.40gb:1", script="\n".join([
         "echo CVD=$CUDA_VISIBLE_DEVICES", step.format(p="1g.10gb"), step.format(p="1g.10gb"),
         step.format(p="3g.40gb"), "wait", "srun -n1 sh -c 'echo NOREQ=$CUDA_VISIBLE_DEVICES'"]))
-    cluster._wait(lambda: cluster.job_state(job) in ("RUNNING", "COMPLETED"), 60, "job running")
-    profiles = {i["uuid"]: i["profile"] for i in live_instances(cluster)}
+    profiles = {}
+    cluster._wait(lambda: profiles.update((i["uuid"], i["profile"]) for i in live_instances(cluster))
+                  or len(profiles) == 3, 60, "the job's instances made")
     assert cluster.wait_job(job) == "COMPLETED", cluster.output(job)
     out = cluster.output(job)
     batch = uuids_in(out)
