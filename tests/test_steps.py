@@ -152,3 +152,24 @@ def test_the_prolog_makes_the_users_claims_directory_and_the_epilog_removes_it(m
     os.symlink(victim, os.path.join(steps, "planted"))        # the user's directory: anything in it
     hooks.epilog(cfg, "5")
     assert not os.path.lexists(steps) and (victim / "keep").exists()
+
+
+def test_a_config_the_user_cannot_read_leaves_the_task_prolog_working(tmp_path):
+    """The TaskProlog runs as the job's user; the config may be root's alone."""
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "7.env").write_text(f"{A} 0 1g.10gb\n")
+    conf = tmp_path / "config.toml"
+    conf.write_text("run_dir = '/nonexistent'\n")
+    conf.chmod(0o600)
+    script = ("import os, sys; os.setgid(65534); os.setuid(65534); "
+              "from slurm_mig.hooks.main import main; sys.exit(main(['task-prolog']))")
+    import slurm_mig
+    env = {"SLURM_JOB_ID": "7", "SLURM_JOB_UID": str(os.getuid()), "SLURM_MIG_CONFIG": str(conf),
+           "SLURM_MIG_RUN_DIR": str(run_dir), "PATH": os.environ["PATH"],
+           "PYTHONPATH": os.path.dirname(os.path.dirname(slurm_mig.__file__))}
+    for d in (tmp_path, *tmp_path.parents):
+        os.chmod(d, os.stat(d).st_mode | 0o005)          # nobody may reach the files, as a user would
+    # the system's python3: the development venv's may live where nobody can read
+    p = subprocess.run(["/usr/bin/python3", "-c", script], env=env, capture_output=True, text=True, timeout=30)
+    assert (p.returncode, p.stdout) == (0, f"export CUDA_VISIBLE_DEVICES={A}\n"), p.stderr

@@ -40,7 +40,7 @@ def main(argv) -> int:
     verb = argv[0]
     from .. import config
     from ..core.syntax import check_job_id
-    cfg = config.load()
+    cfg = _task_config() if verb == "task-prolog" else config.load()
     if not os.environ.get("SLURM_JOB_ID"):
         print(f"slurm-mig-hook {verb}: SLURM_JOB_ID is not set: it runs under slurmd "
               "(outside Slurm, use `slurm-mig prolog|epilog|task-prolog --job N`)", file=sys.stderr)
@@ -73,6 +73,17 @@ def main(argv) -> int:
     run_prolog(cfg, job, os.environ.get("SLURM_MIG_REQUEST") or None,
                int(gpu) if gpu.isdigit() else None, int(uid) if uid.isdigit() else None)
     return 0
+
+
+def _task_config():
+    """The TaskProlog runs as the job's user, who may not read the config
+    (it may be root's alone): then the defaults and SLURM_MIG_RUN_DIR, as the
+    script uses, rather than a failed task."""
+    from .. import config
+    try:
+        return config.load()
+    except (SlurmMigError, OSError):
+        return config.Config()._replace(run_dir=os.environ.get("SLURM_MIG_RUN_DIR") or config.Config().run_dir)
 
 
 def task_prolog(cfg, job: str):
