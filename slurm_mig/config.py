@@ -117,7 +117,7 @@ def load(path: Optional[str] = None, **overrides) -> Config:
     path = explicit or DEFAULT_CONFIG
     values: Dict[str, Tuple[object, str]] = {}
     if os.path.exists(path):
-        raw = _read_toml(path)
+        raw = read_toml(path, "config file")
         unknown = sorted(set(raw) - set(Config._fields))
         if unknown:
             raise BadInput(f"config file {path}: unknown setting(s) {', '.join(unknown)}; "
@@ -142,7 +142,8 @@ def override(cfg: Config, **values) -> Config:
                            for k, v in values.items() if v is not None})
 
 
-def _read_toml(path: str) -> dict:
+def read_toml(path: str, what: str) -> dict:
+    """The TOML file `path`; errors name it as `what`."""
     try:
         import tomllib
     except ImportError:      # Python < 3.11
@@ -150,5 +151,7 @@ def _read_toml(path: str) -> dict:
     try:
         with open(path, "rb") as f:
             return tomllib.load(f)
+    except OSError as e:
+        raise BadInput(f"{what} {path}: {e.strerror}") from e
     except tomllib.TOMLDecodeError as e:
-        raise BadInput(f"config file {path} is not valid TOML: {e}") from e
+        raise BadInput(f"{what} {path} is not valid TOML: {e}") from e

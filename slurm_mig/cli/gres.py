@@ -19,42 +19,67 @@ from .app import main
               "mode). [default: config proc_root: /proc, or the simulated node's own]")
 @click.option("--from-spec", "spec", metavar="NxMODEL[,...]",
               help="Describe a declared node (e.g. 8xH100-80GB) instead of the live GPUs (dynamic mode).")
+@click.option("--cluster", "cluster_file", metavar="FILE",
+              help="A cluster description (TOML: [[group]] nodes = HOSTLIST, gpus = NxMODEL): "
+              "gres.conf, the node lines and job_submit.lua for every group at once, in dynamic mode.")
 @click.option("--cluster-models", metavar="MODEL[,...]",
               help="GPU models on other nodes of the cluster: job_submit.lua (one file for the "
               "whole cluster) then also admits what they can hold. Regenerate it with every "
               "model listed when a model is added.")
 @click.pass_obj
-def gres_conf(obj, mode, output, node_name, dev_root, proc_root, spec, cluster_models):
-    """Generate gres.conf, slurm.conf.node (GresTypes + the node's Gres=),
-    slurm.conf.hooks (Prolog=, TaskProlog=, Epilog= naming this install's
+def gres_conf(obj, mode, output, node_name, dev_root, proc_root, spec, cluster_file, cluster_models):
+    """Generate gres.conf, slurm.conf.node (GresTypes + the node's Gres= and
+    Features=), slurm.conf.hooks (Prolog=, TaskProlog=, Epilog= naming this install's
     scripts, PrologFlags and the timeouts the config needs) and, in dynamic
     mode, job_submit.lua, from the live GPUs or a declared node.
 
     In dynamic mode each GPU offers `shard` units counted with weights
     searched per GPU layout (a 7-slice instance costs the whole GPU), and
     job_submit.lua turns --gres=mig:<profile>:<n> into those units, refusing
-    at sbatch what no GPU model of the cluster can hold, with the limit."""
+    at sbatch what no GPU model of the cluster can hold, with the limit.
+    A profile name that several models offer costs the same units on each
+    (their weights and Counts scaled), so one job_submit.lua serves a
+    cluster of mixed models; Slurm runs a job only on nodes whose Gres=
+    lists its profiles.
+
+    With --cluster FILE, one run describes every node group of the cluster:
+    one gres.conf for all nodes (NodeName=<hostlist> records, to install
+    unchanged on every node) and one NodeName= line per group."""
     from ..slurm import confgen
     cfg = obj.cfg()
-    mode = mode or cfg.mode
+    mode = mode or ("dynamic" if cluster_file else cfg.mode)
     dev_root, proc_root = dev_root or cfg.dev_root, proc_root or cfg.proc_root
     if cluster_models and mode == "static":
         raise BadInput("--cluster-models is for job_submit.lua, which only dynamic mode uses")
     if spec and mode == "static":
         raise BadInput("--from-spec describes no instances; static mode reads the live GPUs")
-    if spec:
-        gpus, source = confgen.from_spec(spec), f"the declared node {spec}"
+    if cluster_file:
+        groups, source, command = _cluster_groups(cluster_file, mode, node_name, spec, cluster_models)
+    elif spec:
+        groups, source = [confgen.NodeGroup(node_name, confgen.from_spec(spec))], f"the declared node {spec}"
     else:
         from ..nvml.backend import open_driver
-        gpus, source = confgen.from_gpus(open_driver(cfg.backend).gpus()), \
-            f"the live GPUs (backend {cfg.backend})"
-    command = " ".join(["gres-conf", "--mode", mode] + (["--from-spec", spec] if spec else []))
+        groups = [confgen.NodeGroup(node_name, confgen.from_gpus(open_driver(cfg.backend).gpus()))]
+        source = f"the live GPUs (backend {cfg.backend})"
+    if not cluster_file:
+        command = " ".join(["gres-conf", "--mode", mode] + (["--from-spec", spec] if spec else []))
     models = confgen.models_of(cluster_models) if cluster_models else ()
     if models:
         command += " --cluster-models " + ",".join(m.key for m in models)
-    files = confgen.render(gpus, mode, node_name, dev_root, command, source, proc_root, models)
+    files = confgen.render(groups, mode, dev_root, command, source, proc_root, models)
     files["slurm.conf.hooks"] = confgen.hook_lines(cfg, mode, _installed_hooks())
     _emit(files, output)
+
+
+def _cluster_groups(path, mode, node_name, spec, cluster_models):
+    """(node groups, source, command) of a cluster description."""
+    from ..slurm import clusterdesc
+    clashing = [name for name, given in (("--mode static", mode == "static"), ("--node-name", node_name),
+                                         ("--from-spec", spec), ("--cluster-models", cluster_models)) if given]
+    if clashing:
+        raise BadInput(f"--cluster describes every node and model; drop {', '.join(clashing)}")
+    cluster = clusterdesc.load(path)
+    return cluster.groups, f"the cluster description {path}", f"gres-conf --cluster {path}"
 
 
 def _emit(files, output) -> None:

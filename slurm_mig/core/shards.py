@@ -42,6 +42,7 @@ shard_units(models) -> {layout: LayoutUnits}     # what gres-conf ships
 from __future__ import annotations
 
 import functools
+import math
 import re
 from dataclasses import dataclass
 from typing import (TYPE_CHECKING, Callable, Dict, Iterable, Iterator, List, Mapping,
@@ -572,3 +573,39 @@ def _layout_units(memory_slots: int, compute_slices: int, enums: tuple,
                              "sets no empty GPU can hold")
     return LayoutUnits(result.count, {enum_of[n]: w for n, w in zip(result.names, result.weights)},
                        result, geometry, tuple(enum_of[n] for n in geometry.names))
+
+
+def common_scales(prices: Mapping[str, Mapping[str, int]]) -> Dict[str, int]:
+    """Per GPU model, the smallest whole factor for its shard units (and its
+    Count) such that every profile name costs the same number of shards on
+    every model that has it: job_submit.lua prices a request before Slurm
+    picks the node, so '1g.10gb' (one memory slot on an H100-80GB, two on an
+    A100-40GB) must cost the same scaled weight on both. Scaling a model's
+    weights and Count together admits exactly the same sets. `prices`: model
+    -> {profile name: units}. ValueError names two models whose shared
+    profiles no factors reconcile."""
+    from fractions import Fraction
+    models = sorted(prices)
+    scale: Dict[str, Fraction] = {}
+    for first in models:
+        if first in scale:
+            continue
+        scale[first], group, todo = Fraction(1), [first], [first]
+        while todo:
+            a = todo.pop()
+            for b in models:
+                for name in sorted(set(prices[a]) & set(prices[b])):
+                    want = scale[a] * prices[a][name] / prices[b][name]
+                    if b not in scale:
+                        scale[b] = want
+                        group.append(b)
+                        todo.append(b)
+                    elif scale[b] != want:
+                        raise ValueError(f"profile {name} costs {prices[a][name]} shards on {a} and "
+                                         f"{prices[b][name]} on {b}, and no factors make every "
+                                         "profile they share cost the same")
+        lcm = functools.reduce(lambda x, y: x * y // math.gcd(x, y), (scale[m].denominator for m in group))
+        whole = [int(scale[m] * lcm) for m in group]
+        divisor = functools.reduce(math.gcd, whole)
+        scale.update({m: Fraction(w // divisor) for m, w in zip(group, whole)})
+    return {m: int(s) for m, s in scale.items()}

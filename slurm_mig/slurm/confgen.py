@@ -49,7 +49,12 @@ def models_of(keys: str) -> List[catalog.GpuModel]:
 
 
 def gpu_type(model: catalog.GpuModel) -> str:
-    return model.key.lower().replace("-", "_")
+    return gpu_type_name(model.key)
+
+
+def gpu_type_name(name: str) -> str:
+    """A GPU model's name as Slurm GRES types and features spell it: H100-80GB -> h100_80gb."""
+    return name.lower().replace("-", "_")
 
 
 def static_records(gpus: List[GpuDesc], dev_root: str, minors: Dict[str, int]) -> List[dict]:
@@ -76,75 +81,117 @@ def static_records(gpus: List[GpuDesc], dev_root: str, minors: Dict[str, int]) -
     return sorted(records, key=lambda r: first[r["profile"]])
 
 
-def render(gpus: List[GpuDesc], mode: str, node: Optional[str], dev_root: str,
-           command: str, source: str, proc_root: str = "/proc",
-           cluster_models: Sequence[catalog.GpuModel] = ()) -> Dict[str, str]:
-    """The files for `gpus`; in dynamic mode job_submit.lua also admits what
-    `cluster_models` (GPU models on other nodes of the cluster) can hold."""
+class NodeGroup(NamedTuple):
+    """Nodes alike: a Slurm hostlist (None: the one node described, named
+    nowhere) and the GPUs each of them has."""
+    nodes: Optional[str]
+    gpus: List[GpuDesc]
+
+
+def features(models: Sequence[catalog.GpuModel]) -> List[str]:
+    """slurm.conf Features= of a node with `models`: per model its GRES type
+    (h100_sxm5_80gb), its aliases (h100_80gb, h100) and its architecture
+    (hopper), so that `--constraint=h100` picks nodes the way admins name them."""
+    out: List[str] = []
+    for m in models:
+        for name in (m.key,) + m.aliases + (m.arch,):
+            feature = gpu_type_name(name)
+            if feature not in out:
+                out.append(feature)
+    return out
+
+
+def render(groups: List[NodeGroup], mode: str, dev_root: str, command: str, source: str,
+           proc_root: str = "/proc", cluster_models: Sequence[catalog.GpuModel] = ()) -> Dict[str, str]:
+    """The files for the node groups (static mode: one node); in dynamic mode
+    job_submit.lua also admits what `cluster_models` (GPU models on nodes not
+    described here) can hold."""
     import jinja2
-    if not gpus:
+    if not groups or not all(g.gpus for g in groups):
         raise BadInput("no GPUs to describe")
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATE_DIR),
                              trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True,
                              undefined=jinja2.StrictUndefined)
-    ctx = {"mode": mode, "node": node, "command": command, "source": source,
-           "prefix": f"NodeName={node} " if node else ""}
-    types: Dict[str, int] = {}
+    ctx = {"mode": mode, "command": command, "source": source,
+           "what": ", ".join(g.nodes for g in groups if g.nodes) or "this node"}
     if mode == "dynamic":
-        ctx.update(dynamic_context(gpus, dev_root, cluster_models))
-        for g in gpus:
-            types[f"gpu:{gpu_type(g.model)}"] = types.get(f"gpu:{gpu_type(g.model)}", 0) + 1
-        types["shard"] = sum(gpu["units"] for gpu in ctx["gpus"])
-        types.update({f"mig:{n}": c for n, c in ctx["mig_counts"]})
+        ctx.update(dynamic_context(groups, dev_root, cluster_models))
         ctx["gres_types"] = "gpu,shard,mig"
         names = TEMPLATES
     else:
         from ..node.procfs import read_mig_minors
-        records = static_records(gpus, dev_root, read_mig_minors(proc_root))
+        if len(groups) != 1:
+            raise BadInput("static mode describes one node at a time: its live instances")
+        records = static_records(groups[0].gpus, dev_root, read_mig_minors(proc_root))
         if not records:
             raise BadInput("no MIG instances to list; apply a layout first (static mode)")
-        ctx["records"] = records
+        types: Dict[str, int] = {}
         for r in records:
             types[f"mig:{r['profile']}"] = types.get(f"mig:{r['profile']}", 0) + 1
-        ctx["gres_types"] = "mig"
+        ctx.update(records=records, gres_types="mig", groups=[_group_context(groups[0], types, [])])
         names = TEMPLATES[:2]
-    ctx["gres"] = ",".join(f"{k}:{v}" for k, v in types.items())
     return {n: env.get_template(n + ".j2").render(**ctx) for n in names}
 
 
-def dynamic_context(gpus: List[GpuDesc], dev_root: str,
+def _group_context(group: NodeGroup, types: Dict[str, int], gpus: List[dict]) -> dict:
+    """One node group's template values: its NodeName= prefix, GPUs, Gres= and Features=."""
+    return {"prefix": f"NodeName={group.nodes} " if group.nodes else "", "nodes": group.nodes or "NODE",
+            "gpus": gpus, "gres": ",".join(f"{k}:{v}" for k, v in types.items()),
+            "features": ",".join(features([g.model for g in group.gpus]))}
+
+
+def dynamic_context(groups: List[NodeGroup], dev_root: str,
                     cluster_models: Sequence[catalog.GpuModel]) -> dict:
     """Template values of dynamic mode: per GPU its shard Count (its layout's
-    searched weights, core/shards.py), and for job_submit.lua each profile
-    name's shard units plus, per model, its limits and every set of instances
-    an empty GPU can hold, so that sbatch refuses exactly what no model can."""
-    models = {g.model.key: g.model for g in gpus}
+    searched weights, core/shards.py, scaled so that each profile name costs
+    the same on every model), per group its Gres= (count-only mig: the most
+    of each profile a node holds), and for job_submit.lua each profile
+    name's shard units plus, per model, its limits and every set of
+    instances an empty GPU can hold, so that sbatch refuses exactly what no
+    model can."""
+    models = {g.model.key: g.model for group in groups for g in group.gpus}
     models.update({m.key: m for m in cluster_models})
     layouts = shards.shard_units(models.values())
-    units: Dict[str, Tuple[str, int]] = {}
+    prices = {m.key: {name: layouts[m.layout].units[p.enum] for p in m.profiles for name in (p.name,) + p.aliases}
+              for m in models.values()}
+    try:
+        scale = shards.common_scales(prices)
+    except ValueError as e:
+        raise BadInput(f"{e}; generate job_submit.lua for models that agree") from None
+    canonical: Dict[str, str] = {}
     for m in sorted(models.values(), key=lambda m: m.key):
         for p in m.profiles:
             for name in (p.name,) + p.aliases:
-                u = (p.name, layouts[m.layout].units[p.enum])
-                if units.setdefault(name, u) != u:
-                    raise BadInput(f"profile {name} means different instances on the GPU models "
-                                   f"{', '.join(sorted(models))}; generate job_submit.lua for "
-                                   "models that agree, and route jobs with partitions")
-    counts: Dict[str, int] = {}
-    for g in gpus:
-        for p in g.model.profiles:
-            counts[p.name] = counts.get(p.name, 0) + p.max
+                if canonical.setdefault(name, p.name) != p.name:
+                    raise BadInput(f"{name} names the profile {canonical[name]} on one GPU model and "
+                                   f"{p.name} on {m.key}; generate job_submit.lua for models that agree")
+    units = {name: prices[m.key][name] * scale[m.key] for m in models.values() for name in prices[m.key]}
     return {
-        "gpus": [{"type": gpu_type(g.model), "device": os.path.join(dev_root, f"nvidia{g.minor}"),
-                  "units": layouts[g.model.layout].count} for g in gpus],
-        "mig_counts": sorted(counts.items()),
-        "units": [(name, canonical, u) for name, (canonical, u) in sorted(units.items())],
+        "groups": [_dynamic_group(group, layouts, scale, dev_root) for group in groups],
+        "units": [(name, canonical[name], u) for name, u in sorted(units.items())],
         "valid": ", ".join(sorted({p.name for m in models.values() for p in m.profiles})),
-        "models": [_lua_model(m, layouts[m.layout]) for m in sorted(models.values(), key=lambda m: m.key)],
+        "models": [_lua_model(m, layouts[m.layout], scale[m.key])
+                   for m in sorted(models.values(), key=lambda m: m.key)],
     }
 
 
-def _lua_model(model: catalog.GpuModel, layout: "shards.LayoutUnits") -> dict:
+def _dynamic_group(group: NodeGroup, layouts: Dict[str, "shards.LayoutUnits"], scale: Dict[str, int],
+                   dev_root: str) -> dict:
+    gpus = [{"type": gpu_type(g.model), "device": os.path.join(dev_root, f"nvidia{g.minor}"),
+             "units": layouts[g.model.layout].count * scale[g.model.key]} for g in group.gpus]
+    types: Dict[str, int] = {}
+    for gpu in gpus:
+        types[f"gpu:{gpu['type']}"] = types.get(f"gpu:{gpu['type']}", 0) + 1
+    types["shard"] = sum(gpu["units"] for gpu in gpus)
+    counts: Dict[str, int] = {}
+    for g in group.gpus:
+        for p in g.model.profiles:
+            counts[p.name] = counts.get(p.name, 0) + p.max
+    types.update({f"mig:{name}": count for name, count in sorted(counts.items())})
+    return dict(_group_context(group, types, gpus), mig_counts=sorted(counts.items()))
+
+
+def _lua_model(model: catalog.GpuModel, layout: "shards.LayoutUnits", scale: int) -> dict:
     """One model for job_submit.lua: its limits, and the key of every set of
     instances an empty GPU holds, for an exact lookup. A key lists
     'name:count' in the order of `profiles`, as the Lua builds it (no sort:
@@ -156,7 +203,7 @@ def _lua_model(model: catalog.GpuModel, layout: "shards.LayoutUnits") -> dict:
         if all(i is not None for i, _ in held):
             fits.append(",".join(f"{model.profiles[i].name}:{c}" for i, c in sorted(held)))
     return {"key": model.key, "slices": model.compute_slices, "slots": model.memory_slots,
-            "shards": layout.count, "fits": sorted(fits),
+            "shards": layout.count * scale, "fits": sorted(fits),
             "profiles": [(p.name, p.max, p.slices, p.mem_slots) for p in model.profiles]}
 
 

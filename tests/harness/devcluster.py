@@ -19,6 +19,7 @@ import re
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import tempfile
 import time
@@ -54,12 +55,22 @@ def _per_node(value, count: int) -> list:
     return values
 
 
-def node_line(path: str) -> Tuple[str, str]:
-    """(GresTypes= line, Gres= item) of a generated slurm.conf.node."""
+def node_lines(path: str) -> Tuple[str, Dict[str, str]]:
+    """(GresTypes= line, {node: its 'Gres=... Features=...'}) of a generated
+    slurm.conf.node (NodeName= hostlists expanded)."""
+    from ClusterShell.NodeSet import NodeSet
     with open(path, encoding="utf-8") as f:
         text = f.read()
-    return (re.search(r"^GresTypes=\S+$", text, re.M).group(0),
-            re.search(r"^NodeName=\S+ (Gres=\S+)$", text, re.M).group(1))
+    items = {node: m.group(2) for m in re.finditer(r"^NodeName=(\S+) (Gres=\S+ Features=\S+)$", text, re.M)
+             for node in NodeSet(m.group(1))}
+    return re.search(r"^GresTypes=\S+$", text, re.M).group(0), items
+
+
+def node_line(path: str) -> Tuple[str, str]:
+    """(GresTypes= line, 'Gres=... Features=...') of a one-node slurm.conf.node."""
+    types, items = node_lines(path)
+    (item,) = items.values()
+    return types, item
 
 
 class DevCluster:
@@ -178,15 +189,47 @@ class DevCluster:
             _write(os.path.join(self.dir, "slurm-bin", tool),
                    f'#!/bin/sh\necho "$SLURM_JOB_ID {tool} $*" >> {self.slurm_calls}\n'
                    f'exec /usr/bin/{tool} "$@"\n', 0o755)
-        node_lines = [self._node_layout(node) for node in self.nodes]
-        with open(os.path.join(self.dir, "etc", "gres.conf"), "w", encoding="utf-8") as out:
-            for node in self.nodes:                    # one cluster-wide file, NodeName= records
-                with open(self.node_dir("conf", "gres.conf", node=node), encoding="utf-8") as f:
-                    out.write(f.read())
-        if self.mode == "dynamic":                     # every node has the same GPU models here
-            shutil.copy(self.node_dir("conf", "job_submit.lua"), os.path.join(self.dir, "etc"))
+        for node in self.nodes:
+            self._node_layout(node)
+        if self.per_node_files:
+            lines = [self._node_files(node) for node in self.nodes]
+            with open(os.path.join(self.dir, "etc", "gres.conf"), "w", encoding="utf-8") as out:
+                for node in self.nodes:                # one cluster-wide file, NodeName= records
+                    with open(self.node_dir("conf", "gres.conf", node=node), encoding="utf-8") as f:
+                        out.write(f.read())
+        else:
+            lines = self._cluster_files()
         self._hooks()
-        self._write_slurm_conf(node_lines, self._hook_lines())
+        self._write_slurm_conf(lines, self._hook_lines())
+
+    @property
+    def per_node_files(self) -> bool:
+        """Static mode lists each node's live instances, and device isolation
+        needs each node's own /dev; otherwise the cluster's files come from
+        one cluster description, as an admin of a dynamic cluster makes them."""
+        return self.mode == "static" or self.constrain_devices
+
+    def _cluster_files(self) -> List[Tuple[str, str]]:
+        """gres.conf, job_submit.lua and the node lines from a cluster
+        description grouping alike nodes (etc/cluster.toml); File= paths in a
+        /dev of the cluster's own, alike on every node as on a real cluster."""
+        from ClusterShell.NodeSet import NodeSet
+        alike: Dict[str, List[str]] = {}
+        for node in self.nodes:
+            alike.setdefault(self.gpus[node], []).append(node)
+        description = os.path.join(self.dir, "etc", "cluster.toml")
+        _write(description, "".join(f'[[group]]\nnodes = "{NodeSet.fromlist(nodes)}"\ngpus = "{gpus}"\n\n'
+                                    for gpus, nodes in alike.items()))
+        dev = os.path.join(self.dir, "dev")
+        os.makedirs(dev, exist_ok=True)
+        for minor in range(max(sum(int(part.split("x")[0]) for part in g.split(",")) for g in alike)):
+            os.mknod(os.path.join(dev, f"nvidia{minor}"), 0o666 | stat.S_IFCHR, os.makedev(195, minor))
+        gen = os.path.join(self.dir, "etc", "gen")
+        self.slurm_mig("gres-conf", "--cluster", description, "--dev-root", dev, "--output", gen)
+        for name in ("gres.conf", "job_submit.lua"):
+            shutil.copy(os.path.join(gen, name), os.path.join(self.dir, "etc"))
+        types, items = node_lines(os.path.join(gen, "slurm.conf.node"))
+        return [(types, items[node]) for node in self.nodes]
 
     def _write_slurm_conf(self, node_lines: List[Tuple[str, str]], hooks: str) -> None:
         """slurm.conf (and cgroup.conf) for the nodes' (GresTypes= line, Gres= item)."""
@@ -206,9 +249,8 @@ class DevCluster:
         elif self.slurm.major >= 23:     # no cgroup tree in a chroot; 22.05 has no "disabled"
             _write(os.path.join(self.dir, "etc", "cgroup.conf"), "CgroupPlugin=disabled\n")
 
-    def _node_layout(self, node: str) -> Tuple[str, str]:
-        """A node's simulated GPUs, settings and generated Slurm config:
-        (its GresTypes= line, its Gres= item)."""
+    def _node_layout(self, node: str) -> None:
+        """A node's simulated GPUs (with its static layout) and settings."""
         for d in ("mig-state", "mig-run", "conf"):
             os.makedirs(self.node_dir(d, node=node), exist_ok=True)
         state = self.node_dir("gpus.json", node=node)
@@ -223,8 +265,14 @@ class DevCluster:
         if self.mode == "static":          # a copy: a chroot sees only the cluster directory
             layout = shutil.copy(self.layouts[node][0], self.node_dir("layout.yaml", node=node))
             self.slurm_mig("apply", "-f", layout, "-c", self.layouts[node][1], node=node)
+
+    def _node_files(self, node: str) -> Tuple[str, str]:
+        """A node's own generated Slurm config: (its GresTypes= line, its
+        'Gres=... Features=...')."""
         self.slurm_mig("gres-conf", "--mode", self.mode, "--output", self.node_dir("conf", node=node),
                        "--node-name", node, node=node)
+        if self.mode == "dynamic":                     # every node has the same GPU models here
+            shutil.copy(self.node_dir("conf", "job_submit.lua", node=node), os.path.join(self.dir, "etc"))
         return node_line(self.node_dir("conf", "slurm.conf.node", node=node))
 
     def _hooks(self) -> None:

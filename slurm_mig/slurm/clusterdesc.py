@@ -1,0 +1,77 @@
+"""The cluster description: the GPU nodes of a cluster as groups of alike
+nodes, each a Slurm hostlist with the GPUs every node of it has, from which
+`slurm-mig gres-conf --cluster FILE` writes every generated file at once (one
+gres.conf with NodeName=<hostlist> records, the node lines with Features=,
+one job_submit.lua for all the models, the accounting lines).
+
+    [[group]]
+    nodes = "h100-[001-040]"
+    gpus = "8xH100-80GB"
+    mode = "dynamic"          # the default
+
+Read strictly: unknown keys, a node in two groups, an unknown GPU model or a
+hostlist Slurm could not read are errors naming the file and the group.
+"""
+from __future__ import annotations
+
+import re
+from typing import List, NamedTuple
+
+from ..config import read_toml
+from ..errors import BadInput
+from .confgen import NodeGroup, from_spec
+from .jobinfo import expand_hostlist
+
+GROUP_KEYS = ("nodes", "gpus", "mode")
+MODES = ("dynamic",)
+_HOSTLIST = re.compile(r"^[A-Za-z0-9._\-\[\],]+$")
+
+
+class Cluster(NamedTuple):
+    path: str
+    groups: List[NodeGroup]
+
+
+def load(path: str) -> Cluster:
+    raw = read_toml(path, "cluster description")
+    unknown = sorted(set(raw) - {"group"})
+    if unknown:
+        raise BadInput(f"cluster description {path}: unknown section(s) {', '.join(unknown)}; known: group")
+    tables = raw.get("group")
+    if not isinstance(tables, list) or not tables:
+        raise BadInput(f"cluster description {path}: no [[group]] of nodes")
+    groups, owner = [], {}
+    for n, table in enumerate(tables, 1):
+        where = f"cluster description {path}, group {n}"
+        group = _group(table, where)
+        for node in expand_hostlist(group.nodes):
+            if node in owner:
+                raise BadInput(f"{where}: node {node} is in group {owner[node]} too; a node has one set of GPUs")
+            owner[node] = n
+        groups.append(group)
+    return Cluster(path, groups)
+
+
+def _group(table: dict, where: str) -> NodeGroup:
+    if not isinstance(table, dict):
+        raise BadInput(f"{where}: expected a table with {', '.join(GROUP_KEYS)}")
+    unknown = sorted(set(table) - set(GROUP_KEYS))
+    if unknown:
+        raise BadInput(f"{where}: unknown key(s) {', '.join(unknown)}; known: {', '.join(GROUP_KEYS)}")
+    for key in ("nodes", "gpus"):
+        if not isinstance(table.get(key), str) or not table[key].strip():
+            raise BadInput(f"{where}: `{key}` must be a string, e.g. "
+                           + ('"gpu[01-20]"' if key == "nodes" else '"8xH100-80GB"'))
+    mode = table.get("mode", "dynamic")
+    if mode not in MODES:
+        raise BadInput(f"{where}: mode {mode!r} cannot be described here; static nodes list their live "
+                       "instances, so run `slurm-mig gres-conf --mode static` on each of them")
+    nodes = table["nodes"].strip()
+    if not _HOSTLIST.match(nodes):
+        raise BadInput(f"{where}: {nodes!r} is no Slurm hostlist (letters, digits, . _ - and [1-2,5] ranges)")
+    try:
+        if not expand_hostlist(nodes):
+            raise BadInput(f"no nodes in {nodes!r}")
+        return NodeGroup(nodes, from_spec(table["gpus"]))
+    except BadInput as e:
+        raise BadInput(f"{where}: {e}") from None
