@@ -38,7 +38,8 @@ H100 = catalog.load().model("H100-80GB")
 
 
 def lua_script(tmp_path, gpus, cluster_models=()):
-    files = confgen.render(gpus, "dynamic", None, "/dev", "test", "test", cluster_models=cluster_models)
+    files = confgen.render([confgen.NodeGroup(None, gpus)], "dynamic", "/dev", "test", "test",
+                           cluster_models=cluster_models)
     (tmp_path / "job_submit.lua").write_text(files["job_submit.lua"])
     (tmp_path / "driver.lua").write_text(DRIVER)
     return tmp_path
