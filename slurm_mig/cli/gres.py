@@ -45,7 +45,7 @@ def gres_conf(obj, mode, output, node_name, dev_root, proc_root, spec, cluster_f
     With --cluster FILE, one run describes every node group of the cluster:
     one gres.conf for all nodes (NodeName=<hostlist> records, to install
     unchanged on every node) and one NodeName= line per group."""
-    from ..slurm import confgen
+    from ..slurm import accounting, confgen
     cfg = obj.cfg()
     mode = mode or ("dynamic" if cluster_file else cfg.mode)
     dev_root, proc_root = dev_root or cfg.dev_root, proc_root or cfg.proc_root
@@ -53,8 +53,9 @@ def gres_conf(obj, mode, output, node_name, dev_root, proc_root, spec, cluster_f
         raise BadInput("--cluster-models is for job_submit.lua, which only dynamic mode uses")
     if spec and mode == "static":
         raise BadInput("--from-spec describes no instances; static mode reads the live GPUs")
+    billing = accounting.Billing()
     if cluster_file:
-        groups, source, command = _cluster_groups(cluster_file, mode, node_name, spec, cluster_models)
+        groups, billing, source, command = _cluster(cluster_file, mode, node_name, spec, cluster_models)
     elif spec:
         groups, source = [confgen.NodeGroup(node_name, confgen.from_spec(spec))], f"the declared node {spec}"
     else:
@@ -68,18 +69,19 @@ def gres_conf(obj, mode, output, node_name, dev_root, proc_root, spec, cluster_f
         command += " --cluster-models " + ",".join(m.key for m in models)
     files = confgen.render(groups, mode, dev_root, command, source, proc_root, models)
     files["slurm.conf.hooks"] = confgen.hook_lines(cfg, mode, _installed_hooks())
+    files["slurm.conf.accounting"] = accounting.lines(confgen.models_in(groups, models), billing)
     _emit(files, output)
 
 
-def _cluster_groups(path, mode, node_name, spec, cluster_models):
-    """(node groups, source, command) of a cluster description."""
+def _cluster(path, mode, node_name, spec, cluster_models):
+    """(node groups, billing, source, command) of a cluster description."""
     from ..slurm import clusterdesc
     clashing = [name for name, given in (("--mode static", mode == "static"), ("--node-name", node_name),
                                          ("--from-spec", spec), ("--cluster-models", cluster_models)) if given]
     if clashing:
         raise BadInput(f"--cluster describes every node and model; drop {', '.join(clashing)}")
     cluster = clusterdesc.load(path)
-    return cluster.groups, f"the cluster description {path}", f"gres-conf --cluster {path}"
+    return cluster.groups, cluster.billing, f"the cluster description {path}", f"gres-conf --cluster {path}"
 
 
 def _emit(files, output) -> None:

@@ -9,6 +9,10 @@ one job_submit.lua for all the models, the accounting lines).
     gpus = "8xH100-80GB"
     mode = "dynamic"          # the default
 
+    [accounting]              # optional: billing weights (default: compute slices)
+    weights = { "7g.80gb" = 8 }
+    also = "CPU=0.1"          # other TRESBillingWeights items, kept as written
+
 Read strictly: unknown keys, a node in two groups, an unknown GPU model or a
 hostlist Slurm could not read are errors naming the file and the group.
 """
@@ -19,6 +23,7 @@ from typing import List, NamedTuple
 
 from ..config import read_toml
 from ..errors import BadInput
+from .accounting import Billing, parse_billing
 from .confgen import NodeGroup, from_spec
 from .jobinfo import expand_hostlist
 
@@ -30,13 +35,17 @@ _HOSTLIST = re.compile(r"^[A-Za-z0-9._\-\[\],]+$")
 class Cluster(NamedTuple):
     path: str
     groups: List[NodeGroup]
+    billing: Billing
 
 
 def load(path: str) -> Cluster:
     raw = read_toml(path, "cluster description")
-    unknown = sorted(set(raw) - {"group"})
+    unknown = sorted(set(raw) - {"group", "accounting"})
     if unknown:
-        raise BadInput(f"cluster description {path}: unknown section(s) {', '.join(unknown)}; known: group")
+        raise BadInput(f"cluster description {path}: unknown section(s) {', '.join(unknown)}; "
+                       "known: group, accounting")
+    if not isinstance(raw.get("accounting", {}), dict):
+        raise BadInput(f"cluster description {path}: [accounting] must be a table")
     tables = raw.get("group")
     if not isinstance(tables, list) or not tables:
         raise BadInput(f"cluster description {path}: no [[group]] of nodes")
@@ -49,7 +58,7 @@ def load(path: str) -> Cluster:
                 raise BadInput(f"{where}: node {node} is in group {owner[node]} too; a node has one set of GPUs")
             owner[node] = n
         groups.append(group)
-    return Cluster(path, groups)
+    return Cluster(path, groups, parse_billing(raw.get("accounting", {}), f"cluster description {path}, [accounting]"))
 
 
 def _group(table: dict, where: str) -> NodeGroup:

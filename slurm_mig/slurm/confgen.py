@@ -88,6 +88,13 @@ class NodeGroup(NamedTuple):
     gpus: List[GpuDesc]
 
 
+def models_in(groups: List[NodeGroup], cluster_models: Sequence[catalog.GpuModel] = ()) -> List[catalog.GpuModel]:
+    """Every GPU model of the groups and `cluster_models`, each once, in order."""
+    models = {g.model.key: g.model for group in groups for g in group.gpus}
+    models.update({m.key: m for m in cluster_models})
+    return list(models.values())
+
+
 def features(models: Sequence[catalog.GpuModel]) -> List[str]:
     """slurm.conf Features= of a node with `models`: per model its GRES type
     (h100_sxm5_80gb), its aliases (h100_80gb, h100) and its architecture
@@ -149,8 +156,7 @@ def dynamic_context(groups: List[NodeGroup], dev_root: str,
     name's shard units plus, per model, its limits and every set of
     instances an empty GPU can hold, so that sbatch refuses exactly what no
     model can."""
-    models = {g.model.key: g.model for group in groups for g in group.gpus}
-    models.update({m.key: m for m in cluster_models})
+    models = {m.key: m for m in models_in(groups, cluster_models)}
     layouts = shards.shard_units(models.values())
     prices = {m.key: {name: layouts[m.layout].units[p.enum] for p in m.profiles for name in (p.name,) + p.aliases}
               for m in models.values()}
