@@ -26,6 +26,7 @@ import time
 from typing import Dict, List, Optional, Tuple, Union
 
 from . import install, slurms
+from .accounting import Accounting
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 Layout = Tuple[str, str]          # (mig-parted file, config name)
@@ -78,13 +79,15 @@ class DevCluster:
                  wait_for_room: float = 5.0, workdir: Optional[str] = None, keep: bool = False,
                  mode: str = "dynamic", layout: Union[None, Layout, List[Layout]] = None,
                  slurm: Optional[slurms.Slurm] = None, nodes: int = 1,
-                 constrain_devices: bool = False):
+                 constrain_devices: bool = False, accounting: bool = False):
         """gpus and layout: one for all nodes or a list, one per node. Mode
         'static' needs `layout`, applied on each node before Slurm starts.
         Nodes are named migsim (one) or migsim1, migsim2, ... on 127.0.0.1,
         127.0.0.2, ... (Slurm's verified recipe for several slurmd on one host).
         constrain_devices: task/cgroup with ConstrainDevices (cgroup v1, host
-        Slurm), and a node name of its own (Slurm's cgroup paths carry it)."""
+        Slurm), and a node name of its own (Slurm's cgroup paths carry it).
+        accounting: slurmdbd and MariaDB (harness/accounting.py), with the
+        generated AccountingStorageTRES and TRESBillingWeights."""
         if mode == "static" and layout is None:
             raise ClusterError("static mode needs a layout (file, config name)")
         try:
@@ -109,6 +112,12 @@ class DevCluster:
         self.conf = os.path.join(self.dir, "etc", "slurm.conf")
         self.bin = self.installed.bin("slurm-mig")
         self.slurm_calls = os.path.join(self.dir, "slurm-calls.log")
+        self.accounting = None
+        if accounting:
+            try:
+                self.accounting = Accounting(self.dir, self.slurm, self.hostname, self.munge_socket, _free_port)
+            except slurms.Unavailable as e:
+                raise ClusterError(str(e)) from None
 
     def _install(self) -> install.Installed:
         """This checkout's wheel, installed for the cluster's Slurm root."""
@@ -117,6 +126,10 @@ class DevCluster:
     def node_dir(self, *parts: str, node: Optional[str] = None) -> str:
         """A node's own files: slurm-mig.toml, gpus.json (+ gpus.root/), mig-state, mig-run."""
         return os.path.join(self.dir, "nodes", node or self.node, *parts)
+
+    @property
+    def munge_socket(self) -> str:
+        return os.path.join(self.dir, "munge", "munge.sock")
 
     @property
     def state(self) -> str:
@@ -241,13 +254,27 @@ class DevCluster:
             hostname=self.hostname, dir=self.dir, cpus=self.cpus, ctld_port=_free_port("127.0.0.1"),
             nodes=[{"name": n, "addr": a, "port": _free_port(a), "gres": gres}
                    for n, a, (_, gres) in zip(self.nodes, addrs, node_lines)],
-            gres_types_line=node_lines[0][0], munge_socket=os.path.join(self.dir, "munge", "munge.sock"),
-            hooks=hooks.strip(), cgroup=self.constrain_devices))
+            gres_types_line=node_lines[0][0], munge_socket=self.munge_socket,
+            hooks=hooks.strip(), cgroup=self.constrain_devices, **self._accounting_lines()))
         if self.constrain_devices:
             _write(os.path.join(self.dir, "etc", "cgroup.conf"),
                    "CgroupPlugin=cgroup/v1\nConstrainDevices=yes\n")
         elif self.slurm.major >= 23:     # no cgroup tree in a chroot; 22.05 has no "disabled"
             _write(os.path.join(self.dir, "etc", "cgroup.conf"), "CgroupPlugin=disabled\n")
+
+    def _accounting_lines(self) -> Dict[str, str]:
+        """slurm.conf's accounting lines and the partition's extra options:
+        with accounting, what `gres-conf` generated (slurm.conf.accounting)."""
+        if self.accounting is None:
+            return {"accounting": "AccountingStorageType=accounting_storage/none", "partition_extra": ""}
+        generated = os.path.join(self.dir, "etc", "gen", "slurm.conf.accounting")
+        if self.per_node_files:
+            generated = self.node_dir("conf", "slurm.conf.accounting")
+        with open(generated, encoding="utf-8") as f:
+            text = f.read()
+        tres = re.search(r"^AccountingStorageTRES=\S+$", text, re.M).group(0)
+        return {"accounting": self.accounting.slurm_conf() + tres,
+                "partition_extra": " " + re.search(r"^TRESBillingWeights=\S+$", text, re.M).group(0)}
 
     def _node_layout(self, node: str) -> None:
         """A node's simulated GPUs (with its static layout) and settings."""
@@ -325,6 +352,9 @@ class DevCluster:
         raise ClusterError(f"no munge user in {self.root}/etc/passwd: install munge")
 
     def _start_slurm(self) -> None:
+        if self.accounting is not None:
+            self.accounting.start_database(self._spawn, self._wait)
+            self.accounting.start_slurmdbd(self.root, os.path.dirname(self.conf), self._spawn, self._wait, self.run)
         self._spawn("slurmctld", ["chroot", self.root, "/usr/sbin/slurmctld", "-D", "-c", "-f", self.conf])
         self._wait(lambda: "UP" in self.run("scontrol", "ping", check=False).stdout, 60, "slurmctld")
         for node in self.nodes:
@@ -392,7 +422,7 @@ class DevCluster:
 
     # -- tear-down ------------------------------------------------------------
     def stop(self) -> None:
-        for name in [f"slurmd-{n}" for n in self.nodes] + ["slurmctld", "munged"]:
+        for name in [f"slurmd-{n}" for n in self.nodes] + ["slurmctld", "slurmdbd", "mariadbd", "munged"]:
             p = self.procs.pop(name, None)
             if p is None or p.poll() is not None:
                 continue

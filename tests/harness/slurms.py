@@ -33,7 +33,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 # Slurm version -> the Debian suite that ships it (None: the host's own).
 VERSIONS = {"22.05": None, "24.11": "trixie", "26.05": "sid"}
-PACKAGES = "slurm-wlm,slurm-client,munge,python3-venv,procps,lua5.4"
+PACKAGES = "slurm-wlm,slurm-client,slurmdbd,munge,python3-venv,procps,lua5.4"
 
 
 class Unavailable(Exception):
@@ -80,6 +80,26 @@ def get(version: str) -> Slurm:
     if slurm.version != version:
         raise RuntimeError(f"expected Slurm {version}, found {slurm.release} in {slurm.root}: "
                            "update slurms.VERSIONS")
+    return slurm
+
+
+def with_slurmdbd(slurm: Slurm) -> Slurm:
+    """`slurm`, with its slurmdbd: the host's comes from run.sh's packages; a
+    cached chroot built before slurmdbd was in PACKAGES gets it added, at
+    its slurmctld's version (never an upgrade of what other clusters run)."""
+    if os.path.exists(os.path.join(slurm.root, "usr/sbin/slurmdbd")):
+        return slurm
+    if slurm.host:
+        raise Unavailable("needs Debian's slurmdbd and mariadb-server (bash run.sh test installs them)")
+    with open(slurm.root + ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not os.path.exists(os.path.join(slurm.root, "usr/sbin/slurmdbd")):
+            version = subprocess.run(["chroot", slurm.root, "dpkg-query", "-W", "-f=${Version}", "slurmctld"],
+                                     capture_output=True, text=True, check=True).stdout
+            log = slurm.root + ".build.log"
+            _logged(["chroot", slurm.root, "apt-get", "update", "-qq"], log, "apt-get update")
+            _logged(["chroot", slurm.root, "env", "DEBIAN_FRONTEND=noninteractive", "apt-get", "install",
+                     "-y", "-qq", "--no-install-recommends", f"slurmdbd={version}"], log, "installing slurmdbd")
     return slurm
 
 
