@@ -2,7 +2,8 @@
 # The two set-up commands of the README, on a fresh Debian machine as root:
 #   bash run.sh demo   - the main job: a simulated MIG node serving jobs
 #   bash run.sh test   - the whole test suite
-# Both install what they need: Debian packages (slurm-wlm, munge; mmdebstrap,
+# Both install what they need: Debian packages (slurm-wlm, munge; slurmdbd and
+# mariadb-server, which the accounting tests start on their own ports; mmdebstrap,
 # which builds the chroots holding newer Slurms for the tests) and the Python
 # package with its test extras into .venv (editable, for development); Slurm
 # runs the built wheel, installed into a venv of its own.
@@ -12,7 +13,7 @@ VENV=${SLURM_MIG_VENV:-$PWD/.venv}
 
 install_debian_packages() {
     local missing=()
-    for pkg in slurm-wlm munge python3-venv lua5.1 mmdebstrap; do
+    for pkg in slurm-wlm slurmdbd mariadb-server munge python3-venv lua5.1 mmdebstrap; do
         dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || missing+=("$pkg")
     done
     if [ ${#missing[@]} -gt 0 ] && command -v apt-get >/dev/null; then

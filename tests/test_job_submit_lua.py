@@ -6,6 +6,7 @@ exhaustive search is the oracle) and those the shard count cannot admit."""
 import copy
 import itertools
 import json
+import re
 import shutil
 import subprocess
 
@@ -209,3 +210,50 @@ def test_one_script_serves_every_model_of_the_cluster(tmp_path):
     ok, too_many, h100 = submit_many(files, ["gres/mig:1g.6gb:4", "gres/mig:1g.6gb:5", "gres/mig:3g.40gb:2"])
     assert ok[0] == 0 and h100[0] == 0
     assert too_many[:1] == (-1,) and too_many[2] == "slurm-mig: at most 4 x 1g.6gb on one A30-24GB"
+
+
+MIXED = ["H100-80GB", "A100-40GB", "A100-80GB", "H200"]
+
+
+def test_one_script_for_mixed_models_admits_what_one_of_them_holds_at_its_own_units(tmp_path):
+    """H100-80GB, A100-40GB, A100-80GB and H200 in one job_submit.lua: every
+    request of up to 3 instances of their profiles is accepted iff some
+    model offering all its profiles places it on an empty GPU within that
+    model's shards, and the shard units it is given are that model's own
+    (scaled) price on every model that can hold it: '1g.10gb' is one memory
+    slot on an H100 and two on an A100-40GB, and costs each its own weight."""
+    cat = catalog.load()
+    models = [cat.model(k) for k in MIXED]
+    gpus = [confgen.GpuDesc(i, i, m) for i, m in enumerate(models)]
+    files = lua_script(tmp_path, gpus)
+    gres = confgen.render([confgen.NodeGroup(None, gpus)], "dynamic", "/dev", "test", "test")["gres.conf"]
+    layouts = shards.shard_units(models)
+    counts = {m.key: int(re.search(rf"Name=gpu Type={confgen.gpu_type(m)} File=/dev/nvidia{i}\n"
+                                   r"Name=shard Count=(\d+)", gres).group(1))
+              for i, m in enumerate(models)}
+    names = sorted({p.name for m in models for p in m.profiles})
+    requests = [dict((n, combo.count(n)) for n in set(combo))
+                for r in range(1, 4) for combo in itertools.combinations_with_replacement(names, r)]
+    got = submit_many(files, [",".join(f"gres/mig:{n}:{c}" for n, c in sorted(r.items())) for r in requests])
+    accepted = 0
+    for request, (rc, new, told) in zip(requests, got):
+        holders = []
+        for m in models:
+            if all(m.find_profile(n) for n in request) and planner.never_fits(m, request) is None:
+                base = layouts[m.layout]
+                cost = sum(base.units[m.find_profile(n).enum] * c for n, c in request.items())
+                if cost <= base.count:
+                    holders.append(cost * counts[m.key] // base.count)
+        assert (rc == 0) == bool(holders), (request, told)
+        if holders:
+            assert {int(new.rsplit("shard:", 1)[1])} == set(holders), (request, new, holders)
+            accepted += 1
+    assert (len(requests), accepted) == (1770, 144)
+
+
+def test_every_catalog_model_fits_one_script():
+    """All ten models together: their shard units reconcile, so one file serves them."""
+    models = list(catalog.load().models.values())
+    gpus = [confgen.GpuDesc(i, i, m) for i, m in enumerate(models)]
+    files = confgen.render([confgen.NodeGroup(None, gpus)], "dynamic", "/dev", "test", "test")
+    assert all(f'key = "{m.key}"' in files["job_submit.lua"] for m in models)
