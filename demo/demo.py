@@ -32,7 +32,7 @@ def main() -> int:
         say(f"slurm-mig: this checkout's wheel, installed in {c.installed.prefix} "
             f"(slurmd runs {c.installed.hook_script('prolog/slurm-mig-prolog')})")
         say(f"node {c.node}: {c.node_state()}")
-        with open(c.node_dir("conf", "slurm.conf.node")) as f:
+        with open(c.generated("slurm.conf.node")) as f:
             say("generated node line: " + next(l for l in f if l.startswith("NodeName=")).strip())
 
         step("Submitting three jobs that run at the same time (each starts before the next is sent)")

@@ -222,6 +222,10 @@ class DevCluster:
         one cluster description, as an admin of a dynamic cluster makes them."""
         return self.mode == "static" or self.constrain_devices
 
+    def generated(self, name: str) -> str:
+        """Where `slurm-mig gres-conf` wrote the file `name` (the first node's, per node)."""
+        return self.node_dir("conf", name) if self.per_node_files else os.path.join(self.dir, "etc", "gen", name)
+
     def _cluster_files(self) -> List[Tuple[str, str]]:
         """gres.conf, job_submit.lua and the node lines from a cluster
         description grouping alike nodes (etc/cluster.toml); File= paths in a
@@ -237,11 +241,11 @@ class DevCluster:
         os.makedirs(dev, exist_ok=True)
         for minor in range(max(sum(int(part.split("x")[0]) for part in g.split(",")) for g in alike)):
             os.mknod(os.path.join(dev, f"nvidia{minor}"), 0o666 | stat.S_IFCHR, os.makedev(195, minor))
-        gen = os.path.join(self.dir, "etc", "gen")
+        gen = os.path.dirname(self.generated("gres.conf"))
         self.slurm_mig("gres-conf", "--cluster", description, "--dev-root", dev, "--output", gen)
         for name in ("gres.conf", "job_submit.lua"):
             shutil.copy(os.path.join(gen, name), os.path.join(self.dir, "etc"))
-        types, items = node_lines(os.path.join(gen, "slurm.conf.node"))
+        types, items = node_lines(self.generated("slurm.conf.node"))
         return [(types, items[node]) for node in self.nodes]
 
     def _write_slurm_conf(self, node_lines: List[Tuple[str, str]], hooks: str) -> None:
@@ -267,10 +271,7 @@ class DevCluster:
         with accounting, what `gres-conf` generated (slurm.conf.accounting)."""
         if self.accounting is None:
             return {"accounting": "AccountingStorageType=accounting_storage/none", "partition_extra": ""}
-        generated = os.path.join(self.dir, "etc", "gen", "slurm.conf.accounting")
-        if self.per_node_files:
-            generated = self.node_dir("conf", "slurm.conf.accounting")
-        with open(generated, encoding="utf-8") as f:
+        with open(self.generated("slurm.conf.accounting"), encoding="utf-8") as f:
             text = f.read()
         tres = re.search(r"^AccountingStorageTRES=\S+$", text, re.M).group(0)
         return {"accounting": self.accounting.slurm_conf() + tres,
