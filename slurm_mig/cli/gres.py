@@ -20,8 +20,8 @@ from .app import main
 @click.option("--from-spec", "spec", metavar="NxMODEL[,...]",
               help="Describe a declared node (e.g. 8xH100-80GB) instead of the live GPUs (dynamic mode).")
 @click.option("--cluster", "cluster_file", metavar="FILE",
-              help="A cluster description (TOML: [[group]] nodes = HOSTLIST, gpus = NxMODEL): "
-              "gres.conf, the node lines and job_submit.lua for every group at once, in dynamic mode.")
+              help="A cluster description (TOML: [[group]] nodes = HOSTLIST, gpus = NxMODEL; "
+              "optional [accounting]): every file for every group at once, in dynamic mode.")
 @click.option("--cluster-models", metavar="MODEL[,...]",
               help="GPU models on other nodes of the cluster: job_submit.lua (one file for the "
               "whole cluster) then also admits what they can hold. Regenerate it with every "
@@ -29,8 +29,10 @@ from .app import main
 @click.pass_obj
 def gres_conf(obj, mode, output, node_name, dev_root, proc_root, spec, cluster_file, cluster_models):
     """Generate gres.conf, slurm.conf.node (GresTypes + the node's Gres= and
-    Features=), slurm.conf.hooks (Prolog=, TaskProlog=, Epilog= naming this install's
-    scripts, PrologFlags and the timeouts the config needs) and, in dynamic
+    Features=), slurm.conf.hooks (Prolog=, TaskProlog=, Epilog= naming this
+    install's scripts, PrologFlags and the timeouts the config needs),
+    slurm.conf.accounting (AccountingStorageTRES per profile and GPU type,
+    TRESBillingWeights by compute slices; needs slurmdbd) and, in dynamic
     mode, job_submit.lua, from the live GPUs or a declared node.
 
     In dynamic mode each GPU offers `shard` units counted with weights

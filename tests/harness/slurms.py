@@ -97,9 +97,12 @@ def with_slurmdbd(slurm: Slurm) -> Slurm:
             version = subprocess.run(["chroot", slurm.root, "dpkg-query", "-W", "-f=${Version}", "slurmctld"],
                                      capture_output=True, text=True, check=True).stdout
             log = slurm.root + ".build.log"
-            _logged(["chroot", slurm.root, "apt-get", "update", "-qq"], log, "apt-get update")
-            _logged(["chroot", slurm.root, "env", "DEBIAN_FRONTEND=noninteractive", "apt-get", "install",
-                     "-y", "-qq", "--no-install-recommends", f"slurmdbd={version}"], log, "installing slurmdbd")
+            try:
+                _logged(["chroot", slurm.root, "apt-get", "update", "-qq"], log, "apt-get update")
+                _logged(["chroot", slurm.root, "env", "DEBIAN_FRONTEND=noninteractive", "apt-get", "install",
+                         "-y", "-qq", "--no-install-recommends", f"slurmdbd={version}"], log, "installing slurmdbd")
+            except RuntimeError as e:          # no mirror, or the version is gone from it
+                raise Unavailable(f"slurmdbd {version} cannot be added to {slurm.root}: {e}") from None
     return slurm
 
 
