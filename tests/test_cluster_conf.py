@@ -26,6 +26,7 @@ gpus = "4xA100-80GB"
 [[group]]
 nodes = "h200-[01-04]"
 gpus = "8xH200"
+features = ["ib", "h200"]
 """
 
 
@@ -55,6 +56,7 @@ def test_one_gres_conf_with_hostlist_records_for_every_group(generated):
     assert "NodeName=a100l-[01-10] Name=gpu Type=a100_80gb File=/dev/nvidia4\n" not in gres
     assert "NodeName=h200-[01-04] Name=mig Type=1g.18gb Count=56 Flags=CountOnly\n" in gres
     assert all(line.startswith(("#", "NodeName=")) for line in gres.splitlines())
+    assert "# Shard units priced for the GPU models A100-40GB, A100-80GB, H100-SXM5-80GB, H200-141GB:" in gres
 
 
 def test_node_lines_carry_gres_and_features_per_group(generated):
@@ -62,7 +64,7 @@ def test_node_lines_carry_gres_and_features_per_group(generated):
              re.finditer(r"^NodeName=(\S+) Gres=(\S+) Features=(\S+)$", generated["slurm.conf.node"], re.M)}
     assert lines["h100-[01-20]"][1] == "h100_sxm5_80gb,h100_80gb,h100,hopper"
     assert lines["a100s-[01-10],a100s-x"][1] == "a100_40gb,a100,ampere"
-    assert lines["h200-[01-04]"][1] == "h200_141gb,h200,hopper"
+    assert lines["h200-[01-04]"][1] == "h200_141gb,h200,hopper,ib"
     assert "gpu:a100_80gb:4,shard:2912,mig:1g.10gb:28," in lines["a100l-[01-10]"][0]
     assert "GresTypes=gpu,shard,mig\n" in generated["slurm.conf.node"]
 
@@ -94,6 +96,7 @@ def test_one_job_submit_lua_prices_each_model(generated):
     ('[[group]]\nnodes = "a1"\ngpus = "1xV100"\n', "unknown GPU model 'V100'"),
     ('[[group]]\nnodes = "a1"\ngpus = "1xH100"\nmode = "static"\n', "run `slurm-mig gres-conf --mode static`"),
     ('[[group]]\nnodes = "a1"\n', "`gpus` must be a string"),
+    ('[[group]]\nnodes = "a1"\ngpus = "1xH100"\nfeatures = ["a b"]\n', "`features` must be a list of names"),
     ('[[group]]\nnodes = "a1"\ngpus = "1xH100"\n[accounting]\nweights = { "1g.10gb" = -1 }\n',
      "weight of 1g.10gb must be a number >= 0"),
     ('[[group]]\nnodes = "a1"\ngpus = "1xH100"\n[accounting]\nalso = "CPU=1;rm"\n', "`also` must be"),

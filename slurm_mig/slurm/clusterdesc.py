@@ -8,6 +8,7 @@ one job_submit.lua for all the models, the accounting lines).
     nodes = "h100-[001-040]"
     gpus = "8xH100-80GB"
     mode = "dynamic"          # the default
+    features = ["ib"]         # the site's own, after the GPU models' ones
 
     [accounting]              # optional: billing weights (default: compute slices)
     weights = { "7g.80gb" = 8 }
@@ -27,9 +28,10 @@ from .accounting import Billing, parse_billing
 from .confgen import NodeGroup, from_spec
 from .jobinfo import expand_hostlist
 
-GROUP_KEYS = ("nodes", "gpus", "mode")
+GROUP_KEYS = ("nodes", "gpus", "mode", "features")
 MODES = ("dynamic",)
 _HOSTLIST = re.compile(r"^[A-Za-z0-9._\-\[\],]+$")
+_FEATURE = re.compile(r"^[A-Za-z0-9_.\-]+$")
 
 
 class Cluster(NamedTuple):
@@ -78,9 +80,12 @@ def _group(table: dict, where: str) -> NodeGroup:
     nodes = table["nodes"].strip()
     if not _HOSTLIST.match(nodes):
         raise BadInput(f"{where}: {nodes!r} is no Slurm hostlist (letters, digits, . _ - and [1-2,5] ranges)")
+    extra = table.get("features", [])
+    if not isinstance(extra, list) or not all(isinstance(f, str) and _FEATURE.match(f) for f in extra):
+        raise BadInput(f"{where}: `features` must be a list of names (letters, digits, . _ -), not {extra!r}")
     try:
         if not expand_hostlist(nodes):
             raise BadInput(f"no nodes in {nodes!r}")
-        return NodeGroup(nodes, from_spec(table["gpus"]))
+        return NodeGroup(nodes, from_spec(table["gpus"]), tuple(extra))
     except BadInput as e:
         raise BadInput(f"{where}: {e}") from None

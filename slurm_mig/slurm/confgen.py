@@ -83,9 +83,10 @@ def static_records(gpus: List[GpuDesc], dev_root: str, minors: Dict[str, int]) -
 
 class NodeGroup(NamedTuple):
     """Nodes alike: a Slurm hostlist (None: the one node described, named
-    nowhere) and the GPUs each of them has."""
+    nowhere), the GPUs each of them has and the site's own features."""
     nodes: Optional[str]
     gpus: List[GpuDesc]
+    features: Tuple[str, ...] = ()
 
 
 def models_in(groups: List[NodeGroup], cluster_models: Sequence[catalog.GpuModel] = ()) -> List[catalog.GpuModel]:
@@ -95,16 +96,15 @@ def models_in(groups: List[NodeGroup], cluster_models: Sequence[catalog.GpuModel
     return list(models.values())
 
 
-def features(models: Sequence[catalog.GpuModel]) -> List[str]:
+def features(models: Sequence[catalog.GpuModel], extra: Sequence[str] = ()) -> List[str]:
     """slurm.conf Features= of a node with `models`: per model its GRES type
     (h100_sxm5_80gb), its aliases (h100_80gb, h100) and its architecture
-    (hopper), so that `--constraint=h100` picks nodes the way admins name them."""
+    (hopper), so that `--constraint=h100` picks nodes the way admins name
+    them; then the site's `extra` ones."""
     out: List[str] = []
-    for m in models:
-        for name in (m.key,) + m.aliases + (m.arch,):
-            feature = gpu_type_name(name)
-            if feature not in out:
-                out.append(feature)
+    for name in [gpu_type_name(n) for m in models for n in (m.key,) + m.aliases + (m.arch,)] + list(extra):
+        if name not in out:
+            out.append(name)
     return out
 
 
@@ -144,7 +144,7 @@ def _group_context(group: NodeGroup, types: Dict[str, int], gpus: List[dict]) ->
     """One node group's template values: its NodeName= prefix, GPUs, Gres= and Features=."""
     return {"prefix": f"NodeName={group.nodes} " if group.nodes else "", "nodes": group.nodes or "NODE",
             "gpus": gpus, "gres": ",".join(f"{k}:{v}" for k, v in types.items()),
-            "features": ",".join(features([g.model for g in group.gpus]))}
+            "features": ",".join(features([g.model for g in group.gpus], group.features))}
 
 
 def dynamic_context(groups: List[NodeGroup], dev_root: str,
