@@ -101,6 +101,7 @@ def test_one_job_submit_lua_prices_each_model(generated):
      "weight of 1g.10gb must be a number >= 0"),
     ('[[group]]\nnodes = "a1"\ngpus = "1xH100"\n[accounting]\nalso = "CPU=1;rm"\n', "`also` must be"),
     ("[[group]\n", "is not valid TOML"),
+    ('static_partitions = "fixed"\n[[group]]\nnodes = "a1"\ngpus = "1xH100"\n', "must be a list of partition"),
 ])
 def test_a_bad_description_is_refused_naming_file_and_group(tmp_path, text, error):
     path = tmp_path / "cluster.toml"
@@ -108,6 +109,12 @@ def test_a_bad_description_is_refused_naming_file_and_group(tmp_path, text, erro
     with pytest.raises(BadInput) as e:
         clusterdesc.load(str(path))
     assert str(path) in str(e.value) and error in str(e.value), str(e.value)
+
+
+def test_static_partitions_reach_job_submit_lua(tmp_path, cli):
+    (tmp_path / "c.toml").write_text('static_partitions = ["fixed", "old-a100"]\n' + MIXED)
+    p = cli("gres-conf", "--cluster", str(tmp_path / "c.toml"), check=0)
+    assert '    ["fixed"] = true,\n    ["old-a100"] = true,\n' in p.stdout
 
 
 def test_weights_of_profiles_the_cluster_lacks_are_refused(tmp_path, cli):

@@ -257,3 +257,22 @@ def test_every_catalog_model_fits_one_script():
     gpus = [confgen.GpuDesc(i, i, m) for i, m in enumerate(models)]
     files = confgen.render([confgen.NodeGroup(None, gpus)], "dynamic", "/dev", "test", "test")
     assert all(f'key = "{m.key}"' in files["job_submit.lua"] for m in models)
+
+
+def test_jobs_for_static_partitions_keep_their_request(tmp_path):
+    """Static-mode nodes' partitions: Slurm allocates their instances as GRES,
+    so their jobs pass as they are; a job naming both kinds is refused."""
+    files = confgen.render([confgen.NodeGroup(None, confgen.from_spec("1xH100-80GB"))], "dynamic", "/dev",
+                           "test", "test", static_partitions=("fixed", "fixed2"))
+    (tmp_path / "job_submit.lua").write_text(files["job_submit.lua"])
+    (tmp_path / "driver.lua").write_text(DRIVER)
+    static, both_static, dynamic, default, mixed = submit_many(tmp_path, [
+        {"tres_per_node": "gres/mig:3g.40gb:1", "partition": "fixed"},
+        {"tres_per_node": "gres/mig:3g.40gb:9", "partition": "fixed2,fixed"},
+        {"tres_per_node": "gres/mig:3g.40gb:1", "partition": "gpu"},
+        "gres/mig:3g.40gb:1",
+        {"tres_per_node": "gres/mig:3g.40gb:1", "partition": "gpu,fixed"}])
+    assert static == (0, "gres/mig:3g.40gb:1", "") and both_static == (0, "gres/mig:3g.40gb:9", "")
+    assert dynamic == default == (0, "gres/mig:3g.40gb:1,gres/shard:25", "")
+    assert mixed == (-1, "gres/mig:3g.40gb:1", "slurm-mig: partition(s) fixed run fixed MIG layouts "
+                     "and gpu per-job MIG: ask for one kind only")

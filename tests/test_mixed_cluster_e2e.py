@@ -4,6 +4,7 @@ job_submit.lua, Features= per model. Each request runs only on a model that
 has its profiles, a profile name two models share costs each model's own
 units, and --constraint picks models by the names admins use."""
 import json
+import os
 import re
 
 import pytest
@@ -83,3 +84,34 @@ def test_sbatch_refuses_what_no_model_offers(mixed):
         mixed.sbatch("--gres=mig:1g.5gb:1,mig:1g.18gb:1", script="true")
     with pytest.raises(ClusterError):       # no H100 offers 1g.18gb: Slurm itself refuses
         mixed.sbatch("--gres=mig:1g.18gb:1", "--constraint=h100", script="true")
+
+
+LAYOUTS = os.path.join(os.path.dirname(__file__), "data", "mig-parted-h100.yaml")
+
+
+def test_static_and_dynamic_nodes_share_one_job_submit_lua(slurm):
+    """A static node (its own gres.conf, partition `fixed`, the description's
+    static_partitions) beside a dynamic one (the description, the default
+    partition): the static partition's jobs keep mig: as Slurm's GRES and get
+    one of the layout's instances, the others get shards and a new instance,
+    and a job naming both kinds of partition is refused at sbatch."""
+    with DevCluster("1xH100-80GB", mode=["dynamic", "static"], layout=[None, (LAYOUTS, "all-3g.40gb")],
+                    nodes=2, wait_for_room=3, slurm=slurm) as c:
+        dynamic, fixed = c.nodes
+        layout = {i["uuid"] for _, i in all_instances(c, fixed)}
+        static_job = c.sbatch("-p", "fixed", "--gres=mig:3g.40gb:1", script="echo CVD=$CUDA_VISIBLE_DEVICES")
+        job = c.sbatch("--gres=mig:3g.40gb:1", script="echo CVD=$CUDA_VISIBLE_DEVICES; sleep 3")
+        c._wait(lambda: placed(c, job) or c.job_state(job) not in ("PENDING", "CONFIGURING", "RUNNING"),
+                60, f"job {job} placed")
+        assert placed(c, job) == [(dynamic, "3g.40gb", 4)]
+        assert c.wait_job(static_job) == "COMPLETED" and c.wait_job(job) == "COMPLETED"
+        assert re.search(r"^CVD=(MIG-\S+)$", c.output(static_job), re.M).group(1) in layout
+        assert {i["uuid"] for _, i in all_instances(c, fixed)} == layout        # static: left in place
+        assert "gres/shard" not in c.run("scontrol", "show", "job", static_job).stdout
+        with pytest.raises(ClusterError, match="partition\\(s\\) fixed run fixed MIG layouts and debug"):
+            c.sbatch("-p", "debug,fixed", "--gres=mig:3g.40gb:1", script="true")
+
+
+def all_instances(cluster, node):
+    doc = json.loads(cluster.slurm_mig("status", "--json", node=node).stdout)
+    return [(g["index"], i) for g in doc["gpus"] for i in g["instances"]]

@@ -55,9 +55,11 @@ def gres_conf(obj, mode, output, node_name, dev_root, proc_root, spec, cluster_f
         raise BadInput("--cluster-models is for job_submit.lua, which only dynamic mode uses")
     if spec and mode == "static":
         raise BadInput("--from-spec describes no instances; static mode reads the live GPUs")
-    billing = accounting.Billing()
+    billing, static_partitions = accounting.Billing(), ()
     if cluster_file:
-        groups, billing, source, command = _cluster(cluster_file, mode, node_name, spec, cluster_models)
+        cluster = _cluster(cluster_file, mode, node_name, spec, cluster_models)
+        groups, billing, static_partitions = cluster.groups, cluster.billing, cluster.static_partitions
+        source, command = f"the cluster description {cluster_file}", f"gres-conf --cluster {cluster_file}"
     elif spec:
         groups, source = [confgen.NodeGroup(node_name, confgen.from_spec(spec))], f"the declared node {spec}"
     else:
@@ -69,21 +71,20 @@ def gres_conf(obj, mode, output, node_name, dev_root, proc_root, spec, cluster_f
     models = confgen.models_of(cluster_models) if cluster_models else ()
     if models:
         command += " --cluster-models " + ",".join(m.key for m in models)
-    files = confgen.render(groups, mode, dev_root, command, source, proc_root, models)
+    files = confgen.render(groups, mode, dev_root, command, source, proc_root, models, static_partitions)
     files["slurm.conf.hooks"] = confgen.hook_lines(cfg, mode, _installed_hooks())
     files["slurm.conf.accounting"] = accounting.lines(confgen.models_in(groups, models), billing)
     _emit(files, output)
 
 
 def _cluster(path, mode, node_name, spec, cluster_models):
-    """(node groups, billing, source, command) of a cluster description."""
+    """The cluster description at `path`, which no per-node option may amend."""
     from ..slurm import clusterdesc
     clashing = [name for name, given in (("--mode static", mode == "static"), ("--node-name", node_name),
                                          ("--from-spec", spec), ("--cluster-models", cluster_models)) if given]
     if clashing:
         raise BadInput(f"--cluster describes every node and model; drop {', '.join(clashing)}")
-    cluster = clusterdesc.load(path)
-    return cluster.groups, cluster.billing, f"the cluster description {path}", f"gres-conf --cluster {path}"
+    return clusterdesc.load(path)
 
 
 def _emit(files, output) -> None:

@@ -4,6 +4,9 @@ nodes, each a Slurm hostlist with the GPUs every node of it has, from which
 gres.conf with NodeName=<hostlist> records, the node lines with Features=,
 one job_submit.lua for all the models, the accounting lines).
 
+    static_partitions = ["fixed"]   # partitions of static-mode nodes, configured on
+                                    # each node (`gres-conf --mode static`): jobs
+                                    # for them keep their mig: request
     [[group]]
     nodes = "h100-[001-040]"
     gpus = "8xH100-80GB"
@@ -20,7 +23,7 @@ hostlist Slurm could not read are errors naming the file and the group.
 from __future__ import annotations
 
 import re
-from typing import List, NamedTuple
+from typing import List, NamedTuple, Tuple
 
 from ..config import read_toml
 from ..errors import BadInput
@@ -31,21 +34,26 @@ from .jobinfo import expand_hostlist
 GROUP_KEYS = ("nodes", "gpus", "mode", "features")
 MODES = ("dynamic",)
 _HOSTLIST = re.compile(r"^[A-Za-z0-9._\-\[\],]+$")
-_FEATURE = re.compile(r"^[A-Za-z0-9_.\-]+$")
+_NAME = re.compile(r"^[A-Za-z0-9_.\-]+$")          # a feature or partition name
 
 
 class Cluster(NamedTuple):
     path: str
     groups: List[NodeGroup]
     billing: Billing
+    static_partitions: Tuple[str, ...]
 
 
 def load(path: str) -> Cluster:
     raw = read_toml(path, "cluster description")
-    unknown = sorted(set(raw) - {"group", "accounting"})
+    unknown = sorted(set(raw) - {"group", "accounting", "static_partitions"})
     if unknown:
-        raise BadInput(f"cluster description {path}: unknown section(s) {', '.join(unknown)}; "
-                       "known: group, accounting")
+        raise BadInput(f"cluster description {path}: unknown key(s) {', '.join(unknown)}; "
+                       "known: group, accounting, static_partitions")
+    static = raw.get("static_partitions", [])
+    if not isinstance(static, list) or not all(isinstance(p, str) and _NAME.match(p) for p in static):
+        raise BadInput(f"cluster description {path}: `static_partitions` must be a list of partition "
+                       f"names (letters, digits, . _ -), not {static!r}")
     if not isinstance(raw.get("accounting", {}), dict):
         raise BadInput(f"cluster description {path}: [accounting] must be a table")
     tables = raw.get("group")
@@ -60,7 +68,8 @@ def load(path: str) -> Cluster:
                 raise BadInput(f"{where}: node {node} is in group {owner[node]} too; a node has one set of GPUs")
             owner[node] = n
         groups.append(group)
-    return Cluster(path, groups, parse_billing(raw.get("accounting", {}), f"cluster description {path}, [accounting]"))
+    return Cluster(path, groups, parse_billing(raw.get("accounting", {}), f"cluster description {path}, [accounting]"),
+                   tuple(static))
 
 
 def _group(table: dict, where: str) -> NodeGroup:
@@ -81,7 +90,7 @@ def _group(table: dict, where: str) -> NodeGroup:
     if not _HOSTLIST.match(nodes):
         raise BadInput(f"{where}: {nodes!r} is no Slurm hostlist (letters, digits, . _ - and [1-2,5] ranges)")
     extra = table.get("features", [])
-    if not isinstance(extra, list) or not all(isinstance(f, str) and _FEATURE.match(f) for f in extra):
+    if not isinstance(extra, list) or not all(isinstance(f, str) and _NAME.match(f) for f in extra):
         raise BadInput(f"{where}: `features` must be a list of names (letters, digits, . _ -), not {extra!r}")
     try:
         if not expand_hostlist(nodes):

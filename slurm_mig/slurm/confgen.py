@@ -109,17 +109,19 @@ def features(models: Sequence[catalog.GpuModel], extra: Sequence[str] = ()) -> L
 
 
 def render(groups: List[NodeGroup], mode: str, dev_root: str, command: str, source: str,
-           proc_root: str = "/proc", cluster_models: Sequence[catalog.GpuModel] = ()) -> Dict[str, str]:
+           proc_root: str = "/proc", cluster_models: Sequence[catalog.GpuModel] = (),
+           static_partitions: Sequence[str] = ()) -> Dict[str, str]:
     """The files for the node groups (static mode: one node); in dynamic mode
     job_submit.lua also admits what `cluster_models` (GPU models on nodes not
-    described here) can hold."""
+    described here) can hold, and leaves jobs for `static_partitions` (of
+    static-mode nodes) as they are."""
     import jinja2
     if not groups or not all(g.gpus for g in groups):
         raise BadInput("no GPUs to describe")
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATE_DIR),
                              trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True,
                              undefined=jinja2.StrictUndefined)
-    ctx = {"mode": mode, "command": command, "source": source,
+    ctx = {"mode": mode, "command": command, "source": source, "static_partitions": static_partitions,
            "what": ", ".join(g.nodes for g in groups if g.nodes) or "this node"}
     if mode == "dynamic":
         ctx.update(dynamic_context(groups, dev_root, cluster_models))

@@ -77,19 +77,19 @@ def node_line(path: str) -> Tuple[str, str]:
 class DevCluster:
     def __init__(self, gpus: Union[str, List[str]] = "2xH100-80GB", cpus: int = 16,
                  wait_for_room: float = 5.0, workdir: Optional[str] = None, keep: bool = False,
-                 mode: str = "dynamic", layout: Union[None, Layout, List[Layout]] = None,
+                 mode: Union[str, List[str]] = "dynamic", layout: Union[None, Layout, List[Layout]] = None,
                  slurm: Optional[slurms.Slurm] = None, nodes: int = 1,
                  constrain_devices: bool = False, accounting: bool = False):
-        """gpus and layout: one for all nodes or a list, one per node. Mode
-        'static' needs `layout`, applied on each node before Slurm starts.
+        """gpus, mode and layout: one for all nodes or a list, one per node.
+        Mode 'static' needs `layout`, applied on each node before Slurm
+        starts. Static nodes among dynamic ones form partition `fixed` (the
+        cluster description's static_partitions), the dynamic ones `debug`.
         Nodes are named migsim (one) or migsim1, migsim2, ... on 127.0.0.1,
         127.0.0.2, ... (Slurm's verified recipe for several slurmd on one host).
         constrain_devices: task/cgroup with ConstrainDevices (cgroup v1, host
         Slurm), and a node name of its own (Slurm's cgroup paths carry it).
         accounting: slurmdbd and MariaDB (harness/accounting.py), with the
         generated AccountingStorageTRES and TRESBillingWeights."""
-        if mode == "static" and layout is None:
-            raise ClusterError("static mode needs a layout (file, config name)")
         try:
             self.slurm = slurm or slurms.host()
         except slurms.Unavailable as e:
@@ -100,7 +100,14 @@ class DevCluster:
         self.node = self.nodes[0]
         self.gpus = dict(zip(self.nodes, _per_node(gpus, nodes)))
         self.layouts = dict(zip(self.nodes, _per_node(layout, nodes)))
-        self.cpus, self.wait_for_room, self.keep, self.mode = cpus, wait_for_room, keep, mode
+        self.modes = dict(zip(self.nodes, _per_node(mode, nodes)))
+        if any(m == "static" and self.layouts[n] is None for n, m in self.modes.items()):
+            raise ClusterError("static mode needs a layout (file, config name)")
+        # the cluster's mode: dynamic (job_submit.lua) when any node is
+        self.mode = "dynamic" if "dynamic" in self.modes.values() else "static"
+        # nodes whose files come from the cluster description, the others' from their own gres-conf
+        self.described = [n for n in self.nodes if self.modes[n] == "dynamic" and not constrain_devices]
+        self.cpus, self.wait_for_room, self.keep = cpus, wait_for_room, keep
         # a chroot sees the cluster directory at the same path (harness/slurms.RootView)
         self.dir = workdir or tempfile.mkdtemp(prefix="slurm-mig-cluster-",
                                                dir=None if self.slurm.host else "/tmp")
@@ -204,39 +211,44 @@ class DevCluster:
                    f'exec /usr/bin/{tool} "$@"\n', 0o755)
         for node in self.nodes:
             self._node_layout(node)
-        if self.per_node_files:
-            lines = [self._node_files(node) for node in self.nodes]
-            with open(os.path.join(self.dir, "etc", "gres.conf"), "w", encoding="utf-8") as out:
-                for node in self.nodes:                # one cluster-wide file, NodeName= records
-                    with open(self.node_dir("conf", "gres.conf", node=node), encoding="utf-8") as f:
-                        out.write(f.read())
-        else:
-            lines = self._cluster_files()
+        # Static nodes list their live instances, and device isolation needs
+        # each node's own /dev: their files come from each node's gres-conf;
+        # the others' from one cluster description, as an admin makes them.
+        lines = {node: self._node_files(node) for node in self.nodes if node not in self.described}
+        parts = [self.node_dir("conf", "gres.conf", node=node) for node in lines]
+        if self.described:
+            lines.update(self._cluster_files())
+            parts.insert(0, self.generated("gres.conf"))
+        with open(os.path.join(self.dir, "etc", "gres.conf"), "w", encoding="utf-8") as out:
+            for part in parts:                         # one cluster-wide file, NodeName= records
+                with open(part, encoding="utf-8") as f:
+                    out.write(f.read())
         self._hooks()
-        self._write_slurm_conf(lines, self._hook_lines())
-
-    @property
-    def per_node_files(self) -> bool:
-        """Static mode lists each node's live instances, and device isolation
-        needs each node's own /dev; otherwise the cluster's files come from
-        one cluster description, as an admin of a dynamic cluster makes them."""
-        return self.mode == "static" or self.constrain_devices
+        self._write_slurm_conf([lines[node] for node in self.nodes], self._hook_lines())
 
     def generated(self, name: str) -> str:
-        """Where `slurm-mig gres-conf` wrote the file `name` (the first node's, per node)."""
-        return self.node_dir("conf", name) if self.per_node_files else os.path.join(self.dir, "etc", "gen", name)
+        """Where `slurm-mig gres-conf` wrote the file `name`: from the cluster
+        description, else the first node's own."""
+        return os.path.join(self.dir, "etc", "gen", name) if self.described else self.node_dir("conf", name)
 
-    def _cluster_files(self) -> List[Tuple[str, str]]:
-        """gres.conf, job_submit.lua and the node lines from a cluster
-        description grouping alike nodes (etc/cluster.toml); File= paths in a
-        /dev of the cluster's own, alike on every node as on a real cluster."""
+    @property
+    def static_partition(self) -> Optional[str]:
+        """The partition of the static nodes of a cluster that has dynamic ones too."""
+        return "fixed" if len(set(self.modes.values())) > 1 else None
+
+    def _cluster_files(self) -> Dict[str, Tuple[str, str]]:
+        """gres.conf, job_submit.lua and the node lines of the described
+        nodes from a cluster description grouping alike nodes
+        (etc/cluster.toml); File= paths in a /dev of the cluster's own, alike
+        on every node as on a real cluster."""
         from ClusterShell.NodeSet import NodeSet
         alike: Dict[str, List[str]] = {}
-        for node in self.nodes:
+        for node in self.described:
             alike.setdefault(self.gpus[node], []).append(node)
         description = os.path.join(self.dir, "etc", "cluster.toml")
-        _write(description, "".join(f'[[group]]\nnodes = "{NodeSet.fromlist(nodes)}"\ngpus = "{gpus}"\n\n'
-                                    for gpus, nodes in alike.items()))
+        static = f'static_partitions = ["{self.static_partition}"]\n\n' if self.static_partition else ""
+        _write(description, static + "".join(f'[[group]]\nnodes = "{NodeSet.fromlist(nodes)}"\ngpus = "{gpus}"\n\n'
+                                             for gpus, nodes in alike.items()))
         dev = os.path.join(self.dir, "dev")
         os.makedirs(dev, exist_ok=True)
         for minor in range(max(sum(int(part.split("x")[0]) for part in g.split(",")) for g in alike)):
@@ -246,7 +258,7 @@ class DevCluster:
         for name in ("gres.conf", "job_submit.lua"):
             shutil.copy(os.path.join(gen, name), os.path.join(self.dir, "etc"))
         types, items = node_lines(self.generated("slurm.conf.node"))
-        return [(types, items[node]) for node in self.nodes]
+        return {node: (types, items[node]) for node in self.described}
 
     def _write_slurm_conf(self, node_lines: List[Tuple[str, str]], hooks: str) -> None:
         """slurm.conf (and cgroup.conf) for the nodes' (GresTypes= line, Gres= item)."""
@@ -258,13 +270,22 @@ class DevCluster:
             hostname=self.hostname, dir=self.dir, cpus=self.cpus, ctld_port=_free_port("127.0.0.1"),
             nodes=[{"name": n, "addr": a, "port": _free_port(a), "gres": gres}
                    for n, a, (_, gres) in zip(self.nodes, addrs, node_lines)],
-            gres_types_line=node_lines[0][0], munge_socket=self.munge_socket,
+            gres_types_line=max((types for types, _ in node_lines), key=len),     # gpu,shard,mig over mig
+            partitions=self._partitions(), munge_socket=self.munge_socket,
             hooks=hooks.strip(), cgroup=self.constrain_devices, **self._accounting_lines()))
         if self.constrain_devices:
             _write(os.path.join(self.dir, "etc", "cgroup.conf"),
                    "CgroupPlugin=cgroup/v1\nConstrainDevices=yes\n")
         elif self.slurm.major >= 23:     # no cgroup tree in a chroot; 22.05 has no "disabled"
             _write(os.path.join(self.dir, "etc", "cgroup.conf"), "CgroupPlugin=disabled\n")
+
+    def _partitions(self) -> Dict[str, List[str]]:
+        """Partition -> nodes: `debug` (the default) and, with static nodes
+        among dynamic ones, `fixed` for the static ones."""
+        if self.static_partition is None:
+            return {"debug": self.nodes}
+        return {"debug": [n for n in self.nodes if self.modes[n] == "dynamic"],
+                self.static_partition: [n for n in self.nodes if self.modes[n] == "static"]}
 
     def _accounting_lines(self) -> Dict[str, str]:
         """slurm.conf's accounting lines and the partition's extra options:
@@ -285,21 +306,21 @@ class DevCluster:
         _write(self.node_dir("slurm-mig.toml", node=node),
                f'backend = "sim:{state}"\nstate_dir = "{self.node_dir("mig-state", node=node)}"\n'
                f'run_dir = "{self.node_dir("mig-run", node=node)}"\nwait_for_room = {self.wait_for_room}\n'
-               f'mode = "{self.mode}"\ngres_conf = "{self.dir}/etc/gres.conf"\n'
+               f'mode = "{self.modes[node]}"\ngres_conf = "{self.dir}/etc/gres.conf"\n'
                f'slurm_bin_dir = "{self.dir}/slurm-bin"\n'
                'epilog_retries = 2\nepilog_retry_delay = 0.5\n')
         # the simulated node's own /dev and /proc (gpus.root/): distinct char devices
         self.slurm_mig("sim", "init", state, "--gpus", self.gpus[node], node=node)
-        if self.mode == "static":          # a copy: a chroot sees only the cluster directory
+        if self.modes[node] == "static":   # a copy: a chroot sees only the cluster directory
             layout = shutil.copy(self.layouts[node][0], self.node_dir("layout.yaml", node=node))
             self.slurm_mig("apply", "-f", layout, "-c", self.layouts[node][1], node=node)
 
     def _node_files(self, node: str) -> Tuple[str, str]:
         """A node's own generated Slurm config: (its GresTypes= line, its
         'Gres=... Features=...')."""
-        self.slurm_mig("gres-conf", "--mode", self.mode, "--output", self.node_dir("conf", node=node),
+        self.slurm_mig("gres-conf", "--mode", self.modes[node], "--output", self.node_dir("conf", node=node),
                        "--node-name", node, node=node)
-        if self.mode == "dynamic":                     # every node has the same GPU models here
+        if self.modes[node] == "dynamic":             # every node has the same GPU models here
             shutil.copy(self.node_dir("conf", "job_submit.lua", node=node), os.path.join(self.dir, "etc"))
         return node_line(self.node_dir("conf", "slurm.conf.node", node=node))
 
