@@ -129,3 +129,5 @@ def test_cluster_excludes_per_node_options(tmp_path, cli):
     p = cli("gres-conf", "--cluster", str(tmp_path / "c.toml"), "--node-name", "x", "--from-spec", "1xA30",
             check=2)
     assert "drop --node-name, --from-spec" in p.stderr
+    p = cli("gres-conf", "--cluster", str(tmp_path / "c.toml"), "--cluster-models", "A30", check=0)
+    assert 'key = "A30-24GB"' in p.stdout and "gres/mig:1g.6gb," in p.stdout      # e.g. static nodes' models

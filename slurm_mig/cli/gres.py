@@ -23,9 +23,10 @@ from .app import main
               help="A cluster description (TOML: [[group]] nodes = HOSTLIST, gpus = NxMODEL; "
               "optional [accounting]): every file for every group at once, in dynamic mode.")
 @click.option("--cluster-models", metavar="MODEL[,...]",
-              help="GPU models on other nodes of the cluster: job_submit.lua (one file for the "
-              "whole cluster) then also admits what they can hold. Regenerate it with every "
-              "model listed when a model is added.")
+              help="GPU models on other nodes of the cluster (with --cluster: on nodes it does not "
+              "describe, e.g. static ones): job_submit.lua (one file for the whole cluster) then "
+              "also admits what they can hold, and the accounting lines track their profiles. "
+              "Regenerate it with every model listed when a model is added.")
 @click.pass_obj
 def gres_conf(obj, mode, output, node_name, dev_root, proc_root, spec, cluster_file, cluster_models):
     """Generate gres.conf, slurm.conf.node (GresTypes + the node's Gres= and
@@ -57,7 +58,7 @@ def gres_conf(obj, mode, output, node_name, dev_root, proc_root, spec, cluster_f
         raise BadInput("--from-spec describes no instances; static mode reads the live GPUs")
     billing, static_partitions = accounting.Billing(), ()
     if cluster_file:
-        cluster = _cluster(cluster_file, mode, node_name, spec, cluster_models)
+        cluster = _cluster(cluster_file, mode, node_name, spec)
         groups, billing, static_partitions = cluster.groups, cluster.billing, cluster.static_partitions
         source, command = f"the cluster description {cluster_file}", f"gres-conf --cluster {cluster_file}"
     elif spec:
@@ -77,11 +78,11 @@ def gres_conf(obj, mode, output, node_name, dev_root, proc_root, spec, cluster_f
     _emit(files, output)
 
 
-def _cluster(path, mode, node_name, spec, cluster_models):
+def _cluster(path, mode, node_name, spec):
     """The cluster description at `path`, which no per-node option may amend."""
     from ..slurm import clusterdesc
     clashing = [name for name, given in (("--mode static", mode == "static"), ("--node-name", node_name),
-                                         ("--from-spec", spec), ("--cluster-models", cluster_models)) if given]
+                                         ("--from-spec", spec)) if given]
     if clashing:
         raise BadInput(f"--cluster describes every node and model; drop {', '.join(clashing)}")
     return clusterdesc.load(path)
