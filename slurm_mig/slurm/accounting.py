@@ -61,7 +61,7 @@ def lines(models: Sequence[catalog.GpuModel], billing: Billing = Billing()) -> s
     tres: List[str] = ["gres/gpu"] + [f"gres/gpu:{t}" for t, _ in types] + ["gres/mig"] + \
         [f"gres/mig:{name}" for name in sorted(profiles)]
     weights = [f"GRES/gpu:{t}={slices}" for t, slices in types] + \
-        [f"GRES/mig:{name}={_number(billing.weights.get(name, slices))}"
+        [f"GRES/mig:{name}={billing.weights.get(name, slices):g}"
          for name, slices in sorted(profiles.items())]
     return ("# Accounting per MIG profile and GPU model (needs slurmdbd:\n"
             "# AccountingStorageType=accounting_storage/slurmdbd). Merge AccountingStorageTRES\n"
@@ -70,7 +70,3 @@ def lines(models: Sequence[catalog.GpuModel], billing: Billing = Billing()) -> s
             + (", overridden for " + ", ".join(sorted(billing.weights)) if billing.weights else "") + ".\n"
             f"AccountingStorageTRES={','.join(tres)}\n"
             f"TRESBillingWeights={','.join(([billing.also] if billing.also else []) + weights)}\n")
-
-
-def _number(weight: float) -> str:
-    return f"{weight:g}"
