@@ -110,6 +110,12 @@ def test_static_and_dynamic_nodes_share_one_job_submit_lua(slurm):
         assert "gres/shard" not in c.run("scontrol", "show", "job", static_job).stdout
         with pytest.raises(ClusterError, match="partition\\(s\\) fixed run fixed MIG layouts and debug"):
             c.sbatch("-p", "debug,fixed", "--gres=mig:3g.40gb:1", script="true")
+        for partition, shards in (("fixed", ""), ("debug", ",gres[:/]shard:50")):   # a pending job's update
+            held = c.sbatch("-p", partition, "--hold", "--gres=mig:3g.40gb:1", script="true")
+            c.run("scontrol", "update", f"JobId={held}", "Gres=mig:3g.40gb:2")
+            assert re.search(rf"TresPerNode=gres[:/]mig:3g.40gb:2{shards}$",
+                             c.run("scontrol", "show", "job", held).stdout, re.M), partition
+            c.run("scancel", held)
 
 
 def all_instances(cluster, node):
