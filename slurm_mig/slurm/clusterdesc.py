@@ -85,7 +85,8 @@ def _group(table: dict, where: str) -> NodeGroup:
     mode = table.get("mode", "dynamic")
     if mode not in MODES:
         raise BadInput(f"{where}: mode {mode!r} cannot be described here; static nodes list their live "
-                       "instances, so run `slurm-mig gres-conf --mode static` on each of them")
+                       "instances, so run `slurm-mig gres-conf --mode static` on each of them and name "
+                       "their partitions in static_partitions")
     nodes = table["nodes"].strip()
     if not _HOSTLIST.match(nodes):
         raise BadInput(f"{where}: {nodes!r} is no Slurm hostlist (letters, digits, . _ - and [1-2,5] ranges)")
