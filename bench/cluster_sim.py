@@ -72,11 +72,16 @@ import bisect
 import csv
 import heapq
 import math
+import pathlib
 import random
 import statistics
+import sys
 from collections import Counter, defaultdict
 
 from slurm_mig.core import catalog, planner as P, shards
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+import shard_research  # noqa: E402  (bench/shard_research.py)
 from slurm_mig.core.policies import POLICIES
 from slurm_mig.core.view import GpuView, Occupied
 from slurm_mig.errors import NoFit
@@ -119,7 +124,7 @@ def weight_candidates():
     empty GPU cannot hold."""
     return {
         "searched": shards.search(GEOMETRY),
-        "memory-slots": shards.memory_slot_weights(GEOMETRY),
+        "memory-slots": shard_research.memory_slot_weights(GEOMETRY),
         "conservative56": shards.evaluate(GEOMETRY, [CONSERVATIVE56[n] for n in GEOMETRY.names], 56),
     }
 

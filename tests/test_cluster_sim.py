@@ -66,7 +66,7 @@ def test_exact_admission_never_fails_nor_requeues():
 
 
 def test_searched_weights_start_every_set_an_empty_gpu_holds_biggest_first():
-    plain = cs.geometry_of([n for n in cs.GEOMETRY.names if shards.is_plain(n)])
+    plain = cs.geometry_of([n for n in cs.GEOMETRY.names if cs.shard_research.is_plain(n)])
     for counts in shards.placeable_sets(plain):
         names = [n for n, c in zip(plain.names, counts) for _ in range(c)]
         r, done = run(same_time(*names), Checked(1, 1, cs.WEIGHTS["searched"]))

@@ -49,6 +49,8 @@ def all_multisets(names, total):
 
 fails = 0
 from slurm_mig.core import shards as sw  # only its oracle is compared here
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import shard_research as research  # noqa: E402  (bench/)
 
 # 1. the oracle
 for lk, entry in res["layouts"].items():
@@ -56,7 +58,7 @@ for lk, entry in res["layouts"].items():
     model = cat["models"][entry["names_from"]]
     names = {e: model["profiles"][e]["name"] for e in entry["enums"]}
     lay, prof = profiles_of(layout_key, entry["enums"], names)
-    g = sw.geometry_from_layout(lay, names)
+    g = research.geometry_from_layout(lay, names)
     # one more instance than can ever fit, so every minimal unplaceable set is
     # covered (12-slot: each instance takes >= 3 of 12 slots, so 5 suffices)
     smallest = min(p["mem_slots"] for p in prof.values())

@@ -1,6 +1,8 @@
 """Drive shard_weights over every catalog layout; write RESULTS.md and results.json."""
 import json, os, sys, time
 from slurm_mig.core import shards as sw
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import shard_research as research  # noqa: E402  (bench/)
 
 SRC = sys.argv[1] if len(sys.argv) > 1 else os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "slurm_mig", "core", "data", "catalog.json")
 cat = json.load(open(SRC))
@@ -13,7 +15,7 @@ for mk, m in cat["models"].items():
 VARIANTS = [
     ("all", lambda n: True, False),
     ("no +me", lambda n: "+me" not in n, False),
-    ("plain", sw.is_plain, False),
+    ("plain", research.is_plain, False),
     ("all, +me capped", lambda n: True, True),
 ]
 
@@ -34,7 +36,7 @@ for lk, layout in cat["layouts"].items():
         entry = {"models": mks, "names_from": rep, "enums": list(enums), "variants": {}}
         seen = {}
         for vname, inc, capme in VARIANTS:
-            g = sw.geometry_from_layout(layout, names, inc)
+            g = research.geometry_from_layout(layout, names, inc)
             caps = tuple(n for n in g.names if "+me" in n) if capme else ()
             if capme and not caps:
                 continue
@@ -49,11 +51,11 @@ for lk, layout in cat["layouts"].items():
             t1 = time.perf_counter()
             r = sw.search(g, caps=caps)
             t2 = time.perf_counter()
-            mem = sw.memory_slot_weights(g, caps)
+            mem = research.memory_slot_weights(g, caps)
             entry["variants"][vname] = {
                 "profiles": list(g.names),
                 "caps": list(caps),
-                "placeable": len(P), "maximal_placeable": len(sw.maximal_placeable(g)),
+                "placeable": len(P), "maximal_placeable": len(research.maximal_placeable(g)),
                 "minimal_unplaceable": len(U),
                 "weights": r.by_name, "C": r.count,
                 "admitted_placeable": r.admitted_placeable,
@@ -78,10 +80,10 @@ for lk, layout in cat["layouts"].items():
 
 # the brief's reference weights for H100 (plain), checked here
 h = cat["models"]["H100-SXM5-80GB"]
-g = sw.geometry_from_layout(cat["layouts"][h["layout"]], {e: p["name"] for e, p in h["profiles"].items()}, sw.is_plain)
+g = research.geometry_from_layout(cat["layouts"][h["layout"]], {e: p["name"] for e, p in h["profiles"].items()}, research.is_plain)
 ref = {"1g.10gb": 8, "1g.20gb": 13, "2g.20gb": 15, "3g.40gb": 25, "4g.40gb": 29, "7g.80gb": 56}
 e = sw.evaluate(g, [ref[n] for n in g.names], 56)
-ms = list(sw.multisets(g, respect_max=False))
+ms = list(research.multisets(g, respect_max=False))
 out["h100_reference_check"] = {
     "multisets_total_le_8": len(ms), "placeable_among_them": sum(sw.placeable(g, n) for n in ms),
     "reference_weights": ref, "C": 56, "admitted_placeable": e.admitted_placeable,

@@ -19,21 +19,16 @@ placeable multisets as possible.
 
 Pure: standard library only, no I/O.  Geometry comes in as data.
 
-Public API
+Public API (the benchmarks' research tools live in bench/shard_research.py)
 ----------
 Profile, Geometry, Weights                      (frozen dataclasses)
-geometry_from_layout(layout, names=None, include=None) -> Geometry
 placeable(geometry, counts) -> bool
-multisets(geometry, max_total=None, respect_max=True) -> Iterator[tuple[int, ...]]
 placeable_sets(geometry) -> tuple[tuple[int, ...], ...]
-maximal_placeable(geometry) -> tuple[...]
 minimal_unplaceable(geometry) -> tuple[...]
 dominance(geometry) -> tuple[(b, a), ...]     # b can always stand in for a
 admitted(geometry, weights, C, caps=()) -> Iterator[tuple[int, ...]]   # every n with w.n <= C
 evaluate(geometry, weights, C, method='given', caps=()) -> Weights
 lift_weights(geometry, weights, C, caps=()) -> tuple[int, ...]
-is_plain(name) -> bool
-memory_slot_weights(geometry, caps=()) -> Weights
 search(geometry, c_max=64, use_dominance=True, caps=(), raise_weights=True) -> Weights
 given_up(geometry, result, minimal=True) -> tuple[str, ...]
 describe(geometry, counts) -> str               # "1g.20gb + 2g.20gb + 4g.40gb"
@@ -120,40 +115,6 @@ class Weights:
         return dict(zip(self.names, self.weights))
 
 
-def geometry_from_layout(layout: Mapping, names: Optional[Mapping[str, str]] = None,
-                         include: Optional[Callable[[str], bool]] = None) -> Geometry:
-    """A Geometry from one catalog layout dict (``layouts[<key>]`` of catalog.json).
-
-    ``names`` maps the layout's gi-profile enum keys (strings) to display names,
-    e.g. ``{e: p["name"] for e, p in catalog["models"][m]["profiles"].items()}``;
-    when given, only those enums are used (the profiles the model lists).
-    ``include(name)`` filters further.
-    """
-    gi = layout["gi_profiles"]
-    keys = list(names) if names is not None else list(gi)
-    profiles = []
-    for k in keys:
-        shape = gi[str(k)]
-        name = names[k] if names is not None else f"enum{k}"
-        if include is not None and not include(name):
-            continue
-        profiles.append(Profile(name=name, slices=int(shape["slices"]),
-                                mem_slots=int(shape["mem_slots"]), max=int(shape["max"]),
-                                starts=tuple(int(s) for s in shape["starts"])))
-    # biggest first: the oracle and the search both like that order
-    profiles.sort(key=lambda p: (-p.mem_slots, -p.slices, p.name))
-    return Geometry(memory_slots=int(layout["memory_slots"]),
-                    compute_slices=int(layout["compute_slices"]), profiles=tuple(profiles))
-
-
-_PLAIN = re.compile(r"^\d+g\.\d+gb$")
-
-
-def is_plain(name: str) -> bool:
-    """True for a profile name without a +me/-me/+gfx/... suffix."""
-    return bool(_PLAIN.match(name))
-
-
 # ------------------------------------------------------------------------ oracle
 
 def placeable(geometry: Geometry, counts) -> bool:
@@ -202,28 +163,6 @@ def _placement(geometry: Geometry, counts: Counts):
 
 # ------------------------------------------------------------------- enumeration
 
-def multisets(geometry: Geometry, max_total: Optional[int] = None,
-              respect_max: bool = True) -> Iterator[Counts]:
-    """Every non-empty multiset with total instances <= max_total (default:
-    memory_slots) and, when respect_max, each count <= that profile's max."""
-    k = len(geometry.profiles)
-    total = geometry.memory_slots if max_total is None else max_total
-    caps = [min(p.max, total) if respect_max else total for p in geometry.profiles]
-    cur = [0] * k
-
-    def rec(i: int, left: int) -> Iterator[Counts]:
-        if i == k:
-            if left != total:
-                yield tuple(cur)
-            return
-        for n in range(min(caps[i], left) + 1):
-            cur[i] = n
-            yield from rec(i + 1, left - n)
-        cur[i] = 0
-
-    yield from rec(0, total)
-
-
 @functools.lru_cache(maxsize=None)
 def placeable_sets(geometry: Geometry) -> Tuple[Counts, ...]:
     """All non-empty placeable multisets (the family is downward closed, so a
@@ -242,17 +181,6 @@ def placeable_sets(geometry: Geometry) -> Tuple[Counts, ...]:
 
     rec([0] * k, 0)
     return tuple(sorted(out))
-
-
-def _leq(a: Counts, b: Counts) -> bool:
-    return all(x <= y for x, y in zip(a, b))
-
-
-def maximal_placeable(geometry: Geometry) -> Tuple[Counts, ...]:
-    ps = set(placeable_sets(geometry))
-    k = len(geometry.profiles)
-    return tuple(p for p in sorted(ps)
-                 if not any(_bump(p, i) in ps for i in range(k)))
 
 
 def _bump(c: Counts, i: int, d: int = 1) -> Counts:
@@ -343,12 +271,6 @@ def evaluate(geometry: Geometry, weights: Sequence[int], C: int, method: str = "
     return Weights(names=geometry.names, weights=weights, count=C, placeable=len(ps),
                    admitted_placeable=adm_p, admitted_unplaceable=adm_u, given_up=gave,
                    method=method, optimal=optimal, nodes=nodes, caps=caps)
-
-
-def memory_slot_weights(geometry: Geometry, caps: Iterable[str] = ()) -> Weights:
-    """The obvious weights: w = memory slots, C = the GPU's memory slots."""
-    return evaluate(geometry, [p.mem_slots for p in geometry.profiles],
-                    geometry.memory_slots, method="memory-slots", caps=caps)
 
 
 # ----------------------------------------------------------------------- search
