@@ -100,8 +100,8 @@ def test_a_requeued_job_is_left_to_a_steerer_with_where_slurm_may_run_it(make_no
     assert os.path.exists(os.path.join(cfg.run_dir, "5.requeued"))        # the Epilog here removes it
     (job, request), = steerers
     assert job == "5" and (request["attempt"], request["limit"]) == (1, 100)
-    assert request["placement"] == dict(nodes=["n1"], partition="gpu", excluded=[], required="",
-                                        features="", admin_comment="")
+    assert request["constraints"] == dict(nodes=["n1"], partition="gpu", excluded=[], required="",
+                                          features="", admin_comment="")
     run_epilog(cfg, "5")
     assert not os.path.exists(os.path.join(cfg.run_dir, "5.requeued"))
     assert request["reason"].startswith("1g.10gb:1 does not fit next to the running jobs' instances")

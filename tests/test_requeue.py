@@ -4,15 +4,15 @@ import os
 import pytest
 from hypothesis import given, strategies as st
 
-from slurm_mig.slurm.jobinfo import Placement
+from slurm_mig.slurm.jobinfo import NodeConstraints
 from slurm_mig.errors import BadInput
 from slurm_mig.slurm.requeue import Steering, folded, kept_off_before, steer, steer_when_pending
 
 GPU_NODES = ["n1", "n2", "n3", "n4"]
 
 
-def placement(nodes=("n1",), excluded=(), mark="", **fields):
-    return Placement(list(nodes), "gpu", list(excluded), admin_comment=mark, **fields)
+def constraints(nodes=("n1",), excluded=(), mark="", **fields):
+    return NodeConstraints(list(nodes), "gpu", list(excluded), admin_comment=mark, **fields)
 
 
 def mark(kept):
@@ -20,39 +20,39 @@ def mark(kept):
 
 
 def test_the_first_requeue_keeps_the_job_off_its_node_and_lets_it_start_soon():
-    assert steer(placement(), GPU_NODES) == Steering(["n1"], ["n1"], True)
+    assert steer(constraints(), GPU_NODES) == Steering(["n1"], ["n1"], True)
 
 
 def test_later_requeues_add_nodes_and_keep_the_users_exclusions():
-    got = steer(placement(["n2"], ["n1", "n9"], mark(["n1"])), GPU_NODES)
+    got = steer(constraints(["n2"], ["n1", "n9"], mark(["n1"])), GPU_NODES)
     assert got == Steering(["n1", "n2", "n9"], ["n1", "n2"], True)
 
 
 def test_a_multi_node_job_is_kept_off_every_node_that_ran_it():
-    assert steer(placement(["n1", "n3"]), GPU_NODES) == Steering(["n1", "n3"], ["n1", "n3"], True)
+    assert steer(constraints(["n1", "n3"]), GPU_NODES) == Steering(["n1", "n3"], ["n1", "n3"], True)
 
 
 def test_once_every_gpu_node_turned_it_away_they_are_given_back_with_slurms_delay():
-    got = steer(placement(["n4"], ["n1", "n2", "n3", "n9"], mark(["n1", "n2", "n3"])), GPU_NODES)
+    got = steer(constraints(["n4"], ["n1", "n2", "n3", "n9"], mark(["n1", "n2", "n3"])), GPU_NODES)
     assert got == Steering(["n9"], [], False)
     # the user's own exclusions count: n4 is the last node left to it, nothing to give back
-    assert steer(placement(["n4"], ["n1", "n2", "n3"]), GPU_NODES) is None
+    assert steer(constraints(["n4"], ["n1", "n2", "n3"]), GPU_NODES) is None
     # a one-node partition: nothing to steer to
-    assert steer(placement(), ["n1"]) is None
+    assert steer(constraints(), ["n1"]) is None
 
 
 def test_a_node_someone_took_out_of_the_exclusion_is_not_ours_any_more():
-    got = steer(placement(["n2"], [], mark(["n1"])), GPU_NODES)
+    got = steer(constraints(["n2"], [], mark(["n1"])), GPU_NODES)
     assert got == Steering(["n2"], ["n2"], True)
 
 
 @pytest.mark.parametrize("fields", [dict(required="n[1-2]"), dict(features="a100")])
 def test_jobs_with_a_nodelist_or_constraint_are_never_steered(fields):
-    assert steer(placement(**fields), GPU_NODES) is None
+    assert steer(constraints(**fields), GPU_NODES) is None
 
 
 def test_unknown_gpu_nodes_mean_no_steering():
-    assert steer(placement(), None) is None
+    assert steer(constraints(), None) is None
 
 
 @pytest.mark.parametrize("comment, nodes", [
@@ -77,7 +77,7 @@ def test_steering_never_strands_a_job_nor_drops_a_users_exclusion(ran_on, users,
     stay; the nodes that just ran it are excluded whenever it may start soon;
     nothing is returned only when nothing would change."""
     ours_before -= users
-    got = steer(placement(sorted(ran_on), sorted(users | ours_before), mark(sorted(ours_before))
+    got = steer(constraints(sorted(ran_on), sorted(users | ours_before), mark(sorted(ours_before))
                           if ours_before else ""), sorted(gpu_nodes))
     if got is None:
         assert not ours_before and not gpu_nodes - users - ran_on
@@ -118,10 +118,10 @@ def fake_bin(tmp_path):
     return make
 
 
-def request(**placement_fields):
+def request(**constraint_fields):
     import json
     fields = dict(nodes=["n1"], partition="gpu", excluded=[], required="", features="", admin_comment="")
-    return json.dumps({"placement": {**fields, **placement_fields}, "attempt": 2, "limit": 30,
+    return json.dumps({"constraints": {**fields, **constraint_fields}, "attempt": 2, "limit": 30,
                        "reason": "7g.80gb:1 does not fit"})
 
 

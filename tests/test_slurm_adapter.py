@@ -6,7 +6,7 @@ import os
 import pytest
 
 from slurm_mig.errors import BadInput
-from slurm_mig.slurm.jobinfo import (JobRequest, Placement, expand_hostlist, parse_allocation,
+from slurm_mig.slurm.jobinfo import (JobRequest, NodeConstraints, expand_hostlist, parse_allocation,
                                      parse_job_line, parse_jobs_json, split_items)
 
 
@@ -62,16 +62,16 @@ def test_hostile_free_text_fields_change_nothing():
                     job(2, "migsim", ["mig:1g.10gb(CNT:1),shard:1(IDX:0)"], **HOSTILE),
                     job(3, "migsim", [], name="y GRES=gpu:1(IDX:0)")]}
     text = json.dumps(doc)
-    assert parse_jobs_json(text, "2", "migsim")._replace(placement=None) == JobRequest("mig:1g.10gb:1", 0, [])
-    assert parse_jobs_json(text, "3", "migsim")._replace(placement=None) == JobRequest("", None, [])
+    assert parse_jobs_json(text, "2", "migsim")._replace(constraints=None) == JobRequest("mig:1g.10gb:1", 0, [])
+    assert parse_jobs_json(text, "3", "migsim")._replace(constraints=None) == JobRequest("", None, [])
 
 
 def test_each_node_reads_its_own_allocation():
     doc = {"jobs": [job(7, "n[1-2]", ["mig:3g.40gb(CNT:1),shard:4(IDX:1)",
                                       "mig:3g.40gb(CNT:1),shard:4(IDX:0)"])]}
     text = json.dumps(doc)
-    assert parse_jobs_json(text, "7", "n1")._replace(placement=None) == JobRequest("mig:3g.40gb:1", 1, [])
-    assert parse_jobs_json(text, "7", "n2")._replace(placement=None) == JobRequest("mig:3g.40gb:1", 0, [])
+    assert parse_jobs_json(text, "7", "n1")._replace(constraints=None) == JobRequest("mig:3g.40gb:1", 1, [])
+    assert parse_jobs_json(text, "7", "n2")._replace(constraints=None) == JobRequest("mig:3g.40gb:1", 0, [])
     with pytest.raises(BadInput, match="not on n3"):
         parse_jobs_json(text, "7", "n3")
 
@@ -94,11 +94,11 @@ def test_where_slurm_may_run_the_job_is_read_from_the_json():
     doc = {"jobs": [job(7, "n[1-2]", ["shard:4(IDX:1)", "shard:4(IDX:0)"], partition="gpu",
                         excluded_nodes="n[5-6],n9", required_nodes="", features=["a100", "nvl"],
                         admin_comment="slurm-mig: requeued 1/30, kept off n5: x", **HOSTILE)]}
-    placement = parse_jobs_json(json.dumps(doc), "7", "n2").placement
-    assert placement == Placement(["n1", "n2"], "gpu", ["n5", "n6", "n9"], "", "a100,nvl",
+    constraints = parse_jobs_json(json.dumps(doc), "7", "n2").constraints
+    assert constraints == NodeConstraints(["n1", "n2"], "gpu", ["n5", "n6", "n9"], "", "a100,nvl",
                                   "slurm-mig: requeued 1/30, kept off n5: x")
     bare = parse_jobs_json(json.dumps({"jobs": [job(7, "n1", ["shard:1(IDX:0)"], partition=None)]}), "7", "n1")
-    assert bare.placement == Placement(["n1"], "", [])
+    assert bare.constraints == NodeConstraints(["n1"], "", [])
 
 
 def test_hostlists_expand_by_clustershell():
@@ -135,8 +135,8 @@ def test_every_slurm_version_is_read_per_node(version, scenario, env_file):
         req = parse_jobs_json(f.read(), job, env["SLURMD_NODENAME"])
     assert req.spec == EXPECTED_SPEC[scenario]
     if scenario != "e-nogres":
-        assert req.placement.partition and env["SLURMD_NODENAME"] in req.placement.nodes
-        assert req.placement.excluded == [] and req.placement.admin_comment == ""
+        assert req.constraints.partition and env["SLURMD_NODENAME"] in req.constraints.nodes
+        assert req.constraints.excluded == [] and req.constraints.admin_comment == ""
     slurmd_gpus = [int(g) for g in env.get("SLURM_JOB_GPUS", "").split(",") if g]
     assert sorted(req.whole_gpus + ([req.gpu] if req.gpu is not None else [])) == slurmd_gpus
     scontrol_json = os.path.join(folder, "scontrol-json-show-job.json")     # 23.02 and later
@@ -162,7 +162,7 @@ def test_the_one_job_read_gives_the_request_and_slurmds_gpu(version):
     req = parse_job_line(ONE_JOB_LINES[version], "1", "n1", "1")
     assert (req.spec, req.gpu, req.whole_gpus, req.batch, req.requeue, req.restarts) == \
         ("mig:3g.40gb:1", 1, [], True, True, 0)
-    assert req.placement == Placement(["n1"], "debug", [], "", "", "")
+    assert req.constraints == NodeConstraints(["n1"], "debug", [], "", "", "")
 
 
 def test_the_one_job_read_merges_repeated_profiles_and_keeps_the_comment_whole():
@@ -170,10 +170,10 @@ def test_the_one_job_read_merges_repeated_profiles_and_keeps_the_comment_whole()
            "a100&nvl|n[3,7]|slurm-mig: requeued 3/100, kept off n3: x|y|\n"
     req = parse_job_line(line, "12", "n2", "0")
     assert req.spec == "mig:1g.10gb:2,mig:2g.20gb:1" and not req.batch and req.restarts == 3
-    assert req.placement == Placement(["n1", "n2"], "gpu", ["n3", "n7"], "n2", "a100&nvl",
+    assert req.constraints == NodeConstraints(["n1", "n2"], "gpu", ["n3", "n7"], "n2", "a100&nvl",
                                       "slurm-mig: requeued 3/100, kept off n3: x|y")
     # squeue before 24.11 prints no ExcNodes (an empty field and an error on stderr)
-    assert parse_job_line(line, "12", "n2", "0", exc_nodes_known=False).placement.excluded is None
+    assert parse_job_line(line, "12", "n2", "0", exc_nodes_known=False).constraints.excluded is None
 
 
 def test_whole_gpus_come_from_slurmd():

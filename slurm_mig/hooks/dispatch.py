@@ -81,7 +81,7 @@ def _send_back(cfg: Config, job: str, req):
         from ..node.jobfiles import REQUEUED, job_file
         from ..slurm import requeue
         attempt = req.restarts + 1
-        steering = cfg.steer and req.placement is not None
+        steering = cfg.steer and req.constraints is not None
         marker = job_file(cfg.run_dir, job, REQUEUED)
         if steering:       # before the requeue: the Epilog that removes it may run right after
             safe_dir(cfg.run_dir, 0o755, "run_dir")
@@ -93,7 +93,7 @@ def _send_back(cfg: Config, job: str, req):
             return f"Slurm refused to requeue it ({e})"
         if steering:
             try:
-                _spawn_steerer(job, requeue.steer_request(req.placement, attempt, cfg.max_requeues,
+                _spawn_steerer(job, requeue.steer_request(req.constraints, attempt, cfg.max_requeues,
                                                           reason))
             except OSError as e:
                 from ..log import JobLog

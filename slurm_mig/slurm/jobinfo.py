@@ -44,8 +44,9 @@ _ITEM = re.compile(r"^(?:gres[:/])?([A-Za-z0-9_]+)(?::([^:()]+))?(?::(\d+))?\((.
 _NODE_NAME = re.compile(r"[A-Za-z0-9._-]{1,255}")
 
 
-class Placement(NamedTuple):
-    """The job's node constraints as Slurm holds them (none of it is text the
+class NodeConstraints(NamedTuple):
+    """Where Slurm may run the job: its allocation's nodes and the job's node
+    constraints, as Slurm holds them, for steering a requeue (none of it is text the
     user can make pose as another field: it comes from Slurm's JSON)."""
     nodes: List[str]          # the nodes of this allocation
     partition: str            # the partition it runs in
@@ -66,7 +67,7 @@ class JobRequest(NamedTuple):
     requeue: bool = False        # Slurm may requeue it (not --no-requeue, JobRequeue on)
     restarts: int = 0            # times Slurm has requeued it so far
     idx_types: Dict[int, str] = {}   # static mode: the mig type Slurm allocated at each IDX
-    placement: Optional[Placement] = None   # where Slurm may run it (steering a requeue)
+    constraints: Optional[NodeConstraints] = None   # where Slurm may run it (steering a requeue)
 
 
 def split_items(text: str) -> List[str]:
@@ -187,8 +188,9 @@ def parse_job_line(text: str, job: str, node: str, job_gpus: str, exc_nodes_know
                       gpu=gpus[0] if shards else None, mig_idx=[], whole_gpus=[] if shards else gpus,
                       batch=row["BatchFlag"] == "1", requeue=row["Requeue"] == "1",
                       restarts=int(restarts) if restarts.isdigit() else 0,
-                      placement=Placement(names, row["Partition"], _exc_nodes(row["ExcNodes"], exc_nodes_known),
-                                          row["ReqNodes"], row["Feature"], row["admin_comment"]))
+                      constraints=NodeConstraints(names, row["Partition"],
+                                                  _exc_nodes(row["ExcNodes"], exc_nodes_known),
+                                                  row["ReqNodes"], row["Feature"], row["admin_comment"]))
 
 
 def _exc_nodes(text: str, known: bool) -> Optional[List[str]]:
@@ -277,9 +279,10 @@ def parse_jobs_json(text: str, job: str, node: str) -> JobRequest:
         batch=entry.get("batch_flag") is True, requeue=entry.get("requeue") is True,
         restarts=restarts if isinstance(restarts, int) and not isinstance(restarts, bool)
         and restarts >= 0 else 0,
-        placement=Placement(names, _text(entry, "partition"), expand_hostlist(_text(entry, "excluded_nodes")),
-                            _text(entry, "required_nodes"), _text(entry, "features"),
-                            _text(entry, "admin_comment")))
+        constraints=NodeConstraints(names, _text(entry, "partition"),
+                                    expand_hostlist(_text(entry, "excluded_nodes")),
+                                    _text(entry, "required_nodes"), _text(entry, "features"),
+                                    _text(entry, "admin_comment")))
 
 
 def _text(entry: dict, key: str) -> str:

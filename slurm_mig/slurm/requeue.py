@@ -38,7 +38,7 @@ from typing import Iterable, List, NamedTuple, Optional, Tuple
 from ..core.syntax import check_job_id
 from ..errors import BadInput, SlurmUnavailable
 from ..fsutil import atomic_write
-from .jobinfo import Placement, check_node_name, expand_hostlist, run_slurm, slurm_command
+from .jobinfo import NodeConstraints, check_node_name, expand_hostlist, run_slurm, slurm_command
 
 MARK = "slurm-mig: requeued"
 MAX_REASON_TEXT = 200
@@ -67,17 +67,17 @@ def kept_off_before(admin_comment: str) -> List[str]:
         return []
 
 
-def steer(placement: Placement, gpu_nodes: Optional[Iterable[str]]) -> Optional[Steering]:
+def steer(constraints: NodeConstraints, gpu_nodes: Optional[Iterable[str]]) -> Optional[Steering]:
     """Where the requeued job may go next; None: leave its nodes alone (it has
     --nodelist or --constraint, the partition's GPU nodes are unknown, or every
     one turned it away and slurm-mig excluded none of them)."""
     gpu_nodes = set(gpu_nodes or ())
-    if placement.required or placement.features or not gpu_nodes:
+    if constraints.required or constraints.features or not gpu_nodes:
         return None
-    excluded = set(placement.excluded)
-    ours = set(kept_off_before(placement.admin_comment)) & excluded
+    excluded = set(constraints.excluded)
+    ours = set(kept_off_before(constraints.admin_comment)) & excluded
     users = excluded - ours
-    after = (ours | set(placement.nodes)) - users
+    after = (ours | set(constraints.nodes)) - users
     if not gpu_nodes - users - after:          # all turned it away: give ours back
         return Steering(sorted(users), [], False) if ours else None
     return Steering(sorted(users | after), sorted(after), True)
@@ -155,10 +155,10 @@ def mark_job(job: str, text: str, bin_dir: str = "") -> None:
         JobLog(job).warning("requeued, but marking it failed: %s", e)
 
 
-def steer_request(placement: Placement, attempt: int, limit: int, reason: str) -> str:
+def steer_request(constraints: NodeConstraints, attempt: int, limit: int, reason: str) -> str:
     """What the Prolog hands the steerer (in STEER_ENV): read by steer_when_pending."""
     import json
-    return json.dumps({"placement": placement._asdict(), "attempt": attempt, "limit": limit,
+    return json.dumps({"constraints": constraints._asdict(), "attempt": attempt, "limit": limit,
                        "reason": reason})
 
 
@@ -177,19 +177,19 @@ def job_state(job: str, bin_dir: str = "") -> Tuple[str, List[str]]:
 
 
 def _read_request(text: str):
-    """What the Prolog handed the steerer, checked: (Placement, attempt, limit, reason)."""
+    """What the Prolog handed the steerer, checked: (NodeConstraints, attempt, limit, reason)."""
     import json
     try:
         raw = json.loads(text)
-        p = raw["placement"]
+        p = raw["constraints"]
         excluded = None if p["excluded"] is None else [check_node_name(n) for n in p["excluded"]]
-        placement = Placement(
+        constraints = NodeConstraints(
             [check_node_name(n) for n in p["nodes"]], str(p["partition"]), excluded,
             str(p["required"]), str(p["features"]), str(p["admin_comment"]))
         attempt, limit, reason = int(raw["attempt"]), int(raw["limit"]), str(raw["reason"])
     except (ValueError, KeyError, TypeError) as e:
         raise BadInput(f"unreadable steering request ({e})") from None
-    return placement, attempt, limit, reason
+    return constraints, attempt, limit, reason
 
 
 def steer_when_pending(job: str, request: str, bin_dir: str = "", marker: str = "", cache_dir: str = "",
@@ -203,17 +203,17 @@ def steer_when_pending(job: str, request: str, bin_dir: str = "", marker: str = 
     still held the node is what 22.05's sinfo keeps showing ("mixed" on an
     idle node). Returns what was done, for the log."""
     job = check_job_id(job)
-    placement, attempt, limit, reason = _read_request(request)
+    constraints, attempt, limit, reason = _read_request(request)
     deadline = time.monotonic() + timeout
     while marker and os.path.lexists(marker):
         if time.monotonic() > deadline:
             mark_job(job, mark(attempt, limit, reason), bin_dir)
             return "left alone: its Epilog had not run by the timeout"
         time.sleep(poll)
-    while placement.excluded is None:
+    while constraints.excluded is None:
         state, excluded = job_state(job, bin_dir)
         if state == "PENDING":
-            placement = placement._replace(excluded=excluded)
+            constraints = constraints._replace(excluded=excluded)
         elif state not in ("COMPLETING", "REQUEUED"):      # REQUEUED: a flag shown until it completes
             return f"left alone: the job is {state or 'gone'}"
         elif time.monotonic() > deadline:
@@ -221,7 +221,7 @@ def steer_when_pending(job: str, request: str, bin_dir: str = "", marker: str = 
             return "left alone: still completing after the timeout"
         else:
             time.sleep(poll)
-    steering = steer(placement, partition_gpu_nodes(placement.partition, bin_dir, cache_dir))
+    steering = steer(constraints, partition_gpu_nodes(constraints.partition, bin_dir, cache_dir))
     fields = [f"AdminComment={mark(attempt, limit, reason, steering.kept_off if steering else ())}"]
     if steering is not None:
         fields.insert(0, f"ExcNodeList={folded(steering.exclude)}")
