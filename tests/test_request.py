@@ -3,7 +3,7 @@ import pytest
 from hypothesis import given, strategies as st
 
 from slurm_mig.errors import BadInput
-from slurm_mig.core.syntax import check_job_id, format_spec, parse_spec
+from slurm_mig.core.syntax import MigRequest, check_job_id
 
 
 @pytest.mark.parametrize("spec,expected", [
@@ -16,7 +16,7 @@ from slurm_mig.core.syntax import check_job_id, format_spec, parse_spec
     ("mig:3g.39gb:1", {"3g.39gb": 1}),
 ])
 def test_parse(spec, expected):
-    assert parse_spec(spec) == expected
+    assert MigRequest.parse(spec) == expected
 
 
 @pytest.mark.parametrize("spec,needle", [
@@ -26,17 +26,27 @@ def test_parse(spec, expected):
 ])
 def test_parse_rejects(spec, needle):
     with pytest.raises(BadInput, match=needle):
-        parse_spec(spec)
+        MigRequest.parse(spec)
 
 
 def test_format_roundtrip():
-    assert parse_spec(format_spec({"3g.40gb": 2, "1g.10gb": 1})) == {"3g.40gb": 2, "1g.10gb": 1}
+    request = MigRequest({"3g.40gb": 2, "1g.10gb": 1})
+    assert str(request) == "mig:1g.10gb:1,mig:3g.40gb:2" and MigRequest.parse(str(request)) == request
+
+
+@pytest.mark.parametrize("counts,needle", [
+    ({}, "empty"), ({"4g.44gb": 1}, "unknown MIG profile"), ({"1g.10gb": 0}, "bad count"),
+    ({"1g.10gb": True}, "bad count"), ({"1g.10gb": "1"}, "bad count"), ({"1g.10gb": 65}, "bad count"),
+])
+def test_a_request_built_from_counts_is_checked_as_a_parsed_one(counts, needle):
+    with pytest.raises(BadInput, match=needle):
+        MigRequest(counts)
 
 
 @given(st.text(max_size=80))
 def test_parse_never_crashes(spec):
     try:
-        out = parse_spec(spec)
+        out = MigRequest.parse(spec)
     except BadInput:
         return
     assert out and all(1 <= n <= 64 for n in out.values())

@@ -6,26 +6,27 @@ import os
 import pytest
 
 from slurm_mig.errors import BadInput
+from slurm_mig.core.syntax import MigRequest
 from slurm_mig.slurm.jobinfo import (JobRequest, NodeConstraints, expand_hostlist, parse_allocation,
                                      parse_job_line, parse_jobs_json, split_items)
 
 
 @pytest.mark.parametrize("text,expected", [
     # 22.05 (docs/facts.md, Slurm: GRES as the Prolog sees it): count-only mig + shard IDX
-    ("mig:3g.40gb(CNT:1),shard:4(IDX:0)", JobRequest("mig:3g.40gb:1", 0, [])),
+    ("mig:3g.40gb(CNT:1),shard:4(IDX:0)", JobRequest(MigRequest.parse("mig:3g.40gb:1"), 0, [])),
     ("mig:1g.10gb(CNT:2),mig:3g.40gb(CNT:1),shard:6(IDX:1)",
-     JobRequest("mig:1g.10gb:2,mig:3g.40gb:1", 1, [])),
+     JobRequest(MigRequest.parse("mig:1g.10gb:2,mig:3g.40gb:1"), 1, [])),
     # 23.11.2 and later: per-GPU alloc/avail, no IDX
-    ("mig:3g.40gb(CNT:1),shard:4(4/8,0/8)", JobRequest("mig:3g.40gb:1", 0, [])),
-    ("mig:7g.80gb(CNT:1),shard:8(0/8,8/8)", JobRequest("mig:7g.80gb:1", 1, [])),
-    ("gres/mig:3g.40gb(CNT:1),gres/shard:4(0/8,4/8)", JobRequest("mig:3g.40gb:1", 1, [])),
+    ("mig:3g.40gb(CNT:1),shard:4(4/8,0/8)", JobRequest(MigRequest.parse("mig:3g.40gb:1"), 0, [])),
+    ("mig:7g.80gb(CNT:1),shard:8(0/8,8/8)", JobRequest(MigRequest.parse("mig:7g.80gb:1"), 1, [])),
+    ("gres/mig:3g.40gb(CNT:1),gres/shard:4(0/8,4/8)", JobRequest(MigRequest.parse("mig:3g.40gb:1"), 1, [])),
     # whole GPUs, typed or not
-    ("gpu:h100_sxm5_80gb:2(IDX:0-1)", JobRequest("", None, [], [0, 1])),
-    ("gpu:1(IDX:1)", JobRequest("", None, [], [1])),
+    ("gpu:h100_sxm5_80gb:2(IDX:0-1)", JobRequest(None, None, [], [0, 1])),
+    ("gpu:1(IDX:1)", JobRequest(None, None, [], [1])),
     # static mode: mig records with files, by IDX
     ("mig:1g.10gb:2(IDX:0-1),mig:3g.40gb:1(IDX:7)",
-     JobRequest("", None, [0, 1, 7], idx_types={0: "1g.10gb", 1: "1g.10gb", 7: "3g.40gb"})),
-    ("", JobRequest("", None, [])),
+     JobRequest(None, None, [0, 1, 7], idx_types={0: "1g.10gb", 1: "1g.10gb", 7: "3g.40gb"})),
+    ("", JobRequest(None, None, [])),
 ])
 def test_allocation_formats(text, expected):
     assert parse_allocation(text) == expected
@@ -62,16 +63,16 @@ def test_hostile_free_text_fields_change_nothing():
                     job(2, "migsim", ["mig:1g.10gb(CNT:1),shard:1(IDX:0)"], **HOSTILE),
                     job(3, "migsim", [], name="y GRES=gpu:1(IDX:0)")]}
     text = json.dumps(doc)
-    assert parse_jobs_json(text, "2", "migsim")._replace(constraints=None) == JobRequest("mig:1g.10gb:1", 0, [])
-    assert parse_jobs_json(text, "3", "migsim")._replace(constraints=None) == JobRequest("", None, [])
+    assert parse_jobs_json(text, "2", "migsim")._replace(constraints=None) == JobRequest(MigRequest.parse("mig:1g.10gb:1"), 0, [])
+    assert parse_jobs_json(text, "3", "migsim")._replace(constraints=None) == JobRequest(None, None, [])
 
 
 def test_each_node_reads_its_own_allocation():
     doc = {"jobs": [job(7, "n[1-2]", ["mig:3g.40gb(CNT:1),shard:4(IDX:1)",
                                       "mig:3g.40gb(CNT:1),shard:4(IDX:0)"])]}
     text = json.dumps(doc)
-    assert parse_jobs_json(text, "7", "n1")._replace(constraints=None) == JobRequest("mig:3g.40gb:1", 1, [])
-    assert parse_jobs_json(text, "7", "n2")._replace(constraints=None) == JobRequest("mig:3g.40gb:1", 0, [])
+    assert parse_jobs_json(text, "7", "n1")._replace(constraints=None) == JobRequest(MigRequest.parse("mig:3g.40gb:1"), 1, [])
+    assert parse_jobs_json(text, "7", "n2")._replace(constraints=None) == JobRequest(MigRequest.parse("mig:3g.40gb:1"), 0, [])
     with pytest.raises(BadInput, match="not on n3"):
         parse_jobs_json(text, "7", "n3")
 
@@ -133,7 +134,7 @@ def test_every_slurm_version_is_read_per_node(version, scenario, env_file):
         env = dict(line.strip().split("=", 1) for line in f if "=" in line)
     with open(os.path.join(folder, "squeue-json-j.json")) as f:
         req = parse_jobs_json(f.read(), job, env["SLURMD_NODENAME"])
-    assert req.spec == EXPECTED_SPEC[scenario]
+    assert str(req.request or '') == EXPECTED_SPEC[scenario]
     if scenario != "e-nogres":
         assert req.constraints.partition and env["SLURMD_NODENAME"] in req.constraints.nodes
         assert req.constraints.excluded == [] and req.constraints.admin_comment == ""
@@ -160,7 +161,7 @@ ONE_JOB_LINES = {"22.05": "1|1|1|0|gres:mig:3g.40gb:1,gres:shard:25|n1|debug||(n
 @pytest.mark.parametrize("version", sorted(ONE_JOB_LINES))
 def test_the_one_job_read_gives_the_request_and_slurmds_gpu(version):
     req = parse_job_line(ONE_JOB_LINES[version], "1", "n1", "1")
-    assert (req.spec, req.gpu, req.whole_gpus, req.batch, req.requeue, req.restarts) == \
+    assert (str(req.request or ''), req.gpu, req.whole_gpus, req.batch, req.requeue, req.restarts) == \
         ("mig:3g.40gb:1", 1, [], True, True, 0)
     assert req.constraints == NodeConstraints(["n1"], "debug", [], "", "", "")
 
@@ -169,7 +170,7 @@ def test_the_one_job_read_merges_repeated_profiles_and_keeps_the_comment_whole()
     line = "12|0|0|3|gres:mig:1g.10gb:1,gres:mig:1g.10gb:1,gres:mig:2g.20gb,gres:shard:31|n[1-2]|gpu|n2|" \
            "a100&nvl|n[3,7]|slurm-mig: requeued 3/100, kept off n3: x|y|\n"
     req = parse_job_line(line, "12", "n2", "0")
-    assert req.spec == "mig:1g.10gb:2,mig:2g.20gb:1" and not req.batch and req.restarts == 3
+    assert str(req.request or '') == "mig:1g.10gb:2,mig:2g.20gb:1" and not req.batch and req.restarts == 3
     assert req.constraints == NodeConstraints(["n1", "n2"], "gpu", ["n3", "n7"], "n2", "a100&nvl",
                                       "slurm-mig: requeued 3/100, kept off n3: x|y")
     # squeue before 24.11 prints no ExcNodes (an empty field and an error on stderr)
@@ -178,12 +179,12 @@ def test_the_one_job_read_merges_repeated_profiles_and_keeps_the_comment_whole()
 
 def test_whole_gpus_come_from_slurmd():
     req = parse_job_line("4|1|1|0|gres:gpu:h100:2|n1|debug||(null)||(null)|\n", "4", "n1", "0-1")
-    assert (req.spec, req.gpu, req.whole_gpus) == ("", None, [0, 1])
+    assert (str(req.request or ''), req.gpu, req.whole_gpus) == ("", None, [0, 1])
 
 
 def test_a_heterogeneous_jobs_leader_reads_its_own_component():
     """`squeue -j <leader>` lists every component (each a job of its own id)."""
     text = ("1|1|1|0|gres:mig:1g.10gb:1,gres:shard:8|n1|debug||(null)||(null)|\n"
             "2|1|1|0|gres:mig:2g.20gb:1,gres:shard:15|n2|debug||(null)||(null)|\n")
-    assert parse_job_line(text, "1", "n1", "0").spec == "mig:1g.10gb:1"
-    assert parse_job_line(text, "2", "n2", "0").spec == "mig:2g.20gb:1"
+    assert str(parse_job_line(text, "1", "n1", "0").request) == "mig:1g.10gb:1"
+    assert str(parse_job_line(text, "2", "n2", "0").request) == "mig:2g.20gb:1"

@@ -81,10 +81,10 @@ def plan(obj, spec, gpu, policy, as_json):
     """Show what a prolog would do for SPEC; changes nothing. Exit 3 if it does not fit."""
     from ..core import planner
     from ..core.policies import policy as named_policy
-    from ..core.syntax import parse_spec
+    from ..core.syntax import MigRequest
     from ..node.context import NodeContext
     cfg = obj.cfg(policy=policy)
-    request = parse_spec(spec)
+    request = MigRequest.parse(spec)
     p = planner.plan(NodeContext(cfg).view(), request, gpu, named_policy(cfg.policy), spread=cfg.gpu_fallback)
     if as_json:
         click.echo(json.dumps({

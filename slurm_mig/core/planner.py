@@ -8,7 +8,7 @@ offers GPUs and starts.
 from __future__ import annotations
 
 from collections import Counter
-from typing import Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Dict, Iterable, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
 from ..errors import NeverFits, NoFit
 from .catalog import GiProfile, GpuModel
@@ -42,7 +42,7 @@ class Plan(NamedTuple):
         return lines
 
 
-def _expand(views: Sequence[GpuView], request: Dict[str, int]) -> Optional[List[str]]:
+def _expand(views: Sequence[GpuView], request: Mapping[str, int]) -> Optional[List[str]]:
     """The request as one name per instance, most constrained first (fewest
     starts, then largest); None when some name is offered by none of `views`."""
     def key(name: str):
@@ -166,7 +166,7 @@ def _finish(views: List[GpuView], chosen: List[Tuple[GiProfile, int, int]]) -> P
                 enable_mig=tuple(v.index for v in touched if not v.mig_enabled))
 
 
-def plan(node: Iterable[GpuView], request: Dict[str, int], gpu: Optional[int] = None,
+def plan(node: Iterable[GpuView], request: Mapping[str, int], gpu: Optional[int] = None,
          policy: Policy = POLICIES["most-room"], spread: bool = True) -> Plan:
     """Place `request` (profile name -> count) on the node: on one GPU when
     possible (Slurm's shards for a job come from one GPU), else, with
@@ -205,7 +205,7 @@ def plan(node: Iterable[GpuView], request: Dict[str, int], gpu: Optional[int] = 
     raise NoFit(f"{wanted} does not fit next to the running jobs' instances ({room})")
 
 
-def never_fits(model: GpuModel, request: Dict[str, int]) -> Optional[str]:
+def never_fits(model: GpuModel, request: Mapping[str, int]) -> Optional[str]:
     """Why `request` cannot fit even on an empty GPU of `model`, naming the
     limit; None when it can (the planner's exact search decides)."""
     empty = GpuView(index=0, model=model)

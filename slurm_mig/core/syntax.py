@@ -1,13 +1,13 @@
 """The syntax of values that come from users, jobs and admins, checked once.
 
-SPEC (`mig:3g.40gb:2,mig:1g.10gb`), job ids, IDX lists (`0-2,5`) and GPU specs
-(`2xH100-80GB`). Pure: every value that becomes a file name or a count passes
+SPEC (`mig:3g.40gb:2,mig:1g.10gb`, read into a MigRequest), job ids, IDX
+lists (`0-2,5`) and GPU specs (`2xH100-80GB`). Pure: every value that becomes a file name or a count passes
 through here first.
 """
 from __future__ import annotations
 
 import re
-from typing import Dict, List
+from typing import Dict, Iterator, List, Mapping
 
 from ..errors import BadInput
 
@@ -18,44 +18,72 @@ _GPU_SPEC = re.compile(r"^(\d+)x([A-Za-z0-9.\-]+)$")
 MAX_GPUS = 32           # GPUs per node, as in mig-minors
 
 
-def parse_spec(spec: str) -> Dict[str, int]:
-    """'mig:3g.40gb:2,mig:1g.10gb' -> {'3g.40gb': 2, '1g.10gb': 1}.
+class MigRequest(Mapping[str, int]):
+    """A job's MIG request, profile -> count: checked once where it comes in
+    (Slurm's tres-per-node, SLURM_MIG_REQUEST, --request) and handed on in
+    this form down to the planner. Immutable; str() is the SPEC form."""
+    __slots__ = ("_counts",)
 
-    The 'mig:' / 'gres:mig:' prefixes are optional; other GRES (e.g. shard)
-    are ignored, as the Slurm adapter passes the whole request through.
-    """
-    if not isinstance(spec, str) or not spec.strip():
-        raise BadInput("empty MIG request; expected e.g. mig:3g.40gb:1")
-    from . import catalog      # not at import: job ids are checked on every hook's path
-    known = catalog.load().all_profile_names() + [
-        a for m in catalog.load().models.values() for p in m.profiles for a in p.aliases]
-    counts: Dict[str, int] = {}
-    for item in spec.split(","):
-        parts = item.strip().lower().split(":")
-        if parts and parts[0] in ("gres", "gres/mig"):
-            parts = parts[1:] if parts[0] == "gres" else ["mig"] + parts[1:]
-        if parts and parts[0] == "mig":
-            parts = parts[1:]
-        elif len(parts) >= 2 and not _PROFILE.match(parts[0]):
-            continue     # another GRES in the same request
-        if not parts or not parts[0] or len(parts) > 2:
-            raise BadInput(f"malformed MIG request {item.strip()!r}; expected mig:PROFILE[:COUNT]")
-        name = parts[0]
-        if name not in known:
-            raise BadInput(f"unknown MIG profile {name!r}; valid profiles: {', '.join(sorted(set(known)))}")
-        count_s = parts[1] if len(parts) == 2 else "1"
-        if not count_s.isdigit() or not 1 <= int(count_s) <= MAX_COUNT:
-            raise BadInput(f"bad count {count_s!r} for {name}; expected 1..{MAX_COUNT}")
-        counts[name] = counts.get(name, 0) + int(count_s)
-    if not counts:
-        raise BadInput(f"no MIG profile in request {spec!r}; expected e.g. mig:3g.40gb:1")
-    if sum(counts.values()) > MAX_COUNT:
-        raise BadInput(f"request asks for {sum(counts.values())} MIG devices; at most {MAX_COUNT}")
-    return counts
+    def __init__(self, counts: Mapping[str, int]):
+        from . import catalog      # not at import: job ids are checked on every hook's path
+        known = set(catalog.load().all_profile_names()) | {
+            a for m in catalog.load().models.values() for p in m.profiles for a in p.aliases}
+        for name, n in counts.items():
+            if name not in known:
+                raise BadInput(f"unknown MIG profile {name!r}; valid profiles: {', '.join(sorted(known))}")
+            if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_COUNT:
+                raise BadInput(f"bad count {n!r} for {name}; expected 1..{MAX_COUNT}")
+        if not counts:
+            raise BadInput("empty MIG request; expected e.g. mig:3g.40gb:1")
+        if sum(counts.values()) > MAX_COUNT:
+            raise BadInput(f"request asks for {sum(counts.values())} MIG devices; at most {MAX_COUNT}")
+        self._counts: Dict[str, int] = dict(sorted(counts.items()))
 
+    @classmethod
+    def parse(cls, spec: str) -> "MigRequest":
+        """'mig:3g.40gb:2,mig:1g.10gb' -> {'1g.10gb': 1, '3g.40gb': 2}.
 
-def format_spec(counts: Dict[str, int]) -> str:
-    return ",".join(f"mig:{name}:{n}" for name, n in sorted(counts.items()))
+        The 'mig:' / 'gres:mig:' prefixes are optional; other GRES (e.g. shard)
+        are ignored, as a request copied from Slurm holds them too.
+        """
+        if not isinstance(spec, str) or not spec.strip():
+            raise BadInput("empty MIG request; expected e.g. mig:3g.40gb:1")
+        counts: Dict[str, int] = {}
+        for item in spec.split(","):
+            parts = item.strip().lower().split(":")
+            if parts and parts[0] in ("gres", "gres/mig"):
+                parts = parts[1:] if parts[0] == "gres" else ["mig"] + parts[1:]
+            if parts and parts[0] == "mig":
+                parts = parts[1:]
+            elif len(parts) >= 2 and not _PROFILE.match(parts[0]):
+                continue     # another GRES in the same request
+            if not parts or not parts[0] or len(parts) > 2:
+                raise BadInput(f"malformed MIG request {item.strip()!r}; expected mig:PROFILE[:COUNT]")
+            count_s = parts[1] if len(parts) == 2 else "1"
+            if not count_s.isdigit() or not 1 <= int(count_s) <= MAX_COUNT:
+                raise BadInput(f"bad count {count_s!r} for {parts[0]}; expected 1..{MAX_COUNT}")
+            counts[parts[0]] = counts.get(parts[0], 0) + int(count_s)
+        if not counts:
+            raise BadInput(f"no MIG profile in request {spec!r}; expected e.g. mig:3g.40gb:1")
+        return cls(counts)
+
+    def __getitem__(self, name: str) -> int:
+        return self._counts[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._counts)
+
+    def __len__(self) -> int:
+        return len(self._counts)
+
+    def __hash__(self) -> int:
+        return hash(tuple(self._counts.items()))
+
+    def __str__(self) -> str:
+        return ",".join(f"mig:{name}:{n}" for name, n in self._counts.items())
+
+    def __repr__(self) -> str:
+        return f"MigRequest({self._counts!r})"
 
 
 def check_job_id(job: object) -> str:

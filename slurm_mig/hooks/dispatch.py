@@ -17,7 +17,7 @@ import os
 from typing import List, Mapping, Optional
 
 from ..config import Config
-from ..core.syntax import parse_idx
+from ..core.syntax import MigRequest, parse_idx
 from ..errors import BadInput, SlurmUnavailable
 
 
@@ -25,6 +25,8 @@ def run_prolog(cfg: Config, job: str, spec: Optional[str] = None, gpu: Optional[
                uid: Optional[int] = None, idx: Optional[str] = None,
                whole_gpus: Optional[List[int]] = None,
                env: Mapping[str, str] = os.environ) -> None:
+    """`spec`, `gpu`, `idx`, `whole_gpus`: what an admin or SLURM_MIG_REQUEST
+    gives in place of Slurm's answer (outside Slurm)."""
     if cfg.mode == "static":
         types = None
         if idx is None:
@@ -40,6 +42,7 @@ def run_prolog(cfg: Config, job: str, spec: Optional[str] = None, gpu: Optional[
         counters.bump(cfg.state_dir, "prologs")
         static_prolog(_context(cfg), job, indices, uid, this_node(env), types)
         return
+    request: Optional[MigRequest] = None
     if spec is None and whole_gpus is None:
         job_gpus = env.get("SLURM_JOB_GPUS", "")
         if not job_gpus:
@@ -47,21 +50,27 @@ def run_prolog(cfg: Config, job: str, spec: Optional[str] = None, gpu: Optional[
         req = _read_job(cfg, job, uid, env)
         if req is None:
             return
-        spec, gpu = req.spec or None, gpu if gpu is not None else req.gpu
-        whole_gpus = req.whole_gpus if not spec else None
+        request, gpu = req.request, gpu if gpu is not None else req.gpu
+        whole_gpus = req.whole_gpus if request is None else None
         send_back = _send_back(cfg, job, req)
     else:
         send_back = None
-    if not (whole_gpus or spec):
+        if spec is not None:
+            try:
+                request = MigRequest.parse(spec)
+            except BadInput as e:
+                _fail(cfg, job, uid, str(e))
+                return
+    if not (whole_gpus or request):
         return
     from ..node import counters
     counters.bump(cfg.state_dir, "prologs")
     if whole_gpus:
         from .wholegpu import prolog as whole_gpu_prolog
         whole_gpu_prolog(_context(cfg), job, whole_gpus, uid, cfg.wait_for_room, send_back)
-    elif spec:
+    else:
         from .dynamic import prolog as mig_prolog
-        mig_prolog(cfg, job, spec, gpu, uid, send_back)
+        mig_prolog(cfg, job, request, gpu, uid, send_back)
 
 
 def _send_back(cfg: Config, job: str, req):

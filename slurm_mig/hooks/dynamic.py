@@ -11,9 +11,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Callable, List, Optional
 
 from ..config import Config
-from ..core.syntax import check_job_id, format_spec, parse_spec
+from ..core.syntax import MigRequest, check_job_id
 from ..core.view import Held
-from ..errors import BadInput, NeverFits, NoFit, NodeProblem
+from ..errors import NeverFits, NoFit, NodeProblem
 from ..log import JobLog
 from ..node.context import NodeContext
 from ..node.isolation import hand_over
@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from ..core.view import Gpu
 
 
-def prolog(cfg: Config, job: str, spec: str, gpu: Optional[int] = None,
+def prolog(cfg: Config, job: str, request: MigRequest, gpu: Optional[int] = None,
            uid: Optional[int] = None,
            send_back: Optional[Callable[[str], Optional[str]]] = None) -> None:
     """Create and bind the job's instances. Raises NodeProblem only for node
@@ -35,12 +35,6 @@ def prolog(cfg: Config, job: str, spec: str, gpu: Optional[int] = None,
     it could not; None: the job cannot go back to the queue (outside Slurm)."""
     job = check_job_id(job)
     node, jl = NodeContext(cfg), JobLog(job)
-    try:
-        request = parse_spec(spec)
-    except BadInput as e:
-        with node.ledger.lock():
-            node.fail(job, uid, str(e))
-        return
     from ..core.policies import policy as named_policy
     policy = named_policy(cfg.policy)
     nvml_errors = 0
@@ -71,7 +65,7 @@ def prolog(cfg: Config, job: str, spec: str, gpu: Optional[int] = None,
           lambda **fields: Record(job=job, request=request, uid=uid, **fields))
 
 
-def _try_place(node: NodeContext, job: str, request: dict, gpu: Optional[int], uid: Optional[int],
+def _try_place(node: NodeContext, job: str, request: MigRequest, gpu: Optional[int], uid: Optional[int],
                policy: "Policy", gpus: List["Gpu"], attempts: int = 2) -> Optional[str]:
     """Plan and apply under the lock. Returns why the request does not fit
     now (worth waiting for), or None when the job is settled: bound, or
@@ -135,7 +129,7 @@ def _try_place(node: NodeContext, job: str, request: dict, gpu: Optional[int], u
         node.bind(job, uid, rec.uuids, rec)
         rec.state = "bound"
         node.ledger.put(rec)
-        jl.info("bound %s (%s)", ",".join(rec.uuids), format_spec(request))
+        jl.info("bound %s (%s)", ",".join(rec.uuids), request)
         return None
     node.fail(job, uid, last, Record(job=job, state="failed", request=request, uid=uid))
     return None

@@ -72,7 +72,7 @@ class Record:
                  mig_off_gpus: Optional[List[int]] = None, node: str = "",
                  gpu_uuids: Optional[List[str]] = None, nonce: str = ""):
         self.job, self.state = job, state
-        self.request: Dict[str, int] = request or {}
+        self.request: Dict[str, int] = dict(request or {})
         self.whole_gpus: List[int] = whole_gpus or []
         self.static_idx: List[int] = static_idx or []
         self.instances: List[Held] = instances or []
@@ -124,7 +124,7 @@ class Record:
         of an earlier job that had the same id? `gpu_uuids`: the GPUs present.
         `node` is not compared: slurmd and a shell name the node differently."""
         return (self.job == job and self.uid == uid
-                and self.request == (request or {}) and self.whole_gpus == (whole_gpus or [])
+                and self.request == dict(request or {}) and self.whole_gpus == (whole_gpus or [])
                 and self.static_idx == (static_idx or [])
                 and (gpu_uuids is None or set(self.gpu_uuids) <= gpu_uuids))
 

@@ -32,7 +32,7 @@ import subprocess
 import time
 from typing import Dict, List, NamedTuple, Optional
 
-from ..core.syntax import check_job_id, parse_idx
+from ..core.syntax import MigRequest, check_job_id, parse_idx
 from ..errors import BadInput, SlurmUnavailable
 
 SEARCH_DIRS = ("/usr/bin", "/usr/local/bin", "/opt/slurm/bin")
@@ -59,7 +59,7 @@ class NodeConstraints(NamedTuple):
 
 class JobRequest(NamedTuple):
     """What the job holds on this node."""
-    spec: str                 # the mig: items, e.g. "mig:3g.40gb:1" (this node's counts)
+    request: Optional[MigRequest]   # the MIG profiles and counts on this node; None: no mig
     gpu: Optional[int]        # GPU index the job's shards came from, if any
     mig_idx: List[int]        # static mode: IDX numbers of the allocated mig records
     whole_gpus: List[int] = []   # GPU indices allocated whole (--gres=gpu:N)
@@ -133,8 +133,8 @@ def parse_allocation(text: str) -> JobRequest:
     if len(set(shard_gpus)) > 1:
         raise BadInput(f"the job's shards on this node come from GPUs {sorted(set(shard_gpus))}; "
                        "a MIG job's instances must come from one GPU")
-    spec = ",".join(f"mig:{name}:{n}" for name, n in sorted(counts.items()))
-    return JobRequest(spec=spec, gpu=shard_gpus[0] if shard_gpus else None,
+    return JobRequest(request=MigRequest(counts) if counts else None,
+                      gpu=shard_gpus[0] if shard_gpus else None,
                       mig_idx=sorted(idx_types), whole_gpus=sorted(whole), idx_types=idx_types)
 
 
@@ -174,7 +174,7 @@ def parse_job_line(text: str, job: str, node: str, job_gpus: str, exc_nodes_know
             raise BadInput(f"unknown GRES request item {item!r} of job {job}")
         name, gtype, count = m.groups()
         if name == "mig" and gtype:
-            counts[gtype] = counts.get(gtype, 0) + int(count or 1)
+            counts[gtype.lower()] = counts.get(gtype.lower(), 0) + int(count or 1)
         shards = shards or name == "shard"
     try:
         gpus = sorted(set(parse_idx(job_gpus))) if job_gpus else []
@@ -184,8 +184,8 @@ def parse_job_line(text: str, job: str, node: str, job_gpus: str, exc_nodes_know
         raise BadInput(f"the job's shards on this node come from GPUs {gpus or 'none'} "
                        "(SLURM_JOB_GPUS); a MIG job's instances must come from one GPU")
     restarts = row["RestartCnt"]
-    return JobRequest(spec=",".join(f"mig:{name}:{n}" for name, n in sorted(counts.items())),
-                      gpu=gpus[0] if shards else None, mig_idx=[], whole_gpus=[] if shards else gpus,
+    return JobRequest(request=MigRequest(counts) if counts else None, gpu=gpus[0] if shards else None,
+                      mig_idx=[], whole_gpus=[] if shards else gpus,
                       batch=row["BatchFlag"] == "1", requeue=row["Requeue"] == "1",
                       restarts=int(restarts) if restarts.isdigit() else 0,
                       constraints=NodeConstraints(names, row["Partition"],
@@ -270,7 +270,7 @@ def parse_jobs_json(text: str, job: str, node: str) -> JobRequest:
     if node not in names:
         raise BadInput(f"Slurm's JSON says job {job} runs on {nodes}, not on {node}")
     if not detail:            # a job without GRES
-        return JobRequest("", None, [])
+        return JobRequest(None, None, [])
     if len(detail) != len(names):
         raise BadInput(f"Slurm's JSON for job {job}: {len(detail)} gres_detail entries "
                        f"for {len(names)} nodes")
