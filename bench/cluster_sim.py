@@ -83,7 +83,7 @@ from slurm_mig.core import catalog, planner as P, shards
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 import shard_research  # noqa: E402  (bench/shard_research.py)
 from slurm_mig.core.policies import POLICIES
-from slurm_mig.core.view import GpuView, Occupied
+from slurm_mig.core.view import GpuView, Occupied, job_owner
 from slurm_mig.errors import NoFit
 
 MODEL = catalog.load().model("H100-80GB")
@@ -279,7 +279,7 @@ class MigCluster(Cluster):
 
     def bind(self, n, job, plan):
         held = [Occupied(gpu=pl.gpu, profile_id=pl.profile.id, start=pl.start, size=pl.profile.mem_slots,
-                         slices=pl.profile.slices, gi_id=job.id, owner=str(job.id))
+                         slices=pl.profile.slices, gi_id=job.id, owner=job_owner(str(job.id)))
                 for pl in plan.placements]
         for slot in held:
             self.slots[n][slot.gpu].append(slot)

@@ -12,7 +12,7 @@ import time
 
 from slurm_mig.core import catalog, planner as P
 from slurm_mig.core.policies import POLICIES
-from slurm_mig.core.view import GpuView, Occupied
+from slurm_mig.core.view import GpuView, Occupied, job_owner
 from slurm_mig.errors import NoFit
 
 MODEL = catalog.load().model("H100-80GB")
@@ -28,7 +28,8 @@ def random_gpu(rng, index):
             placed.append((p, s))
     kept = [x for x in placed if rng.random() < 0.5]
     return GpuView(index, MODEL, occupied=tuple(
-        Occupied(gpu=index, profile_id=p.id, start=s, size=p.mem_slots, slices=p.slices, gi_id=i, owner="1")
+        Occupied(gpu=index, profile_id=p.id, start=s, size=p.mem_slots, slices=p.slices, gi_id=i,
+                 owner=job_owner("1"))
         for i, (p, s) in enumerate(kept)))
 
 

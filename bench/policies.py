@@ -13,7 +13,7 @@ import statistics
 
 from slurm_mig.core import catalog, planner as P
 from slurm_mig.core.policies import POLICIES
-from slurm_mig.core.view import GpuView, Occupied
+from slurm_mig.core.view import GpuView, Occupied, job_owner
 from slurm_mig.errors import NoFit
 
 MIX = {"1g.10gb": 4, "1g.20gb": 2, "2g.20gb": 3, "3g.40gb": 2, "4g.40gb": 1, "7g.80gb": 1}
@@ -50,7 +50,7 @@ def run(policy, seed, gpus, jobs, load):
         pl = plan.placements[0]
         next_id += 1
         slot = Occupied(gpu=pl.gpu, profile_id=p.id, start=pl.start, size=p.mem_slots, slices=p.slices,
-                      gi_id=next_id, owner=str(next_id))
+                      gi_id=next_id, owner=job_owner(str(next_id)))
         slots[pl.gpu].append(slot)
         heapq.heappush(ends, (t + rng.expovariate(1.0 / (load * gpus)), pl.gpu, slot))
     return failed / max(admitted, 1), refused / jobs, (admitted - failed) / jobs

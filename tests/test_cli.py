@@ -27,6 +27,25 @@ def test_status_json_and_table(node, cli):
     assert "job 12" in table and "3g.40gb" in table and "Can still create" in table
 
 
+def test_status_names_what_holds_an_instance_no_job_owns(node, cli):
+    """An instance processes use after its job's record closed: shown as held
+    by processes, never as a job (`job processes (no job)`), and typed in JSON."""
+    state, env = node
+    cli("prolog", "--job", "12", "--request", "mig:1g.10gb:1", env=env, check=0)
+    (inst,) = [i for g in json.loads(cli("status", "--json", env=env, check=0).stdout)["gpus"]
+               for i in g["instances"]]
+    cli("sim", "busy", state, "--uuid", inst["uuid"], check=0)
+    cli("epilog", "--job", "12", env=env, check=0)        # cannot destroy it: kept, record releasing
+    cli("reconcile", env=env)
+    import shutil
+    shutil.rmtree(env["SLURM_MIG_STATE_DIR"] + "/jobs")    # the record gone: no job owns it now
+    (inst,) = [i for g in json.loads(cli("status", "--json", env=env, check=0).stdout)["gpus"]
+               for i in g["instances"]]
+    assert (inst["owner"], inst["owner_kind"], inst["owned_by"]) == (None, "in_use", "processes no job owns")
+    row = next(line for line in cli("status", env=env, check=0).stdout.splitlines() if inst["uuid"] in line)
+    assert row.endswith("processes no job owns") and "job" not in row.replace("no job owns", "")
+
+
 def test_task_prolog_and_epilog_verbs(node, cli):
     _, env = node
     cli("prolog", "--job", "3", "--request", "1g.10gb:2", env=env, check=0)

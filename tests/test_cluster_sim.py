@@ -131,7 +131,7 @@ def test_fallback_places_on_another_gpu_of_the_node():
         for i, (name, start) in enumerate(trap):
             p = cs.MODEL.find_profile(name)
             cluster.slots[0][0].append(cs.Occupied(gpu=0, profile_id=p.id, start=start, size=p.mem_slots,
-                                                   slices=p.slices, gi_id=i, owner=str(i)))
+                                                   slices=p.slices, gi_id=i, owner=cs.job_owner(str(i))))
         cluster.shards[0][0] = 7 + 5 * 4
         job = cs.Job(9, 9.0, "1g.10gb", 1, 1.0)
         assert cluster.try_start(job) == outcome
@@ -145,7 +145,7 @@ def trapped(cluster, node):
     for i, (name, start) in enumerate([("1g.20gb", 0)] + [("1g.10gb", s) for s in range(2, 7)]):
         p = cs.MODEL.find_profile(name)
         cluster.slots[node][0].append(cs.Occupied(gpu=0, profile_id=p.id, start=start, size=p.mem_slots,
-                                                  slices=p.slices, gi_id=100 * node + i, owner="x"))
+                                                  slices=p.slices, gi_id=100 * node + i, owner=cs.job_owner("x")))
     cluster.shards[node][0] = 7 + 5 * 4
 
 

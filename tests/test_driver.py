@@ -104,7 +104,7 @@ def test_an_instance_of_a_profile_the_catalog_lacks_is_listed_and_left_alone(mak
     ctx = NodeContext(cfg)
     (inst,) = ctx.driver.gpu(0).instances
     assert (inst.known, inst.profile, inst.start, inst.size, inst.slices) == (False, "1g.20gb", 2, 2, 1)
-    assert status_doc(ctx)[0][0]["instances"][0]["owner"] == "unknown profile"
+    assert status_doc(ctx)[0][0]["instances"][0]["owner_kind"] == "unknown_profile"
     with pytest.raises(NoFit):
         planner.plan(ctx.view(), {"7g.80gb": 1})
     assert all(not (s < 4 and 2 < s + p.mem_slots) for p, _, s in

@@ -255,7 +255,7 @@ def test_item8_unreadable_ledger_is_said_not_guessed(make_node, monkeypatch):
     from slurm_mig.node.status import status_doc
     doc, problem = status_doc(NodeContext(cfg))
     assert "Permission denied" in problem and cfg.state_dir in problem
-    assert [i["owner"] for i in doc[0]["instances"]] == ["unknown (ledger unreadable)"]
+    assert [(i["owner"], i["owner_kind"]) for i in doc[0]["instances"]] == [(None, "unreadable")]
     with pytest.raises(NodeProblem, match="cannot read the ledger"):
         NodeContext(cfg).view()                      # what `plan` plans on
 

@@ -7,7 +7,7 @@ from hypothesis import given, settings, strategies as st
 
 from slurm_mig.core import catalog, planner as P
 from slurm_mig.core.policies import POLICIES
-from slurm_mig.core.view import GpuView, Occupied
+from slurm_mig.core.view import GpuView, Occupied, job_owner
 from slurm_mig.errors import NoFit
 
 CAT = catalog.load()
@@ -56,7 +56,7 @@ def node_states(draw):
             if valid_layout(model, placed + [(p, s)]):
                 placed.append((p, s))
         occupied = tuple(Occupied(gpu=g, profile_id=p.id, start=s, size=p.mem_slots, slices=p.slices,
-                                  gi_id=i, owner=draw(st.sampled_from(["7", "8", None])))
+                                  gi_id=i, owner=draw(st.sampled_from([job_owner("7"), job_owner("8"), None])))
                          for i, (p, s) in enumerate(placed))
         views.append(GpuView(index=g, model=model, occupied=occupied))
     names = [p.name for p in model.profiles]
@@ -86,7 +86,7 @@ def test_planner_complete_and_safe(state, policy):
         assert valid_layout(v.model, kept + new)
 
 
-def busy(profile, start, gpu=0, gi=1, owner="5"):
+def busy(profile, start, gpu=0, gi=1, owner=job_owner("5")):
     p = H100.find_profile(profile)
     return Occupied(gpu=gpu, profile_id=p.id, start=start, size=p.mem_slots, slices=p.slices,
                     gi_id=gi, owner=owner)
@@ -154,7 +154,7 @@ def test_default_policy_keeps_room_for_arrivals_shard_counts_admit():
     for i, name in enumerate(["3g.40gb", "2g.20gb", "1g.10gb", "1g.10gb"]):
         pl = P.plan([view], {name: 1}, gpu=0).placements[0]
         placed.append((name, pl.start))
-        view = GpuView(0, H100, occupied=view.occupied + (busy(name, pl.start, gi=i + 1, owner=str(i)),))
+        view = GpuView(0, H100, occupied=view.occupied + (busy(name, pl.start, gi=i + 1, owner=job_owner(str(i))),))
     assert placed[0] == ("3g.40gb", 4)
     first_fit = P.plan([GpuView(0, H100)], {"3g.40gb": 1}, policy=POLICIES["first-fit"])
     assert first_fit.placements[0].start == 0

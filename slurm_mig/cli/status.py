@@ -44,7 +44,7 @@ def status(obj, as_json, prometheus, output):
                       ["GPU", "MODEL", "UUID", "MIG(cur/pend)", "INSTANCES"]))
     rows = [(g["index"], i["gi_id"], i["ci_id"] if i["ci_id"] is not None else "-", i["profile"],
              f"{i['placement'][0]}:{i['placement'][1]}", i["uuid"] or "-",
-             f"job {i['owner']}" if i["owner"] else "idle")
+             i["owned_by"])
             for g in doc for i in g["instances"]]
     if rows:
         click.echo()

@@ -1,24 +1,45 @@
 """The one vocabulary for GPUs and instances, and who occupies them. Pure.
 
 The NVML driver reads `Gpu` and `Instance` values; the ledger names what a job
-holds with `Held` entries; the planner sees a `GpuView` of `Occupied` instances.
+holds with `Held` entries; the planner sees a `GpuView` of `Occupied` instances,
+each with its `Owner` (None: idle).
 Every "is this instance that job's?" question goes through `Held.names`, and
 every overlap question through `overlaps`.
 """
 from __future__ import annotations
 
+from enum import Enum
 from typing import NamedTuple, Optional, Tuple
 
 from .catalog import GpuModel
 
-# Owner of an instance whose profile the catalog does not know: it is listed,
-# kept and planned around, but never reused or destroyed by slurm-mig.
-UNKNOWN_PROFILE = "unknown profile"
-# Owner of an instance no job's record owns but processes run on: never reused.
-IN_USE = "processes (no job)"
-# Owner of an instance no readable record owns while an unreadable one is in
-# quarantine: it may be that job's, so it is never reused or destroyed.
-QUARANTINED = "unknown (a ledger record is quarantined)"
+
+class Holder(str, Enum):
+    """Who keeps an instance from being reused or destroyed (the values are
+    the status document's `owner_kind`)."""
+    JOB = "job"                          # a live record of that job owns it
+    IN_USE = "in_use"                    # no record owns it, processes run on it
+    QUARANTINED = "quarantined"          # no readable record owns it, an unreadable one may
+    UNKNOWN_PROFILE = "unknown_profile"  # a profile the catalog does not know: left alone
+    UNREADABLE = "unreadable"            # the ledger cannot be read (status by a non-root user)
+
+
+class Owner(NamedTuple):
+    """An instance's owner: a job (`job` its id) or another reason it is taken."""
+    holder: Holder
+    job: Optional[str] = None
+
+    def __str__(self) -> str:
+        return f"job {self.job}" if self.holder is Holder.JOB else _SHOWN[self.holder]
+
+
+_SHOWN = {Holder.IN_USE: "processes no job owns", Holder.QUARANTINED: "unknown (a ledger record is quarantined)",
+          Holder.UNKNOWN_PROFILE: "unknown profile", Holder.UNREADABLE: "unknown (ledger unreadable)"}
+IN_USE, QUARANTINED, UNKNOWN_PROFILE, UNREADABLE = (Owner(h) for h in _SHOWN)
+
+
+def job_owner(job: str) -> Owner:
+    return Owner(Holder.JOB, job)
 
 
 def overlaps(a_start: int, a_size: int, b_start: int, b_size: int) -> bool:
@@ -97,7 +118,7 @@ class Occupied(NamedTuple):
     size: int
     slices: int
     gi_id: int
-    owner: Optional[str] = None
+    owner: Optional[Owner] = None
     uuid: Optional[str] = None
 
 
@@ -122,7 +143,7 @@ class GpuView(NamedTuple):
         return self.model.memory_slots - sum(s.size for s in self.busy)
 
 
-def occupied(inst: Instance, owner: Optional[str]) -> Occupied:
+def occupied(inst: Instance, owner: Optional[Owner]) -> Occupied:
     """`inst` for the planner; an instance of an unknown profile is never idle."""
     return Occupied(gpu=inst.gpu, profile_id=inst.profile_id, start=inst.start, size=inst.size,
                     slices=inst.slices, gi_id=inst.gi_id, uuid=inst.uuid,

@@ -64,7 +64,7 @@ def _hand_over(node: NodeContext, job: str, gpus: List[int], uid: Optional[int],
             return None
         owner = next((o for i in g.instances if (o := owner_of(i, records))), None)
         if owner is not None:
-            return f"GPU {n} still holds MIG instances of job {owner}"
+            return f"GPU {n} still holds MIG instances of {owner}"
         unknown = [i for i in g.instances if not i.known]
         if unknown:
             node.fail(job, uid, f"GPU {n} holds an instance of a profile the catalog does not "

@@ -21,19 +21,20 @@ from .ledger import Ledger, Record
 EPILOG_FIRST = "the epilog ran before the prolog bound anything"
 
 if TYPE_CHECKING:      # imported where used: the epilog needs no planner
-    from ..core.view import Gpu, GpuView, Instance
+    from ..core.view import Gpu, GpuView, Instance, Owner
     from ..nvml.driver import Driver
 
 
-def owner_of(inst: "Instance", records: List[Record]) -> Optional[str]:
+def owner_of(inst: "Instance", records: List[Record]) -> Optional["Owner"]:
     """The job whose live record owns `inst`, or None."""
-    return next((r.job for r in records if r.owns(inst)), None)
+    from ..core.view import job_owner
+    return next((job_owner(r.job) for r in records if r.owns(inst)), None)
 
 
-def unowned(inst: "Instance", in_use: Set[str], quarantine: bool) -> Optional[str]:
-    """The owner shown for an instance no live record owns: IN_USE when
-    processes run on it, QUARANTINED while an unreadable record may own it,
-    else None (idle)."""
+def unowned(inst: "Instance", in_use: Set[str], quarantine: bool) -> Optional["Owner"]:
+    """The owner of an instance no live record owns: IN_USE when processes
+    run on it, QUARANTINED while an unreadable record may own it, else None
+    (idle)."""
     from ..core.view import IN_USE, QUARANTINED
     return IN_USE if inst.uuid in in_use else QUARANTINED if quarantine else None
 

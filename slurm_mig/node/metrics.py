@@ -15,17 +15,15 @@ from typing import List, Optional, Tuple
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-from ..core.view import IN_USE, QUARANTINED
 from ..errors import SlurmMigError
 from ..nvml.errors import NVMLError, describe
 from . import counters
 from .context import NodeContext
-from .status import UNREADABLE, status_doc
+from .status import status_doc
 
 PREFIX = "slurm_mig_"
-# status_doc's owner of an instance -> the `owner` label (a job id -> "job")
-OWNERS = {None: "idle", IN_USE: "in_use", UNREADABLE: "unknown", QUARANTINED: "unknown",
-          "unknown profile": "unknown_profile"}
+# status_doc's owner_kind -> the `owner` label, where they differ
+OWNER_LABELS = {"quarantined": "unknown", "unreadable": "unknown"}
 
 
 class _Families:
@@ -59,10 +57,9 @@ def _gpu_families(doc: List[dict]) -> list:
             mode.add_metric([gpu, state], g["mig"][state])
         per_profile = {}
         for i in g["instances"]:
-            owner = i["owner"]
-            label = OWNERS.get(owner, "job")
+            label = OWNER_LABELS.get(i["owner_kind"], i["owner_kind"])
             inst.add_metric([gpu, str(i["gi_id"]), "" if i["ci_id"] is None else str(i["ci_id"]),
-                             i["profile"], i["uuid"] or "", label, owner if label == "job" else ""], 1)
+                             i["profile"], i["uuid"] or "", label, i["owner"] or ""], 1)
             per_profile[i["profile"]] = per_profile.get(i["profile"], 0) + 1
         for profile, n in sorted(per_profile.items()):
             count.add_metric([gpu, profile], n)

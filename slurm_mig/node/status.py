@@ -5,12 +5,9 @@ from __future__ import annotations
 from typing import List, Optional, Tuple
 
 from ..core import planner
-from ..core.view import GpuView
+from ..core.view import IN_USE, UNKNOWN_PROFILE, UNREADABLE, GpuView, Owner
 from ..errors import NodeProblem
 from .context import NodeContext, node_view, owner_of, unowned
-
-# Owner shown when the ledger cannot be read (not root): unknown, never "idle".
-UNREADABLE = "unknown (ledger unreadable)"
 
 
 def status_doc(ctx: NodeContext) -> Tuple[List[dict], Optional[str]]:
@@ -30,7 +27,7 @@ def status_doc(ctx: NodeContext) -> Tuple[List[dict], Optional[str]]:
         free = {}
         if view is not None and view.whole_by is None:      # idle instances count as taken: "each alone, as the node is"
             as_busy = GpuView(view.index, view.model, True,
-                              tuple(s._replace(owner=s.owner or "-") for s in view.occupied))
+                              tuple(s._replace(owner=s.owner or IN_USE) for s in view.occupied))
             free = {p.name: planner.capacity(as_busy, p) for p in view.model.profiles}
         doc.append({
             "index": g.index, "name": g.name, "model": g.model_key, "uuid": g.uuid, "minor": g.minor,
@@ -38,11 +35,19 @@ def status_doc(ctx: NodeContext) -> Tuple[List[dict], Optional[str]]:
                     "pending": _mode(g.mig_capable, g.mig_pending_on)},
             "instances": [{"profile": i.profile, "profile_id": i.profile_id, "gi_id": i.gi_id,
                            "ci_id": i.ci_id, "placement": [i.start, i.size], "uuid": i.uuid,
-                           "owner": UNREADABLE if problem else owner_of(i, records) or (
-                               unowned(i, in_use, quarantine) if i.known else "unknown profile")}
+                           **_owner_fields(UNREADABLE if problem else owner_of(i, records) or (
+                               unowned(i, in_use, quarantine) if i.known else UNKNOWN_PROFILE))}
                           for i in g.instances],
             "can_create": free})
     return doc, problem
+
+
+def _owner_fields(owner: Optional[Owner]) -> dict:
+    """`owner`: the owning job's id (else null); `owner_kind`: job, idle,
+    in_use, quarantined, unknown_profile or unreadable; `owned_by`: as the
+    table shows it."""
+    return {"owner": owner.job if owner else None, "owner_kind": owner.holder.value if owner else "idle",
+            "owned_by": str(owner) if owner else "idle"}
 
 
 def _mode(capable: bool, on: bool) -> int:
