@@ -121,7 +121,7 @@ def test_reconcile_cleans_after_a_dead_prolog_and_unowned_instances(make_node, d
     cfg, state = make_node()
     from slurm_mig.core import catalog
     from slurm_mig.core.view import Held
-    from slurm_mig.node.ledger import Record
+    from slurm_mig.core.lifecycle import Record
     d = driver_for(state)
     p = catalog.load().model("H100-80GB").find_profile("3g.40gb")
     made = d.create(0, p, 0)             # the prolog died after creating this ...

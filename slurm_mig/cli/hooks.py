@@ -55,9 +55,10 @@ def task_prolog(obj, job):
 @click.pass_obj
 def epilog(obj, job):
     """Slurm Epilog: destroy this job's instances. Idempotent."""
+    from ..core.lifecycle import State
     from ..hooks.epilog import epilog as run_epilog
     rec = run_epilog(obj.cfg(), job_id(job))
-    if rec is not None and rec.state == "releasing":
+    if rec is not None and rec.state is State.RELEASING:
         click.echo(f"slurm-mig: {rec.reason}; kept for `slurm-mig reconcile`", err=True)
 
 

@@ -12,7 +12,7 @@ from typing import Callable, Optional
 from ..log import JobLog
 from ..node import counters
 from ..node.context import NodeContext
-from ..node.ledger import Record
+from ..core.lifecycle import Record, State
 
 POLL_INTERVAL = 0.5
 AGAIN = object()          # `attempt` result: try again at once (a transient NVML error)
@@ -50,7 +50,7 @@ def admit(node: NodeContext, job: str, uid: Optional[int], wait_for_room: float,
             not_requeued = send_back(reason)
             if not_requeued is None:
                 with node.ledger.lock():
-                    node.ledger.put(record(state="released", reason=f"requeued: {reason}"))
+                    node.ledger.put(record(state=State.RELEASED, reason=f"requeued: {reason}"))
                 counters.bump(node.cfg.state_dir, "requeues")
                 jl.info("sent back to the queue: %s", reason)
                 return
@@ -62,4 +62,4 @@ def admit(node: NodeContext, job: str, uid: Optional[int], wait_for_room: float,
         time.sleep(min(POLL_INTERVAL, max(0.0, deadline - time.monotonic())))
     with node.ledger.lock():
         if not node.ended_since_start(job):
-            node.fail(job, uid, reason + reason_tail, record(state="failed"))
+            node.fail(job, uid, reason + reason_tail, record(state=State.FAILED))

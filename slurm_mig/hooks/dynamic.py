@@ -17,7 +17,7 @@ from ..errors import NeverFits, NoFit, NodeProblem
 from ..log import JobLog
 from ..node.context import NodeContext
 from ..node.isolation import hand_over
-from ..node.ledger import Record
+from ..core.lifecycle import Record, State
 from ..node.reconcile import reconcile
 from ..nvml.errors import NVMLError, describe
 from .admission import AGAIN, FailNow, admit
@@ -43,7 +43,7 @@ def prolog(cfg: Config, job: str, request: MigRequest, gpu: Optional[int] = None
         nonlocal nvml_errors
         try:
             rec = node.claim(job, uid, request=request)
-            if rec is not None and rec.state == "bound":
+            if rec is not None and rec.state is State.PREPARE_COMPLETED:
                 live = node.live_instances().values()
                 if all(any(e.names(i) for i in live) for e in rec.instances):
                     node.rebind(rec, uid)
@@ -82,7 +82,7 @@ def _try_place(node: NodeContext, job: str, request: MigRequest, gpu: Optional[i
     unplaceable = next((_unplaceable(g) for g in gpus if g.index == gpu), f"GPU {gpu} does not exist on this node") \
         if gpu is not None else None
     if unplaceable:                 # a fact of the node, not a lack of room: the job fails at once
-        node.fail(job, uid, unplaceable, Record(job=job, state="failed", request=request, uid=uid))
+        node.fail(job, uid, unplaceable, Record(job=job, state=State.FAILED, request=request, uid=uid))
         return None
     for attempt in range(attempts):
         try:
@@ -92,11 +92,11 @@ def _try_place(node: NodeContext, job: str, request: MigRequest, gpu: Optional[i
             if reset_needed:
                 raise _mig_off_problem(reset_needed[0]) from e
             if isinstance(e, NeverFits):         # waiting cannot help
-                node.fail(job, uid, str(e), Record(job=job, state="failed", request=request, uid=uid))
+                node.fail(job, uid, str(e), Record(job=job, state=State.FAILED, request=request, uid=uid))
                 return None
             return str(e)
         uuid_of = {g.index: g.uuid for g in gpus}
-        rec = Record(job=job, state="planned", request=request, uid=uid,
+        rec = Record(job=job, state=State.PREPARE_STARTED, request=request, uid=uid,
                      gpu_uuids=[uuid_of[g] for g in p.gpus if g in uuid_of], instances=[
             Held(gpu=pl.gpu, profile=pl.profile.name, profile_id=pl.profile.id,
                  start=pl.start, size=pl.profile.mem_slots,
@@ -109,29 +109,27 @@ def _try_place(node: NodeContext, job: str, request: MigRequest, gpu: Optional[i
             if isinstance(e.cause, NodeProblem):
                 # What apply left stays named (leaked instances, else the
                 # planned places) so reconcile undoes it; "failed" would orphan it.
-                rec.state, rec.reason = "releasing", str(e.cause)
                 rec.instances = [Held.of(i) for i in e.leaked] or rec.instances
-                node.ledger.put(rec)
+                node.ledger.put(rec.move(State.RELEASING, str(e.cause)))
                 raise e.cause
             jl.warning("apply failed (attempt %d/%d): %s", attempt + 1, attempts, e)
             if e.leaked:
-                rec.state, rec.reason = "releasing", f"rollback incomplete: {e}"
                 rec.instances = [Held.of(i) for i in e.leaked]
+                rec.move(State.RELEASING, f"rollback incomplete: {e}")
             else:
-                rec.state, rec.reason = "released", f"apply failed: {e}"
+                rec.move(State.RELEASED, f"apply failed: {e}")
             node.ledger.put(rec)
             last = f"creating instances failed: {e}"
             continue
-        rec.state, rec.instances = "created", [Held.of(i) for i in bound]
-        node.ledger.put(rec)
+        rec.instances = [Held.of(i) for i in bound]
+        node.ledger.put(rec.move(State.CREATED))
         if not hand_over(node, rec):        # isolate_devices: its cap nodes, or the job fails alone
             return None
         node.bind(job, uid, rec.uuids, rec)
-        rec.state = "bound"
-        node.ledger.put(rec)
+        node.ledger.put(rec.move(State.PREPARE_COMPLETED))
         jl.info("bound %s (%s)", ",".join(rec.uuids), request)
         return None
-    node.fail(job, uid, last, Record(job=job, state="failed", request=request, uid=uid))
+    node.fail(job, uid, last, Record(job=job, state=State.FAILED, request=request, uid=uid))
     return None
 
 

@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Mapping, Optional
 from ..config import Config
 from ..core.syntax import check_job_id
 from ..log import JobLog
-from ..node.ledger import Ledger, Record
+from ..core.lifecycle import Record, State
+from ..node.ledger import Ledger
 
 if TYPE_CHECKING:
     from ..node.context import NodeContext
@@ -31,21 +32,19 @@ def epilog(cfg: Config, job: str, env: Optional[Mapping[str, str]] = None) -> Op
     ctx = NodeContext(cfg)
     with ctx.ledger.lock():
         rec = ctx.ledger.get(job)
-        if rec is None or rec.state == "released":
+        if rec is None or rec.state is State.RELEASED:
             # A Prolog may still be waiting for room: this tells it the job is over.
-            ctx.ledger.put(Record(job=job, state="released", reason=EPILOG_FIRST))
+            ctx.ledger.put(Record(job=job, state=State.RELEASED, reason=EPILOG_FIRST))
         if rec is not None and rec.live and not rec.static:
             # Intent first: whatever fails below, reconcile knows the job is over.
-            rec.state = "releasing"
-            ctx.ledger.put(rec)
+            ctx.ledger.put(rec.move(State.RELEASING))
         ctx.remove_job_files(job)
         if rec is None or not rec.live:
             return rec
         try:
             return _release_job(ctx, rec, cfg)
         except NVMLError as e:
-            rec.state, rec.reason = "releasing", f"NVML error during epilog: {describe(e)}"
-            ctx.ledger.put(rec)
+            ctx.ledger.put(rec.move(State.RELEASING, f"NVML error during epilog: {describe(e)}"))
             JobLog(job).error("%s; `slurm-mig reconcile` retries", rec.reason)
             return rec
 
@@ -57,8 +56,7 @@ def _release_job(ctx: NodeContext, rec: Record, cfg: Config) -> Record:
             pids = ctx.driver.busy_pids(uuid)
             if pids:
                 JobLog(rec.job).warning("static instance %s still used by pids %s", uuid, pids)
-        rec.state = "released"
-        ctx.ledger.put(rec)
+        ctx.ledger.put(rec.move(State.RELEASED))
         return rec
     from ..node.reconcile import release
     return release(ctx, rec, cfg.epilog_retries, cfg.epilog_retry_delay)

@@ -10,7 +10,7 @@ from ..core.view import Held
 from ..errors import NodeProblem
 from ..log import JobLog
 from ..node.context import NodeContext
-from ..node.ledger import Record
+from ..core.lifecycle import Record, State
 from ..node.procfs import read_mig_minors
 from ..slurm.gresconf import node_records
 
@@ -40,11 +40,11 @@ def prolog(node: NodeContext, job: str, idx: List[int], uid: Optional[int], node
     are of the type Slurm allocated (idx_types, when read from Slurm) and
     nobody else holds them. Per-job problems fail the job, not the node."""
     cfg = node.cfg
-    refused = Record(job=job, state="failed", static_idx=idx, uid=uid)
+    refused = Record(job=job, state=State.FAILED, static_idx=idx, uid=uid)
     table = idx_table(cfg.gres_conf, cfg.proc_root, node_name)
     with node.ledger.lock():
         rec = node.claim(job, uid, static_idx=idx)
-        if rec is not None and rec.state == "bound":
+        if rec is not None and rec.state is State.PREPARE_COMPLETED:
             node.rebind(rec, uid)
             return
         bad = [i for i in idx if not 0 <= i < len(table)]
@@ -76,7 +76,7 @@ def prolog(node: NodeContext, job: str, idx: List[int], uid: Optional[int], node
                           + (f"job {holder}" if holder else f"pids {pids}"), refused)
                 return
             bound.append(inst)
-        rec = Record(job=job, state="bound", static_idx=idx, uid=uid, static=True,
+        rec = Record(job=job, state=State.PREPARE_COMPLETED, static_idx=idx, uid=uid, static=True,
                      instances=[Held.of(b) for b in bound],
                      gpu_uuids=sorted({gpus[table[i][1]].uuid for i in idx}))
         node.ledger.put(rec)

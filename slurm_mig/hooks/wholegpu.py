@@ -15,7 +15,7 @@ from ..errors import NodeProblem
 from ..log import JobLog
 from ..node.context import NodeContext, owner_of
 from ..node.isolation import hand_over
-from ..node.ledger import Record
+from ..core.lifecycle import Record, State
 from ..node.reconcile import reconcile, release
 from ..nvml.errors import NVMLError, describe
 from .admission import admit
@@ -27,15 +27,15 @@ def prolog(node: NodeContext, job: str, gpus: List[int], uid: Optional[int], wai
     was done (what cannot be undone stays owned by the record for reconcile).
     `send_back` and `wait_for_room` as for a MIG job (hooks/admission.py)."""
     def attempt() -> Optional[str]:
-        rec = Record(job=job, state="planned", whole_gpus=gpus, uid=uid)
+        rec = Record(job=job, state=State.PREPARE_STARTED, whole_gpus=gpus, uid=uid)
         try:
             return _hand_over(node, job, gpus, uid, rec)
         except NVMLError as e:
             if rec.updated:                  # written as intent (put sets updated): undo through it
                 release(node, rec, retries=0, delay=0)
             node.fail(job, uid, f"NVML error while preparing the GPU: {describe(e)}",
-                      Record(job=job, state="failed", whole_gpus=gpus, uid=uid),
-                      keep_record=rec.state == "releasing")
+                      Record(job=job, state=State.FAILED, whole_gpus=gpus, uid=uid),
+                      keep_record=rec.state is State.RELEASING)
             return None
 
     admit(node, job, uid, wait_for_room, send_back, attempt,
@@ -47,9 +47,9 @@ def _hand_over(node: NodeContext, job: str, gpus: List[int], uid: Optional[int],
     (as intent) before the first change. Returns why it must wait instead:
     another job's instances, or one a process still uses, are on a GPU."""
     d = node.driver
-    refused = Record(job=job, state="failed", whole_gpus=gpus, uid=uid)
+    refused = Record(job=job, state=State.FAILED, whole_gpus=gpus, uid=uid)
     old = node.claim(job, uid, whole_gpus=gpus)
-    if old is not None and old.state == "bound":
+    if old is not None and old.state is State.PREPARE_COMPLETED:
         node.rebind(old, uid, old.uuids or [g.uuid for g in d.gpus(False) if g.index in gpus])
         return None
     live_gpus = d.gpus()
@@ -100,8 +100,7 @@ def _hand_over(node: NodeContext, job: str, gpus: List[int], uid: Optional[int],
             visible.append(inst.uuid)
     if not hand_over(node, rec):            # isolate_devices: an Ampere instance's cap nodes
         return None
-    rec.state = "bound"
     node.bind(job, uid, visible, rec)
-    node.ledger.put(rec)
+    node.ledger.put(rec.move(State.PREPARE_COMPLETED))
     JobLog(job).info("whole GPU(s) %s bound: %s", ",".join(map(str, gpus)), ",".join(visible))
     return None

@@ -13,8 +13,9 @@ from ..errors import NodeProblem
 from ..fsutil import atomic_write, safe_dir
 from ..log import JobLog
 from . import counters
+from ..core.lifecycle import IllegalTransition, Record, State
 from .jobfiles import ENV, FAIL, REQUEUED, STEPS, WHOLE_GPU, Device, devices_text, job_file
-from .ledger import Ledger, Record
+from .ledger import Ledger
 
 # The reason of the record an Epilog leaves for a job it found no record of:
 # a Prolog still waiting for room sees it and gives up instead of binding.
@@ -139,30 +140,33 @@ class NodeContext:
         if rec.same_job(job, uid, gpu_uuids=self.local_gpus(), **ident):
             return rec
         if rec.live and rec.static:          # static instances stay: only the record closes
-            rec.state, rec.reason = "released", "job id reused by a newer job"
-            self.ledger.put(rec)
+            self.ledger.put(rec.move(State.RELEASED, "job id reused by a newer job"))
         elif rec.live:
             JobLog(job).warning("the live record of an earlier job %s (uid %s, %s) is another "
-                                "job's: moved aside for reconcile", job, rec.uid, rec.state)
+                                "job's: moved aside for reconcile", job, rec.uid, rec.state.value)
             self.ledger.stash(rec)
         return None
 
     def ended_since_start(self, job: str) -> bool:
         """An Epilog for `job` ran after this context was made (see epilog.py)."""
         rec = self.ledger.get(job)
-        return rec is not None and rec.state == "released" and rec.updated >= self.started \
+        return rec is not None and rec.state is State.RELEASED and rec.updated >= self.started \
             and rec.reason == EPILOG_FIRST
 
     def fail(self, job: str, uid: Optional[int], reason: str, record: Optional[Record] = None,
              keep_record: bool = False) -> None:
         """Fail only this job: record why; the TaskProlog prints it and exits 1.
-        `record` names what the job asked for; keep_record: the job's record
-        still owns something to clean, so it stays as it is."""
+        `record`: a new FAILED record naming what the job asked for;
+        keep_record: the job's record still owns something to clean, so it
+        stays as it is."""
         JobLog(job).error("job refused: %s", reason)
         counters.bump(self.cfg.state_dir, "jobs_failed")
         if not keep_record:
-            rec = record or Record(job=job, state="failed", uid=uid)
-            rec.state, rec.reason, rec.instances = "failed", reason, []
+            rec = record or Record(job=job, state=State.FAILED, uid=uid)
+            if rec.state is not State.FAILED or rec.instances:
+                raise IllegalTransition(f"job {job}: a refused job's record is a new one, "
+                                        f"not one in state {rec.state.name}")
+            rec.reason = reason
             self.ledger.put(rec)
         self.remove_job_files(job)
         self._write_job_file(job, FAIL, f"slurm-mig: job {job} could not get its MIG "

@@ -19,7 +19,7 @@ from ..log import JobLog
 from .jobfiles import read_regular
 
 if TYPE_CHECKING:
-    from .ledger import Record
+    from ..core.lifecycle import Record
 
 NAME = re.compile(r"\d+(\.\d+)?")      # what the exporter reads; it skips other names
 

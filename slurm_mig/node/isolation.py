@@ -39,7 +39,7 @@ from .procfs import read_mig_minors
 if TYPE_CHECKING:
     from ..core.view import Held
     from .context import NodeContext
-    from .ledger import Record
+    from ..core.lifecycle import Record
 
 ROOT_ONLY = 0o400
 MAX_ID = 2 ** 32 - 2            # (uid_t)-1 means "leave unchanged" to chown: never a job's id
@@ -298,8 +298,8 @@ def hand_over(ctx: "NodeContext", rec: "Record") -> bool:
     try:
         paths = give(ctx, rec)
     except NodeProblem as e:
-        rec.state, rec.reason = "releasing", f"device isolation: {e}"
-        ctx.ledger.put(rec)
+        from ..core.lifecycle import State
+        ctx.ledger.put(rec.move(State.RELEASING, f"device isolation: {e}"))
         ctx.fail(rec.job, rec.uid, rec.reason, keep_record=True)
         return False
     JobLog(rec.job).info("cap nodes %s given to uid %s", ",".join(paths), rec.uid)

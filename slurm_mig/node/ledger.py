@@ -1,13 +1,8 @@
-"""Durable job -> instances records, one JSON file per job, and the node lock.
+"""Where job records (core/lifecycle.py) live: one JSON file per job, and the
+node lock.
 
-States: planned -> created -> bound -> released (or failed, for a job the
-prolog refused). A record in planned/created seen while holding the node
-lock belongs to a prolog that died: the lock is held from plan to bind.
-
-A job id is not an identity (Slurm reuses ids): a record names its job by id,
-uid, request, node and GPU UUIDs, and carries a nonce. `jobs/<id>.json` is the
-current job's record; a live record that a new job with the same id would
-overwrite is moved aside first (`jobs/<id>~<nonce>.json`), where reconcile
+`jobs/<id>.json` is the current job's record; a live record that a new job
+with the same id would overwrite is moved aside first (`jobs/<id>~<nonce>.json`), where reconcile
 treats it as a dead job's. Closed records (released, failed) live apart,
 in `jobs/closed/`, so that what every hook reads (the open records) grows
 with the jobs on the node, never with its history; `slurm-mig reconcile`
@@ -31,16 +26,11 @@ import re
 import time
 from typing import Callable, Dict, Iterator, List, Mapping, Optional, Set, Tuple
 
+from ..core.lifecycle import SCHEMA, Record
 from ..core.syntax import check_job_id
-from ..core.view import Held, Instance
 from ..errors import BadInput, NodeProblem, StateCorrupt
 from ..fsutil import locked, os_problem, read_json, safe_dir, write_json
 
-# The record format: a minor version adds fields older readers keep and ignore;
-# a major one changes what fields mean, and older readers refuse it.
-SCHEMA = "1.1"
-LIVE = ("planned", "created", "bound", "releasing")
-STATES = LIVE + ("released", "failed")
 _FILE = re.compile(r"([0-9]{1,10})(~[0-9a-f]{1,32})?")
 
 
@@ -48,85 +38,6 @@ def this_node(env: Mapping[str, str] = os.environ) -> str:
     """The node's Slurm name: SLURMD_NODENAME under slurmd, else the short
     host name (os.uname: the hooks need not load the socket module)."""
     return env.get("SLURMD_NODENAME") or os.uname().nodename.split(".")[0]
-
-
-class Record:
-    """One job's record.
-
-    request: MIG profile -> count (dynamic mode); whole_gpus: GPUs the job got
-    whole (--gres=gpu); static_idx: Slurm's IDX numbers (static mode).
-    instances: what the job holds (core.view.Held); static: instances stay
-    when the job ends; mig_off_gpus: GPUs handed over with MIG switched off,
-    switched back on at release. node, gpu_uuids and nonce tell two jobs with
-    one id apart; `file` is the record's file name (not stored in it). Fields
-    this version does not know (a newer minor schema) are kept in `extra` and
-    written back unchanged."""
-
-    FIELDS = ("job", "state", "request", "whole_gpus", "static_idx", "instances", "reason",
-              "uid", "updated", "static", "mig_off_gpus", "node", "gpu_uuids", "nonce")
-
-    def __init__(self, job: str, state: str, request: Optional[Dict[str, int]] = None,
-                 whole_gpus: Optional[List[int]] = None, static_idx: Optional[List[int]] = None,
-                 instances: Optional[List[Held]] = None, reason: str = "",
-                 uid: Optional[int] = None, updated: float = 0.0, static: bool = False,
-                 mig_off_gpus: Optional[List[int]] = None, node: str = "",
-                 gpu_uuids: Optional[List[str]] = None, nonce: str = ""):
-        self.job, self.state = job, state
-        self.request: Dict[str, int] = dict(request or {})
-        self.whole_gpus: List[int] = whole_gpus or []
-        self.static_idx: List[int] = static_idx or []
-        self.instances: List[Held] = instances or []
-        self.reason, self.uid, self.updated, self.static = reason, uid, updated, static
-        self.mig_off_gpus: List[int] = mig_off_gpus or []
-        self.node, self.gpu_uuids = node, list(gpu_uuids or [])
-        self.nonce = nonce or os.urandom(8).hex()
-        self.file = job
-        self.extra: Dict[str, object] = {}
-
-    def to_dict(self) -> dict:
-        d = {**self.extra, "schema": SCHEMA}
-        d.update({name: getattr(self, name) for name in self.FIELDS})
-        d["instances"] = [h._asdict() for h in self.instances]
-        return d
-
-    @classmethod
-    def from_dict(cls, raw: dict) -> "Record":
-        """A record of this schema, an older one (no `schema`: 1.0) or a newer
-        minor one; ValueError for what is not a record."""
-        if not isinstance(raw, dict) or not isinstance(raw.get("instances", []), list):
-            raise ValueError("not a record")
-        known = {k: v for k, v in raw.items() if k in cls.FIELDS}
-        rec = cls(**{**known, "instances": [Held(**h) for h in raw.get("instances", [])]})
-        rec.extra = {k: v for k, v in raw.items() if k not in cls.FIELDS and k != "schema"}
-        return rec
-
-    @property
-    def live(self) -> bool:
-        return self.state in LIVE
-
-    @property
-    def uuids(self) -> List[str]:
-        return [i.uuid for i in self.instances if i.uuid]
-
-    @property
-    def aside(self) -> bool:
-        """Moved aside for a newer job with the same id: a dead job's record."""
-        return self.file != self.job
-
-    def owns(self, inst: Instance) -> bool:
-        """The one ownership rule: one of this record's entries names `inst`."""
-        return any(h.names(inst) for h in self.instances)
-
-    def same_job(self, job: str, uid: Optional[int], request: Optional[dict] = None,
-                 whole_gpus: Optional[List[int]] = None, static_idx: Optional[List[int]] = None,
-                 gpu_uuids: Optional[set] = None) -> bool:
-        """Is this the record of the job asking (a re-run of its prolog), not
-        of an earlier job that had the same id? `gpu_uuids`: the GPUs present.
-        `node` is not compared: slurmd and a shell name the node differently."""
-        return (self.job == job and self.uid == uid
-                and self.request == dict(request or {}) and self.whole_gpus == (whole_gpus or [])
-                and self.static_idx == (static_idx or [])
-                and (gpu_uuids is None or set(self.gpu_uuids) <= gpu_uuids))
 
 
 class Ledger:
@@ -248,8 +159,6 @@ class Ledger:
         try:
             rec = Record.from_dict(raw)
             check_job_id(rec.job)
-            if rec.state not in STATES:
-                raise ValueError(rec.state)
         except (TypeError, ValueError, BadInput) as e:
             raise StateCorrupt(f"ledger record {path} is malformed ({e})") from e
         rec.file = os.path.basename(path)[:-len(".json")]

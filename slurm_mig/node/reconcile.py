@@ -13,7 +13,7 @@ from ..log import JobLog
 from ..nvml.errors import NVMLError, describe
 from . import counters, isolation
 from .context import NodeContext, owner_of
-from .ledger import Record
+from ..core.lifecycle import UNFINISHED, Record, State
 
 if TYPE_CHECKING:
     from ..core.view import Gpu, Held, Instance
@@ -65,13 +65,13 @@ def release(ctx: NodeContext, rec: Record, retries: int, delay: float) -> Record
             jl.warning("GPU %d: MIG mode not back on yet (NVML status %d)", g, status)
     rec.mig_off_gpus = still_off
     if remaining or still_off:
-        rec.state, rec.instances = "releasing", remaining
-        rec.reason = "; ".join(filter(None, [
+        rec.instances = remaining
+        rec.move(State.RELEASING, "; ".join(filter(None, [
             "instances not destroyed: " + ", ".join(str(e.uuid) for e in remaining) if remaining else "",
-            "MIG mode not back on for GPU " + ",".join(map(str, still_off)) if still_off else ""]))
+            "MIG mode not back on for GPU " + ",".join(map(str, still_off)) if still_off else ""])))
         jl.error("%s; `slurm-mig reconcile` retries them", rec.reason)
     else:
-        rec.state = "released"
+        rec.move(State.RELEASED)
     ctx.ledger.put(rec)
     return rec
 
@@ -110,21 +110,19 @@ def reconcile(ctx: NodeContext, destroy_unowned: bool = False, dry_run: bool = F
             if gone:
                 actions.append(f"job {rec.job}: ended; static record closed")
                 if not dry_run:
-                    rec.state = "released"
-                    ctx.ledger.put(rec)
+                    ctx.ledger.put(rec.move(State.RELEASED))
             continue
-        if rec.state in ("planned", "created", "releasing") or gone:
-            actions.append(f"job {rec.job}: release {len(present)} instance(s) ({rec.state})")
+        if rec.state in UNFINISHED or gone:
+            actions.append(f"job {rec.job}: release {len(present)} instance(s) ({rec.state.value})")
             if not dry_run:
-                rec.reason = rec.reason or f"cleaned by reconcile from state {rec.state}"
+                rec.reason = rec.reason or f"cleaned by reconcile from state {rec.state.value}"
                 release(ctx, rec, retries=0, delay=0)
-                if rec.state == "released" and not rec.aside:
+                if rec.state is State.RELEASED and not rec.aside:
                     ctx.remove_job_files(rec.job)
         elif rec.instances and not present:
             actions.append(f"job {rec.job}: instances vanished; record closed")
             if not dry_run:
-                rec.state, rec.reason = "released", "instances vanished (GPU reset or reboot)"
-                ctx.ledger.put(rec)
+                ctx.ledger.put(rec.move(State.RELEASED, "instances vanished (GPU reset or reboot)"))
     actions += _stranded(ctx, stranded, dry_run)
     if destroy_unowned:
         actions += _quarantine(ctx, dry_run, active_jobs) or _destroy_unowned(ctx, dry_run)
@@ -144,8 +142,7 @@ def _stranded(ctx: NodeContext, stranded: List[Record], dry_run: bool) -> List[s
         actions.append(f"job {rec.job}: GPU(s) {gpus} are no longer on this node (replaced or "
                        "removed); record closed")
         if not dry_run:
-            rec.state, rec.reason = "released", "its GPUs left this node (replaced or removed)"
-            ctx.ledger.put(rec)
+            ctx.ledger.put(rec.move(State.RELEASED, "its GPUs left this node (replaced or removed)"))
     return actions
 
 
