@@ -293,6 +293,35 @@ def test_nvml_errors_reach_the_job_by_name_not_by_code(make_node):
     assert "with code" not in text
 
 
+@pytest.mark.parametrize("error,effect", [("GPU_IS_LOST", "node"), ("NO_PERMISSION", "node"),
+                                          ("RESET_REQUIRED", "node"), ("INVALID_ARGUMENT", "refused"),
+                                          ("NOT_SUPPORTED", "refused"), ("IN_USE", "busy"),
+                                          ("INSUFFICIENT_RESOURCES", "retry"), ("NOT_FOUND", "retry"),
+                                          ("UNKNOWN", "retry")])
+def test_each_nvml_error_has_one_effect_for_the_job_or_the_node(error, effect):
+    from slurm_mig.nvml.errors import NVMLError, fault
+    code = getattr(pynvml, "NVML_ERROR_" + error)
+    got = fault(NVMLError(code))
+    assert (got.name, got.code, got.effect.value) == (error, code, effect)
+    assert str(got).startswith(f"{error} ({code}): ") and "with code" not in str(got)
+
+
+@pytest.mark.parametrize("call", ["nvmlDeviceGetMigMode", "nvmlDeviceCreateGpuInstanceWithPlacement"])
+def test_a_lost_gpu_is_a_node_problem_with_its_instances_named(make_node, call):
+    """GPU_IS_LOST while reading or creating: the Prolog exits 1 (the GPU needs
+    an admin; retrying or failing job after job would not help), and whatever
+    it made stays named by the record for reconcile."""
+    from slurm_mig.sim.control import add_fault
+    cfg, state = make_node()
+    add_fault(state, call, "GPU_IS_LOST", times=5)
+    with pytest.raises(NodeProblem, match=r"NVML error while (reading the node|creating instances): "
+                       r"GPU_IS_LOST \(15\): the GPU fell off the bus; the GPU or its driver needs an admin"):
+        hooks.run_prolog(cfg, "7", "mig:1g.10gb:1", gpu=0, uid=None)
+    assert not os.path.exists(os.path.join(cfg.run_dir, "7.env"))
+    named = {u for r in Ledger(cfg.state_dir).live() for u in r.uuids}
+    assert {gi["uuid"] for gi in SimStore(state).read()["gpus"][0]["gis"]} <= named
+
+
 def test_a_gpu_model_the_catalog_does_not_know_is_named(make_node, monkeypatch):
     from slurm_mig.nvml.driver import Driver
     cfg, state = make_node()

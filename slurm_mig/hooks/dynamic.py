@@ -19,7 +19,7 @@ from ..node.context import NodeContext
 from ..node.isolation import hand_over
 from ..core.lifecycle import Record, State
 from ..node.reconcile import reconcile
-from ..nvml.errors import NVMLError, describe
+from ..nvml.errors import NVMLError, explain, node_problem
 from .admission import AGAIN, FailNow, admit
 
 if TYPE_CHECKING:
@@ -54,8 +54,11 @@ def prolog(cfg: Config, job: str, request: MigRequest, gpu: Optional[int] = None
                 gpus = node.driver.gpus()       # reconcile changed the node: read it again
             return _try_place(node, job, request, gpu, uid, policy, gpus)
         except NVMLError as e:
+            problem = node_problem(e, "reading the node")
+            if problem is not None:
+                raise problem from e
             nvml_errors += 1
-            reason = f"NVML error while reading the node: {describe(e)}"
+            reason = explain(e, "reading the node")
             jl.warning("%s (%d/2)", reason, nvml_errors)
             if nvml_errors < 2:
                 return AGAIN
@@ -106,12 +109,13 @@ def _try_place(node: NodeContext, job: str, request: MigRequest, gpu: Optional[i
         try:
             bound = apply(node.driver, p)
         except ApplyFailed as e:
-            if isinstance(e.cause, NodeProblem):
+            problem = node_problem(e.cause, "creating instances")
+            if problem is not None:
                 # What apply left stays named (leaked instances, else the
                 # planned places) so reconcile undoes it; "failed" would orphan it.
                 rec.instances = [Held.of(i) for i in e.leaked] or rec.instances
-                node.ledger.put(rec.move(State.RELEASING, str(e.cause)))
-                raise e.cause
+                node.ledger.put(rec.move(State.RELEASING, str(problem)))
+                raise problem from e.cause
             jl.warning("apply failed (attempt %d/%d): %s", attempt + 1, attempts, e)
             if e.leaked:
                 rec.instances = [Held.of(i) for i in e.leaked]

@@ -28,7 +28,7 @@ def epilog(cfg: Config, job: str, env: Optional[Mapping[str, str]] = None) -> Op
             and not Ledger(cfg.state_dir).has(job):
         return None
     from ..node.context import EPILOG_FIRST, NodeContext
-    from ..nvml.errors import NVMLError, describe
+    from ..nvml.errors import NVMLError, explain
     ctx = NodeContext(cfg)
     with ctx.ledger.lock():
         rec = ctx.ledger.get(job)
@@ -44,7 +44,7 @@ def epilog(cfg: Config, job: str, env: Optional[Mapping[str, str]] = None) -> Op
         try:
             return _release_job(ctx, rec, cfg)
         except NVMLError as e:
-            ctx.ledger.put(rec.move(State.RELEASING, f"NVML error during epilog: {describe(e)}"))
+            ctx.ledger.put(rec.move(State.RELEASING, explain(e, "releasing the job's instances")))
             JobLog(job).error("%s; `slurm-mig reconcile` retries", rec.reason)
             return rec
 

@@ -17,7 +17,7 @@ from ..node.context import NodeContext, owner_of
 from ..node.isolation import hand_over
 from ..core.lifecycle import Record, State
 from ..node.reconcile import reconcile, release
-from ..nvml.errors import NVMLError, describe
+from ..nvml.errors import NVMLError, explain, node_problem
 from .admission import admit
 
 
@@ -33,7 +33,10 @@ def prolog(node: NodeContext, job: str, gpus: List[int], uid: Optional[int], wai
         except NVMLError as e:
             if rec.updated:                  # written as intent (put sets updated): undo through it
                 release(node, rec, retries=0, delay=0)
-            node.fail(job, uid, f"NVML error while preparing the GPU: {describe(e)}",
+            problem = node_problem(e, "preparing the GPU")
+            if problem is not None:
+                raise problem from e
+            node.fail(job, uid, explain(e, "preparing the GPU"),
                       Record(job=job, state=State.FAILED, whole_gpus=gpus, uid=uid),
                       keep_record=rec.state is State.RELEASING)
             return None
