@@ -88,6 +88,7 @@ def test_an_instance_of_a_profile_the_catalog_lacks_is_listed_and_left_alone(mak
     from slurm_mig.core import planner
     from slurm_mig.errors import NoFit
     from slurm_mig.node.context import NodeContext
+    from slurm_mig.node.occupancy import read_view
     from slurm_mig.node.status import status_doc
     from slurm_mig.nvml import driver as driver_mod
     from slurm_mig.sim import SimNvml
@@ -102,12 +103,12 @@ def test_an_instance_of_a_profile_the_catalog_lacks_is_listed_and_left_alone(mak
         load=lambda: lacking, GI_ENUM_COUNT=catalog.GI_ENUM_COUNT, CI_ENUM_COUNT=catalog.CI_ENUM_COUNT))
 
     ctx = NodeContext(cfg)
-    (inst,) = ctx.driver.gpu(0).instances
+    (inst,) = ctx.devices.driver.gpu(0).instances
     assert (inst.known, inst.profile, inst.start, inst.size, inst.slices) == (False, "1g.20gb", 2, 2, 1)
     assert status_doc(ctx)[0][0]["instances"][0]["owner_kind"] == "unknown_profile"
     with pytest.raises(NoFit):
-        planner.plan(ctx.view(), {"7g.80gb": 1})
+        planner.plan(read_view(ctx), {"7g.80gb": 1})
     assert all(not (s < 4 and 2 < s + p.mem_slots) for p, _, s in
-               [(x.profile, x.gpu, x.start) for x in planner.plan(ctx.view(), {"3g.40gb": 1}).placements])
+               [(x.profile, x.gpu, x.start) for x in planner.plan(read_view(ctx), {"3g.40gb": 1}).placements])
     hooks.reconcile(cfg)
-    assert [i.gi_id for i in ctx.driver.gpu(0).instances] == [inst.gi_id]
+    assert [i.gi_id for i in ctx.devices.driver.gpu(0).instances] == [inst.gi_id]

@@ -163,7 +163,7 @@ def test_a_node_another_user_holds_open_fails_the_job_alone(node, monkeypatch):
     assert {owner(os.lstat(p)) for p in job_caps(node, "14")} == {(0, 0, 0o400)}
     hooks.epilog(node, "14")
     assert Ledger(node.state_dir).get("14").state == "released"
-    assert NodeContext(node).live_instances() == {}
+    assert NodeContext(node).devices.live_instances() == {}
 
 
 def test_a_cap_node_that_cannot_be_taken_back_keeps_its_instance(node, monkeypatch, tmp_path):
@@ -176,7 +176,7 @@ def test_a_cap_node_that_cannot_be_taken_back_keeps_its_instance(node, monkeypat
     os.symlink(target, gi_node)                  # not the device any more: never followed
     hooks.epilog(node, "15")
     rec = Ledger(node.state_dir).get("15")
-    assert rec.state == "releasing" and len(NodeContext(node).live_instances()) == 1
+    assert rec.state == "releasing" and len(NodeContext(node).devices.live_instances()) == 1
     assert target.stat().st_uid == 0 and stat.S_IMODE(target.stat().st_mode) != 0o400
     report = isolation.setup(NodeContext(node), fix=False)
     assert any(gi_node in p and "symbolic link" in p for p in report.problems)
@@ -185,7 +185,7 @@ def test_a_cap_node_that_cannot_be_taken_back_keeps_its_instance(node, monkeypat
     assert gi_node in report.created and "15" in report.jobs     # its CI node stays the job's
     hooks.reconcile(node)
     assert Ledger(node.state_dir).get("15").state == "released"
-    assert NodeContext(node).live_instances() == {}
+    assert NodeContext(node).devices.live_instances() == {}
     assert {owner(st) for st in all_caps(node).values()} == {(0, 0, 0o400)}
 
 
@@ -202,7 +202,7 @@ def test_problems_fail_the_job_not_the_node(node, monkeypatch):
     os.chmod(caps_dir, 0o755)
     for job in ("16", "17"):
         hooks.epilog(node, job)
-    assert NodeContext(node).live_instances() == {}
+    assert NodeContext(node).devices.live_instances() == {}
 
 
 def test_ids_are_checked():

@@ -14,6 +14,7 @@ from harness import calls as hooks
 from slurm_mig import config
 from slurm_mig.errors import BadInput, NodeProblem, NoFit, StateCorrupt
 from slurm_mig.node.context import NodeContext
+from slurm_mig.node.occupancy import read_view
 from slurm_mig.node.ledger import Ledger
 from slurm_mig.nvml.driver import Driver
 from slurm_mig.sim import SimNvml, SimStore, init_state
@@ -257,7 +258,7 @@ def test_item8_unreadable_ledger_is_said_not_guessed(make_node, monkeypatch):
     assert "Permission denied" in problem and cfg.state_dir in problem
     assert [(i["owner"], i["owner_kind"]) for i in doc[0]["instances"]] == [(None, "unreadable")]
     with pytest.raises(NodeProblem, match="cannot read the ledger"):
-        NodeContext(cfg).view()                      # what `plan` plans on
+        read_view(NodeContext(cfg))                      # what `plan` plans on
 
 
 # -- 9. config ------------------------------------------------------------------------------------------
@@ -307,7 +308,7 @@ def test_item10_never_fits_says_the_limit_and_does_not_wait(make_node):
     assert "at most 7 x 1g.10gb on one H100-SXM5-80GB" in fail_text(cfg, "1")
     with pytest.raises(NoFit, match="at most 7 x 1g.10gb on one H100-SXM5-80GB"):
         from slurm_mig.core import planner
-        planner.plan(NodeContext(cfg).view(), {"1g.10gb": 8}, 0)
+        planner.plan(read_view(NodeContext(cfg)), {"1g.10gb": 8}, 0)
 
 
 def test_item10_layout_that_never_fits_names_the_model(tmp_path, cli):

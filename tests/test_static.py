@@ -40,11 +40,11 @@ def test_static_prolog_binds_by_idx_and_epilog_keeps_instances(static_node):
     node = NodeContext(cfg)
     static.prolog(node, "21", [1], None, "n1")
     text, code = task_prolog(cfg.run_dir, "21")
-    live = {i.uuid: i for g in node.driver.gpus() for i in g.instances}
+    live = {i.uuid: i for g in node.devices.driver.gpus() for i in g.instances}
     (uuid,) = text.strip().split("=", 1)[1].split(",")
     assert code == 0 and live[uuid].profile == "3g.40gb" and live[uuid].start == 4
     hooks.epilog(cfg, "21")
-    assert len({i.uuid for g in node.driver.gpus() for i in g.instances}) == 9
+    assert len({i.uuid for g in node.devices.driver.gpus() for i in g.instances}) == 9
     assert Ledger(cfg.state_dir).get("21").state == "released"
 
 
@@ -56,7 +56,7 @@ def test_static_refuses_bad_or_taken_idx(static_node, cli):
     assert "in use by job 1" in task_prolog(cfg.run_dir, "2")[0]
     static.prolog(node, "3", [99], None, "n1")
     assert "lists 9 instances" in task_prolog(cfg.run_dir, "3")[0]
-    busy = next(i.uuid for g in node.driver.gpus() for i in g.instances if i.profile == "4g.40gb")
+    busy = next(i.uuid for g in node.devices.driver.gpus() for i in g.instances if i.profile == "4g.40gb")
     cli("sim", "busy", state, "--uuid", busy, check=0)
     static.prolog(node, "4", [0], None, "n1")
     assert "in use by pids" in task_prolog(cfg.run_dir, "4")[0]
@@ -134,7 +134,7 @@ def test_idx_is_counted_type_by_type(make_node, cli, tmp_path):
     assert commented == [(str(i), str(t[1]), t[0]) for i, t in enumerate(table)]   # the file says it too
     node = NodeContext(cfg)
     static.prolog(node, "5", [4], None, "n1", {4: "2g.20gb"})
-    live = {i.uuid: i for g in node.driver.gpus() for i in g.instances}
+    live = {i.uuid: i for g in node.devices.driver.gpus() for i in g.instances}
     (uuid,) = task_prolog(cfg.run_dir, "5")[0].strip().split("=", 1)[1].split(",")
     assert live[uuid].profile == "2g.20gb"
     static.prolog(node, "6", [0], None, "n1", {0: "3g.40gb"})

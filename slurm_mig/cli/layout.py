@@ -34,7 +34,7 @@ def apply_cmd(obj, path, name, check, dry_run, force, allow_reset):
     with node.ledger.lock():
         busy = busy_instances(node, include_jobs=not force)
         try:
-            changes = layout.diff(node.driver.gpus(), entries, busy)
+            changes = layout.diff(node.devices.driver.gpus(), entries, busy)
         except NoFit as e:
             raise SlurmMigError(f"cannot apply {name!r}: {e}") from e
         lines = layout.describe(changes)
@@ -45,7 +45,7 @@ def apply_cmd(obj, path, name, check, dry_run, force, allow_reset):
                 click.echo(f"{name}: {'differs' if lines else 'matches'}", err=bool(lines))
                 return 1 if lines else 0
             return 0
-        apply_changes(node.driver, changes, runner(cfg.hooks_dir), allow_reset)
+        apply_changes(node.devices.driver, changes, runner(cfg.hooks_dir), allow_reset)
     for line in lines:
         click.echo(line)
     click.echo(f"{name}: applied" if lines else f"{name}: already in place, nothing changed")

@@ -83,9 +83,10 @@ def plan(obj, spec, gpu, policy, as_json):
     from ..core.policies import policy as named_policy
     from ..core.syntax import MigRequest
     from ..node.context import NodeContext
+    from ..node.occupancy import read_view
     cfg = obj.cfg(policy=policy)
     request = MigRequest.parse(spec)
-    p = planner.plan(NodeContext(cfg).view(), request, gpu, named_policy(cfg.policy), spread=cfg.gpu_fallback)
+    p = planner.plan(read_view(NodeContext(cfg)), request, gpu, named_policy(cfg.policy), spread=cfg.gpu_fallback)
     if as_json:
         click.echo(json.dumps({
             "enable_mig": list(p.enable_mig),

@@ -33,7 +33,7 @@ def admit(node: NodeContext, job: str, uid: Optional[int], wait_for_room: float,
     reason_tail = ""
     while True:
         with node.ledger.lock():
-            node.driver                      # NVML that cannot even start is a node problem
+            node.devices.driver                      # NVML that cannot even start is a node problem
             if node.ended_since_start(job):
                 jl.info("the job ended (its epilog ran) while waiting for room; nothing bound")
                 return

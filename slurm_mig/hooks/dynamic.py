@@ -17,6 +17,7 @@ from ..errors import NeverFits, NoFit, NodeProblem
 from ..log import JobLog
 from ..node.context import NodeContext
 from ..node.isolation import hand_over
+from ..node.occupancy import read_view
 from ..core.lifecycle import Record, State
 from ..node.reconcile import reconcile
 from ..nvml.errors import NVMLError, explain, node_problem
@@ -44,14 +45,14 @@ def prolog(cfg: Config, job: str, request: MigRequest, gpu: Optional[int] = None
         try:
             rec = node.claim(job, uid, request=request)
             if rec is not None and rec.state is State.PREPARE_COMPLETED:
-                live = node.live_instances().values()
+                live = node.devices.live_instances().values()
                 if all(any(e.names(i) for i in live) for e in rec.instances):
                     node.rebind(rec, uid)
                     jl.info("already bound to %s", ",".join(rec.uuids))
                     return None
-            gpus = node.driver.gpus()
+            gpus = node.devices.driver.gpus()
             if reconcile(node, gpus=gpus):
-                gpus = node.driver.gpus()       # reconcile changed the node: read it again
+                gpus = node.devices.driver.gpus()       # reconcile changed the node: read it again
             return _try_place(node, job, request, gpu, uid, policy, gpus)
         except NVMLError as e:
             problem = node_problem(e, "reading the node")
@@ -89,7 +90,7 @@ def _try_place(node: NodeContext, job: str, request: MigRequest, gpu: Optional[i
         return None
     for attempt in range(attempts):
         try:
-            view = node.view(gpus if attempt == 0 else None)
+            view = read_view(node, gpus if attempt == 0 else None)
             p = _plan_with_fallback(planner, view, request, gpu, policy, node.cfg.gpu_fallback, jl)
         except NoFit as e:
             if reset_needed:
@@ -107,7 +108,7 @@ def _try_place(node: NodeContext, job: str, request: MigRequest, gpu: Optional[i
                  uuid=pl.reuse.uuid if pl.reuse else None) for pl in p.placements])
         node.ledger.put(rec)
         try:
-            bound = apply(node.driver, p)
+            bound = apply(node.devices.driver, p)
         except ApplyFailed as e:
             problem = node_problem(e.cause, "creating instances")
             if problem is not None:
@@ -129,7 +130,7 @@ def _try_place(node: NodeContext, job: str, request: MigRequest, gpu: Optional[i
         node.ledger.put(rec.move(State.CREATED))
         if not hand_over(node, rec):        # isolate_devices: its cap nodes, or the job fails alone
             return None
-        node.bind(job, uid, rec.uuids, rec)
+        node.handout.bind(job, uid, rec.uuids, rec)
         node.ledger.put(rec.move(State.PREPARE_COMPLETED))
         jl.info("bound %s (%s)", ",".join(rec.uuids), request)
         return None

@@ -38,7 +38,7 @@ def epilog(cfg: Config, job: str, env: Optional[Mapping[str, str]] = None) -> Op
         if rec is not None and rec.live and not rec.static:
             # Intent first: whatever fails below, reconcile knows the job is over.
             ctx.ledger.put(rec.move(State.RELEASING))
-        ctx.remove_job_files(job)
+        ctx.handout.remove(job)
         if rec is None or not rec.live:
             return rec
         try:
@@ -53,7 +53,7 @@ def _release_job(ctx: NodeContext, rec: Record, cfg: Config) -> Record:
     """Static instances stay (a process left on one is logged); dynamic ones go."""
     if rec.static:
         for uuid in rec.uuids:
-            pids = ctx.driver.busy_pids(uuid)
+            pids = ctx.devices.driver.busy_pids(uuid)
             if pids:
                 JobLog(rec.job).warning("static instance %s still used by pids %s", uuid, pids)
         ctx.ledger.put(rec.move(State.RELEASED))

@@ -52,7 +52,7 @@ def prolog(node: NodeContext, job: str, idx: List[int], uid: Optional[int], node
             node.fail(job, uid, f"Slurm allocated mig IDX {bad or idx}, but {cfg.gres_conf} "
                       f"lists {len(table)} instances; regenerate it with `slurm-mig gres-conf`", refused)
             return
-        gpus = {g.minor: g for g in node.driver.gpus()}
+        gpus = {g.minor: g for g in node.devices.driver.gpus()}
         taken = {u: r.job for r in node.ledger.live() for u in r.uuids}
         bound = []
         for i in idx:
@@ -70,7 +70,7 @@ def prolog(node: NodeContext, job: str, idx: List[int], uid: Optional[int], node
                           "is not on the GPU; re-apply the layout (`slurm-mig apply`)", refused)
                 return
             holder = taken.get(inst.uuid)
-            pids = node.driver.busy_pids(inst.uuid)
+            pids = node.devices.driver.busy_pids(inst.uuid)
             if holder or pids:
                 node.fail(job, uid, f"IDX {i} ({inst.uuid}) is still in use by "
                           + (f"job {holder}" if holder else f"pids {pids}"), refused)
@@ -80,5 +80,5 @@ def prolog(node: NodeContext, job: str, idx: List[int], uid: Optional[int], node
                      instances=[Held.of(b) for b in bound],
                      gpu_uuids=sorted({gpus[table[i][1]].uuid for i in idx}))
         node.ledger.put(rec)
-        node.bind(job, uid, rec.uuids, rec)
+        node.handout.bind(job, uid, rec.uuids, rec)
         JobLog(job).info("bound static %s", ",".join(rec.uuids))

@@ -13,7 +13,8 @@ from typing import Callable, List, Optional
 from ..core.view import Held
 from ..errors import NodeProblem
 from ..log import JobLog
-from ..node.context import NodeContext, owner_of
+from ..node.context import NodeContext
+from ..node.occupancy import owner_of
 from ..node.isolation import hand_over
 from ..core.lifecycle import Record, State
 from ..node.reconcile import reconcile, release
@@ -49,7 +50,7 @@ def _hand_over(node: NodeContext, job: str, gpus: List[int], uid: Optional[int],
     """Bind the job to its GPUs, or fail it with the reason; `rec` is written
     (as intent) before the first change. Returns why it must wait instead:
     another job's instances, or one a process still uses, are on a GPU."""
-    d = node.driver
+    d = node.devices.driver
     refused = Record(job=job, state=State.FAILED, whole_gpus=gpus, uid=uid)
     old = node.claim(job, uid, whole_gpus=gpus)
     if old is not None and old.state is State.PREPARE_COMPLETED:
@@ -73,7 +74,7 @@ def _hand_over(node: NodeContext, job: str, gpus: List[int], uid: Optional[int],
             node.fail(job, uid, f"GPU {n} holds an instance of a profile the catalog does not "
                       f"know ({unknown[0].profile}); slurm-mig leaves it alone", refused)
             return None
-        in_use = node.in_use([g], records)
+        in_use = node.devices.in_use([g], records)
         busy = next((i for i in g.instances if i.uuid in in_use), None)
         if busy is not None:
             return (f"GPU {n} holds {busy.profile} {busy.uuid}, which no job owns and processes "
@@ -103,7 +104,7 @@ def _hand_over(node: NodeContext, job: str, gpus: List[int], uid: Optional[int],
             visible.append(inst.uuid)
     if not hand_over(node, rec):            # isolate_devices: an Ampere instance's cap nodes
         return None
-    node.bind(job, uid, visible, rec)
+    node.handout.bind(job, uid, visible, rec)
     node.ledger.put(rec.move(State.PREPARE_COMPLETED))
     JobLog(job).info("whole GPU(s) %s bound: %s", ",".join(map(str, gpus)), ",".join(visible))
     return None

@@ -202,7 +202,7 @@ def cap_minors(ctx: "NodeContext", entries: List["Held"]) -> Dict["Held", Dict[i
     live instance. Cap nodes follow instances: an entry whose instance is gone
     has nothing of its own any more (its GI id may be another job's by now)."""
     minors = read_mig_minors(ctx.cfg.proc_root)
-    gpus = {g.index: g for g in ctx.driver.gpus()}
+    gpus = {g.index: g for g in ctx.devices.driver.gpus()}
     out = {}
     for e in entries:
         g = gpus.get(e.gpu)
@@ -322,7 +322,7 @@ def setup(ctx: "NodeContext", fix: bool = True) -> Setup:
     theirs. With fix False only report. Under the node lock."""
     cfg = ctx.cfg
     minors = read_mig_minors(cfg.proc_root)
-    local = {g.minor for g in ctx.driver.gpus(False)}
+    local = {g.minor for g in ctx.devices.driver.gpus(False)}
     want = {m: caps.NODE_WIDE.get(k, ROOT_ONLY) for k, m in minors.items()
             if k in caps.NODE_WIDE or caps.key_gpu(k) in local}
     given: Dict[int, str] = {}

@@ -18,10 +18,10 @@ def busy_instances(ctx: NodeContext, include_jobs: bool) -> Dict[str, str]:
         for rec in ctx.ledger.live():
             for u in rec.uuids:
                 busy[u] = f"job {rec.job}"
-    for g in ctx.driver.gpus():
+    for g in ctx.devices.driver.gpus():
         for i in g.instances:
             if i.uuid:
-                pids = ctx.driver.busy_pids(i.uuid)
+                pids = ctx.devices.driver.busy_pids(i.uuid)
                 if pids:
                     busy[i.uuid] = "pids " + ",".join(map(str, pids))
     return busy

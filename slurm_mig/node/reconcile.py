@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING, Dict, List, Optional, Tuple
 from ..log import JobLog
 from ..nvml.errors import NVMLError, describe
 from . import counters, isolation
-from .context import NodeContext, owner_of
+from .context import NodeContext
+from .occupancy import owner_of
 from ..core.lifecycle import UNFINISHED, Record, State
 
 if TYPE_CHECKING:
@@ -22,12 +23,12 @@ if TYPE_CHECKING:
 def release(ctx: NodeContext, rec: Record, retries: int, delay: float) -> Record:
     """Destroy the record's instances (CIs first). Instances still held by a
     process are retried, then kept owned by the record in state 'releasing'."""
-    d, jl = ctx.driver, JobLog(rec.job)
+    d, jl = ctx.devices.driver, JobLog(rec.job)
     live: Dict[int, Dict[Tuple[int, int], Instance]] = {}     # per GPU, read once, again after a failure
 
     def find(entry: "Held") -> Optional["Instance"]:
         if entry.gpu not in live:
-            live[entry.gpu] = ctx.live_instances([entry.gpu])
+            live[entry.gpu] = ctx.devices.live_instances([entry.gpu])
         return next((i for i in live[entry.gpu].values() if entry.names(i)), None)
 
     blocked = isolation.take_back(ctx, rec)        # cap nodes back to root before any destroy
@@ -100,7 +101,7 @@ def reconcile(ctx: NodeContext, destroy_unowned: bool = False, dry_run: bool = F
     """
     actions = []
     live = ({(i.gpu, i.gi_id): i for g in gpus for i in g.instances} if gpus is not None
-            else ctx.live_instances())
+            else ctx.devices.live_instances())
     ours, stranded = ctx.ledger.split()
     for rec in (r for r in ours if r.live):
         present = [i for i in live.values() if rec.owns(i)]
@@ -118,7 +119,7 @@ def reconcile(ctx: NodeContext, destroy_unowned: bool = False, dry_run: bool = F
                 rec.reason = rec.reason or f"cleaned by reconcile from state {rec.state.value}"
                 release(ctx, rec, retries=0, delay=0)
                 if rec.state is State.RELEASED and not rec.aside:
-                    ctx.remove_job_files(rec.job)
+                    ctx.handout.remove(rec.job)
         elif rec.instances and not present:
             actions.append(f"job {rec.job}: instances vanished; record closed")
             if not dry_run:
@@ -163,7 +164,7 @@ def _quarantine(ctx: NodeContext, dry_run: bool, active_jobs: Optional[set]) -> 
     why = ("Slurm could not be asked which jobs run here" if unknown is None else
            f"Slurm runs job(s) {', '.join(unknown)} here without a readable record")
     kept = [f"GPU {gpu}: kept unowned {inst.profile} GI {gi_id} ({inst.uuid}): a quarantined record "
-            f"may own it ({why})" for (gpu, gi_id), inst in sorted(ctx.live_instances().items())
+            f"may own it ({why})" for (gpu, gi_id), inst in sorted(ctx.devices.live_instances().items())
             if inst.known and owner_of(inst, records) is None]
     return kept + [f"quarantined record(s) in {ctx.ledger.quarantine_dir}: {', '.join(names)}; "
                    "remove them once their jobs have ended to release what they held"]
@@ -173,18 +174,18 @@ def _destroy_unowned(ctx: NodeContext, dry_run: bool) -> List[str]:
     """Destroy instances no live record owns; one a process runs on (or that
     NVML will not destroy) is reported and kept, and the others still go."""
     records, actions = ctx.ledger.live(), []
-    for (gpu, gi_id), inst in sorted(ctx.live_instances().items()):
+    for (gpu, gi_id), inst in sorted(ctx.devices.live_instances().items()):
         if not inst.known or any(r.owns(inst) for r in records):
             continue
         what = f"unowned {inst.profile} GI {gi_id} ({inst.uuid})"
-        pids = ctx.driver.busy_pids(inst.uuid) if inst.uuid else []
+        pids = ctx.devices.driver.busy_pids(inst.uuid) if inst.uuid else []
         if pids:
             actions.append(f"GPU {gpu}: kept {what}: in use by pids {pids}")
             continue
         actions.append(f"GPU {gpu}: destroy {what}")
         if not dry_run:
             try:
-                ctx.driver.destroy(gpu, gi_id)
+                ctx.devices.driver.destroy(gpu, gi_id)
             except NVMLError as e:
                 actions[-1] = f"GPU {gpu}: kept {what}: {describe(e)}"
     return actions

@@ -7,18 +7,19 @@ from typing import List, Optional, Tuple
 from ..core import planner
 from ..core.view import IN_USE, UNKNOWN_PROFILE, UNREADABLE, GpuView, Owner
 from ..errors import NodeProblem
-from .context import NodeContext, node_view, owner_of, unowned
+from .context import NodeContext
+from .occupancy import node_view, owner_of, unowned
 
 
 def status_doc(ctx: NodeContext) -> Tuple[List[dict], Optional[str]]:
     """The document, and why the ledger could not be read (None when it could):
     then every instance's owner is UNREADABLE and nothing is offered as free."""
-    gpus = ctx.driver.gpus()
+    gpus = ctx.devices.driver.gpus()
     try:
         records, problem = ctx.ledger.live(), None
     except NodeProblem as e:
         records, problem = [], str(e)
-    in_use = ctx.in_use(gpus, records)
+    in_use = ctx.devices.in_use(gpus, records)
     quarantine = problem is None and bool(ctx.ledger.quarantined())
     views = {v.index: v for v in node_view(gpus, records, in_use, quarantine)} if problem is None else {}
     doc = []
