@@ -14,7 +14,9 @@ def _mode(v: int) -> str:
 
 
 @main.command()
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output; each instance's owner is "
+              "the owning job's id (null otherwise), owner_kind says what holds it (job, idle, in_use: "
+              "processes no job owns, quarantined, unknown_profile, unreadable).")
 @click.option("--prometheus", is_flag=True, help="Prometheus text format, for node_exporter's "
               "textfile collector: MIG mode, instances and their jobs, room per profile, and the "
               "node's counters (prologs, requeues, jobs failed, reconcile actions).")

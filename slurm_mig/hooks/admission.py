@@ -12,25 +12,24 @@ from typing import Callable, Optional
 from ..log import JobLog
 from ..node import counters
 from ..node.context import NodeContext
+from ..nvml.errors import NVMLError, explain, node_problem
 from ..core.lifecycle import Record, State
 
 POLL_INTERVAL = 0.5
-AGAIN = object()          # `attempt` result: try again at once (a transient NVML error)
-
-
-class FailNow(Exception):
-    """`attempt` found a reason no wait or requeue can help: fail the job."""
+NVML_TRIES = 2            # an NVML error is retried once from a fresh read before it counts
 
 
 def admit(node: NodeContext, job: str, uid: Optional[int], wait_for_room: float,
           send_back: Optional[Callable[[str], Optional[str]]],
-          attempt: Callable[[], object], record: Callable[..., Record]) -> None:
+          attempt: Callable[[], Optional[str]], record: Callable[..., Record], doing: str) -> None:
     """Run `attempt()` (under the node lock; None: the job is settled, bound
-    or failed; a string: why it must wait; AGAIN; or FailNow) until the job
-    is settled. `record(state=..., reason=...)` makes the job's record."""
+    or failed; or a string: why it must wait) until the job is settled. An
+    NVML error `attempt` lets out (while `doing`) is tried again once, then
+    means what nvml/errors.py says: a node problem, or the job fails.
+    `record(state=..., reason=...)` makes the job's record."""
     jl = JobLog(job)
     deadline = time.monotonic() + wait_for_room
-    reason_tail = ""
+    reason_tail, nvml_errors = "", 0
     while True:
         with node.ledger.lock():
             node.devices.driver                      # NVML that cannot even start is a node problem
@@ -39,11 +38,16 @@ def admit(node: NodeContext, job: str, uid: Optional[int], wait_for_room: float,
                 return
             try:
                 reason = attempt()
-            except FailNow as e:
-                reason = str(e)
+            except NVMLError as e:
+                nvml_errors += 1
+                reason = explain(e, doing)
+                jl.warning("%s (%d/%d)", reason, nvml_errors, NVML_TRIES)
+                if nvml_errors < NVML_TRIES:
+                    continue
+                problem = node_problem(e, doing)
+                if problem is not None:
+                    raise problem from e
                 break
-            if reason is AGAIN:
-                continue
             if reason is None:
                 return
         if send_back is not None:

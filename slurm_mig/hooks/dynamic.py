@@ -20,8 +20,8 @@ from ..node.isolation import hand_over
 from ..node.occupancy import read_view
 from ..core.lifecycle import Record, State
 from ..node.reconcile import reconcile
-from ..nvml.errors import NVMLError, explain, node_problem
-from .admission import AGAIN, FailNow, admit
+from ..nvml.errors import node_problem
+from .admission import admit
 
 if TYPE_CHECKING:
     from ..core.policies import Policy
@@ -38,35 +38,22 @@ def prolog(cfg: Config, job: str, request: MigRequest, gpu: Optional[int] = None
     node, jl = NodeContext(cfg), JobLog(job)
     from ..core.policies import policy as named_policy
     policy = named_policy(cfg.policy)
-    nvml_errors = 0
 
     def attempt():
-        nonlocal nvml_errors
-        try:
-            rec = node.claim(job, uid, request=request)
-            if rec is not None and rec.state is State.PREPARE_COMPLETED:
-                live = node.devices.live_instances().values()
-                if all(any(e.names(i) for i in live) for e in rec.instances):
-                    node.rebind(rec, uid)
-                    jl.info("already bound to %s", ",".join(rec.uuids))
-                    return None
-            gpus = node.devices.driver.gpus()
-            if reconcile(node, gpus=gpus):
-                gpus = node.devices.driver.gpus()       # reconcile changed the node: read it again
-            return _try_place(node, job, request, gpu, uid, policy, gpus)
-        except NVMLError as e:
-            problem = node_problem(e, "reading the node")
-            if problem is not None:
-                raise problem from e
-            nvml_errors += 1
-            reason = explain(e, "reading the node")
-            jl.warning("%s (%d/2)", reason, nvml_errors)
-            if nvml_errors < 2:
-                return AGAIN
-            raise FailNow(reason) from e
+        rec = node.claim(job, uid, request=request)
+        if rec is not None and rec.state is State.PREPARE_COMPLETED:
+            live = node.devices.live_instances().values()
+            if all(any(e.names(i) for i in live) for e in rec.instances):
+                node.rebind(rec, uid)
+                jl.info("already bound to %s", ",".join(rec.uuids))
+                return None
+        gpus = node.devices.driver.gpus()
+        if reconcile(node, gpus=gpus):
+            gpus = node.devices.driver.gpus()       # reconcile changed the node: read it again
+        return _try_place(node, job, request, gpu, uid, policy, gpus)
 
     admit(node, job, uid, cfg.wait_for_room, send_back, attempt,
-          lambda **fields: Record(job=job, request=request, uid=uid, **fields))
+          lambda **fields: Record(job=job, request=request, uid=uid, **fields), "reading the node")
 
 
 def _try_place(node: NodeContext, job: str, request: MigRequest, gpu: Optional[int], uid: Optional[int],
@@ -111,8 +98,8 @@ def _try_place(node: NodeContext, job: str, request: MigRequest, gpu: Optional[i
             bound = apply(node.devices.driver, p)
         except ApplyFailed as e:
             problem = node_problem(e.cause, "creating instances")
-            if problem is not None:
-                # What apply left stays named (leaked instances, else the
+            if problem is not None and (problem is e.cause or attempt + 1 == attempts):
+                # A node problem (an NVML one once retried): what apply left stays named (leaked instances, else the
                 # planned places) so reconcile undoes it; "failed" would orphan it.
                 rec.instances = [Held.of(i) for i in e.leaked] or rec.instances
                 node.ledger.put(rec.move(State.RELEASING, str(problem)))

@@ -18,32 +18,27 @@ from ..node.occupancy import owner_of
 from ..node.isolation import hand_over
 from ..core.lifecycle import Record, State
 from ..node.reconcile import reconcile, release
-from ..nvml.errors import NVMLError, explain, node_problem
+from ..nvml.errors import NVMLError
 from .admission import admit
 
 
 def prolog(node: NodeContext, job: str, gpus: List[int], uid: Optional[int], wait_for_room: float = 0.0,
            send_back: Optional[Callable[[str], Optional[str]]] = None) -> None:
-    """Hand the GPUs over; an NVML error fails only the job, after undoing what
-    was done (what cannot be undone stays owned by the record for reconcile).
+    """Hand the GPUs over; an NVML error undoes what was done (what cannot be
+    undone stays owned by the record for reconcile), then is tried again once
+    and means what nvml/errors.py says (hooks/admission.py).
     `send_back` and `wait_for_room` as for a MIG job (hooks/admission.py)."""
     def attempt() -> Optional[str]:
         rec = Record(job=job, state=State.PREPARE_STARTED, whole_gpus=gpus, uid=uid)
         try:
             return _hand_over(node, job, gpus, uid, rec)
-        except NVMLError as e:
+        except NVMLError:
             if rec.updated:                  # written as intent (put sets updated): undo through it
                 release(node, rec, retries=0, delay=0)
-            problem = node_problem(e, "preparing the GPU")
-            if problem is not None:
-                raise problem from e
-            node.fail(job, uid, explain(e, "preparing the GPU"),
-                      Record(job=job, state=State.FAILED, whole_gpus=gpus, uid=uid),
-                      keep_record=rec.state is State.RELEASING)
-            return None
+            raise
 
     admit(node, job, uid, wait_for_room, send_back, attempt,
-          lambda **fields: Record(job=job, whole_gpus=gpus, uid=uid, **fields))
+          lambda **fields: Record(job=job, whole_gpus=gpus, uid=uid, **fields), "preparing the GPU")
 
 
 def _hand_over(node: NodeContext, job: str, gpus: List[int], uid: Optional[int], rec: Record) -> Optional[str]:
