@@ -322,6 +322,19 @@ def test_a_lost_gpu_is_a_node_problem_with_its_instances_named(make_node, call):
     assert {gi["uuid"] for gi in SimStore(state).read()["gpus"][0]["gis"]} <= named
 
 
+@pytest.mark.parametrize("error,tries", [("GPU_IS_LOST", 1), ("IN_USE", 4)])
+def test_the_epilog_retries_a_destroy_only_where_waiting_can_help(make_node, error, tries):
+    """A busy instance is retried epilog_retries times; one on a lost GPU is
+    kept for reconcile at once. Either way the record keeps it (RELEASING)."""
+    from slurm_mig.sim.control import add_fault
+    cfg, state = make_node(epilog_retries=3)
+    hooks.prolog(cfg, "7", "mig:1g.10gb:1", gpu=0)
+    add_fault(state, "nvmlComputeInstanceDestroy", error, times=10)
+    rec = hooks.epilog(cfg, "7")
+    assert rec.state == "releasing" and len(rec.instances) == 1
+    assert SimStore(state).read()["faults"][0]["fired"] == tries
+
+
 def test_a_gpu_model_the_catalog_does_not_know_is_named(make_node, monkeypatch):
     from slurm_mig.nvml.driver import Driver
     cfg, state = make_node()

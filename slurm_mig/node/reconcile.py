@@ -10,7 +10,7 @@ import time
 from typing import TYPE_CHECKING, Dict, List, Optional, Tuple
 
 from ..log import JobLog
-from ..nvml.errors import NVMLError, describe
+from ..nvml.errors import Effect, NVMLError, describe, fault
 from . import counters, isolation
 from .context import NodeContext
 from .occupancy import owner_of
@@ -22,7 +22,8 @@ if TYPE_CHECKING:
 
 def release(ctx: NodeContext, rec: Record, retries: int, delay: float) -> Record:
     """Destroy the record's instances (CIs first). Instances still held by a
-    process are retried, then kept owned by the record in state 'releasing'."""
+    process are retried, then kept owned by the record (RELEASING), as at
+    once are those of a GPU that needs an admin (nvml/errors.py: node)."""
     d, jl = ctx.devices.driver, JobLog(rec.job)
     live: Dict[int, Dict[Tuple[int, int], Instance]] = {}     # per GPU, read once, again after a failure
 
@@ -49,6 +50,9 @@ def release(ctx: NodeContext, rec: Record, retries: int, delay: float) -> Record
                 pids = d.busy_pids(inst.uuid) if inst.uuid else []
                 jl.warning("cannot destroy %s on GPU %d yet (%s; pids %s), attempt %d/%d",
                            inst.uuid, inst.gpu, describe(e), pids or "none", attempt + 1, retries + 1)
+                if fault(e).effect is Effect.NODE:
+                    remaining.append(entry)     # waiting will not help: reconcile, once fixed
+                    break
                 if attempt < retries:
                     time.sleep(delay)
         else:
