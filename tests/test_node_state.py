@@ -410,7 +410,7 @@ def test_records_of_the_previous_release_are_read_and_carried_on(old_node, cli):
     assert {r.job: r.state for r in ledger.live()} == {"1": "bound", "4": "releasing"}
     assert [ledger.get(j).state for j in ("2", "3")] == ["released", "failed"]
     released = hooks.epilog(old_node, "1")             # the 3g.40gb goes, the record closes
-    assert released.state == "released" and ledger.get("1").to_dict()["schema"] == "1.1"
+    assert released.state == "released" and ledger.get("1").to_dict()["schema"] == "1.2"
     with ledger.lock():
         ledger.prune()                                  # 0.1.0 kept closed records among the open ones
     assert sorted(os.listdir(os.path.join(old_node.state_dir, "jobs"))) == ["4.json", "closed"]
@@ -431,12 +431,41 @@ def test_a_newer_minor_records_fields_are_kept_and_ignored(old_node):
     assert read_json(path, "record")["future_field"] == {"kept": [1, 2]}
 
 
+def test_a_record_changed_by_hand_is_quarantined_and_its_instance_kept(make_node, cli):
+    """An admin 'closes' a running job's record by hand: its checksum no longer
+    matches, so it is not believed; the instance is kept, a dry run says so
+    (never 'destroy'), and a reconcile that cannot ask Slurm keeps it."""
+    from slurm_mig.fsutil import read_json, write_json
+    cfg, state = make_node()
+    hooks.prolog(cfg, "1", "mig:3g.40gb:1")
+    (uuid,) = env_uuids(cfg, "1")
+    path = os.path.join(cfg.state_dir, "jobs", "1.json")
+    write_json(path, {**read_json(path, "record"), "state": "released"})
+    env = {"SLURM_MIG_BACKEND": cfg.backend, "SLURM_MIG_STATE_DIR": cfg.state_dir, "SLURM_MIG_RUN_DIR": cfg.run_dir}
+    dry = cli("reconcile", "--dry-run", env=env, check=0).stdout
+    assert "kept unowned 3g.40gb GI" in dry and "a quarantined record may own it" in dry and "destroy" not in dry
+    hooks.reconcile(cfg)
+    assert uuid in uuids_on(state, 0) and os.listdir(os.path.join(cfg.state_dir, "quarantine"))
+
+
+def test_a_record_an_older_release_rewrote_is_read(make_node):
+    """The previous release keeps the checksum as an unknown field but writes
+    its own schema (1.1) and content: the stale checksum is not held against it."""
+    from slurm_mig.fsutil import read_json, write_json
+    cfg, _ = make_node()
+    hooks.prolog(cfg, "1", "mig:3g.40gb:1")
+    path = os.path.join(cfg.state_dir, "jobs", "1.json")
+    write_json(path, {**read_json(path, "record"), "schema": "1.1", "reason": "touched by 1.1"})
+    rec = Ledger(cfg.state_dir).get("1")
+    assert rec.state == "bound" and rec.reason == "touched by 1.1" and "checksum" not in rec.extra
+
+
 def test_a_newer_major_record_is_refused_naming_the_file_and_the_fix(old_node):
     from slurm_mig.fsutil import read_json, write_json
     path = os.path.join(old_node.state_dir, "jobs", "1.json")
     write_json(path, {**read_json(path, "record"), "schema": "2.0"})
     with pytest.raises(NodeProblem, match=f"ledger record {path} has schema 2.0, which this slurm-mig "
-                       r"\(schema 1.1\) cannot read: a newer slurm-mig wrote it; install that version again"):
+                       r"\(schema 1.2\) cannot read: a newer slurm-mig wrote it; install that version again"):
         Ledger(old_node.state_dir).get("1")
 
 
@@ -468,10 +497,11 @@ def test_a_hook_closes_what_a_lost_gpu_left(make_node):
 
 def test_another_nodes_record_is_listed_and_left_alone(make_node, cli):
     from slurm_mig.fsutil import read_json, write_json
+    from slurm_mig.node.ledger import seal
     cfg, _ = make_node()
     hooks.prolog(cfg, "1", "mig:3g.40gb:1")
     path = os.path.join(cfg.state_dir, "jobs", "1.json")
-    write_json(path, {**read_json(path, "record"), "node": "gpu99", "gpu_uuids": ["GPU-elsewhere"]})
+    write_json(path, seal({**read_json(path, "record"), "node": "gpu99", "gpu_uuids": ["GPU-elsewhere"]}))
     env = {"SLURM_MIG_BACKEND": cfg.backend, "SLURM_MIG_STATE_DIR": cfg.state_dir, "SLURM_MIG_RUN_DIR": cfg.run_dir}
     p = cli("reconcile", "--dry-run", env=env, check=0)
     assert "record 1 is node gpu99's (GPUs GPU-elsewhere are not here): left alone" in p.stdout

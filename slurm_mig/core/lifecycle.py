@@ -31,8 +31,9 @@ from typing import Dict, FrozenSet, List, Mapping, Optional
 from .view import Held, Instance
 
 # The record format: a minor version adds fields older readers keep and ignore;
-# a major one changes what fields mean, and older readers refuse it.
-SCHEMA = "1.1"
+# a major one changes what fields mean, and older readers refuse it. 1.2 added
+# the checksum node/ledger.py seals each file with.
+SCHEMA = "1.2"
 
 
 class State(str, Enum):

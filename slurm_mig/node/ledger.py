@@ -21,6 +21,8 @@ UUIDs decide, not the node name, which differs between slurmd
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import os
 import re
 import time
@@ -31,6 +33,12 @@ from ..core.syntax import check_job_id
 from ..errors import BadInput, NodeProblem, StateCorrupt
 from ..fsutil import locked, os_problem, read_json, safe_dir, write_json
 
+# From schema 1.2 a record file carries the SHA-256 of its content, as the DRA
+# driver checksums its checkpoint: one changed by hand or damaged without
+# breaking the JSON is quarantined like an unreadable one. A record without one
+# (written before 1.2) is read as it is, and so is one an older release
+# rewrote: it keeps the checksum as an unknown field but writes its own schema.
+SEALED_SINCE = (1, 2)
 _FILE = re.compile(r"([0-9]{1,10})(~[0-9a-f]{1,32})?")
 
 
@@ -38,6 +46,16 @@ def this_node(env: Mapping[str, str] = os.environ) -> str:
     """The node's Slurm name: SLURMD_NODENAME under slurmd, else the short
     host name (os.uname: the hooks need not load the socket module)."""
     return env.get("SLURMD_NODENAME") or os.uname().nodename.split(".")[0]
+
+
+def seal(raw: dict) -> dict:
+    """`raw` with the checksum of its content."""
+    return {**raw, "checksum": _digest(raw)}
+
+
+def _digest(raw: dict) -> str:
+    body = json.loads(json.dumps({k: v for k, v in raw.items() if k != "checksum"}))  # as read back
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
 class Ledger:
@@ -51,6 +69,7 @@ class Ledger:
         self.closed_dir = os.path.join(self.jobs_dir, "closed")
         self.quarantine_dir = os.path.join(state_dir, "quarantine")
         self._locked = False
+        self._skipped: Set[str] = set()     # unreadable records met without the lock
         self.lock_timeout = lock_timeout
         self.node = node or this_node()
         self.local_gpus = local_gpus
@@ -80,11 +99,14 @@ class Ledger:
 
     def _readable(self, path: str) -> Optional[Record]:
         """The record at `path`, or None for an unreadable one: moved to
-        quarantine/ when the node lock is held, else only skipped."""
+        quarantine/ when the node lock is held, else skipped and counted
+        among the quarantined (the next hook moves it there)."""
         try:
             return self._parse(path)
         except StateCorrupt as e:
-            if self._locked:
+            if not self._locked:
+                self._skipped.add(os.path.basename(path))
+            else:
                 safe_dir(self.quarantine_dir, 0o700, "state_dir")
                 target = os.path.join(self.quarantine_dir, f"{os.path.basename(path)}.{time.time():.0f}")
                 os.rename(path, target)
@@ -94,15 +116,19 @@ class Ledger:
             return None
 
     def quarantined(self) -> List[str]:
-        """Unreadable records moved aside (their jobs' instances are unknown)."""
+        """Unreadable records, moved aside or about to be (their jobs'
+        instances are unknown)."""
+        return sorted(set(self._moved_aside()) | self._skipped)
+
+    def _moved_aside(self) -> List[str]:
         try:
-            return sorted(os.listdir(self.quarantine_dir))
+            return os.listdir(self.quarantine_dir)
         except FileNotFoundError:
             return []
 
     def forget_quarantined(self) -> List[str]:
         """Delete the quarantined records (their instances are then unowned)."""
-        names = self.quarantined()
+        names = self._moved_aside()
         for name in names:
             os.unlink(os.path.join(self.quarantine_dir, name))
         return names
@@ -156,8 +182,13 @@ class Ledger:
             raise NodeProblem(f"ledger record {path} has schema {schema}, which this slurm-mig "
                               f"(schema {SCHEMA}) cannot read: a newer slurm-mig wrote it; install "
                               "that version again (or a later one) on this node")
+        if tuple(map(int, schema.split("."))) >= SEALED_SINCE and "checksum" in raw \
+                and raw["checksum"] != _digest(raw):
+            raise StateCorrupt(f"ledger record {path} does not match its checksum (changed by hand, "
+                               "or damaged)")
         try:
-            rec = Record.from_dict(raw)
+            rec = Record.from_dict({k: v for k, v in raw.items() if k != "checksum"}
+                                   if isinstance(raw, dict) else raw)
             check_job_id(rec.job)
         except (TypeError, ValueError, BadInput) as e:
             raise StateCorrupt(f"ledger record {path} is malformed ({e})") from e
@@ -177,7 +208,7 @@ class Ledger:
             (self._path(rec.file, closed=True), path)
         if not rec.live:
             safe_dir(self.closed_dir, 0o700, "state_dir")
-        write_json(target, rec.to_dict())
+        write_json(target, seal(rec.to_dict()))
         with contextlib.suppress(FileNotFoundError):
             os.unlink(other)
 
@@ -185,7 +216,7 @@ class Ledger:
         """Move a closed record to closed/ keeping its time (prune goes by it)."""
         safe_dir(self.closed_dir, 0o700, "state_dir")
         target = self._path(rec.file, closed=True)
-        write_json(target, rec.to_dict())
+        write_json(target, seal(rec.to_dict()))
         os.utime(target, (rec.updated, rec.updated))
         os.unlink(self._path(rec.file))
 
