@@ -11,7 +11,7 @@ A record that cannot be read (truncated, hand-edited) is moved to
 `quarantine/` by the first hook or reconcile that meets it under the node
 lock, never a reason to fail the node; while one is there, an instance no
 readable record owns may be its job's, so nothing treats it as idle
-(node/context.py) until Slurm says every job on the node has a readable
+(node/occupancy.py) until Slurm says every job on the node has a readable
 record, or the admin says so (node/reconcile.py).
 Records of another node (a state_dir shared or
 copied) are never read as this node's: those whose GPUs are not here. GPU
