@@ -37,11 +37,17 @@ Policies, all on the same trace:
                       Epilog, plus Slurm's scheduling latency once a begin
                       time passes, uniform LATENCY); --no-steer: never kept
                       off, always Slurm's delay;
-                    - after --max-requeues requeues, and always for an
-                      interactive job (srun/salloc: --interactive share of the
-                      jobs), the Prolog waits --prolog-wait s holding the
-                      shards, starts the job if an ending job frees room, and
-                      else fails it (final: counted, never run)
+                    - after --max-requeues requeues the Prolog waits
+                      --prolog-wait s holding the shards, starts the job if an
+                      ending job frees room, and else fails it (final:
+                      counted, never run);
+                    - an interactive job (srun/salloc: --interactive share of
+                      the jobs) is charged what the product's job_submit.lua
+                      charges (core/guarantee.py interactive_units, with
+                      --interactive-charge), is never requeued, and its Prolog
+                      waits --interactive-wait s, holding its shards and the
+                      place it waits for (core/reservation.py: other jobs are
+                      planned around it; --no-reserve: not)
   before:memory-slots  what slurm-mig did before issue 12: memory-slot weights
                     (C = 8) and no requeue: every job that does not fit waits
                     --prolog-wait s, then fails (sbatch refusals as today;
@@ -54,18 +60,33 @@ requeue delays included), mean job completion time (JCT = finish - arrival,
 over completed jobs only: failing jobs makes a policy look faster), GPU
 slice-hours used / available until the makespan.
 
-Not modelled: whole-GPU (gpu:) and multi-GPU jobs, node failures, Slurm's
-backfill reservations and scheduler cadence (a job starts at the event that
-frees room), the time hooks take, instances held by processes no job owns,
-per-profile speed differences, and users resubmitting failed jobs.
+The product's own code decides: the planner and placement policy (every
+Prolog's plan), the catalog and shard weights (gres-conf's), the interactive
+charge (job_submit.lua's table) and the waiting Prolog's reservation. What
+each path costs: a start pays --setup s (instance creation; the Prolog's
+~0.07 s run is inside it), a steered requeue STEER_DELAY (its Prolog, the
+requeue and its Epilog, ~1 s end to end) plus WAKE_LATENCY, an unsteered one
+Slurm's REQUEUE_DELAY plus LATENCY; a waiting Prolog holds its shards.
+
+Modelled, not the product's code: Slurm's choice (first node, lowest-index
+GPU with the units free; no backfill reservations or scheduler cadence: a
+job starts at the event that frees room), the steerer's node exclusions, and
+the hooks' timing above. Not modelled: whole-GPU (gpu:) and multi-GPU jobs,
+node failures, instances held by processes no job owns, per-profile speed
+differences, and users resubmitting failed jobs.
 
 Workloads: --workload mixed|small|large (synthetic: Poisson arrivals at --load
 of the cluster's compute slices, log-normal run times with median --median-min
-minutes and sigma 1.0, profile mix as in MIXES), or --trace FILE.csv with
+minutes and sigma 1.0, profile mix as in MIXES; --multi: that share of the jobs
+also asks for a second profile on the same GPU), or --trace FILE.csv with
 columns arrival_s,profile,count,duration_s[,interactive]. --grid runs every
---workloads x --loads x --seeds and prints the medians over seeds.
+--workloads x --loads x seeds (1..--seeds, or --seed-list) x --interactive
+shares and prints the medians over seeds, or with --json one object per line
+per trace and Slurm policy (jct_vs_exact: batch jobs' mean JCT against exact
+admission's, a fraction), so that runs compare across versions.
 Usage: python bench/cluster_sim.py [--nodes 4] [--gpus 8] [--jobs 3000] [--seed 1]
        python bench/cluster_sim.py --grid --jobs 2000 --seeds 3 [--procs 2]
+       python bench/cluster_sim.py --grid --json --seed-list 7,8 --interactive 0.1,0.3
 """
 import argparse
 import bisect
@@ -78,10 +99,11 @@ import statistics
 import sys
 from collections import Counter, defaultdict
 
-from slurm_mig.core import catalog, planner as P, shards
+from slurm_mig.core import catalog, guarantee, planner as P, reservation, shards
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 import shard_research  # noqa: E402  (bench/shard_research.py)
+from slurm_mig.config import Config
 from slurm_mig.core.policies import POLICIES
 from slurm_mig.core.view import GpuView, Occupied, job_owner
 from slurm_mig.errors import NoFit
@@ -109,6 +131,7 @@ STEER_DELAY = 1.0            # a job kept off its node: back in the queue after 
 WAKE_LATENCY = (0.04, 0.5)   # Slurm starting a job after a job update woke it (observed)
 LATENCY = (10.0, 60.0)       # Slurm starting a job after its begin time passes (observed)
 FIXED_ROWS = ("static:best", "dynamic:most-room", "before:memory-slots")
+DEFAULTS = Config()          # the product's defaults: interactive_charge, interactive_wait
 
 
 def geometry_of(names):
@@ -140,7 +163,8 @@ def demand_mixes(jobs, gpus):
     made of that profile (or the smallest one covering it)."""
     demand = Counter()
     for j in jobs:
-        demand[j.profile] += MODEL.find_profile(j.profile).slices * j.count * j.duration
+        for profile, count in j.request.items():
+            demand[profile] += MODEL.find_profile(profile).slices * count * j.duration
     home = {"1g.10gb": "all-1g.10gb", "1g.20gb": "all-2g.20gb", "2g.20gb": "all-2g.20gb",
             "3g.40gb": "all-3g.40gb", "4g.40gb": "4g+3g", "7g.80gb": "all-7g.80gb"}
     share = Counter()
@@ -161,31 +185,44 @@ def demand_mixes(jobs, gpus):
 
 class Job:
     """One job of a trace, and what became of it in one simulation: started
-    (start, end set) or a fate ("failed", "refused", "never")."""
-    __slots__ = ("id", "arrival", "profile", "count", "duration", "interactive",
+    (start, end set) or a fate ("failed", "refused", "never"). It asks for
+    `count` x `profile`, plus `extra` ((profile, count), ...) on the same GPU."""
+    __slots__ = ("id", "arrival", "profile", "count", "duration", "interactive", "extra",
                  "start", "end", "requeues", "fate")
 
-    def __init__(self, id, arrival, profile, count, duration, interactive=False):
+    def __init__(self, id, arrival, profile, count, duration, interactive=False, extra=()):
         self.id, self.arrival, self.profile, self.count, self.duration = id, arrival, profile, count, duration
-        self.interactive = interactive
+        self.interactive, self.extra = interactive, tuple(extra)
         self.start = self.end = self.fate = None
         self.requeues = 0
 
     def fresh(self):
-        return Job(self.id, self.arrival, self.profile, self.count, self.duration, self.interactive)
+        return Job(self.id, self.arrival, self.profile, self.count, self.duration, self.interactive, self.extra)
+
+    @property
+    def request(self):
+        """profile -> count, as a job's --gres=mig:... names it."""
+        req = Counter({self.profile: self.count})
+        for profile, count in self.extra:
+            req[profile] += count
+        return dict(req)
 
     @property
     def slices(self):
-        return MODEL.find_profile(self.profile).slices * self.count
+        return sum(MODEL.find_profile(p).slices * n for p, n in self.request.items())
 
 
-def synthetic(workload, n_jobs, nodes, gpus, load, median_min, seed, interactive=0.0):
+def synthetic(workload, n_jobs, nodes, gpus, load, median_min, seed, interactive=0.0, multi=0.0):
     """Poisson arrivals at `load`; the interactive flags come from their own
-    random stream, so the rest of the trace does not depend on that share."""
-    rng, flags = random.Random(seed), random.Random(f"interactive-{seed}")
+    random stream, so the rest of the trace does not depend on that share.
+    A `multi` share of the jobs also asks for a second profile of the mix on
+    the same GPU (drawn among those an empty GPU holds with the first, from a
+    stream of its own; none beside a 7g.80gb), and jobs arrive less often, so
+    that the load stays near `load`."""
+    rng, flags, second = random.Random(seed), random.Random(f"interactive-{seed}"), random.Random(f"multi-{seed}")
     mix = MIXES[workload]
     names, weights = zip(*mix.items())
-    mean_slices = sum(MODEL.find_profile(n).slices * w for n, w in mix.items()) / sum(weights)
+    mean_slices = sum(MODEL.find_profile(n).slices * w for n, w in mix.items()) / sum(weights) * (1 + multi)
     sigma = 1.0
     mean_duration = median_min * 60 * math.exp(sigma ** 2 / 2)
     capacity = nodes * gpus * MODEL.compute_slices
@@ -193,9 +230,14 @@ def synthetic(workload, n_jobs, nodes, gpus, load, median_min, seed, interactive
     t, jobs = 0.0, []
     for i in range(n_jobs):
         t += rng.expovariate(rate)
-        jobs.append(Job(i, t, rng.choices(names, weights)[0], 1,
-                        rng.lognormvariate(math.log(median_min * 60), sigma),
-                        flags.random() < interactive))
+        profile = rng.choices(names, weights)[0]
+        extra = ()
+        if second.random() < multi:
+            fits = [(n, w) for n, w in mix.items() if shards.placeable(GEOMETRY, Counter([profile, n]))]
+            if fits:
+                extra = ((second.choices(*zip(*fits))[0], 1),)
+        jobs.append(Job(i, t, profile, 1, rng.lognormvariate(math.log(median_min * 60), sigma),
+                        flags.random() < interactive, extra))
     return jobs
 
 
@@ -227,7 +269,7 @@ class Cluster:
 
     def blocking_key(self, job):
         """Jobs with one key start or wait alike within a scheduling pass."""
-        return job.profile, job.count
+        return tuple(sorted(job.request.items()))
 
 
 class StaticCluster(Cluster):
@@ -245,19 +287,22 @@ class StaticCluster(Cluster):
         self.total_slices = nodes * len(gpu_layouts) * MODEL.compute_slices
 
     def try_start(self, job):
-        p = covering_profile(self.profiles.values(), job.profile)
-        if p is None:
-            return "never"
+        need = Counter()
+        for profile, count in job.request.items():
+            p = covering_profile(self.profiles.values(), profile)
+            if p is None:
+                return "never"
+            need[p.name] += count
         for n, free in enumerate(self.free):
-            if free[p.name] >= job.count:
-                free[p.name] -= job.count
-                self.held[job.id] = (n, p.name)
+            if all(free[name] >= count for name, count in need.items()):
+                free.subtract(need)
+                self.held[job.id] = (n, need)
                 return "started"
         return "queued"
 
     def finish(self, job):
-        n, name = self.held.pop(job.id)
-        self.free[n][name] += job.count
+        n, need = self.held.pop(job.id)
+        self.free[n].update(need)
 
 
 class MigCluster(Cluster):
@@ -271,11 +316,16 @@ class MigCluster(Cluster):
 
     def plan(self, n, job, gpu=None):
         """The real planner on node n (only on `gpu` when given); None: no room."""
-        views = [GpuView(g, MODEL, occupied=tuple(s)) for g, s in enumerate(self.slots[n])]
+        views = reservation.apply([GpuView(g, MODEL, occupied=tuple(s)) for g, s in enumerate(self.slots[n])],
+                                  self.reservations_on(n), str(job.id))
         try:
-            return P.plan(views, {job.profile: job.count}, gpu=gpu, policy=self.policy)
+            return P.plan(views, job.request, gpu=gpu, policy=self.policy)
         except NoFit:
             return None
+
+    def reservations_on(self, n):
+        """What waiting Prologs on node n hold (none here)."""
+        return ()
 
     def bind(self, n, job, plan):
         held = [Occupied(gpu=pl.gpu, profile_id=pl.profile.id, start=pl.start, size=pl.profile.mem_slots,
@@ -295,9 +345,9 @@ class ExactCluster(MigCluster):
     """Admission by the planner itself: a job starts where it can be placed."""
 
     def try_start(self, job):
-        p = MODEL.find_profile(job.profile)
+        slots = sum(MODEL.find_profile(p).mem_slots * n for p, n in job.request.items())
         for n, gpus in enumerate(self.slots):
-            if (sum(s.size for g in gpus for s in g) + p.mem_slots * job.count
+            if (sum(s.size for g in gpus for s in g) + slots
                     > len(gpus) * MODEL.memory_slots):
                 continue                # a quick bound before planning
             plan = self.plan(n, job)
@@ -311,8 +361,11 @@ class SlurmCluster(MigCluster):
     """Slurm's shard count admits, the Prolog places on Slurm's GPU (see the
     module docstring for what it does when it cannot)."""
 
-    def __init__(self, nodes, gpus, weights, max_requeues=10, wait=30.0, fallback=False, steer=True):
+    def __init__(self, nodes, gpus, weights, max_requeues=10, wait=30.0, fallback=False, steer=True,
+                 interactive_charge=0.0, interactive_wait=None, reserve=True):
         super().__init__(nodes, gpus)
+        self.weight_vector, self.interactive_charge = weights.weights, interactive_charge
+        self.interactive_wait = wait if interactive_wait is None else interactive_wait
         self.fallback, self.steer = fallback, steer
         self.kept_off = {}              # job id -> nodes its requeues keep it off (ExcNodeList)
         self.weights, self.count = weights.by_name, weights.count
@@ -320,13 +373,20 @@ class SlurmCluster(MigCluster):
         self.charged = {}               # job id -> (node, gpu, units)
         self.waiting = []               # jobs whose prolog waits for room
         self.max_requeues, self.wait = max_requeues, wait
+        self.reserve = reserve
+        self.reserved = {}              # waiting job id -> (node, its Reservation)
 
     def units(self, job):
         """The job's shard units, or None when job_submit.lua refuses it."""
-        w = self.weights.get(job.profile)
-        if w is None or w * job.count > self.count or not shards.placeable(GEOMETRY, {job.profile: job.count}):
+        if any(p not in self.weights for p in job.request):
             return None
-        return w * job.count
+        units = sum(self.weights[p] * n for p, n in job.request.items())
+        if units > self.count or not shards.placeable(GEOMETRY, job.request):
+            return None
+        if job.interactive:             # the product's own charge (what job_submit.lua holds)
+            return guarantee.interactive_units(GEOMETRY, self.weight_vector, self.count,
+                                               GEOMETRY.counts(job.request), self.interactive_charge)
+        return units
 
     def slurm_gpu(self, units, kept_off=()):
         """(node, gpu): the first node's lowest-index GPU with `units` free
@@ -355,10 +415,22 @@ class SlurmCluster(MigCluster):
         self.shards[n][g] += units
         self.charged[job.id] = (n, g, units)
         if plan is None:
-            self.waiting.append(job)
+            self.wait_here(n, g, job)
             return "waiting"
         self.bind(n, job, plan)
         return "started"
+
+    def wait_here(self, n, g, job):
+        """A waiting Prolog holds the place it waits for (core/reservation.py)."""
+        self.waiting.append(job)
+        if self.reserve:
+            held = reservation.target(GpuView(g, MODEL, occupied=tuple(self.slots[n][g])), str(job.id),
+                                      job.request)
+            if held is not None:
+                self.reserved[job.id] = (n, held)
+
+    def reservations_on(self, n):
+        return [r for node, r in self.reserved.values() if node == n]
 
     def keep_off(self, job, n):
         """The Prolog's steering: add node n to the job's ExcNodeList; when
@@ -377,7 +449,7 @@ class SlurmCluster(MigCluster):
         return REQUEUE_DELAY + rng.uniform(*LATENCY)
 
     def blocking_key(self, job):
-        return job.profile, job.count, frozenset(self.kept_off.get(job.id, ()))
+        return tuple(sorted(job.request.items())), frozenset(self.kept_off.get(job.id, ()))
 
     def prolog_plan(self, n, job, g):
         """Where the Prolog puts the job: on Slurm's GPU, else (with
@@ -393,15 +465,20 @@ class SlurmCluster(MigCluster):
             plan = self.prolog_plan(n, job, g)
             if plan is not None:
                 self.waiting.remove(job)
+                self.reserved.pop(job.id, None)
                 self.bind(n, job, plan)
                 started.append(job)
         return started
+
+    def wait_for(self, job):
+        return self.interactive_wait if job.interactive else self.wait
 
     def give_up(self, job):
         """The prolog's wait ran out: True when the job was still waiting (it fails)."""
         if job not in self.waiting:
             return False
         self.waiting.remove(job)
+        self.reserved.pop(job.id, None)
         self.release(job)
         return True
 
@@ -455,7 +532,7 @@ def simulate(jobs, cluster, setup=0.0, seed=0, window=64):
                 q.requeues += 1
                 heapq.heappush(events, (t + cluster.requeue_delay(q, latency), BACK, q.id))
             elif outcome == "waiting":
-                heapq.heappush(events, (t + cluster.wait, GIVE_UP, q.id))
+                heapq.heappush(events, (t + cluster.wait_for(q), GIVE_UP, q.id))
             else:
                 q.fate = outcome
     return summarize(jobs, used, cluster.total_slices), jobs
@@ -488,6 +565,12 @@ def summarize(jobs, used, total_slices):
         return {**r, "mean_wait_min": math.nan, "p95_wait_min": math.nan, "mean_jct_min": math.nan,
                 "util": 0.0, "makespan_h": math.nan}
     makespan = max(j.end for j in done) - min(j.arrival for j in jobs)
+    batch = [j.end - j.arrival for j in done if not j.interactive]
+    inter = sorted(j.start - j.arrival for j in done if j.interactive)
+    r.update(batch_jct_min=statistics.mean(batch) / 60 if batch else math.nan,
+             interactive_total=sum(1 for j in valid if j.interactive),
+             interactive_wait_mean_min=statistics.mean(inter) / 60 if inter else 0.0,
+             interactive_wait_max_min=inter[-1] / 60 if inter else 0.0)
     waits = sorted(j.start - j.arrival for j in done)
     return {**r,
             "mean_wait_min": statistics.mean(waits) / 60,
@@ -498,93 +581,133 @@ def summarize(jobs, used, total_slices):
 
 
 def run_all(jobs, nodes, gpus, setup, seed, max_requeues=10, prolog_wait=30.0, weights=None,
-            fallback=False, steer=True):
+            fallback=False, steer=True, interactive=((DEFAULTS.interactive_charge, DEFAULTS.interactive_wait),),
+            baselines=True, reserve=True):
     """Every policy on one trace: name -> results. `weights`: candidate names
     for slurm:<weights> (default: all of WEIGHTS); fallback: each also with
-    gpu_fallback."""
+    gpu_fallback; interactive: (interactive_charge, interactive_wait) pairs,
+    each its own policy (named by them when there are several); baselines:
+    also the static layouts and the product before issue 12 (exact admission
+    always runs: the reference)."""
     results = {}
-    for name in STATIC_LAYOUTS:
-        results[f"static:{name}"] = simulate(jobs, StaticCluster(nodes, [name] * gpus))[0]
-    for name, layout in demand_mixes(jobs, gpus).items():
-        results[f"static:{name}"] = simulate(jobs, StaticCluster(nodes, layout))[0]
-    candidates = {k: v for k, v in results.items() if v["never"] == 0}
-    if candidates:
-        best = min(candidates, key=lambda k: candidates[k]["mean_jct_min"])
-        results["static:best"] = {**candidates[best], "layout": best.split(":", 1)[1]}
+    if baselines:
+        for name in STATIC_LAYOUTS:
+            results[f"static:{name}"] = simulate(jobs, StaticCluster(nodes, [name] * gpus))[0]
+        for name, layout in demand_mixes(jobs, gpus).items():
+            results[f"static:{name}"] = simulate(jobs, StaticCluster(nodes, layout))[0]
+        candidates = {k: v for k, v in results.items() if v["never"] == 0}
+        if candidates:
+            best = min(candidates, key=lambda k: candidates[k]["mean_jct_min"])
+            results["static:best"] = {**candidates[best], "layout": best.split(":", 1)[1]}
     results["dynamic:most-room"] = simulate(jobs, ExactCluster(nodes, gpus), setup, seed)[0]
-    results["before:memory-slots"] = simulate(
-        jobs, SlurmCluster(nodes, gpus, WEIGHTS["memory-slots"], 0, prolog_wait), setup, seed)[0]
+    if baselines:
+        results["before:memory-slots"] = simulate(
+            jobs, SlurmCluster(nodes, gpus, WEIGHTS["memory-slots"], 0, prolog_wait, reserve=False),
+            setup, seed)[0]
     for name in weights or WEIGHTS:
         for fb in (False, True) if fallback else (False,):
-            results[f"slurm:{name}{'+fallback' if fb else ''}"] = simulate(
-                jobs, SlurmCluster(nodes, gpus, WEIGHTS[name], max_requeues, prolog_wait, fb, steer),
-                setup, seed)[0]
+            for charge, wait in interactive:
+                label = f" charge={charge:g} wait={wait:g}" if len(interactive) > 1 else ""
+                results[f"slurm:{name}{'+fallback' if fb else ''}{label}"] = simulate(
+                    jobs, SlurmCluster(nodes, gpus, WEIGHTS[name], max_requeues, prolog_wait, fb, steer,
+                                       charge, wait, reserve), setup, seed)[0]
     return results
 
 
 def relative(results):
     """Mean JCT of each policy vs exact admission and vs the best static layout
-    (+: longer); NaN where there is no such reference."""
-    exact = results["dynamic:most-room"]["mean_jct_min"]
+    (+: longer), of every job and of batch jobs alone; NaN where there is no
+    such reference."""
+    exact = results["dynamic:most-room"]
     static = results.get("static:best", {}).get("mean_jct_min", math.nan)
     for r in results.values():
-        r["vs_exact"] = r["mean_jct_min"] / exact - 1
+        r["vs_exact"] = r["mean_jct_min"] / exact["mean_jct_min"] - 1
         r["vs_static"] = r["mean_jct_min"] / static - 1
+        r["jct_vs_exact"] = r.get("batch_jct_min", math.nan) / exact.get("batch_jct_min", math.nan) - 1
     return results
 
 
 # ------------------------------------------------------------------ grid mode
 
 GRID_COLUMNS = ("failed", "failed_interactive", "requeues_mean", "requeues_max", "mean_wait_min",
-                "p95_wait_min", "mean_jct_min", "vs_exact", "vs_static")
+                "p95_wait_min", "mean_jct_min", "vs_exact", "vs_static", "jct_vs_exact")
 
 
 def grid_cell(cell):
-    workload, load, seed, a = cell
-    jobs = synthetic(workload, a.jobs, a.nodes, a.gpus, load, a.median_min, seed, a.interactive)
-    return (workload, load), relative(run_all(jobs, a.nodes, a.gpus, a.setup, seed, a.max_requeues,
-                                              a.prolog_wait, a.weights, a.fallback, not a.no_steer))
+    """One trace, every policy: ((mix, load, seed, interactive share), results)."""
+    workload, load, seed, share, a = cell
+    jobs = synthetic(workload, a.jobs, a.nodes, a.gpus, load, a.median_min, seed, share, a.multi)
+    interactive = [(c, w) for c in a.interactive_charge for w in a.interactive_wait]
+    return (workload, load, seed, share), relative(run_all(
+        jobs, a.nodes, a.gpus, a.setup, seed, a.max_requeues, a.prolog_wait, a.weights, a.fallback,
+        not a.no_steer, interactive, baselines=not a.json, reserve=not a.no_reserve))
 
 
-def grid(a):
-    """Every workload x load x seed; per (workload, load) and policy, the
-    median over seeds of each column (ratios are taken per seed), and the
-    worst seed's failures."""
-    cells = [(w, load, seed, a) for w in a.workloads for load in a.loads for seed in range(1, a.seeds + 1)]
+def grid_runs(a):
+    """Every workload x load x seed x interactive share, in that order."""
+    cells = [(w, load, seed, share, a) for w in a.workloads for load in a.loads for seed in a.seed_list
+             for share in a.interactive]
     if a.procs > 1:
         import multiprocessing
         with multiprocessing.Pool(a.procs) as pool:
-            runs = pool.map(grid_cell, cells)
-    else:
-        runs = [grid_cell(c) for c in cells]
+            return pool.map(grid_cell, cells)
+    return [grid_cell(c) for c in cells]
+
+
+def grid(runs):
+    """Per (workload, load, share) and policy, the median over seeds of each
+    column (ratios are taken per seed), and the worst seed's failures."""
     per = defaultdict(lambda: defaultdict(list))
-    for key, results in runs:
+    for (workload, load, _, share), results in runs:
         for name, r in results.items():
             if name in FIXED_ROWS or name.startswith("slurm:"):
-                per[key][name].append(r)
+                per[workload, load, share][name].append(r)
     return {key: {name: {**{c: statistics.median(r[c] for r in rs) for c in GRID_COLUMNS},
                          **{f"{c}_worst": max(r[c] for r in rs) for c in ("failed", "failed_interactive")}}
                   for name, rs in policies.items()} for key, policies in per.items()}
 
 
+JSON_FIELDS = {"interactive_failed": "failed_interactive", "interactive_total": "interactive_total",
+               "batch_failed": "failed", "jct_vs_exact": "jct_vs_exact", "batch_jct_min": "batch_jct_min",
+               "requeues_mean": "requeues_mean", "requeues_max": "requeues_max",
+               "interactive_wait_mean_min": "interactive_wait_mean_min",
+               "interactive_wait_max_min": "interactive_wait_max_min"}
+
+
+def print_json(runs, multi):
+    """One JSON object per line: one cell (trace) and Slurm policy each."""
+    import json
+    for (workload, load, seed, share), results in runs:
+        exact = results["dynamic:most-room"]["batch_jct_min"]
+        for name, r in results.items():
+            if name.startswith("slurm:"):
+                print(json.dumps({"mix": workload, "load": load, "seed": seed, "interactive_share": share,
+                                  "multi_share": multi,
+                                  "policy": name, "exact_batch_jct_min": round(exact, 3),
+                                  **{k: round(r[f], 5) if isinstance(r[f], float) else r[f]
+                                     for k, f in JSON_FIELDS.items()}}))
+
+
 def print_grid(table, a):
     print(f"{a.nodes} nodes x {a.gpus} H100-80GB, {a.jobs} jobs per trace, medians over seeds "
-          f"1-{a.seeds} (failures: median, worst seed); interactive share {a.interactive:g}; "
-          f"max requeues {a.max_requeues}; JCT vs: + is longer")
-    print("| mix | load | policy | failed batch | failed inter. | requeues mean | requeues max "
-          "| wait min | p95 wait | JCT min | JCT vs exact | JCT vs best static |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
-    for (workload, load), policies in table.items():
+          f"{','.join(map(str, a.seed_list))} (failures: median, worst seed); max requeues "
+          f"{a.max_requeues}; JCT vs: + is longer (batch: batch jobs alone)")
+    print("| mix | load | inter. share | policy | failed batch | failed inter. | requeues mean | requeues max "
+          "| wait min | p95 wait | JCT min | JCT vs exact | batch JCT vs exact | JCT vs best static |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for (workload, load, share), policies in table.items():
         for name, r in policies.items():
-            print(f"| {workload} | {load:g} | {name} | {r['failed']:g} ({r['failed_worst']:g}) "
+            print(f"| {workload} | {load:g} | {share:g} | {name} | {r['failed']:g} ({r['failed_worst']:g}) "
                   f"| {r['failed_interactive']:g} ({r['failed_interactive_worst']:g}) "
                   f"| {r['requeues_mean']:.3f} | {r['requeues_max']:g} | {r['mean_wait_min']:.1f} "
                   f"| {r['p95_wait_min']:.1f} | {r['mean_jct_min']:.1f} | {r['vs_exact']:+.1%} "
-                  f"| {r['vs_static']:+.1%} |")
+                  f"| {r['jct_vs_exact']:+.1%} | {r['vs_static']:+.1%} |")
     for name in [n for n in next(iter(table.values())) if n.startswith("slurm:")]:
         rows = [p[name] for p in table.values()]
         print(f"SUMMARY {name}: failed batch worst {max(r['failed_worst'] for r in rows):g}, "
-              f"JCT vs exact worst {max(r['vs_exact'] for r in rows):+.1%}, "
+              f"failed interactive worst {max(r['failed_interactive_worst'] for r in rows):g}, "
+              f"JCT vs exact worst {max(r['vs_exact'] for r in rows):+.1%} "
+              f"(batch {max(r['jct_vs_exact'] for r in rows):+.1%}), "
               f"vs best static worst {max(r['vs_static'] for r in rows):+.1%}")
 
 
@@ -636,6 +759,10 @@ def weights_report():
               f"(minimal): {'; '.join(given) or '-'}")
 
 
+def floats(text):
+    return [float(x) for x in text.split(",")]
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--nodes", type=int, default=4)
@@ -646,7 +773,16 @@ def main():
     ap.add_argument("--load", type=float, default=0.9, help="offered load, share of compute slices")
     ap.add_argument("--median-min", type=float, default=30.0)
     ap.add_argument("--setup", type=float, default=2.0, help="seconds to create a job's instances")
-    ap.add_argument("--interactive", type=float, default=0.0, help="share of srun/salloc jobs")
+    ap.add_argument("--interactive", type=floats, default=[0.0],
+                    help="share of srun/salloc jobs; --grid: a comma-separated list, each its own cells")
+    ap.add_argument("--multi", type=float, default=0.0,
+                    help="share of jobs asking for two profiles on one GPU (synthetic workloads)")
+    ap.add_argument("--interactive-charge", type=floats, default=[DEFAULTS.interactive_charge],
+                    help="how far up to the guarantee job_submit.lua charges an interactive job (0..1, "
+                         "core/guarantee.py); a comma-separated list compares them")
+    ap.add_argument("--interactive-wait", type=floats, default=[DEFAULTS.interactive_wait],
+                    help="seconds an interactive job's Prolog waits for room (interactive_wait); a list "
+                         "compares them")
     ap.add_argument("--max-requeues", type=int, default=100)
     ap.add_argument("--prolog-wait", type=float, default=30.0,
                     help="how long the prolog waits for room when it cannot requeue (wait_for_room)")
@@ -657,11 +793,21 @@ def main():
     ap.add_argument("--no-steer", action="store_true",
                     help="requeued jobs are not kept off the node that sent them back (as before "
                          "steering): Slurm's own delay every time")
+    ap.add_argument("--no-reserve", action="store_true",
+                    help="a Prolog waiting for room holds nothing (before issue 22): jobs arriving "
+                         "meanwhile may take the room it waits for")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--grid", action="store_true", help="every --workloads x --loads x --seeds")
     ap.add_argument("--workloads", type=lambda s: s.split(","), default=["mixed", "small", "large"])
     ap.add_argument("--loads", type=lambda s: [float(x) for x in s.split(",")], default=[0.6, 0.75, 0.9])
     ap.add_argument("--seeds", type=int, default=3, help="--grid: seeds 1..N")
+    ap.add_argument("--seed-list", type=lambda v: [int(x) for x in v.split(",")],
+                    help="--grid: these seeds (e.g. 7,8) instead of 1..--seeds")
+    ap.add_argument("--json", action="store_true",
+                    help="--grid: one JSON object per line, per trace and Slurm policy (mix, load, seed, "
+                         "interactive_share, policy, interactive_failed, interactive_total, batch_failed, "
+                         "jct_vs_exact: batch mean JCT vs exact admission's, a fraction, ...); no static "
+                         "layouts")
     ap.add_argument("--procs", type=int, default=1, help="--grid: processes")
     ap.add_argument("--plot", metavar="FILE.png", help="also draw mean JCT and p95 wait per policy "
                     "(needs matplotlib: pip install '.[bench]')")
@@ -669,16 +815,26 @@ def main():
     unknown = set(a.weights or ()) - set(WEIGHTS)
     if unknown:
         ap.error(f"unknown weights {sorted(unknown)}; known: {', '.join(WEIGHTS)}")
-    weights_report()
+    a.seed_list = a.seed_list or list(range(1, a.seeds + 1))
     if a.grid:
-        print_grid(grid(a), a)
+        runs = grid_runs(a)
+        if a.json:
+            print_json(runs, a.multi)
+        else:
+            weights_report()
+            print_grid(grid(runs), a)
         return
+    weights_report()
+    if len(a.interactive) > 1:
+        ap.error("one --interactive share for a single run")
     jobs = read_trace(a.trace) if a.trace else synthetic(
-        a.workload, a.jobs, a.nodes, a.gpus, a.load, a.median_min, a.seed, a.interactive)
+        a.workload, a.jobs, a.nodes, a.gpus, a.load, a.median_min, a.seed, a.interactive[0], a.multi)
     source = a.trace or f"{a.workload} mix, {a.jobs} jobs, load {a.load}, seed {a.seed}"
     print(f"{a.nodes} nodes x {a.gpus} H100-80GB; {source}")
     results = relative(run_all(jobs, a.nodes, a.gpus, a.setup, a.seed, a.max_requeues, a.prolog_wait,
-                               a.weights, a.fallback, not a.no_steer))
+                               a.weights, a.fallback, not a.no_steer,
+                               [(c, w) for c in a.interactive_charge for w in a.interactive_wait],
+                               reserve=not a.no_reserve))
     print_run(results)
     if a.plot:
         plot(results, f"{a.nodes}x{a.gpus} H100-80GB, {source}", a.plot)

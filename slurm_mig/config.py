@@ -28,6 +28,8 @@ class Config(NamedTuple):
     dev_root: str = "/dev"                    # where nvidiaN and nvidia-caps/ are
     policy: str = "most-room"                 # placement policy, see core.policies
     wait_for_room: float = 30.0               # prolog: seconds to wait for an epilog to free room
+    interactive_wait: float = 28800.0         # prolog of an srun/salloc job (no requeue): the same, longer
+    interactive_charge: float = 0.1           # job_submit.lua: share of the way to guarantee units (core/guarantee.py)
     lock_timeout: float = 120.0               # seconds to wait for the node lock
     epilog_retries: int = 5                   # destroy attempts while a process holds an instance
     epilog_retry_delay: float = 1.0
@@ -44,8 +46,9 @@ PATHS = ("state_dir", "run_dir", "hooks_dir", "gres_conf", "proc_root", "dev_roo
          "dcgm_job_mapping_dir")
 OPTIONAL_PATHS = ("slurm_bin_dir", "dcgm_job_mapping_dir")     # "" = search / off
 # Inclusive ranges of the numeric settings (seconds, or attempts).
-RANGES = {"wait_for_room": (0, 86400), "lock_timeout": (0.1, 86400), "epilog_retries": (0, 1000),
-          "epilog_retry_delay": (0, 3600), "max_requeues": (0, 1000)}
+RANGES = {"wait_for_room": (0, 86400), "interactive_wait": (0, 43200), "interactive_charge": (0, 1),
+          "lock_timeout": (0.1, 86400), "epilog_retries": (0, 1000), "epilog_retry_delay": (0, 3600),
+          "max_requeues": (0, 1000)}
 
 
 def _coerce(name: str, value, source: str):

@@ -7,6 +7,7 @@ import time
 import pytest
 
 from harness.devcluster import ClusterError, DevCluster, slurm_calls_of
+from slurm_mig.core import catalog
 from slurm_mig.slurm.jobinfo import job_query
 
 pytestmark = pytest.mark.slow
@@ -199,3 +200,102 @@ def test_whole_gpu_and_mig_jobs_side_by_side_all_complete(slurm):
                                               for j, s in zip(jobs, states) if s != "COMPLETED"]
         assert stuck in c.slurm_mig("status").stdout          # nothing destroyed what a process uses
         settles_idle(c, *c.nodes)
+
+
+def two_2g_jobs_on_gpu_0(cluster, seconds):
+    """Two batch 2g.20gb jobs that the Prolog places at starts 4 and 2 of
+    GPU 0: 26 of its 56 shards stay free, a 3g.40gb's batch units are 25,
+    but its only starts (0 and 4) are both blocked."""
+    jobs = [cluster.sbatch("--gres=mig:2g.20gb:1", script=f"sleep {seconds}") for _ in range(2)]
+    wait_for(lambda: len(instances(cluster, "2g.20gb")) == 2, 60, "two 2g.20gb instances")
+    assert sorted((i["gpu"], i["placement"][0]) for i in instances(cluster, "2g.20gb")) == [(0, 2), (0, 4)]
+    return jobs
+
+
+def instances(cluster, profile):
+    import json
+    doc = json.loads(cluster.slurm_mig("status", "--json").stdout)["gpus"]
+    return [dict(i, gpu=g["index"]) for g in doc for i in g["instances"] if i["profile"] == profile]
+
+
+def interactive(cluster, *command):
+    """Run `command` (srun or salloc) in a thread: (thread, result list)."""
+    import threading
+    out = []
+    t = threading.Thread(target=lambda: out.append(cluster.run(*command, check=False, timeout=150)))
+    t.start()
+    return t, out
+
+
+SHOW = "echo CVD=$CUDA_VISIBLE_DEVICES; sleep 4"
+
+
+@pytest.mark.parametrize("command", [
+    ("srun", "--gres=mig:3g.40gb:1", "sh", "-c", SHOW),
+    ("salloc", "--gres=mig:3g.40gb:1", "srun", "sh", "-c", SHOW),
+])
+def test_an_interactive_job_goes_to_a_gpu_that_can_place_it(cluster, command):
+    """The issue's reproduction: GPU 0 shows room for a 3g.40gb by its count
+    but has no start for it. Charged toward guarantee units, the srun (or the
+    salloc and its srun) gets GPU 1 and runs, where it used to fail."""
+    jobs = two_2g_jobs_on_gpu_0(cluster, 30)
+    t, out = interactive(cluster, *command)
+    wait_for(lambda: instances(cluster, "3g.40gb"), 60, "the interactive job's instance")
+    [inst] = instances(cluster, "3g.40gb")
+    t.join()
+    assert out[0].returncode == 0, out[0].stdout + out[0].stderr
+    assert f"CVD={inst['uuid']}" in out[0].stdout and inst["gpu"] == 1
+    for j in jobs:
+        cluster.run("scancel", j)
+        cluster.wait_job(j)
+    settles_idle(cluster)
+
+
+def test_a_salloc_no_gpu_can_place_waits_in_the_queue_then_works(cluster):
+    """GPU 0 holds two 2g.20gb at starts 2 and 4 (26 free shards, enough for
+    a 3g.40gb's batch units, 25, and no start for it), GPU 1 a 7g.80gb. The
+    salloc is not granted a dead allocation on GPU 0: it waits in the queue,
+    and once the batch jobs end it gets one whose srun runs."""
+    jobs = two_2g_jobs_on_gpu_0(cluster, 20)
+    jobs.append(cluster.sbatch("--gres=mig:7g.80gb:1", script="sleep 20"))
+    wait_for(lambda: instances(cluster, "7g.80gb"), 60, "the 7g.80gb instance")
+    t, out = interactive(cluster, "salloc", "--gres=mig:3g.40gb:1", "srun", "sh", "-c", SHOW)
+    time.sleep(5)
+    assert t.is_alive() and not instances(cluster, "3g.40gb")
+    assert [cluster.job_state(j) for j in jobs] == ["RUNNING"] * 3
+    t.join()
+    assert out[0].returncode == 0, out[0].stdout + out[0].stderr
+    assert re.search(r"^CVD=MIG-", out[0].stdout, re.M)
+    assert "queued and waiting for resources" in out[0].stderr
+    assert [cluster.wait_job(j) for j in jobs] == ["COMPLETED"] * 3
+    settles_idle(cluster)
+
+
+@pytest.mark.parametrize("command", [
+    ("srun", "--gres=mig:3g.40gb:1", "sh", "-c", SHOW),
+    ("salloc", "--gres=mig:3g.40gb:1", "srun", "sh", "-c", SHOW),
+])
+def test_an_interactive_job_whose_gpu_cannot_place_it_waits_then_runs(cluster, command):
+    """Busy instances no job owns at starts 0 and 4 of GPU 0: Slurm sees all of
+    its shards free and gives it the 3g.40gb, which has no start there. The
+    Prolog waits (interactive_wait) instead of failing; the srun, or the salloc
+    and its step, run once the instances are gone."""
+    from slurm_mig.nvml.backend import open_driver
+    profile = catalog.load().model("H100-80GB").find_profile("1g.10gb")
+    uuids = [open_driver(f"sim:{cluster.state}").create(0, profile, start).uuid for start in (0, 4)]
+    for uuid in uuids:
+        cluster.slurm_mig("sim", "busy", cluster.state, "--uuid", uuid)
+    cluster.set_config(interactive_wait=90)
+    try:
+        t, out = interactive(cluster, *command)
+        time.sleep(8)
+        assert t.is_alive() and not instances(cluster, "3g.40gb")
+        for uuid in uuids:
+            cluster.slurm_mig("sim", "busy", cluster.state, "--uuid", uuid, "--clear")
+        t.join()
+    finally:
+        cluster.set_config(interactive_wait=cluster.wait_for_room)
+    assert out[0].returncode == 0, out[0].stdout + out[0].stderr
+    assert re.search(r"^CVD=MIG-", out[0].stdout, re.M)
+    settles_idle(cluster)
+    cluster.slurm_mig("reconcile")          # the idle instance the job did not need

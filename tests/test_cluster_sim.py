@@ -180,3 +180,75 @@ def test_without_steering_the_job_loops_on_the_trapped_node():
     trapped(cluster, 0)
     r, done = run([cs.Job(0, 0.0, "1g.10gb", 1, 10.0)], cluster)
     assert done[0].fate == "failed" and done[0].requeues == 3 and cluster.shards == [[27], [0]]
+
+
+def two_2g_then(job, charge, wait=LONG):
+    """GPU 0 of two holds 2g.20gb at starts 4 and 2 (26 of 56 shards free);
+    then `job` arrives. Returns (cluster, simulated jobs)."""
+    jobs = same_time("2g.20gb", "2g.20gb", duration=100.0) + [job]
+    cluster = Checked(1, 2, cs.WEIGHTS["conservative56"], interactive_charge=charge, interactive_wait=wait)
+    return cluster, run(jobs, cluster)[1]
+
+
+def test_an_interactive_job_is_charged_the_products_units_and_goes_where_it_fits():
+    """The issue's case: charged 27 (share 0.1 of the way to 41), the srun
+    skips GPU 0 and starts at once on GPU 1; charged its weight, 25, it
+    waits on GPU 0 for a 2g.20gb to end."""
+    srun = cs.Job(2, 2.0, "3g.40gb", 1, 10.0, interactive=True)
+    cluster, done = two_2g_then(srun, 0.1)
+    assert done[2].start == 2.0 and cluster.held == {}
+    cluster, done = two_2g_then(srun, 0.0)
+    assert done[2].start == 100.0
+
+
+def test_a_waiting_prolog_keeps_later_jobs_off_the_place_it_waits_for():
+    """The srun waits on GPU 0 for start 0 (blocked by the 2g.20gb at 2): a
+    2g.20gb planned there meanwhile would take start 0; with the hold it
+    finds no place, without it it does."""
+    for reserve, later_start in ((True, None), (False, 0)):
+        cluster = Checked(1, 2, cs.WEIGHTS["conservative56"], reserve=reserve)
+        for j in same_time("2g.20gb", "2g.20gb"):
+            assert cluster.try_start(j) == "started"
+        assert cluster.try_start(cs.Job(2, 2.0, "3g.40gb", 1, 10.0, interactive=True)) == "waiting"
+        plan = cluster.plan(0, cs.Job(3, 3.0, "2g.20gb", 1, 10.0), 0)
+        assert (plan and plan.placements[0].start) == later_start, reserve
+
+
+def test_grid_json_prints_one_object_per_trace_and_policy(tmp_path):
+    import json
+    import subprocess
+    import sys
+    p = subprocess.run([sys.executable, str(_PATH), "--grid", "--json", "--jobs", "60", "--workloads", "small",
+                        "--loads", "0.6", "--seed-list", "7,8", "--interactive", "0.1,0.3",
+                        "--weights", "conservative56", "--interactive-charge", "0,0.1"],
+                       capture_output=True, text=True, timeout=300, check=True)
+    rows = [json.loads(line) for line in p.stdout.splitlines()]
+    assert len(rows) == 2 * 2 * 2
+    assert {(r["seed"], r["interactive_share"]) for r in rows} == {(7, 0.1), (7, 0.3), (8, 0.1), (8, 0.3)}
+    for r in rows:
+        assert r["mix"] == "small" and r["load"] == 0.6 and r["batch_failed"] == 0
+        assert 0 <= r["interactive_failed"] <= r["interactive_total"] and abs(r["jct_vs_exact"]) < 1
+        assert r["jct_vs_exact"] == pytest.approx(r["batch_jct_min"] / r["exact_batch_jct_min"] - 1, abs=1e-3)
+
+
+def test_a_job_of_several_profiles_is_charged_and_placed_as_one_set():
+    """An srun asking for a 3g.40gb and two 1g.10gb: charged the product's
+    units for the set, its three instances on one GPU."""
+    from slurm_mig.core import guarantee
+    srun = cs.Job(0, 0.0, "3g.40gb", 1, 10.0, interactive=True, extra=(("1g.10gb", 2),))
+    cluster = Checked(1, 2, cs.WEIGHTS["conservative56"], interactive_charge=0.1)
+    assert cluster.try_start(srun) == "started"
+    w = cs.WEIGHTS["conservative56"]
+    want = guarantee.interactive_units(cs.GEOMETRY, w.weights, w.count,
+                                       cs.GEOMETRY.counts({"3g.40gb": 1, "1g.10gb": 2}), 0.1)
+    assert cluster.charged[0] == (0, 0, want) and want > 25 + 2 * 8
+    n, held = cluster.held[0]
+    assert sorted(s.size for s in held) == [1, 1, 4] and {s.gpu for s in held} == {0}
+
+
+def test_synthetic_multi_profile_jobs_fit_one_empty_gpu():
+    jobs = cs.synthetic("mixed", 400, 1, 2, 0.9, 30, seed=3, interactive=0.2, multi=0.5)
+    several = [j for j in jobs if j.extra]
+    assert 0.3 < len(several) / len(jobs) < 0.6
+    assert all(shards.placeable(cs.GEOMETRY, j.request) for j in several)
+    assert not any(j.profile == "7g.80gb" for j in several)

@@ -247,13 +247,16 @@ def test_a_batch_whole_gpu_job_on_a_gpu_with_instances_goes_back_to_the_queue(ma
     assert rec.state == "released" and rec.whole_gpus == [0] and rec.reason.startswith("requeued: ")
 
 
-def test_an_interactive_whole_gpu_job_waits_for_the_instances_to_go(make_node, fake_slurm):
+@pytest.mark.parametrize("tres, bound", [("gres:gpu:1", "GPU-"), (SMALL_ON_GPU0, "MIG-")])
+def test_an_interactive_job_waits_interactive_wait_for_room(make_node, fake_slurm, tres, bound):
+    """srun/salloc cannot go back to the queue: its Prolog waits
+    interactive_wait (here 20 s; wait_for_room, for batch jobs, is 0)."""
     import threading
-    cfg = full_gpu_node(make_node, slurm_bin_dir=fake_slurm(entry("gres:gpu:1")), wait_for_room=20)
+    cfg = full_gpu_node(make_node, slurm_bin_dir=fake_slurm(entry(tres)), interactive_wait=20)
     threading.Timer(1.0, hooks_epilog, (cfg, "4")).start()      # job 4 ends while job 5 waits
     run_prolog(cfg, "5", uid=None, env=ENV)
     text, code = task_prolog(cfg.run_dir, "5")
-    assert code == 0 and text.startswith("export CUDA_VISIBLE_DEVICES=GPU-")
+    assert code == 0 and text.startswith(f"export CUDA_VISIBLE_DEVICES={bound}")
 
 
 def test_a_busy_instance_no_job_owns_is_named_not_a_code(make_node, fake_slurm):

@@ -52,8 +52,8 @@ def lua_files(tmp_path_factory):
 
 
 def submit_many(lua_files, jobs):
-    """jobs: tres_per_node strings, or dicts of job_desc fields."""
-    lines = ["\t".join(f"{k}={v}" for k, v in (j if isinstance(j, dict) else {"tres_per_node": j}).items())
+    """jobs: tres_per_node strings (batch jobs), or dicts of job_desc fields."""
+    lines = ["\t".join(f"{k}={v}" for k, v in (j if isinstance(j, dict) else {"tres_per_node": j, "script": "#!"}).items())
              for j in jobs]
     p = subprocess.run([LUA, str(lua_files / "driver.lua"), str(lua_files / "job_submit.lua")],
                        input="\n".join(lines) + "\n", capture_output=True, text=True, timeout=120)
@@ -269,10 +269,38 @@ def test_jobs_for_static_partitions_keep_their_request(tmp_path):
     static, both_static, dynamic, default, mixed = submit_many(tmp_path, [
         {"tres_per_node": "gres/mig:3g.40gb:1", "partition": "fixed"},
         {"tres_per_node": "gres/mig:3g.40gb:9", "partition": "fixed2,fixed"},
-        {"tres_per_node": "gres/mig:3g.40gb:1", "partition": "gpu"},
+        {"tres_per_node": "gres/mig:3g.40gb:1", "partition": "gpu", "script": "#!"},
         "gres/mig:3g.40gb:1",
         {"tres_per_node": "gres/mig:3g.40gb:1", "partition": "gpu,fixed"}])
     assert static == (0, "gres/mig:3g.40gb:1", "") and both_static == (0, "gres/mig:3g.40gb:9", "")
     assert dynamic == default == (0, "gres/mig:3g.40gb:1,gres/shard:25", "")
     assert mixed == (-1, "gres/mig:3g.40gb:1", "slurm-mig: partition(s) fixed run fixed MIG layouts "
                      "and gpu per-job MIG: ask for one kind only")
+
+
+def test_interactive_jobs_are_charged_their_share_of_the_guarantee(lua_files):
+    """No batch script (srun, salloc): the shards job_submit.lua adds are the
+    product's interactive_units for the whole set (Config's default share),
+    the issue's 3g.40gb case 27 > the 26 free next to two 2g.20gb; a batch
+    job and a modification are charged the weights."""
+    from slurm_mig.config import Config
+    from slurm_mig.core import guarantee
+    units = shards.shard_units([H100])[H100.layout]
+    geometry = units.geometry
+    for request in ({"3g.40gb": 1}, {"4g.40gb": 1}, {"2g.20gb": 1, "1g.10gb": 2}, {"7g.80gb": 1}):
+        tres = ",".join(f"gres/mig:{n}:{c}" for n, c in sorted(request.items()))
+        want = guarantee.interactive_units(geometry, units.result.weights, units.count,
+                                           geometry.counts(request), Config().interactive_charge)
+        rc, new, _ = submit(lua_files, {"tres_per_node": tres})
+        assert rc == 0 and new == f"{tres},gres/shard:{want}", request
+    assert submit(lua_files, {"tres_per_node": "gres/mig:3g.40gb:1"})[1].endswith("shard:27")
+    assert submit(lua_files, "gres/mig:3g.40gb:1")[1].endswith("shard:25")
+
+
+def test_a_modification_is_charged_as_a_batch_job(lua_files):
+    p = subprocess.run([LUA, "-e", 'slurm = { SUCCESS = 0, ERROR = -1, log_user = function() end }; '
+                        f'dofile("{lua_files / "job_submit.lua"}"); '
+                        'local d = { tres_per_node = "gres/mig:3g.40gb:1" }; '
+                        'print(slurm_job_modify(d, {}, {}, 0), d.tres_per_node)'],
+                       capture_output=True, text=True, timeout=60)
+    assert p.stdout.split() == ["0", "gres/mig:3g.40gb:1,gres/shard:25"], p.stderr

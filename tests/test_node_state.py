@@ -507,3 +507,12 @@ def test_another_nodes_record_is_listed_and_left_alone(make_node, cli):
     assert "record 1 is node gpu99's (GPUs GPU-elsewhere are not here): left alone" in p.stdout
     with pytest.raises(NodeProblem, match="state_dir .* is shared or copied"):
         NodeContext(cfg).ledger.get("1")
+
+
+def test_gres_conf_timeout_outlasts_the_interactive_wait_batch_start_does_not_grow(tmp_path, cli):
+    conf = tmp_path / "c.toml"
+    conf.write_text("lock_timeout = 120\nwait_for_room = 30\ninteractive_wait = 3600\n")
+    p = cli("gres-conf", "--from-spec", "1xH100-80GB", env={"SLURM_MIG_CONFIG": str(conf)}, check=0)
+    prolog = int(p.stdout.split("PrologEpilogTimeout=")[1].split()[0])
+    batch = int(p.stdout.split("BatchStartTimeout=")[1].split()[0])
+    assert prolog > 2 * 120 + 3600 and 2 * 120 + 30 < batch < 3600

@@ -43,7 +43,10 @@ def gres_conf(obj, mode, output, node_name, dev_root, proc_root, spec, cluster_f
     A profile name that several models offer costs the same units on each
     (their weights and Counts scaled), so one job_submit.lua serves a
     cluster of mixed models; Slurm runs a job only on nodes whose Gres=
-    lists its profiles.
+    lists its profiles. An srun/salloc job is charged more (config
+    interactive_charge, 0..1, of the way up to units at which every GPU
+    Slurm may pick can hold it): it cannot go back to the queue when its GPU
+    has no room.
 
     With --cluster FILE, one run describes every node group of the cluster:
     one gres.conf for all nodes (NodeName=<hostlist> records, to install
@@ -72,7 +75,8 @@ def gres_conf(obj, mode, output, node_name, dev_root, proc_root, spec, cluster_f
     models = confgen.models_of(cluster_models) if cluster_models else ()
     if models:
         command += " --cluster-models " + ",".join(m.key for m in models)
-    files = confgen.render(groups, mode, dev_root, command, source, proc_root, models, static_partitions)
+    files = confgen.render(groups, mode, dev_root, command, source, proc_root, models, static_partitions,
+                           cfg.interactive_charge)
     files["slurm.conf.hooks"] = confgen.hook_lines(cfg, mode, _installed_hooks())
     files["slurm.conf.accounting"] = accounting.lines(confgen.models_in(groups, models), billing)
     _emit(files, output)

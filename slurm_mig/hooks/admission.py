@@ -21,12 +21,14 @@ NVML_TRIES = 2            # an NVML error is retried once from a fresh read befo
 
 def admit(node: NodeContext, job: str, uid: Optional[int], wait_for_room: float,
           send_back: Optional[Callable[[str], Optional[str]]],
-          attempt: Callable[[], Optional[str]], record: Callable[..., Record], doing: str) -> None:
+          attempt: Callable[[], Optional[str]], record: Callable[..., Record], doing: str,
+          hold: Optional[Callable[[], None]] = None) -> None:
     """Run `attempt()` (under the node lock; None: the job is settled, bound
     or failed; or a string: why it must wait) until the job is settled. An
     NVML error `attempt` lets out (while `doing`) is tried again once, then
     means what nvml/errors.py says: a node problem, or the job fails.
-    `record(state=..., reason=...)` makes the job's record."""
+    `record(state=..., reason=...)` makes the job's record; `hold()` runs
+    once, under the lock, when the job starts to wait."""
     jl = JobLog(job)
     deadline = time.monotonic() + wait_for_room
     reason_tail, nvml_errors = "", 0
@@ -62,6 +64,10 @@ def admit(node: NodeContext, job: str, uid: Optional[int], wait_for_room: float,
             reason_tail, send_back = f"; not requeued: {not_requeued}", None
         if time.monotonic() >= deadline:
             break
+        if hold is not None:
+            with node.ledger.lock():
+                hold()
+            hold = None
         jl.info("waiting for room: %s", reason)
         time.sleep(min(POLL_INTERVAL, max(0.0, deadline - time.monotonic())))
     with node.ledger.lock():

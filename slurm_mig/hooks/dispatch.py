@@ -1,7 +1,8 @@
 """Which Prolog a job gets: static mode binds Slurm's IDX records; dynamic
 mode creates MIG instances for `mig:` requests or hands over whole GPUs for
 `gpu:` ones; a job with neither is left alone. A batch job whose instances
-do not fit goes back to the queue (slurm/requeue.py) rather than failing.
+do not fit goes back to the queue (slurm/requeue.py) rather than failing; an
+srun/salloc job, which cannot, waits up to `interactive_wait` for room.
 
 What the caller does not give is read from Slurm (slurm/jobinfo.py), for this
 node only, in one one-job request. In dynamic mode a job holding no GPU or
@@ -53,6 +54,8 @@ def run_prolog(cfg: Config, job: str, spec: Optional[str] = None, gpu: Optional[
         request, gpu = req.request, gpu if gpu is not None else req.gpu
         whole_gpus = req.whole_gpus if request is None else None
         send_back = _send_back(cfg, job, req)
+        if not req.batch:       # srun/salloc cannot go back to the queue: it waits for room instead
+            cfg = cfg._replace(wait_for_room=cfg.interactive_wait)
     else:
         send_back = None
         if spec is not None:

@@ -1,21 +1,25 @@
 """Dynamic mode Prolog for MIG requests: plan, create and bind the job's
 instances on the GPU Slurm gave its shards. When they do not fit next to the
 running instances, a batch job goes back to the queue (`send_back`); a job
-that cannot waits a bounded time for room.
+that cannot waits a bounded time for room, holding the place it waits for
+(core/reservation.py) so that jobs arriving meanwhile do not take it.
 
 Per-job problems (bad request, no room, a failed create) fail the job alone
 (its TaskProlog prints the reason); node problems raise NodeProblem.
 """
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING, Callable, List, Optional
 
 from ..config import Config
+from ..core import reservation
 from ..core.syntax import MigRequest, check_job_id
 from ..core.view import Held
 from ..errors import NeverFits, NoFit, NodeProblem
 from ..log import JobLog
 from ..node.context import NodeContext
+from ..node import reservations
 from ..node.isolation import hand_over
 from ..node.occupancy import read_view
 from ..core.lifecycle import Record, State
@@ -52,8 +56,22 @@ def prolog(cfg: Config, job: str, request: MigRequest, gpu: Optional[int] = None
             gpus = node.devices.driver.gpus()       # reconcile changed the node: read it again
         return _try_place(node, job, request, gpu, uid, policy, gpus)
 
-    admit(node, job, uid, cfg.wait_for_room, send_back, attempt,
-          lambda **fields: Record(job=job, request=request, uid=uid, **fields), "reading the node")
+    held = []
+
+    def hold():
+        """Waiting: keep jobs that arrive meanwhile off the place this one waits for."""
+        r = next((reservation.target(g, job, request) for g in read_view(node) if g.index == gpu), None)
+        if r is not None:
+            reservations.hold(cfg.state_dir, r, time.time() + cfg.wait_for_room + cfg.lock_timeout)
+            held.append(r)
+
+    try:
+        admit(node, job, uid, cfg.wait_for_room, send_back, attempt,
+              lambda **fields: Record(job=job, request=request, uid=uid, **fields), "reading the node", hold)
+    finally:
+        if held:
+            with node.ledger.lock():
+                reservations.drop(cfg.state_dir, job)
 
 
 def _try_place(node: NodeContext, job: str, request: MigRequest, gpu: Optional[int], uid: Optional[int],
@@ -77,7 +95,8 @@ def _try_place(node: NodeContext, job: str, request: MigRequest, gpu: Optional[i
         return None
     for attempt in range(attempts):
         try:
-            view = read_view(node, gpus if attempt == 0 else None)
+            view = reservation.apply(read_view(node, gpus if attempt == 0 else None),
+                                     reservations.load(node.cfg.state_dir), job)
             p = _plan_with_fallback(planner, view, request, gpu, policy, node.cfg.gpu_fallback, jl)
         except NoFit as e:
             if reset_needed:

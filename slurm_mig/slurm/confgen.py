@@ -6,7 +6,8 @@ import math
 import os
 from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
-from ..core import caps, catalog, shards
+from ..config import Config
+from ..core import caps, catalog, guarantee, shards
 from ..core.syntax import parse_gpu_spec
 from ..core.view import Gpu, Instance
 from ..errors import BadInput, NodeProblem
@@ -110,11 +111,13 @@ def features(models: Sequence[catalog.GpuModel], extra: Sequence[str] = ()) -> L
 
 def render(groups: List[NodeGroup], mode: str, dev_root: str, command: str, source: str,
            proc_root: str = "/proc", cluster_models: Sequence[catalog.GpuModel] = (),
-           static_partitions: Sequence[str] = ()) -> Dict[str, str]:
+           static_partitions: Sequence[str] = (),
+           interactive_charge: float = Config().interactive_charge) -> Dict[str, str]:
     """The files for the node groups (static mode: one node); in dynamic mode
     job_submit.lua also admits what `cluster_models` (GPU models on nodes not
-    described here) can hold, and leaves jobs for `static_partitions` (of
-    static-mode nodes) as they are."""
+    described here) can hold, leaves jobs for `static_partitions` (of
+    static-mode nodes) as they are, and charges srun/salloc jobs
+    `interactive_charge` of the way up to guarantee units (core/guarantee.py)."""
     import jinja2
     if not groups or not all(g.gpus for g in groups):
         raise BadInput("no GPUs to describe")
@@ -124,7 +127,7 @@ def render(groups: List[NodeGroup], mode: str, dev_root: str, command: str, sour
     ctx = {"mode": mode, "command": command, "source": source, "static_partitions": static_partitions,
            "what": ", ".join(g.nodes for g in groups if g.nodes) or "this node"}
     if mode == "dynamic":
-        ctx.update(dynamic_context(groups, dev_root, cluster_models))
+        ctx.update(dynamic_context(groups, dev_root, cluster_models, interactive_charge))
         ctx["gres_types"] = "gpu,shard,mig"
         names = TEMPLATES
     else:
@@ -150,14 +153,14 @@ def _group_context(group: NodeGroup, types: Dict[str, int], gpus: List[dict]) ->
 
 
 def dynamic_context(groups: List[NodeGroup], dev_root: str,
-                    cluster_models: Sequence[catalog.GpuModel]) -> dict:
+                    cluster_models: Sequence[catalog.GpuModel], interactive_charge: float) -> dict:
     """Template values of dynamic mode: per GPU its shard Count (its layout's
     searched weights, core/shards.py, scaled so that each profile name costs
     the same on every model), per group its Gres= (count-only mig: the most
     of each profile a node holds), and for job_submit.lua each profile
     name's shard units plus, per model, its limits and every set of
     instances an empty GPU can hold, so that sbatch refuses exactly what no
-    model can."""
+    model can, with what an interactive job asking for that set is charged."""
     models = {m.key: m for m in models_in(groups, cluster_models)}
     layouts = shards.shard_units(models.values())
     prices = {m.key: {name: layouts[m.layout].units[p.enum] for p in m.profiles for name in (p.name,) + p.aliases}
@@ -178,7 +181,7 @@ def dynamic_context(groups: List[NodeGroup], dev_root: str,
         "groups": [_dynamic_group(group, layouts, scale, dev_root) for group in groups],
         "units": [(name, canonical[name], u) for name, u in sorted(units.items())],
         "valid": ", ".join(sorted({p.name for m in models.values() for p in m.profiles})),
-        "models": [_lua_model(m, layouts[m.layout], scale[m.key])
+        "models": [_lua_model(m, layouts[m.layout], scale[m.key], interactive_charge)
                    for m in sorted(models.values(), key=lambda m: m.key)],
     }
 
@@ -199,17 +202,22 @@ def _dynamic_group(group: NodeGroup, layouts: Dict[str, "shards.LayoutUnits"], s
     return dict(_group_context(group, types, gpus), mig_counts=sorted(counts.items()))
 
 
-def _lua_model(model: catalog.GpuModel, layout: "shards.LayoutUnits", scale: int) -> dict:
+def _lua_model(model: catalog.GpuModel, layout: "shards.LayoutUnits", scale: int,
+               interactive_charge: float) -> dict:
     """One model for job_submit.lua: its limits, and the key of every set of
-    instances an empty GPU holds, for an exact lookup. A key lists
-    'name:count' in the order of `profiles`, as the Lua builds it (no sort:
-    Lua compares strings by locale)."""
+    instances an empty GPU holds, for an exact lookup, with the shards an
+    interactive job asking for it is charged (in the model's scaled units: a
+    guarantee scaled stays one). A key lists 'name:count' in the order of
+    `profiles`, as the Lua builds it (no sort: Lua compares strings by locale)."""
     order = {p.enum: i for i, p in enumerate(model.profiles)}
+    weights = layout.result.weights
     fits = []
     for counts in shards.placeable_sets(layout.geometry):
         held = [(order.get(e), c) for e, c in zip(layout.enums, counts) if c]
         if all(i is not None for i, _ in held):
-            fits.append(",".join(f"{model.profiles[i].name}:{c}" for i, c in sorted(held)))
+            fits.append((",".join(f"{model.profiles[i].name}:{c}" for i, c in sorted(held)),
+                         scale * guarantee.interactive_units(layout.geometry, weights, layout.count, counts,
+                                                             interactive_charge)))
     return {"key": model.key, "slices": model.compute_slices, "slots": model.memory_slots,
             "shards": layout.count * scale, "fits": sorted(fits),
             "profiles": [(p.name, p.max, p.slices, p.mem_slots) for p in model.profiles]}
@@ -226,13 +234,15 @@ def hook_lines(cfg, mode: str, scripts: Optional[Dict[str, str]]) -> str:
     the timeouts a node with config `cfg` needs: slurmd must not kill a
     Prolog that is still waiting for a slow controller (every try of its one
     read), for the node lock (lock_timeout, at the start and again to fail
-    the job) or for room (wait_for_room), nor an Epilog retrying busy
-    instances (up to 7 per GPU), before it can report why itself."""
+    the job) or for room (wait_for_room; interactive_wait for srun/salloc
+    jobs, which BatchStartTimeout need not cover), nor an Epilog retrying
+    busy instances (up to 7 per GPU), before it can report why itself."""
     from .jobinfo import READ_ATTEMPTS, READ_TIMEOUT, RETRY_DELAY
     slurm_read = READ_ATTEMPTS * READ_TIMEOUT + RETRY_DELAY * READ_ATTEMPTS * (READ_ATTEMPTS - 1) / 2
-    prolog = 2 * cfg.lock_timeout + cfg.wait_for_room + NVML_MARGIN + slurm_read
+    prolog = 2 * cfg.lock_timeout + NVML_MARGIN + slurm_read       # besides waiting for room
     epilog = cfg.lock_timeout + (cfg.epilog_retries + 1) * cfg.epilog_retry_delay * 7 + NVML_MARGIN
-    limit = int(math.ceil(max(prolog, epilog)))
+    limit = int(math.ceil(max(prolog + max(cfg.wait_for_room, cfg.interactive_wait), epilog)))
+    batch = int(math.ceil(max(prolog + cfg.wait_for_room, epilog)))   # a batch job never waits longer
     if scripts:
         hooks = "".join(f"{param}={path}\n" for param, path in scripts.items())
     else:
@@ -240,6 +250,7 @@ def hook_lines(cfg, mode: str, scripts: Optional[Dict[str, str]]) -> str:
                  "(this slurm-mig runs from a source tree)\n")
     return (hooks + ("JobSubmitPlugins=lua\n" if mode == "dynamic" else "")
             + f"# from lock_timeout={cfg.lock_timeout:g} wait_for_room={cfg.wait_for_room:g} "
+            f"interactive_wait={cfg.interactive_wait:g} "
             f"epilog_retries={cfg.epilog_retries} epilog_retry_delay={cfg.epilog_retry_delay:g}\n"
-            f"PrologEpilogTimeout={limit}\nBatchStartTimeout={limit + 10}\n"
+            f"PrologEpilogTimeout={limit}\nBatchStartTimeout={batch + 10}\n"
             "PrologFlags=Alloc\n")

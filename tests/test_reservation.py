@@ -1,0 +1,97 @@
+"""A Prolog waiting for room holds the place it waits for (core/reservation.py,
+node/reservations.py): jobs arriving meanwhile are planned around it."""
+import json
+import os
+import threading
+import time
+
+from slurm_mig.core import catalog, planner, reservation
+from slurm_mig.core.view import GpuView, Occupied
+from slurm_mig.errors import NoFit
+from slurm_mig.hooks.dynamic import prolog
+from slurm_mig.hooks.epilog import epilog
+from slurm_mig.node import reservations
+from slurm_mig.node.jobfiles import task_prolog
+
+H100 = catalog.load().model("H100-80GB")
+
+
+def inst(profile, start, job):
+    p = H100.find_profile(profile)
+    return Occupied(gpu=0, profile_id=p.id, start=start, size=p.mem_slots, slices=p.slices, gi_id=job,
+                    owner=str(job))
+
+
+# GPU 0 with 2g.20gb at 4 (job 1) and at 2 (job 2): a 3g.40gb (starts 0 and 4) has no place.
+BLOCKED = GpuView(0, H100, occupied=(inst("2g.20gb", 4, 1), inst("2g.20gb", 2, 2)))
+
+
+def test_the_place_the_fewest_instances_block_lowest_first():
+    r = reservation.target(BLOCKED, "3", {"3g.40gb": 1})
+    assert r == reservation.Reservation("3", 0, ((0, 4),), 3)
+    view = BLOCKED._replace(occupied=BLOCKED.occupied + (inst("1g.10gb", 0, 5),))
+    assert reservation.target(view, "3", {"3g.40gb": 1}).starts == ((4, 4),)
+
+
+def test_others_are_planned_around_it_its_owner_is_not():
+    r = reservation.target(BLOCKED, "3", {"3g.40gb": 1})
+    assert planner.plan([BLOCKED], {"2g.20gb": 1}, gpu=0).placements[0].start == 0
+    try:
+        planner.plan(reservation.apply([BLOCKED], [r], "4"), {"2g.20gb": 1}, gpu=0)
+        raise AssertionError("a 2g.20gb was placed in the reserved slots 0-1")
+    except NoFit:
+        pass
+    assert planner.plan(reservation.apply([BLOCKED], [r], "4"), {"1g.10gb": 1}, gpu=0).placements[0].start == 6
+    freed = GpuView(0, H100, occupied=(inst("2g.20gb", 4, 1),))
+    assert planner.plan(reservation.apply([freed], [r], "3"), {"3g.40gb": 1}, gpu=0).placements[0].start == 0
+    # and its compute slices: 3, less what the instances blocking it give back
+    assert [s.slices for s in reservation.held(BLOCKED, [r], "4") if s.size == 0] == [1]
+    assert [s.slices for s in reservation.held(freed, [r], "4") if s.size == 0] == [3]
+
+
+def test_entries_expire_and_malformed_ones_are_ignored(tmp_path):
+    state = str(tmp_path)
+    r = reservation.Reservation("3", 0, ((0, 4),), 3)
+    reservations.hold(state, r, time.time() + 60)
+    reservations.hold(state, r._replace(job="4"), time.time() - 1)
+    assert reservations.load(state) == [r]
+    path = os.path.join(state, reservations.FILE)
+    doc = json.load(open(path))
+    doc.append({"job": "../x", "gpu": 0, "starts": [[0, 4]], "slices": 3, "until": time.time() + 60})
+    doc.append({"job": "9", "gpu": "0", "starts": [[0, 4]], "slices": 3, "until": time.time() + 60})
+    doc.append({"job": "8", "gpu": 0, "starts": [[0, 4]], "slices": 3, "until": "inf"})
+    json.dump(doc, open(path, "w"))
+    assert reservations.load(state) == [r]
+    reservations.drop(state, "3")
+    assert reservations.load(state) == []
+
+
+def test_a_waiting_prolog_keeps_a_later_job_off_its_place_then_binds(make_node):
+    """Job 3 (3g.40gb) waits on GPU 0; job 4 (2g.20gb) would go to start 0,
+    the place job 3 waits for: it is refused there. When job 2 ends, job 3 binds."""
+    cfg, _ = make_node()
+    for job in ("1", "2"):
+        prolog(cfg, job, "mig:2g.20gb:1", gpu=0)
+    waiter = threading.Thread(target=prolog, args=(cfg._replace(wait_for_room=20), "3", "mig:3g.40gb:1", 0))
+    waiter.start()
+    deadline = time.monotonic() + 10
+    while not reservations.load(cfg.state_dir) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    prolog(cfg, "4", "mig:2g.20gb:1", gpu=0)
+    assert task_prolog(cfg.run_dir, "4")[1] == 1
+    epilog(cfg, "2")
+    waiter.join()
+    text, code = task_prolog(cfg.run_dir, "3")
+    assert code == 0 and text.startswith("export CUDA_VISIBLE_DEVICES=MIG-")
+    assert reservations.load(cfg.state_dir) == []
+
+
+def test_a_request_of_several_profiles_holds_one_place_for_each_instance():
+    """1g.20gb at 6 and 2g.20gb at 2: a 3g.40gb + 2x 1g.10gb request is
+    blocked once wherever the 3g.40gb goes; on the tie the lowest places win:
+    1g.10gb at 0 and 1, 3g.40gb at 4 (its free slots 4-5 held)."""
+    view = GpuView(0, H100, occupied=(inst("1g.20gb", 6, 1), inst("2g.20gb", 2, 2)))
+    r = reservation.target(view, "3", {"3g.40gb": 1, "1g.10gb": 2})
+    assert r.starts == ((0, 1), (1, 1), (4, 4)) and r.slices == 5
+    held = reservation.held(view, [r], "4")
+    assert sorted(s.start for s in held if s.size) == [0, 1, 4, 5]
