@@ -3,7 +3,7 @@ request fits whatever a GPU holds, checked against the planner itself."""
 import pytest
 
 from slurm_mig.core import catalog, guarantee, planner, shards
-from slurm_mig.core.view import GpuView, Occupied
+from slurm_mig.core.view import GpuView, Occupied, job_owner
 from slurm_mig.errors import NoFit
 
 H100 = catalog.load().model("H100-80GB")
@@ -54,7 +54,7 @@ def test_the_planner_places_the_request_at_the_guarantee_and_not_always_below(re
     for free, chosen in states:
         view = [GpuView(0, H100, occupied=tuple(
             Occupied(gpu=0, profile_id=profs[i].id, start=s, size=profs[i].mem_slots, slices=profs[i].slices,
-                     gi_id=k, owner=str(k)) for k, (i, s) in enumerate(chosen)))]
+                     gi_id=k, owner=job_owner(str(k))) for k, (i, s) in enumerate(chosen)))]
         try:
             planner.plan(view, {p: request_.count(p) for p in set(request_)}, gpu=0)
             fits = True

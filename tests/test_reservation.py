@@ -5,10 +5,10 @@ import os
 import threading
 import time
 
+from harness.calls import prolog
 from slurm_mig.core import catalog, planner, reservation
-from slurm_mig.core.view import GpuView, Occupied
+from slurm_mig.core.view import GpuView, Occupied, job_owner
 from slurm_mig.errors import NoFit
-from slurm_mig.hooks.dynamic import prolog
 from slurm_mig.hooks.epilog import epilog
 from slurm_mig.node import reservations
 from slurm_mig.node.jobfiles import task_prolog
@@ -19,7 +19,7 @@ H100 = catalog.load().model("H100-80GB")
 def inst(profile, start, job):
     p = H100.find_profile(profile)
     return Occupied(gpu=0, profile_id=p.id, start=start, size=p.mem_slots, slices=p.slices, gi_id=job,
-                    owner=str(job))
+                    owner=job_owner(str(job)))
 
 
 # GPU 0 with 2g.20gb at 4 (job 1) and at 2 (job 2): a 3g.40gb (starts 0 and 4) has no place.
