@@ -216,12 +216,13 @@ def test_ids_are_checked():
 def test_node_setup_creates_and_fixes_and_leaves_running_jobs_alone(node, monkeypatch):
     ctx = NodeContext(node)
     report = isolation.setup(ctx, fix=False)
-    assert len(report.fixed) == 2 * 135 and not report.created and report.modify == 1
+    assert set(report.fixed) == {"0:0 0444"} and set(report.fixed["0:0 0444"]) == set(all_caps(node))
+    assert not report.created and report.modify == 1
     assert {owner(st) for st in all_caps(node).values()} == {(0, 0, 0o444)}       # --check changed nothing
     missing = caps.node_path(node.dev_root, 4)
     os.unlink(missing)
     report = isolation.setup(NodeContext(node))
-    assert report.created == [missing] and len(report.fixed) == 2 * 135 - 1
+    assert report.created == [missing] and len(report.fixed["0:0 0444"]) == 2 * 135 - 1
     st = os.lstat(missing)
     assert stat.S_ISCHR(st.st_mode) and st.st_rdev == os.makedev(508, 4)
     assert {owner(st) for st in all_caps(node).values()} == {(0, 0, 0o400)}
@@ -249,13 +250,15 @@ def test_node_setup_verb(node, cli):
         f.write(f'backend = "{node.backend}"\nstate_dir = "{node.state_dir}"\nisolate_devices = true\n')
     env = {"SLURM_MIG_CONFIG": conf}
     p = cli("node-setup", "--check", env=env, check=1)
-    assert "would be made root-only (270)" in p.stdout and "ModifyDeviceFiles=1" in p.stdout
+    assert "would be made root-only (270, were 0:0 0444): " in p.stdout and "ModifyDeviceFiles=1" in p.stdout
+    assert max(map(len, p.stdout.splitlines())) < 300       # folded, not 270 paths on one line
+    assert re.search(r"/nvidia-caps/nvidia-cap\[\d+-\d+(,\d+(-\d+)?)*\]$", p.stdout.splitlines()[1])
     assert {owner(st) for st in all_caps(node).values()} == {(0, 0, 0o444)}
     unit = open(os.path.join(os.path.dirname(slurm_mig.__file__), "systemd", "slurm-mig-node-setup.service")).read()
     assert "Before=slurmd.service" in unit
     argv = re.search(r"^ExecStart=@SLURM_MIG@ (.*)$", unit, re.M).group(1).split()
     p = cli(*argv, env=env, check=0)                  # what the shipped unit runs at boot
-    assert "made root-only (270)" in p.stdout
+    assert "made root-only (270, were 0:0 0444)" in p.stdout
     cli("node-setup", "--check", env=env, check=0)
     with open(conf, "w") as f:
         f.write(f'backend = "{node.backend}"\nstate_dir = "{node.state_dir}"\n')

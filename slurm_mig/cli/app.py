@@ -56,3 +56,15 @@ def table(rows, headers) -> str:
               for i, h in enumerate(headers)]
     fmt = "  ".join(f"{{:<{w}}}" for w in widths)
     return "\n".join(fmt.format(*r).rstrip() for r in [headers] + rows)
+
+
+def fold_paths(paths) -> str:
+    """Paths folded per directory as Slurm folds host names, so 1,080 cap
+    nodes read as one short line: /dev/nvidia-caps/nvidia-cap[1-1080]."""
+    from ClusterShell.NodeSet import NodeSet
+    folders = {}
+    for path in paths:
+        folder, name = os.path.split(path)
+        folders.setdefault(folder, []).append(name)
+    return " ".join(os.path.join(folder, str(NodeSet.fromlist(names)))
+                    for folder, names in sorted(folders.items()))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from ..errors import BadInput
-from .app import main
+from .app import fold_paths, main
 
 MODIFY = {0: "ModifyDeviceFiles=0 is in effect: nvidia-modprobe leaves the cap nodes as set",
           1: "ModifyDeviceFiles=1 (the driver's default): nvidia-modprobe may put a changed cap node "
@@ -50,11 +50,12 @@ def node_setup(obj, check):
             report = isolation.setup(ctx)
     would = "would be " if check else ""
     click.echo(f"{report.nodes} capability nodes of the local GPUs under {cfg.dev_root}/nvidia-caps")
-    for verb, paths in ((f"{would}created", report.created), (f"{would}made root-only", report.fixed)):
-        if paths:
-            click.echo(f"{verb} ({len(paths)}): " + ", ".join(paths))
+    if report.created:
+        click.echo(f"{would}created ({len(report.created)}): {fold_paths(report.created)}")
+    for was, paths in sorted(report.fixed.items()):
+        click.echo(f"{would}made root-only ({len(paths)}, were {was}): {fold_paths(paths)}")
     for job, paths in sorted(report.jobs.items()):
-        click.echo(f"left to job {job}: " + ", ".join(paths))
+        click.echo(f"left to job {job}: {fold_paths(paths)}")
     for problem in report.problems:
         click.echo(f"problem: {problem}", err=True)
     click.echo(MODIFY[report.modify if report.modify in (0, 1) else None])

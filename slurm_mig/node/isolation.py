@@ -310,7 +310,7 @@ class Setup(NamedTuple):
     """What node-setup found and did."""
     nodes: int                      # capability nodes of the local GPUs and node-wide ones
     created: List[str]
-    fixed: List[str]                # owner or mode put back
+    fixed: Dict[str, List[str]]     # owner or mode put back: what it was ("uid:gid mode") -> paths
     jobs: Dict[str, List[str]]      # left as they are: given to these running jobs
     problems: List[str]
     modify: Optional[int]           # ModifyDeviceFiles in effect, None: unknown
@@ -334,7 +334,7 @@ def setup(ctx: "NodeContext", fix: bool = True) -> Setup:
                 + [os.path.join(cfg.dev_root, "nvidiactl")] if not os.path.exists(p)]
     if fix:
         safe_dir(os.path.join(cfg.dev_root, caps.CAPS_DIR), 0o755, "dev_root/nvidia-caps")
-    result = Setup(len(want), [], [], {}, problems, modify_device_files(cfg.proc_root))
+    result = Setup(len(want), [], {}, {}, problems, modify_device_files(cfg.proc_root))
     with _opened(cfg, []) as nodes:
         for m, mode in sorted(want.items()):
             path = nodes.path(m)
@@ -354,8 +354,8 @@ def setup(ctx: "NodeContext", fix: bool = True) -> Setup:
                 result.jobs.setdefault(given[m], []).append(path)
             elif (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) != (0, 0, mode):
                 if path not in result.created:
-                    result.fixed.append(f"{path} (was {st.st_uid}:{st.st_gid} "
-                                        f"{stat.S_IMODE(st.st_mode):04o})")
+                    was = f"{st.st_uid}:{st.st_gid} {stat.S_IMODE(st.st_mode):04o}"
+                    result.fixed.setdefault(was, []).append(path)
                 if fix:
                     nodes.set(m, 0, 0, mode)
     return result
