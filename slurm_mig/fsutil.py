@@ -49,18 +49,28 @@ def safe_dir(path: str, mode: int, setting: str) -> None:
         with contextlib.suppress(FileExistsError):
             os.mkdir(path, mode)
         st = os.lstat(path)
-    why = ("a symbolic link" if stat.S_ISLNK(st.st_mode) else
-           "not a directory" if not stat.S_ISDIR(st.st_mode) else
-           f"owned by uid {st.st_uid}" if st.st_uid not in (0, os.geteuid()) else
-           f"writable by group or others (mode {st.st_mode & 0o7777:04o})" if st.st_mode & 0o022
-           else "")
+    why = unsafe_dir(st)
     if why:
-        raise NodeProblem(f"{setting} {path} is {why}; slurm-mig writes there as root: remove it "
-                          f"(slurm-mig then creates it) or run `chown root:root {path} && chmod "
-                          f"{mode:o} {path}` on a real directory")
+        raise NodeProblem(f"{setting} {path} is {why}; {dir_fix(path, mode)}")
     if st.st_mode & 0o777 != mode:
         with os_errors(path, f"chmod {setting}"):
             os.chmod(path, mode)
+
+
+def unsafe_dir(st: os.stat_result) -> str:
+    """Why a directory root writes into is unsafe ("" when it is not): a
+    symlink, not a directory, owned by another user, or writable by group or
+    others."""
+    return ("a symbolic link" if stat.S_ISLNK(st.st_mode) else
+            "not a directory" if not stat.S_ISDIR(st.st_mode) else
+            f"owned by uid {st.st_uid}" if st.st_uid not in (0, os.geteuid()) else
+            f"writable by group or others (mode {st.st_mode & 0o7777:04o})" if st.st_mode & 0o022
+            else "")
+
+
+def dir_fix(path: str, mode: int) -> str:
+    return (f"slurm-mig writes there as root: remove it (slurm-mig then creates it) or run "
+            f"`chown root:root {path} && chmod {mode:o} {path}` on a real directory")
 
 
 def atomic_write(path: str, data: bytes, mode: int = 0o600, uid: Optional[int] = None,

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import sysconfig
 from importlib import resources
-from typing import Dict
+from typing import Dict, Optional
 
 from .errors import SlurmMigError
 
@@ -33,6 +33,14 @@ def hook_scripts() -> Dict[str, str]:
     """slurm.conf parameter -> absolute path of the installed hook script."""
     share = os.path.join(sysconfig.get_path("data"), "share", "slurm-mig")
     return {param: _existing(os.path.join(share, rel)) for param, rel in HOOK_SCRIPTS.items()}
+
+
+def hook_scripts_if_installed() -> Optional[Dict[str, str]]:
+    """hook_scripts(), or None when run from a source tree."""
+    try:
+        return hook_scripts()
+    except NotInstalled:
+        return None
 
 
 def systemd_units() -> Dict[str, str]:

@@ -77,7 +77,8 @@ def gres_conf(obj, mode, output, node_name, dev_root, proc_root, spec, cluster_f
         command += " --cluster-models " + ",".join(m.key for m in models)
     files = confgen.render(groups, mode, dev_root, command, source, proc_root, models, static_partitions,
                            cfg.interactive_charge)
-    files["slurm.conf.hooks"] = confgen.hook_lines(cfg, mode, _installed_hooks())
+    from ..installed import hook_scripts_if_installed
+    files["slurm.conf.hooks"] = confgen.hook_lines(cfg, mode, hook_scripts_if_installed())
     files["slurm.conf.accounting"] = accounting.lines(confgen.models_in(groups, models), billing)
     _emit(files, output)
 
@@ -103,14 +104,6 @@ def _emit(files, output) -> None:
             click.echo(f"wrote {os.path.join(output, name)}")
         else:
             click.echo(f"==> {name} <==\n{text}")
-
-
-def _installed_hooks():
-    from ..installed import NotInstalled, hook_scripts
-    try:
-        return hook_scripts()
-    except NotInstalled:
-        return None
 
 
 @main.command("systemd-units")

@@ -228,21 +228,27 @@ def _lua_model(model: catalog.GpuModel, layout: "shards.LayoutUnits", scale: int
 NVML_MARGIN = 60
 
 
-def hook_lines(cfg, mode: str, scripts: Optional[Dict[str, str]]) -> str:
-    """slurm.conf's lines for the hooks: the installed scripts (`scripts`,
-    None when run from a source tree), job_submit.lua in dynamic mode, and
-    the timeouts a node with config `cfg` needs: slurmd must not kill a
-    Prolog that is still waiting for a slow controller (every try of its one
-    read), for the node lock (lock_timeout, at the start and again to fail
-    the job) or for room (wait_for_room; interactive_wait for srun/salloc
-    jobs, which BatchStartTimeout need not cover), nor an Epilog retrying
-    busy instances (up to 7 per GPU), before it can report why itself."""
-    from .jobinfo import READ_ATTEMPTS, READ_TIMEOUT, RETRY_DELAY
-    slurm_read = READ_ATTEMPTS * READ_TIMEOUT + RETRY_DELAY * READ_ATTEMPTS * (READ_ATTEMPTS - 1) / 2
-    prolog = 2 * cfg.lock_timeout + NVML_MARGIN + slurm_read       # besides waiting for room
+def hook_timeouts(cfg) -> Tuple[int, int]:
+    """(PrologEpilogTimeout, BatchStartTimeout) a node with config `cfg`
+    needs: slurmd must not kill a Prolog that is still waiting for a slow
+    controller (every try of its one read), for the node lock (lock_timeout,
+    at the start and again to fail the job) or for room (wait_for_room;
+    interactive_wait for srun/salloc jobs, which BatchStartTimeout need not
+    cover), nor an Epilog retrying busy instances (up to 7 per GPU), before it
+    can report why itself."""
+    from .jobinfo import read_budget
+    prolog = 2 * cfg.lock_timeout + NVML_MARGIN + read_budget()       # besides waiting for room
     epilog = cfg.lock_timeout + (cfg.epilog_retries + 1) * cfg.epilog_retry_delay * 7 + NVML_MARGIN
     limit = int(math.ceil(max(prolog + max(cfg.wait_for_room, cfg.interactive_wait), epilog)))
     batch = int(math.ceil(max(prolog + cfg.wait_for_room, epilog)))   # a batch job never waits longer
+    return limit, batch + 10
+
+
+def hook_lines(cfg, mode: str, scripts: Optional[Dict[str, str]]) -> str:
+    """slurm.conf's lines for the hooks: the installed scripts (`scripts`,
+    None when run from a source tree), job_submit.lua in dynamic mode, and
+    the timeouts a node with config `cfg` needs (hook_timeouts)."""
+    limit, batch = hook_timeouts(cfg)
     if scripts:
         hooks = "".join(f"{param}={path}\n" for param, path in scripts.items())
     else:
@@ -252,5 +258,5 @@ def hook_lines(cfg, mode: str, scripts: Optional[Dict[str, str]]) -> str:
             + f"# from lock_timeout={cfg.lock_timeout:g} wait_for_room={cfg.wait_for_room:g} "
             f"interactive_wait={cfg.interactive_wait:g} "
             f"epilog_retries={cfg.epilog_retries} epilog_retry_delay={cfg.epilog_retry_delay:g}\n"
-            f"PrologEpilogTimeout={limit}\nBatchStartTimeout={batch + 10}\n"
+            f"PrologEpilogTimeout={limit}\nBatchStartTimeout={batch}\n"
             "PrologFlags=Alloc\n")

@@ -73,9 +73,15 @@ def node_records(path: str, node: str, name: str) -> List[Dict[str, str]]:
     their IDX. Each record maps lower-case keys to values."""
     try:
         with open(path, encoding="utf-8") as f:
-            lines = logical_lines(f.read())
+            text = f.read()
     except OSError as e:
         raise NodeProblem(f"cannot read {path}: {e.strerror}; set gres_conf in the config") from e
+    return records_in(text, node, name, path)
+
+
+def records_in(text: str, node: str, name: str, path: str) -> List[Dict[str, str]]:
+    """node_records of a gres.conf's text (`path` names it in errors)."""
+    lines = logical_lines(text)
     everywhere, here = [], []
     for line in lines:
         if re.match(r"\s*include\s", line, re.I):

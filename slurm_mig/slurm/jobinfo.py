@@ -326,6 +326,11 @@ def slurm_command(name: str, bin_dir: str = "") -> str:
     return found
 
 
+def read_budget(attempts: int = READ_ATTEMPTS, timeout: float = READ_TIMEOUT) -> float:
+    """Seconds a read through run_slurm may take at most: every try and the pauses between."""
+    return attempts * timeout + RETRY_DELAY * attempts * (attempts - 1) / 2
+
+
 def run_slurm(argv: List[str], attempts: int = 3, timeout: float = 10.0,
               warnings: Optional[List[str]] = None) -> str:
     """stdout of a Slurm client; retried while the controller is busy or

@@ -79,7 +79,7 @@ class DevCluster:
                  wait_for_room: float = 5.0, workdir: Optional[str] = None, keep: bool = False,
                  mode: Union[str, List[str]] = "dynamic", layout: Union[None, Layout, List[Layout]] = None,
                  slurm: Optional[slurms.Slurm] = None, nodes: int = 1,
-                 constrain_devices: bool = False, accounting: bool = False):
+                 constrain_devices: bool = False, accounting: bool = False, conf_edit=None):
         """gpus, mode and layout: one for all nodes or a list, one per node.
         Mode 'static' needs `layout`, applied on each node before Slurm
         starts. Static nodes among dynamic ones form partition `fixed` (the
@@ -89,7 +89,8 @@ class DevCluster:
         constrain_devices: task/cgroup with ConstrainDevices (cgroup v1, host
         Slurm), and a node name of its own (Slurm's cgroup paths carry it).
         accounting: slurmdbd and MariaDB (harness/accounting.py), with the
-        generated AccountingStorageTRES and TRESBillingWeights."""
+        generated AccountingStorageTRES and TRESBillingWeights.
+        conf_edit: slurm.conf text -> text, to start a deliberately broken cluster."""
         try:
             self.slurm = slurm or slurms.host()
         except slurms.Unavailable as e:
@@ -125,6 +126,7 @@ class DevCluster:
                 self.accounting = Accounting(self.dir, self.slurm, self.hostname, self.munge_socket, _free_port)
             except slurms.Unavailable as e:
                 raise ClusterError(str(e)) from None
+        self.conf_edit = conf_edit or (lambda text: text)
 
     def _install(self) -> install.Installed:
         """This checkout's wheel, installed for the cluster's Slurm root."""
@@ -176,14 +178,17 @@ class DevCluster:
             _write(path, "\n".join(lines) + "\n")
 
     # -- set-up -------------------------------------------------------------
-    def start(self) -> "DevCluster":
+    def start(self, daemons: bool = True) -> "DevCluster":
+        """Lay the cluster out and start munged, slurmctld and the slurmd;
+        daemons=False only lays it out (a configuration Slurm refuses)."""
         try:
             self.view = self._view()
             if self.view is not None:
                 self.root = self.view.mount()
             self._layout()
-            self._start_munge()
-            self._start_slurm()
+            if daemons:
+                self._start_munge()
+                self._start_slurm()
         except BaseException:
             self.stop()
             raise
@@ -266,13 +271,13 @@ class DevCluster:
         import jinja2
         with open(os.path.join(HERE, "slurm.conf.j2"), encoding="utf-8") as f:
             template = jinja2.Template(f.read(), keep_trailing_newline=True, trim_blocks=True)
-        _write(self.conf, template.render(
+        _write(self.conf, self.conf_edit(template.render(
             hostname=self.hostname, dir=self.dir, cpus=self.cpus, ctld_port=_free_port("127.0.0.1"),
             nodes=[{"name": n, "addr": a, "port": _free_port(a), "gres": gres}
                    for n, a, (_, gres) in zip(self.nodes, addrs, node_lines)],
             gres_types_line=max((types for types, _ in node_lines), key=len),     # gpu,shard,mig over mig
             partitions=self._partitions(), munge_socket=self.munge_socket,
-            hooks=hooks.strip(), cgroup=self.constrain_devices, **self._accounting_lines()))
+            hooks=hooks.strip(), cgroup=self.constrain_devices, **self._accounting_lines())))
         if self.constrain_devices:
             _write(os.path.join(self.dir, "etc", "cgroup.conf"),
                    "CgroupPlugin=cgroup/v1\nConstrainDevices=yes\n")
@@ -342,11 +347,14 @@ class DevCluster:
                    f"exec {self.installed.hook_script(script)}\n", 0o755)
 
     def _hook_lines(self) -> str:
-        """slurm.conf's hook lines: the wrappers, with short timeouts."""
-        return ("JobSubmitPlugins=lua\n" if self.mode == "dynamic" else "") + "".join(
-            f"{param}={self.dir}/hooks/{name}\n"
-            for param, name in (("Prolog", "prolog"), ("TaskProlog", "task-prolog"), ("Epilog", "epilog"))) + \
-            "PrologFlags=Alloc\nPrologEpilogTimeout=120\nBatchStartTimeout=60"
+        """slurm.conf's hook lines: the wrappers, then the rest of the
+        generated slurm.conf.hooks (JobSubmitPlugins, timeouts, PrologFlags)."""
+        with open(self.generated("slurm.conf.hooks"), encoding="utf-8") as f:
+            generated = [ln for ln in f.read().splitlines()
+                         if ln.split("=")[0] not in ("Prolog", "TaskProlog", "Epilog")]
+        return "".join(f"{param}={self.dir}/hooks/{name}\n"
+                       for param, name in (("Prolog", "prolog"), ("TaskProlog", "task-prolog"),
+                                           ("Epilog", "epilog"))) + "\n".join(generated)
 
     def _start_munge(self) -> None:
         """munged of this cluster only: its own key, socket, pid, log and seed."""

@@ -1,0 +1,37 @@
+"""`slurm-mig doctor`: check this node and its Slurm configuration (slurm/doctor.py)."""
+from __future__ import annotations
+
+import click
+
+from .app import main
+
+
+@main.command()
+@click.option("--node-name", metavar="NAME", help="This node's Slurm name, for its gres.conf records. "
+              "[default: SLURMD_NODENAME, else the short host name]")
+@click.option("--systemd-dir", metavar="DIR", help="Where the units are installed and enabled. "
+              "[default: /etc/systemd/system when systemd runs; else the units are not checked]")
+@click.pass_obj
+def doctor(obj, node_name, systemd_dir):
+    """Check the node and its Slurm: one line per check, each failure with its fix.
+
+    Asks slurmctld once (`scontrol show config`) and checks: SelectType is
+    select/cons_tres; PrologFlags has Alloc (merged into the flags already
+    set); JobSubmitPlugins has lua and GresTypes the GRES the mode needs;
+    Prolog=, TaskProlog= and Epilog= exist here and are this install's
+    scripts (or wrappers that name them); PrologEpilogTimeout and
+    BatchStartTimeout outlast a Prolog that waits for the lock, for room
+    (wait_for_room) and for its read of the job; gres.conf matches the live
+    GPUs; job_submit.lua (when next to slurm.conf here) matches the catalog and
+    admits this node's GPU model; state_dir, run_dir and the other directories
+    root writes into are not writable by others; the systemd units are
+    installed and enabled (when systemd runs).
+
+    Exit 0 when nothing failed, 1 otherwise."""
+    from ..slurm import doctor as checks
+    results = checks.run(obj.cfg(), checks.node_name(node_name), systemd_dir)
+    for check in results:
+        click.echo(check.line())
+    failed = [c.name for c in results if c.status == checks.FAIL]
+    click.echo(f"{len(failed)} of {len(results)} checks failed" + (f": {', '.join(failed)}" if failed else ""))
+    return 1 if failed else 0

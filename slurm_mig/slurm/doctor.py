@@ -1,0 +1,354 @@
+"""`slurm-mig doctor`: is this node, and the Slurm it runs under, set up the
+way slurm-mig needs? Each check answers one question, and when the answer is
+no it says what is wrong and the fix.
+
+Reads only: one `scontrol show config` (one controller request: the values
+slurmctld really uses, not a file that may differ from them), the files it
+names (hook scripts, job_submit.lua next to slurm.conf), gres.conf, the live
+GPUs, the modes of the directories root writes into, and the systemd units.
+"""
+from __future__ import annotations
+
+import glob
+import os
+import re
+import socket
+from typing import Dict, Iterator, List, NamedTuple, Optional, Tuple
+
+from .. import installed
+from ..config import Config
+from ..core import catalog
+from ..errors import SlurmMigError
+from ..fsutil import dir_fix, unsafe_dir
+from . import confgen, gresconf
+from .jobinfo import read_budget, run_slurm, slurm_command
+
+OK, FAIL, SKIP = "ok", "FAIL", "skip"
+HOOKS = tuple(installed.HOOK_SCRIPTS)          # Prolog, TaskProlog, Epilog
+NO_TIMEOUT = 65534                             # what 22.05 shows for "never time out"
+_CONFIG_LINE = re.compile(r"^([A-Za-z][A-Za-z0-9_]*)(?:\[\d+\])?\s+=\s?(.*)$")
+
+
+class Check(NamedTuple):
+    name: str
+    status: str            # OK, FAIL or SKIP
+    text: str
+    fix: str = ""
+
+    def line(self) -> str:
+        return f"{self.status:<4} {self.name}: {self.text}" + (f" -- fix: {self.fix}" if self.fix else "")
+
+
+def parse_show_config(text: str) -> Dict[str, List[str]]:
+    """`scontrol show config` -> lower-case key -> values ('(null)' read as
+    unset). 24.11 and later print list settings one per line as `Prolog[0] = ...`."""
+    conf: Dict[str, List[str]] = {}
+    for line in text.splitlines():
+        m = _CONFIG_LINE.match(line.strip())
+        if m and m.group(2).strip() not in ("(null)", ""):
+            conf.setdefault(m.group(1).lower(), []).append(m.group(2).strip())
+    return conf
+
+
+def parse_slurm_conf(path: str) -> Dict[str, List[str]]:
+    """slurm.conf itself, read as Slurm reads it (slurm/gresconf.py), in the
+    same shape: for when slurmctld cannot be asked (it may refuse to start
+    over the very setting that is wrong)."""
+    with open(path, encoding="utf-8") as f:
+        lines = gresconf.logical_lines(f.read())
+    conf: Dict[str, List[str]] = {"slurm_conf": [path], "batchstarttimeout": ["10"]}   # Slurm's default
+    for line in lines:
+        pairs = gresconf.parse_line(line, path)
+        if pairs and pairs[0][0] not in ("nodename", "partitionname", "nodeset", "frontendname",
+                                         "downnodes", "switchname"):
+            for key, value in pairs:
+                conf[key] = [value]
+    return conf
+
+
+def _one(conf: Dict[str, List[str]], key: str) -> str:
+    return ",".join(conf.get(key.lower(), []))
+
+
+def _items(value: str) -> List[str]:
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
+def select_type(conf) -> Check:
+    value = _one(conf, "SelectType")
+    if value == "select/cons_tres":
+        return Check("SelectType", OK, value)
+    return Check("SelectType", FAIL, f"{value or 'unset'}: Slurm allocates shards and per-GPU GRES "
+                 "only with select/cons_tres",
+                 "SelectType=select/cons_tres (with SelectTypeParameters=CR_Core or CR_Core_Memory) "
+                 "in slurm.conf, then restart slurmctld and every slurmd")
+
+
+def prolog_flags(conf) -> Check:
+    flags = _items(_one(conf, "PrologFlags"))
+    if any(f.lower() == "alloc" for f in flags):
+        return Check("PrologFlags", OK, ",".join(flags))
+    merged = ",".join(flags + ["Alloc"])
+    return Check("PrologFlags", FAIL, f"{','.join(flags) or 'unset'} lacks Alloc: the Prolog would run "
+                 "at the job's first step, so the batch script could start before its instances exist",
+                 f"PrologFlags={merged} (add Alloc to the one PrologFlags= line, keeping the flags "
+                 "already there), then restart slurmctld and every slurmd")
+
+
+def job_submit_plugin(conf, mode: str) -> Check:
+    plugins = _items(_one(conf, "JobSubmitPlugins"))
+    if mode != "dynamic":
+        return Check("JobSubmitPlugins", SKIP, "static mode needs no job_submit.lua")
+    if any(p.split("/")[-1] == "lua" for p in plugins):
+        return Check("JobSubmitPlugins", OK, ",".join(plugins))
+    return Check("JobSubmitPlugins", FAIL, f"{','.join(plugins) or 'unset'} lacks lua: mig:<profile> "
+                 "requests get no shard units, so Slurm does not pick a GPU with room",
+                 f"JobSubmitPlugins={','.join(plugins + ['lua'])} and the generated job_submit.lua "
+                 "next to slurm.conf on the slurmctld host")
+
+
+def gres_types(conf, mode: str) -> Check:
+    have = {t.lower() for t in _items(_one(conf, "GresTypes"))}
+    need = ["gpu", "shard", "mig"] if mode == "dynamic" else ["mig"]
+    missing = [t for t in need if t not in have]
+    if not missing:
+        return Check("GresTypes", OK, _one(conf, "GresTypes"))
+    return Check("GresTypes", FAIL, f"{_one(conf, 'GresTypes') or 'unset'} lacks {','.join(missing)} "
+                 f"({mode} mode)", f"GresTypes={','.join(sorted(have) + missing)} (slurm.conf.node of "
+                 "`slurm-mig gres-conf`), then restart slurmctld and every slurmd")
+
+
+def _runs(path: str, script: str) -> bool:
+    """Whether the file Slurm runs is the installed script, or a wrapper naming it."""
+    if os.path.realpath(path) == os.path.realpath(script):
+        return True
+    try:
+        with open(path, "rb") as f:
+            return script.encode() in f.read(65536)
+    except OSError:
+        return False
+
+
+def hook_paths(conf, scripts: Optional[Dict[str, str]]) -> Iterator[Check]:
+    for param in HOOKS:
+        values = conf.get(param.lower(), [])
+        if scripts is None:
+            yield Check(param, SKIP, "this slurm-mig runs from a source tree: no installed script to compare")
+            continue
+        want = scripts[param]
+        fix = f"{param}={want} in slurm.conf (or a wrapper that execs it), then `scontrol reconfigure`"
+        if not values:
+            yield Check(param, FAIL, "not set: slurmd runs no slurm-mig hook", fix)
+            continue
+        files = [f for v in values for f in sorted(glob.glob(v))]
+        runnable = [f for f in files if os.path.isfile(f) and os.access(f, os.X_OK)]
+        if not runnable:
+            yield Check(param, FAIL, f"{','.join(values)} is missing or not executable on this node", fix)
+        elif not any(_runs(f, want) for f in runnable):
+            yield Check(param, FAIL, f"{','.join(values)} is not this install's {want}", fix)
+        else:
+            yield Check(param, OK, ",".join(values))
+
+
+def _seconds(value: str) -> Optional[int]:
+    m = re.match(r"\d+", value or "")
+    return int(m.group(0)) if m else None
+
+
+def timeouts(conf, cfg: Config) -> Iterator[Check]:
+    need = confgen.hook_timeouts(cfg)[0]
+    why = (f"lock_timeout={cfg.lock_timeout:g} (twice) + wait_for_room={cfg.wait_for_room:g} + "
+           f"{read_budget():g} s for the Prolog's read of the job + {confgen.NVML_MARGIN} s of "
+           "NVML work")
+    # 25.05 and later may set the two apart; PrologEpilogTimeout covers both otherwise
+    for key, floor in (("PrologTimeout" if "prologtimeout" in conf else "PrologEpilogTimeout", need),
+                       ("BatchStartTimeout", need + 10)):
+        value = _seconds(_one(conf, key))
+        if key != "BatchStartTimeout" and (value is None or value >= NO_TIMEOUT):
+            yield Check(key, OK, "unset: slurmd never kills a Prolog (a hung one holds its job)")
+        elif value is not None and value >= floor:
+            yield Check(key, OK, f"{value} s >= {floor} s ({why})")
+        else:
+            yield Check(key, FAIL, f"{value} s < {floor} s needed: slurmd kills a Prolog still waiting "
+                        f"(it drains the node) before it can fail the job alone ({why})",
+                        f"{key}={floor} in slurm.conf (slurm.conf.hooks of `slurm-mig gres-conf` has "
+                        "the lines), or lower wait_for_room / lock_timeout in the slurm-mig config")
+
+
+def expected_gres(gpus, cfg: Config, node: str) -> Dict[str, List[dict]]:
+    """This node's gres.conf records as `slurm-mig gres-conf` would write them."""
+    text = confgen.render(confgen.from_gpus(gpus), cfg.mode, node, cfg.dev_root, "doctor", "live GPUs",
+                          cfg.proc_root)["gres.conf"]
+    return {name: gresconf.records_in(text, node, name, "generated gres.conf")
+            for name in (("gpu", "shard", "mig") if cfg.mode == "dynamic" else ("mig",))}
+
+
+def gres_conf(gpus, cfg: Config, node: str) -> Check:
+    fix = (f"regenerate with `slurm-mig gres-conf --mode {cfg.mode} --node-name {node} --output DIR`, "
+           f"merge its gres.conf into {cfg.gres_conf} and slurm.conf.node into slurm.conf, restart slurmd")
+    try:
+        want = expected_gres(gpus, cfg, node)
+        have = {name: gresconf.node_records(cfg.gres_conf, node, name) for name in want}
+    except SlurmMigError as e:
+        return Check("gres.conf", FAIL, str(e), fix)
+    for name in want:
+        if _comparable(have[name]) != _comparable(want[name]):
+            return Check("gres.conf", FAIL, f"{cfg.gres_conf}: the Name={name} records of {node} "
+                         f"({len(have[name])}) differ from the live GPUs ({len(want[name])} expected): "
+                         "Slurm counts room the node does not have, or hides room it has", fix)
+    return Check("gres.conf", OK, f"{cfg.gres_conf} matches the live GPUs of {node}")
+
+
+def _comparable(records: List[dict]) -> List[dict]:
+    return [{k: v for k, v in r.items() if k != "nodename"} for r in records]
+
+
+_LUA_MODEL = re.compile(r'^\s*\{ key = "([^"]+)"', re.M)
+
+
+def _code(text: str) -> List[str]:
+    return [ln for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("--")]
+
+
+def job_submit_lua(conf, gpus, mode: str) -> Check:
+    if mode != "dynamic":
+        return Check("job_submit.lua", SKIP, "static mode needs no job_submit.lua")
+    slurm_conf = _one(conf, "SLURM_CONF") or os.environ.get("SLURM_CONF", "/etc/slurm/slurm.conf")
+    path = os.path.join(os.path.dirname(slurm_conf), "job_submit.lua")
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except OSError:
+        return Check("job_submit.lua", SKIP, f"no {path} on this host: it lives next to slurm.conf on "
+                     "the slurmctld host; run `slurm-mig doctor` there too")
+    models = _LUA_MODEL.findall(text)
+    live = sorted({g.model.key for g in gpus if g.model is not None})
+    listed = ",".join(models) or "none"
+    every = ",".join(sorted(set(models) | set(live)))
+    fix = (f"`slurm-mig gres-conf --cluster-models {every} --output DIR` and install its "
+           f"job_submit.lua as {path}")
+    missing = [m for m in live if m not in models]
+    if missing:
+        return Check("job_submit.lua", FAIL, f"{path} admits GPU models {listed}, not this node's "
+                     f"{','.join(missing)}: sbatch refuses or mis-charges their profiles", fix)
+    try:
+        cat = catalog.load()
+        want = confgen.render(confgen.from_spec(f"1x{models[0]}"), "dynamic", None, "/dev", "doctor",
+                              "the catalog", cluster_models=[cat.model(m) for m in models])["job_submit.lua"]
+    except SlurmMigError as e:
+        return Check("job_submit.lua", FAIL, f"{path}: {e}", fix)
+    if _code(text) != _code(want):
+        return Check("job_submit.lua", FAIL, f"{path} differs from what this slurm-mig's catalog "
+                     f"generates for {listed} (an older release, or edited by hand)", fix)
+    return Check("job_submit.lua", OK, f"{path} matches the catalog for {listed}")
+
+
+def directories(cfg: Config) -> Iterator[Check]:
+    created = "not there yet: the first hook that needs it creates it"
+    dirs = [("state_dir", cfg.state_dir, 0o700, created), ("run_dir", cfg.run_dir, 0o755, created)]
+    if cfg.dcgm_job_mapping_dir:
+        dirs.append(("dcgm_job_mapping_dir", cfg.dcgm_job_mapping_dir, 0o755, created))
+    dirs.append(("hooks_dir", cfg.hooks_dir, 0o755, "not there: no site hooks"))   # run as root
+    for setting, path, mode, absent in dirs:
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            yield Check(setting, OK, f"{path} {absent}")
+            continue
+        why = unsafe_dir(st)
+        if why:
+            yield Check(setting, FAIL, f"{path} is {why}: another user could plant files root acts on",
+                        dir_fix(path, mode))
+        else:
+            yield Check(setting, OK, f"{path} mode {st.st_mode & 0o7777:04o}, uid {st.st_uid}")
+
+
+def wanted_units(cfg: Config) -> List[str]:
+    units = ["slurm-mig-reconcile.timer"]
+    if cfg.isolate_devices:
+        units.append("slurm-mig-node-setup.service")
+    if cfg.mode == "static":
+        units.append("slurm-mig-layout.service")
+    return units
+
+
+def systemd(cfg: Config, unit_dir: Optional[str]) -> Iterator[Check]:
+    if unit_dir is None:
+        if not os.path.isdir("/run/systemd/system"):
+            yield Check("systemd", SKIP, "systemd is not running here")
+            return
+        unit_dir = "/etc/systemd/system"
+    try:
+        shipped = installed.systemd_units()
+    except installed.NotInstalled as e:
+        yield Check("systemd", SKIP, str(e))
+        return
+    write = f"`slurm-mig systemd-units --output {unit_dir}` then `systemctl daemon-reload`"
+    for unit in wanted_units(cfg):
+        files = [unit] + ([unit.replace(".timer", ".service")] if unit.endswith(".timer") else [])
+        stale = [f for f in files if _read(os.path.join(unit_dir, f)) != shipped[f]]
+        targets = re.findall(r"^WantedBy=(\S+)", shipped[unit], re.M)
+        if stale:
+            yield Check(unit, FAIL, f"{', '.join(stale)} in {unit_dir} missing or not this install's", write)
+        elif not any(os.path.lexists(os.path.join(unit_dir, f"{t}.wants", unit)) for t in targets):
+            yield Check(unit, FAIL, "not enabled", f"systemctl enable --now {unit}")
+        else:
+            yield Check(unit, OK, f"installed and enabled in {unit_dir}")
+
+
+def _read(path: str) -> Optional[str]:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read()
+    except OSError:
+        return None
+
+
+def slurm_config(bin_dir: str) -> Tuple[Optional[Dict[str, List[str]]], Optional[Check]]:
+    """What slurmctld runs (`scontrol show config`), else slurm.conf itself,
+    with a failed check saying why slurmctld could not be asked."""
+    try:
+        return parse_show_config(run_slurm([slurm_command("scontrol", bin_dir), "show", "config"],
+                                           attempts=1)), None
+    except SlurmMigError as e:
+        why = f"`scontrol show config` failed ({e})"
+    path = os.environ.get("SLURM_CONF", "/etc/slurm/slurm.conf")
+    fix = "start slurmctld (its log says why it stopped), or set SLURM_CONF / slurm_bin_dir"
+    try:
+        return parse_slurm_conf(path), Check("slurmctld", FAIL, f"{why}: checked {path} instead", fix)
+    except (OSError, SlurmMigError) as e:
+        return None, Check("slurmctld", FAIL, f"{why}, and {path} cannot be read ({e}): the checks "
+                           "of slurm.conf are skipped", fix)
+
+
+def node_name(given: Optional[str]) -> str:
+    return given or os.environ.get("SLURMD_NODENAME") or socket.gethostname().split(".")[0]
+
+
+def run(cfg: Config, node: str, unit_dir: Optional[str] = None) -> List[Check]:
+    """Every check, in the order an admin fixes them."""
+    conf, unreachable = slurm_config(cfg.slurm_bin_dir)
+    checks: List[Check] = [unreachable] if unreachable else []
+    if conf is not None:
+        checks += [select_type(conf), prolog_flags(conf), job_submit_plugin(conf, cfg.mode),
+                   gres_types(conf, cfg.mode)]
+        checks += hook_paths(conf, installed.hook_scripts_if_installed())
+        checks += timeouts(conf, cfg)
+    from ..nvml.backend import open_driver
+    try:
+        gpus = open_driver(cfg.backend).gpus()
+    except Exception as e:         # NVML errors have no common base outside nvml/
+        from ..nvml.errors import NVMLError, describe
+        if not isinstance(e, (NVMLError, SlurmMigError)):
+            raise
+        gpus = None
+        checks.append(Check("GPUs", FAIL, f"cannot read the GPUs ({cfg.backend}): "
+                            f"{describe(e) if isinstance(e, NVMLError) else e}",
+                            "load the NVIDIA driver, or set backend in the config"))
+    if gpus is not None:
+        checks.append(gres_conf(gpus, cfg, node))
+        if conf is not None:
+            checks.append(job_submit_lua(conf, gpus, cfg.mode))
+    checks += directories(cfg)
+    checks += systemd(cfg, unit_dir)
+    return checks
