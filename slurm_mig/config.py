@@ -40,11 +40,13 @@ class Config(NamedTuple):
     slurm_bin_dir: str = ""                   # Slurm clients; "" = PATH, /usr/bin, /usr/local/bin, /opt/slurm/bin
     dcgm_job_mapping_dir: str = ""            # dcgm-exporter --hpc-job-mapping-dir; "" = off
     isolate_devices: bool = False             # dynamic: hand each job its instances' cap nodes (node/isolation.py)
+    room_field: str = "extra"                 # dynamic: node field for the free-slice summary: extra | comment | "" (off)
 
 
 PATHS = ("state_dir", "run_dir", "hooks_dir", "gres_conf", "proc_root", "dev_root", "slurm_bin_dir",
          "dcgm_job_mapping_dir")
 OPTIONAL_PATHS = ("slurm_bin_dir", "dcgm_job_mapping_dir")     # "" = search / off
+OPTIONAL = OPTIONAL_PATHS + ("room_field",)
 # Inclusive ranges of the numeric settings (seconds, or attempts).
 RANGES = {"wait_for_room": (0, 86400), "interactive_wait": (0, 43200), "interactive_charge": (0, 1),
           "lock_timeout": (0.1, 86400), "epilog_retries": (0, 1000), "epilog_retry_delay": (0, 3600),
@@ -83,11 +85,12 @@ def _coerce(name: str, value, source: str):
         if not math.isfinite(number) or not low <= number <= high:
             raise bad(f"must be a finite number from {low:g} to {high:g}")
         return number
-    if not isinstance(value, str) or not (value or name in OPTIONAL_PATHS):
+    if not isinstance(value, str) or not (value or name in OPTIONAL):
         raise bad("must be a non-empty string")
     if name in PATHS and value and not os.path.isabs(value):
         raise bad("must be an absolute path")
-    choices = {"mode": ("dynamic", "static"), "job_source": ("scontrol", "squeue")}
+    choices = {"mode": ("dynamic", "static"), "job_source": ("scontrol", "squeue"),
+               "room_field": ("extra", "comment", "")}
     if name == "policy":
         from .core.policies import POLICIES
         choices["policy"] = tuple(POLICIES)

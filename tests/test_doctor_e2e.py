@@ -98,7 +98,7 @@ def test_without_cons_tres_slurmctld_refuses_to_start_and_doctor_reads_slurm_con
         c.start(daemons=False)
         rc, lines = doctor(c)
         ctld = subprocess.run(["chroot", c.root, "/usr/sbin/slurmctld", "-D", "-f", c.conf],
-                              capture_output=True, text=True, timeout=60, env=c.env)
+                              capture_output=True, text=True, timeout=60, env=c.env)   # with munged
     finally:
         c.stop()
     assert ctld.returncode != 0 and "cons_tres" in ctld.stdout + ctld.stderr

@@ -9,7 +9,7 @@ import sys
 import click
 
 from ..errors import SlurmMigError
-from . import catalog, doctor, gres, hooks, layout, node, sim, status  # noqa: F401  (register the verbs)
+from . import catalog, doctor, free, gres, hooks, layout, node, sim, status  # noqa: F401  (register the verbs)
 from .app import main
 
 

@@ -105,8 +105,8 @@ def _send_back(cfg: Config, job: str, req):
             return f"Slurm refused to requeue it ({e})"
         if steering:
             try:
-                _spawn_steerer(job, requeue.steer_request(req.constraints, attempt, cfg.max_requeues,
-                                                          reason))
+                spawn_detached("steer", job, {requeue.STEER_ENV: requeue.steer_request(
+                    req.constraints, attempt, cfg.max_requeues, reason)})
             except OSError as e:
                 from ..log import JobLog
                 JobLog(job).warning("requeued, but not steered (%s): Slurm's own delay applies", e)
@@ -121,14 +121,15 @@ def _remove(path: str) -> None:
         os.unlink(path)
 
 
-def _spawn_steerer(job: str, request: str) -> None:
-    """`slurm-mig-hook steer` (slurm/requeue.py) in a session of its own,
-    detached from slurmd's pipes: it outlives the Prolog by the Epilog's run time."""
+def spawn_detached(verb: str, job: str, env: Optional[Mapping[str, str]] = None) -> None:
+    """`slurm-mig-hook <verb>` in a session of its own, detached from slurmd's
+    pipes, so the hook that starts it ends at once: `steer` (slurm/requeue.py)
+    outlives the Prolog by the Epilog's run time, `publish` (slurm/room.py)
+    sends the node's free slices to Slurm without making a job wait."""
     import subprocess
     import sys
-    from ..slurm.requeue import STEER_ENV
-    subprocess.Popen([sys.executable, "-m", "slurm_mig.hooks.main", "steer"],
-                     env={**os.environ, "SLURM_JOB_ID": job, STEER_ENV: request},
+    subprocess.Popen([sys.executable, "-m", "slurm_mig.hooks.main", verb],
+                     env={**os.environ, **(env or {}), "SLURM_JOB_ID": job},
                      stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                      start_new_session=True, close_fds=True)
 

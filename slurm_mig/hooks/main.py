@@ -17,7 +17,7 @@ import sys
 
 from ..errors import SlurmMigError
 
-VERBS = ("prolog", "epilog", "task-prolog", "steer")
+VERBS = ("prolog", "epilog", "task-prolog", "steer", "publish")
 NODE_PROBLEM = 1
 
 
@@ -27,7 +27,8 @@ What the scripts slurm.conf's Prolog=, Epilog= and TaskProlog= name run under
 slurmd; everything comes from slurmd's environment (SLURM_JOB_ID, SLURM_JOB_UID,
 SLURM_JOB_GPUS, SLURMD_NODENAME) and the config file (SLURM_MIG_CONFIG, default
 /etc/slurm-mig/config.toml). `steer` is what a Prolog that requeued its job leaves
-running. For use by hand, see `slurm-mig --help`."""
+running; `publish` what a GPU job's Prolog and Epilog leave to send the node's free
+slices to Slurm (room_field). For use by hand, see `slurm-mig --help`."""
 
 
 def main(argv) -> int:
@@ -63,15 +64,32 @@ def main(argv) -> int:
             done = f"not steered: {e}"
         JobLog(job).info("requeued job %s", done)
         return 0
+    if verb == "publish":       # left by a GPU job's Prolog or Epilog (slurm/room.py)
+        from ..log import JobLog
+        from ..slurm import room
+        from .dispatch import node_name
+        try:
+            done = room.publish(cfg, node_name(os.environ))
+        except SlurmMigError as e:
+            done = f"not published: {e}"
+        JobLog(job).info("free slices %s", done)
+        return 0
     if verb == "epilog":
         from .epilog import epilog
         epilog(cfg, job, os.environ)
-        return 0
-    from .dispatch import run_prolog
-    uid = os.environ.get("SLURM_JOB_UID", "")
-    gpu = os.environ.get("SLURM_MIG_GPU", "")
-    run_prolog(cfg, job, os.environ.get("SLURM_MIG_REQUEST") or None,
-               int(gpu) if gpu.isdigit() else None, int(uid) if uid.isdigit() else None)
+    else:
+        from .dispatch import run_prolog
+        uid = os.environ.get("SLURM_JOB_UID", "")
+        gpu = os.environ.get("SLURM_MIG_GPU", "")
+        run_prolog(cfg, job, os.environ.get("SLURM_MIG_REQUEST") or None,
+                   int(gpu) if gpu.isdigit() else None, int(uid) if uid.isdigit() else None)
+    if cfg.mode == "dynamic" and cfg.room_field and os.environ.get("SLURM_JOB_GPUS"):
+        from .dispatch import spawn_detached
+        try:
+            spawn_detached("publish", job)     # the node's room changed (or may have)
+        except OSError as e:                   # the view goes stale; the job and node are fine
+            from ..log import JobLog
+            JobLog(job).warning("free slices not published: %s", e)
     return 0
 
 

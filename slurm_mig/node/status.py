@@ -5,10 +5,11 @@ from __future__ import annotations
 from typing import List, Optional, Tuple
 
 from ..core import planner
-from ..core.view import IN_USE, UNKNOWN_PROFILE, UNREADABLE, GpuView, Owner
+from ..core.view import UNKNOWN_PROFILE, UNREADABLE, Owner
 from ..errors import NodeProblem
 from .context import NodeContext
 from .occupancy import node_view, owner_of, unowned
+from .room import idle_taken
 
 
 def status_doc(ctx: NodeContext) -> Tuple[List[dict], Optional[str]]:
@@ -26,9 +27,8 @@ def status_doc(ctx: NodeContext) -> Tuple[List[dict], Optional[str]]:
     for g in gpus:
         view = views.get(g.index)
         free = {}
-        if view is not None and view.whole_by is None:      # idle instances count as taken: "each alone, as the node is"
-            as_busy = GpuView(view.index, view.model, True,
-                              tuple(s._replace(owner=s.owner or IN_USE) for s in view.occupied))
+        if view is not None and view.whole_by is None:
+            as_busy = idle_taken(view)
             free = {p.name: planner.capacity(as_busy, p) for p in view.model.profiles}
         doc.append({
             "index": g.index, "name": g.name, "model": g.model_key, "uuid": g.uuid, "minor": g.minor,

@@ -180,14 +180,14 @@ class DevCluster:
     # -- set-up -------------------------------------------------------------
     def start(self, daemons: bool = True) -> "DevCluster":
         """Lay the cluster out and start munged, slurmctld and the slurmd;
-        daemons=False only lays it out (a configuration Slurm refuses)."""
+        daemons=False starts munged only (a configuration Slurm refuses)."""
         try:
             self.view = self._view()
             if self.view is not None:
                 self.root = self.view.mount()
             self._layout()
+            self._start_munge()
             if daemons:
-                self._start_munge()
                 self._start_slurm()
         except BaseException:
             self.stop()

@@ -1,0 +1,127 @@
+"""The checks of `slurm-mig doctor` on their own (tests/test_doctor_e2e.py runs
+them against real Slurm)."""
+import os
+
+from slurm_mig import installed
+from slurm_mig.config import Config
+from slurm_mig.slurm import doctor
+from slurm_mig.slurm.confgen import hook_timeout
+
+SHOW_CONFIG_22 = """Configuration data as of 2026-12-07T07:49:35
+BatchStartTimeout       = 60 sec
+Epilog                  = /opt/slurm-mig/share/slurm-mig/epilog/slurm-mig-epilog
+GresTypes               = gpu,shard,mig
+JobSubmitPlugins        = lua
+Prolog                  = /opt/slurm-mig/share/slurm-mig/prolog/slurm-mig-prolog
+PrologEpilogTimeout     = 65534
+PrologFlags             = Contain,X11
+SelectType              = select/cons_res
+TaskProlog              = (null)
+"""
+
+SHOW_CONFIG_24 = """Prolog[0]               = /etc/slurm/prolog.d/*
+Prolog[1]               = /opt/x/prolog
+PrologEpilogTimeout     = 120
+"""
+
+
+def test_show_config_of_each_version_reads_into_lists():
+    conf = doctor.parse_show_config(SHOW_CONFIG_22)
+    assert conf["prologflags"] == ["Contain,X11"] and conf["batchstarttimeout"] == ["60 sec"]
+    assert "taskprolog" not in conf                        # (null) is unset
+    assert doctor.parse_show_config(SHOW_CONFIG_24)["prolog"] == ["/etc/slurm/prolog.d/*", "/opt/x/prolog"]
+
+
+def test_prolog_flags_fix_keeps_the_flags_already_set():
+    check = doctor.prolog_flags(doctor.parse_show_config(SHOW_CONFIG_22))
+    assert check.status == doctor.FAIL and check.fix.startswith("PrologFlags=Contain,X11,Alloc ")
+    assert doctor.prolog_flags({"prologflags": ["Alloc,Contain"]}).status == doctor.OK
+
+
+def test_select_type_and_gres_types():
+    conf = doctor.parse_show_config(SHOW_CONFIG_22)
+    assert doctor.select_type(conf).status == doctor.FAIL
+    assert doctor.gres_types(conf, "dynamic").status == doctor.OK
+    lacking = doctor.gres_types({"grestypes": ["gpu"]}, "dynamic")
+    assert lacking.status == doctor.FAIL and "lacks shard,mig" in lacking.text
+    assert doctor.job_submit_plugin({}, "dynamic").status == doctor.FAIL
+    assert doctor.job_submit_plugin({}, "static").status == doctor.SKIP
+
+
+def test_timeouts_follow_the_node_config():
+    cfg = Config(wait_for_room=600, lock_timeout=10)
+    need = hook_timeout(cfg)
+    assert need == 2 * 10 + 600 + 60 + 66
+    checks = {c.name: c for c in doctor.timeouts({"prologepilogtimeout": [str(need - 1)],
+                                                   "batchstarttimeout": [f"{need + 10} sec"]}, cfg)}
+    assert checks["PrologEpilogTimeout"].status == doctor.FAIL
+    assert f"PrologEpilogTimeout={need} " in checks["PrologEpilogTimeout"].fix
+    assert checks["BatchStartTimeout"].status == doctor.OK
+    forever = {c.name: c for c in doctor.timeouts(doctor.parse_show_config(SHOW_CONFIG_22), cfg)}
+    assert forever["PrologEpilogTimeout"].status == doctor.OK and "never" in forever["PrologEpilogTimeout"].text
+    assert forever["BatchStartTimeout"].status == doctor.FAIL
+    split = {c.name for c in doctor.timeouts({"prologtimeout": ["9999"], "batchstarttimeout": ["9999"]}, cfg)}
+    assert split == {"PrologTimeout", "BatchStartTimeout"}          # 25.05's own Prolog timeout
+
+
+def test_hook_scripts_must_be_this_install_or_name_it(tmp_path):
+    scripts = {p: str(tmp_path / "share" / p) for p in doctor.HOOKS}
+    os.makedirs(tmp_path / "share")
+    for path in scripts.values():
+        with open(path, "w") as f:
+            f.write("#!/bin/sh\n")
+        os.chmod(path, 0o755)
+    wrapper = tmp_path / "wrapper"
+    wrapper.write_text(f"#!/bin/sh\nexec {scripts['Epilog']}\n")
+    wrapper.chmod(0o755)
+    other = tmp_path / "other-prolog"
+    other.write_text("#!/bin/sh\n")
+    other.chmod(0o755)
+    conf = {"prolog": [str(tmp_path / "other-*")], "taskprolog": [scripts["TaskProlog"]],
+            "epilog": [str(wrapper)]}
+    checks = {c.name: c for c in doctor.hook_paths(conf, scripts)}
+    assert checks["Prolog"].status == doctor.FAIL and checks["Prolog"].fix.startswith(f"Prolog={scripts['Prolog']}")
+    assert checks["TaskProlog"].status == checks["Epilog"].status == doctor.OK
+    assert [c.status for c in doctor.hook_paths({}, None)] == [doctor.SKIP] * 3
+
+
+def test_directories_root_writes_into(tmp_path):
+    state, run = tmp_path / "state", tmp_path / "run"
+    state.mkdir(mode=0o700)
+    run.mkdir()
+    run.chmod(0o775)
+    cfg = Config(state_dir=str(state), run_dir=str(run), hooks_dir=str(tmp_path / "none"))
+    checks = {c.name: c for c in doctor.directories(cfg)}
+    assert checks["state_dir"].status == doctor.OK and checks["hooks_dir"].status == doctor.OK
+    assert checks["run_dir"].status == doctor.FAIL and "mode 0775" in checks["run_dir"].text
+    assert f"chmod 755 {run}" in checks["run_dir"].fix
+
+
+def test_systemd_units_installed_and_enabled(tmp_path):
+    cfg = Config(isolate_devices=True)
+    assert doctor.wanted_units(cfg) == ["slurm-mig-reconcile.timer", "slurm-mig-node-setup.service"]
+    units = installed.systemd_units()
+    status = lambda: {c.name: c.status for c in doctor.systemd(cfg, str(tmp_path))}   # noqa: E731
+    assert set(status().values()) == {doctor.FAIL}
+    for name, text in units.items():
+        (tmp_path / name).write_text(text)
+    assert status() == dict.fromkeys(doctor.wanted_units(cfg), doctor.FAIL)      # written, not enabled
+    for unit, target in (("slurm-mig-reconcile.timer", "timers.target"),
+                         ("slurm-mig-node-setup.service", "multi-user.target")):
+        (tmp_path / f"{target}.wants").mkdir(exist_ok=True)
+        os.symlink(tmp_path / unit, tmp_path / f"{target}.wants" / unit)
+    assert set(status().values()) == {doctor.OK}
+    (tmp_path / "slurm-mig-reconcile.service").write_text(units["slurm-mig-reconcile.service"]
+                                                          .replace(installed.command(), "/old/slurm-mig"))
+    assert status()["slurm-mig-reconcile.timer"] == doctor.FAIL               # names another install
+
+
+def test_slurm_conf_is_read_when_slurmctld_cannot_be_asked(tmp_path, monkeypatch):
+    conf = tmp_path / "slurm.conf"
+    conf.write_text("SelectType=select/linear  # no shards\nPrologFlags=Contain\n"
+                    "NodeName=n1 Gres=gpu:1 Prolog=ignored\n")
+    monkeypatch.setenv("SLURM_CONF", str(conf))
+    read, why = doctor.slurm_config(str(tmp_path))              # no scontrol there
+    assert why.status == doctor.FAIL and f"checked {conf} instead" in why.text
+    assert read["selecttype"] == ["select/linear"] and "prolog" not in read
+    assert read["batchstarttimeout"] == ["10"]                  # Slurm's default when unset
