@@ -102,6 +102,6 @@ def test_without_cons_tres_slurmctld_refuses_to_start_and_doctor_reads_slurm_con
     finally:
         c.stop()
     assert ctld.returncode != 0 and "cons_tres" in ctld.stdout + ctld.stderr
-    assert rc == 1 and failed(lines) == {"slurmctld", "SelectType"}, lines
-    assert f"checked {c.conf} instead" in lines["slurmctld"]
+    assert rc == 1 and failed(lines) == {"controller", "SelectType"}, lines
+    assert f"checked {c.conf} instead" in lines["controller"]
     assert "select/linear" in lines["SelectType"] and "fix: SelectType=select/cons_tres" in lines["SelectType"]

@@ -15,7 +15,7 @@ from .app import main
 def doctor(obj, node_name, systemd_dir):
     """Check the node and its Slurm: one line per check, each failure with its fix.
 
-    Asks slurmctld once (`scontrol show config`) and checks: SelectType is
+    Asks the controller once (`scontrol show config`) and checks: SelectType is
     select/cons_tres; PrologFlags has Alloc (merged into the flags already
     set); JobSubmitPlugins has lua and GresTypes the GRES the mode needs;
     Prolog=, TaskProlog= and Epilog= exist here and are this install's

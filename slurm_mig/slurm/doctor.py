@@ -3,7 +3,7 @@ way slurm-mig needs? Each check answers one question, and when the answer is
 no it says what is wrong and the fix.
 
 Reads only: one `scontrol show config` (one controller request: the values
-slurmctld really uses, not a file that may differ from them), the files it
+the controller really uses, not a file that may differ from them), the files it
 names (hook scripts, job_submit.lua next to slurm.conf), gres.conf, the live
 GPUs, the modes of the directories root writes into, and the systemd units.
 """
@@ -52,7 +52,7 @@ def parse_show_config(text: str) -> Dict[str, List[str]]:
 
 def parse_slurm_conf(path: str) -> Dict[str, List[str]]:
     """slurm.conf itself, read as Slurm reads it (slurm/gresconf.py), in the
-    same shape: for when slurmctld cannot be asked (it may refuse to start
+    same shape: for when the controller cannot be asked (it may refuse to start
     over the very setting that is wrong)."""
     with open(path, encoding="utf-8") as f:
         lines = gresconf.logical_lines(f.read())
@@ -81,7 +81,7 @@ def select_type(conf) -> Check:
     return Check("SelectType", FAIL, f"{value or 'unset'}: Slurm allocates shards and per-GPU GRES "
                  "only with select/cons_tres",
                  "SelectType=select/cons_tres (with SelectTypeParameters=CR_Core or CR_Core_Memory) "
-                 "in slurm.conf, then restart slurmctld and every slurmd")
+                 "in slurm.conf, then restart the controller and the slurmd of every node")
 
 
 def prolog_flags(conf) -> Check:
@@ -92,7 +92,7 @@ def prolog_flags(conf) -> Check:
     return Check("PrologFlags", FAIL, f"{','.join(flags) or 'unset'} lacks Alloc: the Prolog would run "
                  "at the job's first step, so the batch script could start before its instances exist",
                  f"PrologFlags={merged} (add Alloc to the one PrologFlags= line, keeping the flags "
-                 "already there), then restart slurmctld and every slurmd")
+                 "already there), then restart the controller and the slurmd of every node")
 
 
 def job_submit_plugin(conf, mode: str) -> Check:
@@ -104,7 +104,7 @@ def job_submit_plugin(conf, mode: str) -> Check:
     return Check("JobSubmitPlugins", FAIL, f"{','.join(plugins) or 'unset'} lacks lua: mig:<profile> "
                  "requests get no shard units, so Slurm does not pick a GPU with room",
                  f"JobSubmitPlugins={','.join(plugins + ['lua'])} and the generated job_submit.lua "
-                 "next to slurm.conf on the slurmctld host")
+                 "next to slurm.conf on the controller host")
 
 
 def gres_types(conf, mode: str) -> Check:
@@ -115,7 +115,7 @@ def gres_types(conf, mode: str) -> Check:
         return Check("GresTypes", OK, _one(conf, "GresTypes"))
     return Check("GresTypes", FAIL, f"{_one(conf, 'GresTypes') or 'unset'} lacks {','.join(missing)} "
                  f"({mode} mode)", f"GresTypes={','.join(sorted(have) + missing)} (slurm.conf.node of "
-                 "`slurm-mig gres-conf`), then restart slurmctld and every slurmd")
+                 "`slurm-mig gres-conf`), then restart the controller and the slurmd of every node")
 
 
 def _runs(path: str, script: str) -> bool:
@@ -185,7 +185,7 @@ def expected_gres(gpus, cfg: Config, node: str) -> Dict[str, List[dict]]:
 
 def gres_conf(gpus, cfg: Config, node: str) -> Check:
     fix = (f"regenerate with `slurm-mig gres-conf --mode {cfg.mode} --node-name {node} --output DIR`, "
-           f"merge its gres.conf into {cfg.gres_conf} and slurm.conf.node into slurm.conf, restart slurmd")
+           f"merge its gres.conf into {cfg.gres_conf} and slurm.conf.node into slurm.conf, then restart slurmd on the node")
     try:
         want = expected_gres(gpus, cfg, node)
         have = {name: gresconf.node_records(cfg.gres_conf, node, name) for name in want}
@@ -220,7 +220,7 @@ def job_submit_lua(conf, gpus, mode: str) -> Check:
             text = f.read()
     except OSError:
         return Check("job_submit.lua", SKIP, f"no {path} on this host: it lives next to slurm.conf on "
-                     "the slurmctld host; run `slurm-mig doctor` there too")
+                     "the controller host; run `slurm-mig doctor` there too")
     models = _LUA_MODEL.findall(text)
     live = sorted({g.model.key for g in gpus if g.model is not None})
     listed = ",".join(models) or "none"
@@ -305,19 +305,19 @@ def _read(path: str) -> Optional[str]:
 
 
 def slurm_config(bin_dir: str) -> Tuple[Optional[Dict[str, List[str]]], Optional[Check]]:
-    """What slurmctld runs (`scontrol show config`), else slurm.conf itself,
-    with a failed check saying why slurmctld could not be asked."""
+    """What the controller runs (`scontrol show config`), else slurm.conf itself,
+    with a failed check saying why the controller could not be asked."""
     try:
         return parse_show_config(run_slurm([slurm_command("scontrol", bin_dir), "show", "config"],
                                            attempts=1)), None
     except SlurmMigError as e:
         why = f"`scontrol show config` failed ({e})"
     path = os.environ.get("SLURM_CONF", "/etc/slurm/slurm.conf")
-    fix = "start slurmctld (its log says why it stopped), or set SLURM_CONF / slurm_bin_dir"
+    fix = "start the controller (its log says why it stopped), or set SLURM_CONF / slurm_bin_dir"
     try:
-        return parse_slurm_conf(path), Check("slurmctld", FAIL, f"{why}: checked {path} instead", fix)
+        return parse_slurm_conf(path), Check("controller", FAIL, f"{why}: checked {path} instead", fix)
     except (OSError, SlurmMigError) as e:
-        return None, Check("slurmctld", FAIL, f"{why}, and {path} cannot be read ({e}): the checks "
+        return None, Check("controller", FAIL, f"{why}, and {path} cannot be read ({e}): the checks "
                            "of slurm.conf are skipped", fix)
 
 

@@ -20,7 +20,7 @@ from typing import List, NamedTuple, Optional
 
 from ..config import Config
 from ..core.roomtext import NodeRoom, decode, encode
-from ..fsutil import atomic_write, locked
+from ..fsutil import atomic_write, locked, safe_dir
 from .jobinfo import check_node_name, run_slurm, slurm_command
 
 FIELDS = {"extra": "Extra", "comment": "Comment"}     # room_field -> Slurm's name (scontrol and sinfo -O)
@@ -37,6 +37,7 @@ def publish(cfg: Config, node: str, force: bool = False) -> str:
     if cfg.mode != "dynamic" or not cfg.room_field:
         return "not published (static mode, or room_field is empty)"
     last = os.path.join(cfg.state_dir, "room.published")
+    safe_dir(cfg.state_dir, 0o700, "state_dir")
     with locked(os.path.join(cfg.state_dir, "room.lock"), timeout=cfg.lock_timeout):
         text = encode(node_room(NodeContext(cfg)))
         body = text.split(";", 2)[-1]                  # what changed, not when

@@ -1,0 +1,96 @@
+"""The free-slice summary: what a node publishes, how it is read back, and
+when it is sent at all (tests/test_free_e2e.py runs it on real Slurm)."""
+import os
+
+import pytest
+
+from harness import calls as hooks
+from slurm_mig.core.roomtext import GpuRoom, NodeRoom, decode, encode
+from slurm_mig.node.context import NodeContext
+from slurm_mig.node.room import node_room
+from slurm_mig.slurm import room
+
+H100 = "H100-SXM5-80GB"
+
+
+def test_a_summary_reads_back_and_anything_else_is_no_summary():
+    text = encode(NodeRoom(1765100000, [GpuRoom(0, H100, {"1g.10gb": 7, "7g.80gb": 0, "1g.24gb+me.all": 1}),
+                                        GpuRoom(1, H100, {})]))
+    assert text == f"slurm-mig:1;t=1765100000;0={H100}:1g.10gb*7,1g.24gb+me.all*1;1={H100}:-"
+    assert decode(text) == NodeRoom(1765100000, [GpuRoom(0, H100, {"1g.10gb": 7, "1g.24gb+me.all": 1}),
+                                                 GpuRoom(1, H100, {})])
+    for other in ("", "(null)", "rack=12", text.replace("*7", "*x"), text.replace("*7", "*0"),
+                  text.replace("1g.10gb", "1g.10gb;rm -rf"), text + ";2=:-", "slurm-mig:2;t=1"):
+        assert decode(other) is None, other
+
+
+def test_room_is_what_placement_and_shard_units_both_allow(make_node):
+    cfg, _ = make_node("2xH100-80GB")
+    hooks.run_prolog(cfg, "7", "mig:3g.40gb:1", gpu=0, uid=1000)
+    gpu0, gpu1 = node_room(NodeContext(cfg)).gpus
+    # the 3g.40gb leaves four 1g.10gb places, but 56 - 25 shard units pay for three
+    assert gpu0.can_start == {"1g.10gb": 3, "1g.10gb+me": 1, "1g.20gb": 2, "2g.20gb": 2, "3g.40gb": 1,
+                              "4g.40gb": 1, "7g.80gb": 0}
+    assert gpu1.can_start["7g.80gb"] == 1 and gpu1.can_start["1g.10gb"] == 7
+    hooks.run_prolog(cfg, "8", whole_gpus=[1], uid=1000)
+    assert node_room(NodeContext(cfg)).gpus[1].can_start == {}          # handed out whole
+
+
+@pytest.fixture
+def scontrol(tmp_path):
+    """A Slurm bin dir whose scontrol logs its arguments; (dir, calls())."""
+    log = tmp_path / "calls"
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "scontrol").write_text(f'#!/bin/sh\necho "$*" >> {log}\n')
+    (bin_dir / "scontrol").chmod(0o755)
+    return str(bin_dir), lambda: log.read_text().splitlines() if log.exists() else []
+
+
+def test_published_only_when_it_changed_unless_forced(make_node, scontrol):
+    bin_dir, calls = scontrol
+    cfg, _ = make_node("1xH100-80GB", slurm_bin_dir=bin_dir)
+    assert room.publish(cfg, "n1").startswith("published")
+    assert room.publish(cfg, "n1") == "unchanged"
+    hooks.run_prolog(cfg, "7", "mig:7g.80gb:1", gpu=0, uid=1000)
+    room.publish(cfg, "n1")
+    assert room.publish(cfg, "n1", force=True).startswith("published")
+    first, changed, forced = calls()
+    assert first.startswith(f"update NodeName=n1 Extra=slurm-mig:1;t=") and first.endswith(f"0={H100}:"
+                                                                                            "1g.10gb*7,1g.10gb+me*1,1g.20gb*4,2g.20gb*3,3g.40gb*2,4g.40gb*1,7g.80gb*1")
+    assert changed.endswith(f"0={H100}:-") and forced.endswith(f"0={H100}:-")
+    assert room.publish(cfg._replace(room_field=""), "n1").startswith("not published")
+    comment = cfg._replace(room_field="comment", state_dir=cfg.state_dir + "2")
+    room.publish(comment, "n1")
+    assert calls()[-1].startswith("update NodeName=n1 Comment=slurm-mig:1;")
+
+
+def test_sinfo_lines_one_per_node_whatever_its_partitions():
+    summary = f"slurm-mig:1;t=5;0={H100}:3g.40gb*1"
+    text = (f"n1|mixed|gpu:h100:1,shard:h100:56,mig:3g.40gb:2|{summary}|\n"
+            f"n1|mixed|gpu:h100:1,shard:h100:56,mig:3g.40gb:2|{summary}|\n"
+            "n2|drained|gpu:h100:1,mig:3g.40gb:2|(null)|\n"
+            "cpu1|idle|(null)|rack=3|\n")
+    cpu1, n1, n2 = room.parse_sinfo(text)                     # by name
+    assert n1.usable and n1.room.gpus == [GpuRoom(0, H100, {"3g.40gb": 1})] and room.age(n1.room, 65) == 60
+    assert not n2.usable and n2.mig and n2.room is None
+    assert not cpu1.mig and cpu1.room is None
+
+
+def test_the_hooks_leave_a_publisher_only_for_gpu_jobs(make_node, monkeypatch, tmp_path):
+    from slurm_mig.hooks import dispatch, main
+    left = []
+    monkeypatch.setattr(dispatch, "spawn_detached", lambda verb, job, env=None: left.append((verb, job)))
+    cfg, _ = make_node("1xH100-80GB")
+    conf = tmp_path / "c.toml"
+    conf.write_text(f'backend = "{cfg.backend}"\nstate_dir = "{cfg.state_dir}"\nrun_dir = "{cfg.run_dir}"\n')
+    monkeypatch.setenv("SLURM_MIG_CONFIG", str(conf))
+    monkeypatch.setenv("SLURM_JOB_ID", "9")
+    monkeypatch.delenv("SLURM_JOB_GPUS", raising=False)
+    assert main.main(["epilog"]) == 0 and left == []                   # a CPU-only job
+    monkeypatch.setenv("SLURM_JOB_GPUS", "0")
+    monkeypatch.setenv("SLURM_MIG_REQUEST", "mig:1g.10gb:1")
+    assert main.main(["prolog"]) == 0 and main.main(["epilog"]) == 0
+    assert left == [("publish", "9"), ("publish", "9")]
+    conf.write_text(conf.read_text() + 'room_field = ""\n')
+    assert main.main(["epilog"]) == 0 and len(left) == 2
