@@ -20,7 +20,8 @@ def test_a_summary_reads_back_and_anything_else_is_no_summary():
     assert decode(text) == NodeRoom(1765100000, [GpuRoom(0, H100, {"1g.10gb": 7, "1g.24gb+me.all": 1}),
                                                  GpuRoom(1, H100, {})])
     for other in ("", "(null)", "rack=12", text.replace("*7", "*x"), text.replace("*7", "*0"),
-                  text.replace("1g.10gb", "1g.10gb;rm -rf"), text + ";2=:-", "slurm-mig:2;t=1"):
+                  text.replace("1g.10gb", "1g.10gb;rm -rf"), text.replace("1g.10gb", "$(id)"),
+                  text.replace(H100, "H100 80GB"), text + ";2=:-", "slurm-mig:2;t=1"):
         assert decode(other) is None, other
 
 
