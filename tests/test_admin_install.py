@@ -63,3 +63,11 @@ def test_the_units_name_the_installed_command(node):
     reconcile = node.run(*re.search(r"^ExecStart=(.*)$", open(os.path.join(units, "slurm-mig-reconcile.service")).read(),
                                     re.M).group(1).split(), check=False)
     assert reconcile.returncode == 0, reconcile.stderr
+
+
+def test_doctor_finds_the_node_as_the_readme_sets_it_up(node):
+    p = node.run(node.bin, "doctor", check=False)
+    assert p.returncode == 0, p.stdout + p.stderr
+    for param, script in (("Prolog", "prolog/slurm-mig-prolog"), ("Epilog", "epilog/slurm-mig-epilog")):
+        assert f"ok   {param}: {PREFIX}/share/slurm-mig/{script}\n" in p.stdout
+    assert re.search(r"^ok   gres.conf: .* matches the live GPUs", p.stdout, re.M)

@@ -183,20 +183,27 @@ def expected_gres(gpus, cfg: Config, node: str) -> Dict[str, List[dict]]:
             for name in (("gpu", "shard", "mig") if cfg.mode == "dynamic" else ("mig",))}
 
 
-def gres_conf(gpus, cfg: Config, node: str) -> Check:
+def beside_slurm_conf(conf, name: str) -> str:
+    """Where Slurm reads `name` (gres.conf, job_submit.lua): next to slurm.conf."""
+    slurm_conf = _one(conf, "SLURM_CONF") or os.environ.get("SLURM_CONF", "/etc/slurm/slurm.conf")
+    return os.path.join(os.path.dirname(slurm_conf), name)
+
+
+def gres_conf(conf, gpus, cfg: Config, node: str) -> Check:
+    path = beside_slurm_conf(conf, "gres.conf")
     fix = (f"regenerate with `slurm-mig gres-conf --mode {cfg.mode} --node-name {node} --output DIR`, "
-           f"merge its gres.conf into {cfg.gres_conf} and slurm.conf.node into slurm.conf, then restart slurmd on the node")
+           f"merge its gres.conf into {path} and slurm.conf.node into slurm.conf, then restart slurmd on the node")
     try:
         want = expected_gres(gpus, cfg, node)
-        have = {name: gresconf.node_records(cfg.gres_conf, node, name) for name in want}
+        have = {name: gresconf.node_records(path, node, name) for name in want}
     except SlurmMigError as e:
         return Check("gres.conf", FAIL, str(e), fix)
     for name in want:
         if _comparable(have[name]) != _comparable(want[name]):
-            return Check("gres.conf", FAIL, f"{cfg.gres_conf}: the Name={name} records of {node} "
+            return Check("gres.conf", FAIL, f"{path}: the Name={name} records of {node} "
                          f"({len(have[name])}) differ from the live GPUs ({len(want[name])} expected): "
                          "Slurm counts room the node does not have, or hides room it has", fix)
-    return Check("gres.conf", OK, f"{cfg.gres_conf} matches the live GPUs of {node}")
+    return Check("gres.conf", OK, f"{path} matches the live GPUs of {node}")
 
 
 def _comparable(records: List[dict]) -> List[dict]:
@@ -213,8 +220,7 @@ def _code(text: str) -> List[str]:
 def job_submit_lua(conf, gpus, mode: str) -> Check:
     if mode != "dynamic":
         return Check("job_submit.lua", SKIP, "static mode needs no job_submit.lua")
-    slurm_conf = _one(conf, "SLURM_CONF") or os.environ.get("SLURM_CONF", "/etc/slurm/slurm.conf")
-    path = os.path.join(os.path.dirname(slurm_conf), "job_submit.lua")
+    path = beside_slurm_conf(conf, "job_submit.lua")
     try:
         with open(path, encoding="utf-8") as f:
             text = f.read()
@@ -345,10 +351,8 @@ def run(cfg: Config, node: str, unit_dir: Optional[str] = None) -> List[Check]:
         checks.append(Check("GPUs", FAIL, f"cannot read the GPUs ({cfg.backend}): "
                             f"{describe(e) if isinstance(e, NVMLError) else e}",
                             "load the NVIDIA driver, or set backend in the config"))
-    if gpus is not None:
-        checks.append(gres_conf(gpus, cfg, node))
-        if conf is not None:
-            checks.append(job_submit_lua(conf, gpus, cfg.mode))
+    if gpus is not None and conf is not None:
+        checks += [gres_conf(conf, gpus, cfg, node), job_submit_lua(conf, gpus, cfg.mode)]
     checks += directories(cfg)
     checks += systemd(cfg, unit_dir)
     return checks
