@@ -73,6 +73,15 @@ def dir_fix(path: str, mode: int) -> str:
             f"`chown root:root {path} && chmod {mode:o} {path}` on a real directory")
 
 
+def read_text(path: str) -> Optional[str]:
+    """The file's text, or None when it cannot be read (missing, say)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read()
+    except OSError:
+        return None
+
+
 def atomic_write(path: str, data: bytes, mode: int = 0o600, uid: Optional[int] = None,
                  gid: Optional[int] = None, durable: bool = True) -> None:
     """Write via temp file (+ fsync) + rename, so readers see old or new, never

@@ -3,12 +3,11 @@ cluster passes every check; deliberately broken ones fail, each on its own
 line with its fix, and the exit status says so."""
 import os
 import re
-import shutil
 import subprocess
 
 import pytest
 
-from harness.devcluster import ClusterError, DevCluster
+from harness.devcluster import DevCluster
 
 pytestmark = pytest.mark.slow
 
@@ -105,3 +104,15 @@ def test_without_cons_tres_slurmctld_refuses_to_start_and_doctor_reads_slurm_con
     assert rc == 1 and failed(lines) == {"controller", "SelectType"}, lines
     assert f"checked {c.conf} instead" in lines["controller"]
     assert "select/linear" in lines["SelectType"] and "fix: SelectType=select/cons_tres" in lines["SelectType"]
+
+
+def test_a_static_node_passes_until_its_layout_changes_under_gres_conf(slurm):
+    layouts = os.path.join(os.path.dirname(__file__), "data", "mig-parted-h100.yaml")
+    with DevCluster("2xH100-80GB", mode="static", layout=(layouts, "custom-config"), slurm=slurm) as c:
+        rc, lines = doctor(c)
+        assert rc == 0 and not failed(lines), lines
+        assert lines["JobSubmitPlugins"].startswith("skip") and lines["gres.conf"].startswith("ok")
+        c.slurm_mig("apply", "-f", c.node_dir("layout.yaml"), "-c", "all-balanced", "--force")
+        rc, lines = doctor(c)
+    assert rc == 1 and failed(lines) == {"gres.conf"}, lines
+    assert "Name=mig records of migsim" in lines["gres.conf"] and "--mode static" in lines["gres.conf"]

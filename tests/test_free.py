@@ -1,7 +1,5 @@
 """The free-slice summary: what a node publishes, how it is read back, and
 when it is sent at all (tests/test_free_e2e.py runs it on real Slurm)."""
-import os
-
 import pytest
 
 from harness import calls as hooks

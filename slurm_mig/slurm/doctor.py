@@ -19,7 +19,7 @@ from .. import installed
 from ..config import Config
 from ..core import catalog
 from ..errors import SlurmMigError
-from ..fsutil import dir_fix, unsafe_dir
+from ..fsutil import dir_fix, read_text, unsafe_dir
 from . import confgen, gresconf
 from .jobinfo import read_budget, run_slurm, slurm_command
 
@@ -221,10 +221,8 @@ def job_submit_lua(conf, gpus, mode: str) -> Check:
     if mode != "dynamic":
         return Check("job_submit.lua", SKIP, "static mode needs no job_submit.lua")
     path = beside_slurm_conf(conf, "job_submit.lua")
-    try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
-    except OSError:
+    text = read_text(path)
+    if text is None:
         return Check("job_submit.lua", SKIP, f"no {path} on this host: it lives next to slurm.conf on "
                      "the controller host; run `slurm-mig doctor` there too")
     models = _LUA_MODEL.findall(text)
@@ -292,7 +290,7 @@ def systemd(cfg: Config, unit_dir: Optional[str]) -> Iterator[Check]:
     write = f"`slurm-mig systemd-units --output {unit_dir}` then `systemctl daemon-reload`"
     for unit in wanted_units(cfg):
         files = [unit] + ([unit.replace(".timer", ".service")] if unit.endswith(".timer") else [])
-        stale = [f for f in files if _read(os.path.join(unit_dir, f)) != shipped[f]]
+        stale = [f for f in files if read_text(os.path.join(unit_dir, f)) != shipped[f]]
         targets = re.findall(r"^WantedBy=(\S+)", shipped[unit], re.M)
         if stale:
             yield Check(unit, FAIL, f"{', '.join(stale)} in {unit_dir} missing or not this install's", write)
@@ -300,14 +298,6 @@ def systemd(cfg: Config, unit_dir: Optional[str]) -> Iterator[Check]:
             yield Check(unit, FAIL, "not enabled", f"systemctl enable --now {unit}")
         else:
             yield Check(unit, OK, f"installed and enabled in {unit_dir}")
-
-
-def _read(path: str) -> Optional[str]:
-    try:
-        with open(path, encoding="utf-8") as f:
-            return f.read()
-    except OSError:
-        return None
 
 
 def slurm_config(bin_dir: str) -> Tuple[Optional[Dict[str, List[str]]], Optional[Check]]:

@@ -20,7 +20,7 @@ from typing import List, NamedTuple, Optional
 
 from ..config import Config
 from ..core.roomtext import NodeRoom, decode, encode
-from ..fsutil import atomic_write, locked, safe_dir
+from ..fsutil import atomic_write, locked, read_text, safe_dir
 from .jobinfo import check_node_name, run_slurm, slurm_command
 
 FIELDS = {"extra": "Extra", "comment": "Comment"}     # room_field -> Slurm's name (scontrol and sinfo -O)
@@ -41,20 +41,12 @@ def publish(cfg: Config, node: str, force: bool = False) -> str:
     with locked(os.path.join(cfg.state_dir, "room.lock"), timeout=cfg.lock_timeout):
         text = encode(node_room(NodeContext(cfg)))
         body = text.split(";", 2)[-1]                  # what changed, not when
-        if not force and _read(last) == body:
+        if not force and read_text(last) == body:
             return "unchanged"
         run_slurm([slurm_command("scontrol", cfg.slurm_bin_dir), "update", f"NodeName={node}",
                    f"{FIELDS[cfg.room_field]}={text}"], attempts=1, timeout=PUBLISH_TIMEOUT)
         atomic_write(last, body.encode(), durable=False)
     return f"published {len(text)} bytes"
-
-
-def _read(path: str) -> Optional[str]:
-    try:
-        with open(path, encoding="utf-8") as f:
-            return f.read()
-    except OSError:
-        return None
 
 
 class NodeLine(NamedTuple):
