@@ -25,7 +25,7 @@ from .jobinfo import read_budget, run_slurm, slurm_command
 
 OK, FAIL, SKIP = "ok", "FAIL", "skip"
 HOOKS = tuple(installed.HOOK_SCRIPTS)          # Prolog, TaskProlog, Epilog
-NO_TIMEOUT = 65534                             # what 22.05 shows for "never time out"
+NO_TIMEOUT = 65534                             # what 22.05 to 26.05 show when unset: no limit
 _CONFIG_LINE = re.compile(r"^([A-Za-z][A-Za-z0-9_]*)(?:\[\d+\])?\s+=\s?(.*)$")
 
 
@@ -160,19 +160,21 @@ def timeouts(conf, cfg: Config) -> Iterator[Check]:
     why = (f"lock_timeout={cfg.lock_timeout:g} (twice) + wait_for_room={cfg.wait_for_room:g} + "
            f"{read_budget():g} s for the Prolog's read of the job + {confgen.NVML_MARGIN} s of "
            "NVML work")
+    killed = "slurmd kills a Prolog still waiting, and drains the node,"
     # 25.05 and later may set the two apart; PrologEpilogTimeout covers both otherwise
-    for key, floor in (("PrologTimeout" if "prologtimeout" in conf else "PrologEpilogTimeout", need),
-                       ("BatchStartTimeout", need + 10)):
+    for key, floor, effect in (
+            ("PrologTimeout" if "prologtimeout" in conf else "PrologEpilogTimeout", need, killed),
+            ("BatchStartTimeout", need + 10, "the controller gives a batch job up while its Prolog "
+             "still waits,")):
         value = _seconds(_one(conf, key))
         if key != "BatchStartTimeout" and (value is None or value >= NO_TIMEOUT):
             yield Check(key, OK, "unset: slurmd never kills a Prolog (a hung one holds its job)")
         elif value is not None and value >= floor:
             yield Check(key, OK, f"{value} s >= {floor} s ({why})")
         else:
-            yield Check(key, FAIL, f"{value} s < {floor} s needed: slurmd kills a Prolog still waiting "
-                        f"(it drains the node) before it can fail the job alone ({why})",
-                        f"{key}={floor} in slurm.conf (slurm.conf.hooks of `slurm-mig gres-conf` has "
-                        "the lines), or lower wait_for_room / lock_timeout in the slurm-mig config")
+            yield Check(key, FAIL, f"{value} s < {floor} s needed: {effect} before it can fail the job "
+                        f"alone ({why})", f"{key}={floor} in slurm.conf (slurm.conf.hooks of `slurm-mig "
+                        "gres-conf` has the lines), or lower wait_for_room / lock_timeout in the slurm-mig config")
 
 
 def expected_gres(gpus, cfg: Config, node: str) -> Dict[str, List[dict]]:
