@@ -125,3 +125,28 @@ def test_slurm_conf_is_read_when_slurmctld_cannot_be_asked(tmp_path, monkeypatch
     assert why.status == doctor.FAIL and f"checked {conf} instead" in why.text
     assert read["selecttype"] == ["select/linear"] and "prolog" not in read
     assert read["batchstarttimeout"] == ["10"]                  # Slurm's default when unset
+
+
+def test_job_submit_lua_must_admit_this_node_and_match_the_catalog(tmp_path):
+    from types import SimpleNamespace
+    from slurm_mig.core import catalog
+    from slurm_mig.slurm import confgen
+    cat = catalog.load()
+    a30, h100 = cat.model("A30-24GB"), cat.model("H100-80GB")
+    lua = tmp_path / "job_submit.lua"
+    conf = {"slurm_conf": [str(tmp_path / "slurm.conf")]}
+    here = [SimpleNamespace(model=h100)]
+    assert doctor.job_submit_lua(conf, here, "dynamic").status == doctor.SKIP     # on the controller host only
+
+    def generated(*models):
+        return confgen.render(confgen.from_spec(f"1x{models[0].key}"), "dynamic", "n1", "/dev", "gres-conf",
+                              "a declared node", cluster_models=models)["job_submit.lua"]
+    lua.write_text(generated(a30))
+    check = doctor.job_submit_lua(conf, here, "dynamic")
+    assert check.status == doctor.FAIL and "not this node's H100-SXM5-80GB" in check.text
+    assert "--cluster-models A30-24GB,H100-SXM5-80GB " in check.fix
+    lua.write_text(generated(a30, h100))
+    assert doctor.job_submit_lua(conf, here, "dynamic").status == doctor.OK
+    lua.write_text(generated(a30, h100).replace('["1g.10gb"] = { "1g.10gb", 8 }', '["1g.10gb"] = { "1g.10gb", 1 }'))
+    check = doctor.job_submit_lua(conf, here, "dynamic")
+    assert check.status == doctor.FAIL and "differs from what this slurm-mig's catalog generates" in check.text
