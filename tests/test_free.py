@@ -64,6 +64,24 @@ def test_published_only_when_it_changed_unless_forced(make_node, scontrol):
     assert calls()[-1].startswith("update NodeName=n1 Comment=slurm-mig:1;")
 
 
+def test_of_a_burst_one_publisher_waits_and_the_others_leave(make_node, scontrol):
+    import fcntl
+    import os
+    import threading
+    bin_dir, calls = scontrol
+    cfg, _ = make_node("1xH100-80GB", slurm_bin_dir=bin_dir)
+    hooks.run_prolog(cfg, "7", "mig:7g.80gb:1", gpu=0, uid=1000)
+    waiting = os.open(f"{cfg.state_dir}/room.queue.lock", os.O_RDWR | os.O_CREAT)
+    fcntl.flock(waiting, fcntl.LOCK_EX)                        # one is waiting already...
+    release = threading.Timer(3, os.close, [waiting])          # ...for 3 s at most
+    release.start()
+    assert room.publish(cfg, "n1") == "left to the publisher already waiting"
+    release.cancel()
+    os.close(waiting)
+    assert len(calls()) == 0
+    assert room.publish(cfg, "n1").startswith("published") and len(calls()) == 1
+
+
 def test_sinfo_lines_one_per_node_whatever_its_partitions():
     summary = f"slurm-mig:1;t=5;0={H100}:3g.40gb*1"
     text = (f"n1|mixed|gpu:h100:1,shard:h100:56,mig:3g.40gb:2|{summary}|\n"

@@ -7,19 +7,21 @@ Publishing costs one `scontrol update NodeName=... Extra=...` when the
 summary changed: a detached process after a GPU job's Prolog or Epilog
 (never the hook itself, so no job waits for it), serialised per node by a
 lock under which the summary is computed, so the last one to run publishes
-the newest state; `slurm-mig publish-room` (the reconcile timer) sends it
+the newest state; of a burst, one runs, one waits and the rest leave; `slurm-mig publish-room` (the reconcile timer) sends it
 again whatever the last one was, for a controller that lost it. Only Slurm
 administrators (root on the node) may set node fields, so users cannot
 forge a summary; readers still accept only what the encoder writes.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from typing import List, NamedTuple, Optional
 
 from ..config import Config
 from ..core.roomtext import NodeRoom, decode, encode
+from ..errors import NodeProblem
 from ..fsutil import atomic_write, locked, read_text, safe_dir
 from .jobinfo import check_node_name, run_slurm, slurm_command
 
@@ -38,14 +40,24 @@ def publish(cfg: Config, node: str, force: bool = False) -> str:
         return "not published (static mode, or room_field is empty)"
     last = os.path.join(cfg.state_dir, "room.published")
     safe_dir(cfg.state_dir, 0o700, "state_dir")
-    with locked(os.path.join(cfg.state_dir, "room.lock"), timeout=cfg.lock_timeout):
-        text = encode(node_room(NodeContext(cfg)))
-        body = text.split(";", 2)[-1]                  # what changed, not when
-        if not force and read_text(last) == body:
-            return "unchanged"
-        run_slurm([slurm_command("scontrol", cfg.slurm_bin_dir), "update", f"NodeName={node}",
-                   f"{FIELDS[cfg.room_field]}={text}"], attempts=1, timeout=PUBLISH_TIMEOUT)
-        atomic_write(last, body.encode(), durable=False)
+    with contextlib.ExitStack() as queued:
+        try:           # one publisher waits, the others leave: the one waiting reads the node later
+            queued.enter_context(locked(os.path.join(cfg.state_dir, "room.queue.lock"),
+                                        timeout=cfg.lock_timeout if force else 0))
+        except NodeProblem:
+            return "left to the publisher already waiting"
+        with locked(os.path.join(cfg.state_dir, "room.lock"), timeout=cfg.lock_timeout):
+            queued.close()
+            return _send(cfg, node, encode(node_room(NodeContext(cfg))), last, force)
+
+
+def _send(cfg: Config, node: str, text: str, last: str, force: bool) -> str:
+    body = text.split(";", 2)[-1]                      # what changed, not when
+    if not force and read_text(last) == body:
+        return "unchanged"
+    run_slurm([slurm_command("scontrol", cfg.slurm_bin_dir), "update", f"NodeName={node}",
+               f"{FIELDS[cfg.room_field]}={text}"], attempts=1, timeout=PUBLISH_TIMEOUT)
+    atomic_write(last, body.encode(), durable=False)
     return f"published {len(text)} bytes"
 
 
