@@ -76,3 +76,19 @@ def test_only_root_may_write_the_field_and_forgeries_are_not_read(cluster):
     assert free(cluster) == {(cluster.node, None): None}          # malformed: shown as not published
     cluster.slurm_mig("publish-room", "--force", "--node", cluster.node)   # what the reconcile timer runs
     assert free(cluster) == before
+
+
+def test_one_sinfo_shows_every_node(slurm):
+    with DevCluster("1xH100-80GB", wait_for_room=3, slurm=slurm, nodes=2) as c:
+        os.chmod(os.path.join(c.dir, "munge"), 0o755)
+        first, second = c.nodes
+        assert free(c) == {(first, None): None, (second, None): None}       # no job ran yet
+        c.slurm_mig("publish-room", "--force", "--node", first, node=first)  # what the timer does
+        job = c.sbatch("-w", second, "--gres=mig:7g.80gb:1", script="sleep 60")
+        try:
+            want = {(first, 0): EMPTY, (second, 0): {}}
+            assert wait_for(c, want) == want
+            assert free(c, "--profile", "1g.10gb") == {(first, 0): EMPTY}
+            assert free(c, "-n", second) == {(second, 0): {}}
+        finally:
+            c.run("scancel", job)
