@@ -111,3 +111,10 @@ def test_the_hooks_leave_a_publisher_only_for_gpu_jobs(make_node, monkeypatch, t
     assert left == [("publish", "9"), ("publish", "9")]
     conf.write_text(conf.read_text() + 'room_field = ""\n')
     assert main.main(["epilog"]) == 0 and len(left) == 2
+
+
+def test_a_profile_asked_for_by_alias_or_unknown(cli):
+    from slurm_mig.cli.free import _canonical
+    assert _canonical("3g.39gb") == "3g.40gb" and _canonical("1G.10GB") == "1g.10gb"
+    p = cli("free", "--profile", "3g.45gb", check=2)
+    assert "unknown MIG profile '3g.45gb'; valid profiles: 1g.10gb," in p.stderr

@@ -35,6 +35,8 @@ def free(obj, partition, nodes, profile, field, as_json):
     field = field or cfg.room_field
     if not field:
         raise BadInput("room_field is empty in the config: no node publishes; pass --field extra")
+    if profile:
+        profile = _canonical(profile)
     lines = cluster_room(field, cfg.slurm_bin_dir, partition, nodes)
     rows = []
     for line in lines:
@@ -64,6 +66,17 @@ def free(obj, partition, nodes, profile, field, as_json):
     if totals:
         click.echo("\nIn all: " + ", ".join(f"{name}:{n}" for name, n in sorted(totals.items())))
     return 0
+
+
+def _canonical(name: str) -> str:
+    """A profile name as the nodes publish it (aliases such as 3g.39gb accepted)."""
+    from ..core import catalog
+    cat = catalog.load()
+    for model in cat.models.values():
+        found = model.find_profile(name)
+        if found is not None:
+            return found.name
+    raise BadInput(f"unknown MIG profile {name!r}; valid profiles: {', '.join(cat.all_profile_names())}")
 
 
 def _room(row) -> str:
