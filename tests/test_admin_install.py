@@ -71,3 +71,7 @@ def test_doctor_finds_the_node_as_the_readme_sets_it_up(node):
     for param, script in (("Prolog", "prolog/slurm-mig-prolog"), ("Epilog", "epilog/slurm-mig-epilog")):
         assert f"ok   {param}: {PREFIX}/share/slurm-mig/{script}\n" in p.stdout
     assert re.search(r"^ok   gres.conf: .* matches the live GPUs", p.stdout, re.M)
+    # the units are this install's; only enabling them was faked (no systemd in a chroot)
+    p = node.run(node.bin, "doctor", "--systemd-dir", "/etc/systemd/system", check=False)
+    assert p.returncode == 1 and "FAIL slurm-mig-reconcile.timer: not enabled -- fix: systemctl enable " \
+        "--now slurm-mig-reconcile.timer" in p.stdout and p.stdout.count("FAIL") == 1, p.stdout
