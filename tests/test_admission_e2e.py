@@ -162,11 +162,14 @@ def test_a_requeued_job_is_kept_off_its_node_and_starts_soon_on_another(slurm):
         assert re.search(r"^CVD=MIG-", c.output(job), re.M)
         # The requeue round: the Prolog's requeue and the steerer's one update; where
         # squeue cannot print ExcNodes in the Prolog's read (22.05), one one-job read.
-        # Besides: each Prolog's one-job read, and sinfo -p (cached for later rounds).
+        # Besides: each Prolog's one-job read, sinfo -p (cached for later rounds), and
+        # the free-slice updates of the nodes (slurm/room.py), at most one per hook.
         calls = slurm_calls_of(c, job)
         reads = [x for x in calls if x.startswith("squeue " + " ".join(job_query(job)))]
         partition = [x for x in calls if x.startswith("sinfo -h -N -p ")]
-        rounds = [x for x in calls if x not in reads + partition]
+        published = [x for x in calls if x.startswith("scontrol update NodeName=")]
+        rounds = [x for x in calls if x not in reads + partition + published]
+        assert len(published) <= 4 and all(" Extra=slurm-mig:1;" in x for x in published), calls
         assert len(reads) == 2 and len(partition) == 1, calls
         assert rounds[0] == f"scontrol requeue {job}" and rounds[-1].startswith(f"scontrol update JobId={job} ")
         assert rounds[-1].endswith(" StartTime=now") and f"ExcNodeList={n1}" in rounds[-1]
