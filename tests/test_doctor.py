@@ -4,6 +4,7 @@ import os
 
 from slurm_mig import installed
 from slurm_mig.config import Config
+from slurm_mig.node import checks as node_checks
 from slurm_mig.slurm import doctor
 from slurm_mig.slurm.confgen import hook_timeout
 
@@ -91,7 +92,7 @@ def test_directories_root_writes_into(tmp_path):
     run.mkdir()
     run.chmod(0o775)
     cfg = Config(state_dir=str(state), run_dir=str(run), hooks_dir=str(tmp_path / "none"))
-    checks = {c.name: c for c in doctor.directories(cfg)}
+    checks = {c.name: c for c in node_checks.directories(cfg)}
     assert checks["state_dir"].status == doctor.OK and checks["hooks_dir"].status == doctor.OK
     assert checks["run_dir"].status == doctor.FAIL and "mode 0775" in checks["run_dir"].text
     assert f"chmod 755 {run}" in checks["run_dir"].fix
@@ -99,13 +100,13 @@ def test_directories_root_writes_into(tmp_path):
 
 def test_systemd_units_installed_and_enabled(tmp_path):
     cfg = Config(isolate_devices=True)
-    assert doctor.wanted_units(cfg) == ["slurm-mig-reconcile.timer", "slurm-mig-node-setup.service"]
+    assert node_checks.wanted_units(cfg) == ["slurm-mig-reconcile.timer", "slurm-mig-node-setup.service"]
     units = installed.systemd_units()
-    status = lambda: {c.name: c.status for c in doctor.systemd(cfg, str(tmp_path))}   # noqa: E731
+    status = lambda: {c.name: c.status for c in node_checks.systemd(cfg, str(tmp_path))}   # noqa: E731
     assert set(status().values()) == {doctor.FAIL}
     for name, text in units.items():
         (tmp_path / name).write_text(text)
-    assert status() == dict.fromkeys(doctor.wanted_units(cfg), doctor.FAIL)      # written, not enabled
+    assert status() == dict.fromkeys(node_checks.wanted_units(cfg), doctor.FAIL)      # written, not enabled
     for unit, target in (("slurm-mig-reconcile.timer", "timers.target"),
                          ("slurm-mig-node-setup.service", "multi-user.target")):
         (tmp_path / f"{target}.wants").mkdir(exist_ok=True)

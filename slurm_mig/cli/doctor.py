@@ -29,7 +29,8 @@ def doctor(obj, node_name, systemd_dir):
 
     Exit 0 when nothing failed, 1 otherwise."""
     from ..slurm import doctor as checks
-    results = checks.run(obj.cfg(), checks.node_name(node_name), systemd_dir)
+    from ..node.ledger import this_node
+    results = checks.run(obj.cfg(), node_name or this_node(), systemd_dir)
     for check in results:
         click.echo(check.line())
     failed = [c.name for c in results if c.status == checks.FAIL]

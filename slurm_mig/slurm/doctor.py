@@ -2,6 +2,7 @@
 way slurm-mig needs? Each check answers one question, and when the answer is
 no it says what is wrong and the fix.
 
+The node's own checks (directories, systemd units) are node/checks.py.
 Reads only: one `scontrol show config` (one controller request: the values
 the controller really uses, not a file that may differ from them), the files it
 names (hook scripts, job_submit.lua next to slurm.conf), gres.conf, the live
@@ -12,31 +13,20 @@ from __future__ import annotations
 import glob
 import os
 import re
-import socket
-from typing import Dict, Iterator, List, NamedTuple, Optional, Tuple
+from typing import Dict, Iterator, List, Optional, Tuple
 
 from .. import installed
 from ..config import Config
 from ..core import catalog
 from ..errors import SlurmMigError
-from ..fsutil import dir_fix, read_text, unsafe_dir
+from ..fsutil import read_text
+from ..node.checks import FAIL, OK, SKIP, Check, directories, systemd
 from . import confgen, gresconf
 from .jobinfo import read_budget, run_slurm, slurm_command
 
-OK, FAIL, SKIP = "ok", "FAIL", "skip"
 HOOKS = tuple(installed.HOOK_SCRIPTS)          # Prolog, TaskProlog, Epilog
 NO_TIMEOUT = 65534                             # what 22.05 to 26.05 show when unset: no limit
 _CONFIG_LINE = re.compile(r"^([A-Za-z][A-Za-z0-9_]*)(?:\[\d+\])?\s+=\s?(.*)$")
-
-
-class Check(NamedTuple):
-    name: str
-    status: str            # OK, FAIL or SKIP
-    text: str
-    fix: str = ""
-
-    def line(self) -> str:
-        return f"{self.status:<4} {self.name}: {self.text}" + (f" -- fix: {self.fix}" if self.fix else "")
 
 
 def parse_show_config(text: str) -> Dict[str, List[str]]:
@@ -249,59 +239,6 @@ def job_submit_lua(conf, gpus, mode: str) -> Check:
     return Check("job_submit.lua", OK, f"{path} matches the catalog for {listed}")
 
 
-def directories(cfg: Config) -> Iterator[Check]:
-    created = "not there yet: the first hook that needs it creates it"
-    dirs = [("state_dir", cfg.state_dir, 0o700, created), ("run_dir", cfg.run_dir, 0o755, created)]
-    if cfg.dcgm_job_mapping_dir:
-        dirs.append(("dcgm_job_mapping_dir", cfg.dcgm_job_mapping_dir, 0o755, created))
-    dirs.append(("hooks_dir", cfg.hooks_dir, 0o755, "not there: no site hooks"))   # run as root
-    for setting, path, mode, absent in dirs:
-        try:
-            st = os.lstat(path)
-        except FileNotFoundError:
-            yield Check(setting, OK, f"{path} {absent}")
-            continue
-        why = unsafe_dir(st)
-        if why:
-            yield Check(setting, FAIL, f"{path} is {why}: another user could plant files root acts on",
-                        dir_fix(path, mode))
-        else:
-            yield Check(setting, OK, f"{path} mode {st.st_mode & 0o7777:04o}, uid {st.st_uid}")
-
-
-def wanted_units(cfg: Config) -> List[str]:
-    units = ["slurm-mig-reconcile.timer"]
-    if cfg.isolate_devices:
-        units.append("slurm-mig-node-setup.service")
-    if cfg.mode == "static":
-        units.append("slurm-mig-layout.service")
-    return units
-
-
-def systemd(cfg: Config, unit_dir: Optional[str]) -> Iterator[Check]:
-    if unit_dir is None:
-        if not os.path.isdir("/run/systemd/system"):
-            yield Check("systemd", SKIP, "systemd is not running here")
-            return
-        unit_dir = "/etc/systemd/system"
-    try:
-        shipped = installed.systemd_units()
-    except installed.NotInstalled as e:
-        yield Check("systemd", SKIP, str(e))
-        return
-    write = f"`slurm-mig systemd-units --output {unit_dir}` then `systemctl daemon-reload`"
-    for unit in wanted_units(cfg):
-        files = [unit] + ([unit.replace(".timer", ".service")] if unit.endswith(".timer") else [])
-        stale = [f for f in files if read_text(os.path.join(unit_dir, f)) != shipped[f]]
-        targets = re.findall(r"^WantedBy=(\S+)", shipped[unit], re.M)
-        if stale:
-            yield Check(unit, FAIL, f"{', '.join(stale)} in {unit_dir} missing or not this install's", write)
-        elif not any(os.path.lexists(os.path.join(unit_dir, f"{t}.wants", unit)) for t in targets):
-            yield Check(unit, FAIL, "not enabled", f"systemctl enable --now {unit}")
-        else:
-            yield Check(unit, OK, f"installed and enabled in {unit_dir}")
-
-
 def slurm_config(bin_dir: str) -> Tuple[Optional[Dict[str, List[str]]], Optional[Check]]:
     """What the controller runs (`scontrol show config`), else slurm.conf itself,
     with a failed check saying why the controller could not be asked."""
@@ -317,10 +254,6 @@ def slurm_config(bin_dir: str) -> Tuple[Optional[Dict[str, List[str]]], Optional
     except (OSError, SlurmMigError) as e:
         return None, Check("controller", FAIL, f"{why}, and {path} cannot be read ({e}): the checks "
                            "of slurm.conf are skipped", fix)
-
-
-def node_name(given: Optional[str]) -> str:
-    return given or os.environ.get("SLURMD_NODENAME") or socket.gethostname().split(".")[0]
 
 
 def run(cfg: Config, node: str, unit_dir: Optional[str] = None) -> List[Check]:
