@@ -9,6 +9,8 @@ create, bind; the request comes from SLURM_MIG_REQUEST, standing in for the
 one-job squeue read, which is not timed here: bench/slurm_queue.py times it
 against real Slurm), plus the `slurm-mig task-prolog`
 verb, on a simulated 8xH100-80GB node where other jobs already hold instances;
+the same Prolog and Epilog as slurmd runs them for a GPU job (SLURM_JOB_GPUS set), each
+leaving the detached free-slice publisher (slurm/room.py) behind,
 and the Prolog and Epilog of a job without GPUs (dynamic mode: slurmd sets no
 SLURM_JOB_GPUS, so the Prolog returns before asking Slurm), the cost every
 CPU-only job pays on a node running slurm-mig.
@@ -87,7 +89,8 @@ def main():
     epilog_script = installed.hook_script("epilog/slurm-mig-epilog")
     samples = {k: [] for k in ("python -c pass", "prolog", "task-prolog (script)",
                                "task-prolog (script, 4 tasks)", "task-prolog (verb)", "epilog", "prolog+epilog",
-                               "prolog (no GPUs)", "epilog (no GPUs)", "prolog+epilog (no GPUs)")}
+                               "prolog (no GPUs)", "epilog (no GPUs)", "prolog+epilog (no GPUs)",
+                               "prolog+epilog, publisher left")}
     for i in range(args.runs):
         job = str(i + 1)
         samples["python -c pass"].append(timed([python, "-c", "pass"], env))
@@ -101,6 +104,11 @@ def main():
         e = timed([epilog_script], job_env)
         samples["epilog"].append(e)
         samples["prolog+epilog"].append(p + e)
+        # as under slurmd (SLURM_JOB_GPUS set): each hook also leaves the free-slice publisher
+        # (slurm/room.py; its scontrol fails here); the pause lets it finish before what follows
+        samples["prolog+epilog, publisher left"].append(
+            cycle(prolog_script, epilog_script, {**env, "SLURM_JOB_GPUS": "0"}, str(300000 + i)))
+        time.sleep(1)
         plain_env = {**env, "SLURM_JOB_ID": str(100000 + i)}
         p, e = timed([prolog_script], plain_env), timed([epilog_script], plain_env)
         samples["prolog (no GPUs)"].append(p)
