@@ -118,3 +118,16 @@ def test_a_profile_asked_for_by_alias_or_unknown(cli):
     assert _canonical("3g.39gb") == "3g.40gb" and _canonical("1G.10GB") == "1g.10gb"
     p = cli("free", "--profile", "3g.45gb", check=2)
     assert "unknown MIG profile '3g.45gb'; valid profiles: 1g.10gb," in p.stderr
+
+
+def test_the_publish_verb_sends_this_nodes_room(make_node, scontrol, monkeypatch, tmp_path):
+    from slurm_mig.hooks import main
+    bin_dir, calls = scontrol
+    cfg, _ = make_node("1xH100-80GB")
+    conf = tmp_path / "c.toml"
+    conf.write_text(f'backend = "{cfg.backend}"\nstate_dir = "{cfg.state_dir}"\nslurm_bin_dir = "{bin_dir}"\n')
+    monkeypatch.setenv("SLURM_MIG_CONFIG", str(conf))
+    monkeypatch.setenv("SLURM_JOB_ID", "9")
+    monkeypatch.setenv("SLURMD_NODENAME", "gpu07")
+    assert main.main(["publish"]) == 0
+    assert calls()[0].startswith("update NodeName=gpu07 Extra=slurm-mig:1;")

@@ -67,9 +67,9 @@ def main(argv) -> int:
     if verb == "publish":       # left by a GPU job's Prolog or Epilog (slurm/room.py)
         from ..log import JobLog
         from ..slurm import room
-        from .dispatch import node_name
+        from ..node.ledger import this_node
         try:
-            done = room.publish(cfg, node_name(os.environ))
+            done = room.publish(cfg, this_node())
         except SlurmMigError as e:
             done = f"not published: {e}"
         JobLog(job).info("free slices %s", done)
