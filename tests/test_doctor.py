@@ -138,6 +138,8 @@ def test_job_submit_lua_must_admit_this_node_and_match_the_catalog(tmp_path):
     conf = {"slurm_conf": [str(tmp_path / "slurm.conf")]}
     here = [SimpleNamespace(model=h100)]
     assert doctor.job_submit_lua(conf, here, "dynamic").status == doctor.SKIP     # on the controller host only
+    missing = doctor.job_submit_lua(conf, [], "dynamic", here=True)                 # which this is
+    assert missing.status == doctor.FAIL and "--cluster-models MODEL,... " in missing.fix
 
     def generated(*models):
         return confgen.render(confgen.from_spec(f"1x{models[0].key}"), "dynamic", "n1", "/dev", "gres-conf",

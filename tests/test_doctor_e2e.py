@@ -36,6 +36,9 @@ def test_the_end_to_end_cluster_passes(cluster):
     assert {"SelectType", "PrologFlags", "JobSubmitPlugins", "GresTypes", "Prolog", "TaskProlog",
             "Epilog", "PrologEpilogTimeout", "BatchStartTimeout", "gres.conf", "job_submit.lua",
             "state_dir", "run_dir"} <= {n for n, ln in lines.items() if ln.startswith("ok")}
+    p = cluster.slurm_mig("doctor", "--controller", check=False)           # on the controller host
+    assert p.returncode == 0 and "ok   job_submit.lua: " in p.stdout, p.stdout
+    assert "gres.conf" not in p.stdout and "state_dir" not in p.stdout and "Prolog:" not in p.stdout
 
 
 def test_node_side_breakage_is_found_with_its_fix(cluster):

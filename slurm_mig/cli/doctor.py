@@ -11,8 +11,10 @@ from .app import main
               "[default: SLURMD_NODENAME, else the short host name]")
 @click.option("--systemd-dir", metavar="DIR", help="Where the units are installed and enabled. "
               "[default: /etc/systemd/system when systemd runs; else the units are not checked]")
+@click.option("--controller", is_flag=True, help="On the controller host: only slurm.conf's checks "
+              "and job_submit.lua's (which must be next to slurm.conf there), no GPU or node checks.")
 @click.pass_obj
-def doctor(obj, node_name, systemd_dir):
+def doctor(obj, node_name, systemd_dir, controller):
     """Check the node and its Slurm: one line per check, each failure with its fix.
 
     Asks the controller once (`scontrol show config`) and checks: SelectType is
@@ -25,12 +27,13 @@ def doctor(obj, node_name, systemd_dir):
     GPUs; job_submit.lua (when next to slurm.conf here) matches the catalog and
     admits this node's GPU model; state_dir, run_dir and the other directories
     root writes into are not writable by others; the systemd units are
-    installed and enabled (when systemd runs).
+    installed and enabled (when systemd runs). With --controller, on the
+    controller host: the slurm.conf checks and job_submit.lua only.
 
     Exit 0 when nothing failed, 1 otherwise."""
     from ..slurm import doctor as checks
     from ..node.ledger import this_node
-    results = checks.run(obj.cfg(), node_name or this_node(), systemd_dir)
+    results = checks.run(obj.cfg(), node_name or this_node(), systemd_dir, controller)
     for check in results:
         click.echo(check.line())
     failed = [c.name for c in results if c.status == checks.FAIL]

@@ -209,21 +209,25 @@ def _code(text: str) -> List[str]:
     return [ln for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("--")]
 
 
-def job_submit_lua(conf, gpus, mode: str) -> Check:
+def job_submit_lua(conf, gpus, mode: str, here: bool = False) -> Check:
+    """`here`: this is the controller host, where the file must be."""
     if mode != "dynamic":
         return Check("job_submit.lua", SKIP, "static mode needs no job_submit.lua")
     path = beside_slurm_conf(conf, "job_submit.lua")
     text = read_text(path)
-    if text is None:
+    if text is None and not here:
         return Check("job_submit.lua", SKIP, f"no {path} on this host: it lives next to slurm.conf on "
-                     "the controller host; run `slurm-mig doctor` there too")
-    models = _LUA_MODEL.findall(text)
+                     "the controller host; run `slurm-mig doctor --controller` there")
+    models = _LUA_MODEL.findall(text or "")
     live = sorted({g.model.key for g in gpus if g.model is not None})
     listed = ",".join(models) or "none"
-    every = ",".join(sorted(set(models) | set(live)))
+    every = ",".join(sorted(set(models) | set(live))) or "MODEL,..."
     fix = (f"`slurm-mig gres-conf --cluster-models {every} --output DIR` and install its "
            f"job_submit.lua as {path}")
     missing = [m for m in live if m not in models]
+    if not models:
+        return Check("job_submit.lua", FAIL, f"{path} is missing or names no GPU model: not one "
+                     "`slurm-mig gres-conf` wrote", fix)
     if missing:
         return Check("job_submit.lua", FAIL, f"{path} admits GPU models {listed}, not this node's "
                      f"{','.join(missing)}: sbatch refuses or mis-charges their profiles", fix)
@@ -256,15 +260,18 @@ def slurm_config(bin_dir: str) -> Tuple[Optional[Dict[str, List[str]]], Optional
                            "of slurm.conf are skipped", fix)
 
 
-def run(cfg: Config, node: str, unit_dir: Optional[str] = None) -> List[Check]:
-    """Every check, in the order an admin fixes them."""
+def run(cfg: Config, node: str, unit_dir: Optional[str] = None, controller: bool = False) -> List[Check]:
+    """Every check, in the order an admin fixes them; on the controller host
+    (`controller`) only slurm.conf's and job_submit.lua's, which must be there."""
     conf, unreachable = slurm_config(cfg.slurm_bin_dir)
     checks: List[Check] = [unreachable] if unreachable else []
     if conf is not None:
         checks += [select_type(conf), prolog_flags(conf), job_submit_plugin(conf, cfg.mode),
                    gres_types(conf, cfg.mode)]
-        checks += hook_paths(conf, installed.hook_scripts_if_installed())
+        checks += [] if controller else hook_paths(conf, installed.hook_scripts_if_installed())
         checks += timeouts(conf, cfg)
+    if controller:
+        return checks + ([job_submit_lua(conf, [], cfg.mode, here=True)] if conf is not None else [])
     from ..nvml.backend import open_driver
     try:
         gpus = open_driver(cfg.backend).gpus()
