@@ -153,3 +153,12 @@ def test_job_submit_lua_must_admit_this_node_and_match_the_catalog(tmp_path):
     lua.write_text(generated(a30, h100).replace('["1g.10gb"] = { "1g.10gb", 8 }', '["1g.10gb"] = { "1g.10gb", 1 }'))
     check = doctor.job_submit_lua(conf, here, "dynamic")
     assert check.status == doctor.FAIL and "differs from what this slurm-mig's catalog generates" in check.text
+
+
+def test_gres_as_slurm_prints_it_counts_like_the_generated_node_line():
+    slurm = ("gpu:h100_sxm5_80gb:2(S:0-1),shard:h100_sxm5_80gb:112,mig:1g.10gb:14,mig:1g.10gb+me:2,"
+             "mig:7g.80gb:2")
+    line = "gpu:h100_sxm5_80gb:2,shard:112,mig:1g.10gb:14,mig:1g.10gb+me:2,mig:7g.80gb:2"
+    assert doctor.gres_counts(slurm) == doctor.gres_counts(line) == {
+        ("gpu", ""): 2, ("shard", ""): 112, ("mig", "1g.10gb"): 14, ("mig", "1g.10gb+me"): 2, ("mig", "7g.80gb"): 2}
+    assert doctor.gres_counts(line.replace("shard:112", "shard:56")) != doctor.gres_counts(slurm)

@@ -23,8 +23,8 @@ def doctor(obj, node_name, systemd_dir, controller):
     Prolog=, TaskProlog= and Epilog= exist here and are this install's
     scripts (or wrappers that name them); PrologEpilogTimeout and
     BatchStartTimeout outlast a Prolog that waits for the lock, for room
-    (wait_for_room) and for its read of the job; gres.conf matches the live
-    GPUs; job_submit.lua (when next to slurm.conf here) matches the catalog and
+    (wait_for_room) and for its read of the job; gres.conf, and the counts the
+    controller runs this node with, match the live GPUs; job_submit.lua (when next to slurm.conf here) matches the catalog and
     admits this node's GPU model; state_dir, run_dir and the other directories
     root writes into are not writable by others; the systemd units are
     installed and enabled (when systemd runs). With --controller, on the

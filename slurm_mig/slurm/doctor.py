@@ -167,12 +167,10 @@ def timeouts(conf, cfg: Config) -> Iterator[Check]:
                         "gres-conf` has the lines), or lower wait_for_room / lock_timeout in the slurm-mig config")
 
 
-def expected_gres(gpus, cfg: Config, node: str) -> Dict[str, List[dict]]:
-    """This node's gres.conf records as `slurm-mig gres-conf` would write them."""
-    text = confgen.render(confgen.from_gpus(gpus), cfg.mode, node, cfg.dev_root, "doctor", "live GPUs",
-                          cfg.proc_root)["gres.conf"]
-    return {name: gresconf.records_in(text, node, name, "generated gres.conf")
-            for name in (("gpu", "shard", "mig") if cfg.mode == "dynamic" else ("mig",))}
+def generated(gpus, cfg: Config, node: str) -> Dict[str, str]:
+    """This node's gres.conf and slurm.conf.node as `slurm-mig gres-conf` would write them."""
+    return confgen.render(confgen.from_gpus(gpus), cfg.mode, node, cfg.dev_root, "doctor", "live GPUs",
+                          cfg.proc_root)
 
 
 def beside_slurm_conf(conf, name: str) -> str:
@@ -185,9 +183,11 @@ def gres_conf(conf, gpus, cfg: Config, node: str) -> Check:
     path = beside_slurm_conf(conf, "gres.conf")
     fix = (f"regenerate with `slurm-mig gres-conf --mode {cfg.mode} --node-name {node} --output DIR`, "
            f"merge its gres.conf into {path} and slurm.conf.node into slurm.conf, then restart slurmd on the node")
+    names = ("gpu", "shard", "mig") if cfg.mode == "dynamic" else ("mig",)
     try:
-        want = expected_gres(gpus, cfg, node)
-        have = {name: gresconf.node_records(path, node, name) for name in want}
+        text = generated(gpus, cfg, node)["gres.conf"]
+        want = {name: gresconf.records_in(text, node, name, "generated gres.conf") for name in names}
+        have = {name: gresconf.node_records(path, node, name) for name in names}
     except SlurmMigError as e:
         return Check("gres.conf", FAIL, str(e), fix)
     for name in want:
@@ -196,6 +196,35 @@ def gres_conf(conf, gpus, cfg: Config, node: str) -> Check:
                          f"({len(have[name])}) differ from the live GPUs ({len(want[name])} expected): "
                          "Slurm counts room the node does not have, or hides room it has", fix)
     return Check("gres.conf", OK, f"{path} matches the live GPUs of {node}")
+
+
+def gres_counts(text: str) -> Dict[Tuple[str, str], int]:
+    """A node's Gres= (slurm.conf, or Slurm's own `sinfo -O Gres`, which adds the
+    GPU type to every item and may add `(S:0-1)`) -> (name, MIG profile) -> count."""
+    counts: Dict[Tuple[str, str], int] = {}
+    for item in text.split(","):
+        parts = re.sub(r"\(.*\)$", "", item.strip()).split(":")
+        if len(parts) >= 2 and parts[-1].isdigit():
+            key = (parts[0], parts[1] if parts[0] == "mig" and len(parts) == 3 else "")
+            counts[key] = counts.get(key, 0) + int(parts[-1])
+    return counts
+
+
+def slurm_node_gres(gpus, cfg: Config, node: str) -> Check:
+    """What the controller runs with for this node, against the live GPUs: a
+    gres.conf merged but not yet loaded (no restart) passes the file check."""
+    want = re.search(r"^NodeName=\S+ Gres=(\S+)$", generated(gpus, cfg, node)["slurm.conf.node"], re.M).group(1)
+    try:
+        out = run_slurm([slurm_command("sinfo", cfg.slurm_bin_dir), "-h", "-N", "-n", node, "-O", "Gres:|"],
+                        attempts=1)
+    except SlurmMigError as e:
+        return Check("node Gres", FAIL, f"cannot read {node} from Slurm: {e}",
+                     f"check that {node} is this node's Slurm name (--node-name)")
+    have = out.splitlines()[0].rstrip("|") if out.strip() else "(no such node)"
+    if gres_counts(have) == gres_counts(want):
+        return Check("node Gres", OK, f"Slurm runs {node} with what its live GPUs need")
+    return Check("node Gres", FAIL, f"Slurm runs {node} with Gres={have}; its live GPUs need Gres={want}",
+                 f"put Gres={want} on {node}'s NodeName= line, then restart the controller and slurmd")
 
 
 def _comparable(records: List[dict]) -> List[dict]:
@@ -284,7 +313,9 @@ def run(cfg: Config, node: str, unit_dir: Optional[str] = None, controller: bool
                             f"{describe(e) if isinstance(e, NVMLError) else e}",
                             "load the NVIDIA driver, or set backend in the config"))
     if gpus is not None and conf is not None:
-        checks += [gres_conf(conf, gpus, cfg, node), job_submit_lua(conf, gpus, cfg.mode)]
+        checks += [gres_conf(conf, gpus, cfg, node),
+                   Check("node Gres", SKIP, "the controller cannot be asked") if unreachable
+                   else slurm_node_gres(gpus, cfg, node), job_submit_lua(conf, gpus, cfg.mode)]
     checks += directories(cfg)
     checks += systemd(cfg, unit_dir)
     return checks
