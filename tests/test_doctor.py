@@ -142,8 +142,8 @@ def test_job_submit_lua_must_admit_this_node_and_match_the_catalog(tmp_path):
     assert missing.status == doctor.FAIL and "--cluster-models MODEL,... " in missing.fix
 
     def generated(*models):
-        return confgen.render(confgen.from_spec(f"1x{models[0].key}"), "dynamic", "n1", "/dev", "gres-conf",
-                              "a declared node", cluster_models=models)["job_submit.lua"]
+        return confgen.render([confgen.NodeGroup("n1", confgen.from_spec(f"1x{models[0].key}"))], "dynamic",
+                              "/dev", "gres-conf", "a declared node", cluster_models=models)["job_submit.lua"]
     lua.write_text(generated(a30))
     check = doctor.job_submit_lua(conf, here, "dynamic")
     assert check.status == doctor.FAIL and "not this node's H100-SXM5-80GB" in check.text
@@ -162,3 +162,11 @@ def test_gres_as_slurm_prints_it_counts_like_the_generated_node_line():
     assert doctor.gres_counts(slurm) == doctor.gres_counts(line) == {
         ("gpu", ""): 2, ("shard", ""): 112, ("mig", "1g.10gb"): 14, ("mig", "1g.10gb+me"): 2, ("mig", "7g.80gb"): 2}
     assert doctor.gres_counts(line.replace("shard:112", "shard:56")) != doctor.gres_counts(slurm)
+
+
+def test_a_mixed_clusters_gres_conf_is_priced_for_its_models(make_node, driver_for):
+    cfg, state = make_node("1xH100-80GB")
+    gpus = driver_for(state).gpus()
+    header = "# Shard units priced for the GPU models A100-40GB, H100-SXM5-80GB:\n"
+    assert "Name=shard Count=728 " in doctor.generated(gpus, cfg, "n1", header)["gres.conf"]
+    assert "Name=shard Count=56 " in doctor.generated(gpus, cfg, "n1")["gres.conf"]

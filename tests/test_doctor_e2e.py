@@ -19,7 +19,11 @@ def cluster(slurm):
 
 
 def doctor(c):
-    """(exit status, check name -> its line)."""
+    """(exit status, check name -> its line). A node the cluster description
+    covers has its gres.conf name the cluster's /dev (as real nodes share one):
+    its dev_root says so, where it keeps its own simulated tree otherwise."""
+    if c.node in c.described:
+        c.set_config(dev_root=os.path.join(c.dir, "dev"))
     p = c.slurm_mig("doctor", "--node-name", c.node, check=False)
     lines = p.stdout.splitlines()
     assert re.fullmatch(r"\d+ of \d+ checks failed.*", lines[-1]), p.stdout + p.stderr
@@ -67,7 +71,8 @@ def test_node_side_breakage_is_found_with_its_fix(cluster):
     assert rc == 1
     assert failed(lines) == {"gres.conf", "node Gres", "Prolog", "Epilog", "state_dir"}, lines
     assert "mig:7g.80gb:1" in lines["node Gres"] and "need Gres=gpu:h100_sxm5_80gb:2,shard:112," in lines["node Gres"]
-    assert "Name=shard records of migsim" in lines["gres.conf"] and "slurm-mig gres-conf" in lines["gres.conf"]
+    assert "Name=shard records of migsim differ from the live GPUs (name=shard count=49 " in lines["gres.conf"]
+    assert "where the live GPUs give name=shard count=56 " in lines["gres.conf"] and "slurm-mig gres-conf" in lines["gres.conf"]
     assert "is not this install's" in lines["Prolog"]
     assert f"fix: Prolog={cluster.installed.hook_script('prolog/slurm-mig-prolog')}" in lines["Prolog"]
     assert "missing or not executable" in lines["Epilog"]

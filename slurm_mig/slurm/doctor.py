@@ -167,10 +167,18 @@ def timeouts(conf, cfg: Config) -> Iterator[Check]:
                         "gres-conf` has the lines), or lower wait_for_room / lock_timeout in the slurm-mig config")
 
 
-def generated(gpus, cfg: Config, node: str) -> Dict[str, str]:
-    """This node's gres.conf and slurm.conf.node as `slurm-mig gres-conf` would write them."""
-    return confgen.render(confgen.from_gpus(gpus), cfg.mode, node, cfg.dev_root, "doctor", "live GPUs",
-                          cfg.proc_root)
+_PRICED = re.compile(r"^# Shard units priced for the GPU models (.+):$", re.M)
+
+
+def generated(gpus, cfg: Config, node: str, gres_conf_text: str = "") -> Dict[str, str]:
+    """This node's files as `slurm-mig gres-conf` would write them, its shard
+    units priced for the GPU models the installed gres.conf names (a mixed
+    cluster prices each model's units for the whole set)."""
+    priced = _PRICED.search(gres_conf_text)
+    cat = catalog.load()
+    models = [cat.model(key.strip()) for key in priced.group(1).split(",")] if priced else []
+    return confgen.render([confgen.NodeGroup(node, confgen.from_gpus(gpus))], cfg.mode, cfg.dev_root,
+                          "doctor", "the live GPUs", cfg.proc_root, models if cfg.mode == "dynamic" else ())
 
 
 def beside_slurm_conf(conf, name: str) -> str:
@@ -179,22 +187,26 @@ def beside_slurm_conf(conf, name: str) -> str:
     return os.path.join(os.path.dirname(slurm_conf), name)
 
 
-def gres_conf(conf, gpus, cfg: Config, node: str) -> Check:
-    path = beside_slurm_conf(conf, "gres.conf")
-    fix = (f"regenerate with `slurm-mig gres-conf --mode {cfg.mode} --node-name {node} --output DIR`, "
-           f"merge its gres.conf into {path} and slurm.conf.node into slurm.conf, then restart slurmd on the node")
+def gres_conf(path: str, files: Dict[str, str], cfg: Config, node: str) -> Check:
+    """The installed gres.conf's records for this node against `files` (generated())."""
+    fix = (f"regenerate with `slurm-mig gres-conf` (--cluster for a described cluster, else --mode "
+           f"{cfg.mode} --node-name {node}), put its gres.conf at {path} and slurm.conf.node's lines "
+           "in slurm.conf, then restart slurmd on the node")
     names = ("gpu", "shard", "mig") if cfg.mode == "dynamic" else ("mig",)
     try:
-        text = generated(gpus, cfg, node)["gres.conf"]
-        want = {name: gresconf.records_in(text, node, name, "generated gres.conf") for name in names}
+        want = {name: gresconf.records_in(files["gres.conf"], node, name, "generated gres.conf")
+                for name in names}
         have = {name: gresconf.node_records(path, node, name) for name in names}
     except SlurmMigError as e:
         return Check("gres.conf", FAIL, str(e), fix)
     for name in want:
-        if _comparable(have[name]) != _comparable(want[name]):
-            return Check("gres.conf", FAIL, f"{path}: the Name={name} records of {node} "
-                         f"({len(have[name])}) differ from the live GPUs ({len(want[name])} expected): "
-                         "Slurm counts room the node does not have, or hides room it has", fix)
+        mine, live = _comparable(have[name]), _comparable(want[name])
+        if mine != live:
+            first = next((f"{_record(a)} where the live GPUs give {_record(b)}" for a, b in zip(mine, live)
+                          if a != b), f"{len(mine)} records where the live GPUs give {len(live)}")
+            return Check("gres.conf", FAIL, f"{path}: the Name={name} records of {node} differ from the "
+                         f"live GPUs ({first}): Slurm counts room the node does not have, or hides room "
+                         "it has", fix)
     return Check("gres.conf", OK, f"{path} matches the live GPUs of {node}")
 
 
@@ -210,10 +222,10 @@ def gres_counts(text: str) -> Dict[Tuple[str, str], int]:
     return counts
 
 
-def slurm_node_gres(gpus, cfg: Config, node: str) -> Check:
+def slurm_node_gres(files: Dict[str, str], cfg: Config, node: str) -> Check:
     """What the controller runs with for this node, against the live GPUs: a
     gres.conf merged but not yet loaded (no restart) passes the file check."""
-    want = re.search(r"^NodeName=\S+ Gres=(\S+)$", generated(gpus, cfg, node)["slurm.conf.node"], re.M).group(1)
+    want = re.search(r"^NodeName=\S+ Gres=(\S+)", files["slurm.conf.node"], re.M).group(1)
     try:
         out = run_slurm([slurm_command("sinfo", cfg.slurm_bin_dir), "-h", "-N", "-n", node, "-O", "Gres:|"],
                         attempts=1)
@@ -224,7 +236,11 @@ def slurm_node_gres(gpus, cfg: Config, node: str) -> Check:
     if gres_counts(have) == gres_counts(want):
         return Check("node Gres", OK, f"Slurm runs {node} with what its live GPUs need")
     return Check("node Gres", FAIL, f"Slurm runs {node} with Gres={have}; its live GPUs need Gres={want}",
-                 f"put Gres={want} on {node}'s NodeName= line, then restart the controller and slurmd")
+                 f"put Gres={want} on {node}'s NodeName= line, then restart the controller and slurmd on the node")
+
+
+def _record(fields: dict) -> str:
+    return " ".join(f"{k}={v}" for k, v in fields.items())
 
 
 def _comparable(records: List[dict]) -> List[dict]:
@@ -232,6 +248,7 @@ def _comparable(records: List[dict]) -> List[dict]:
 
 
 _LUA_MODEL = re.compile(r'^\s*\{ key = "([^"]+)"', re.M)
+_STATIC = re.compile(r'^    \["([^"]+)"\] = true,$', re.M)     # the static_partitions table
 
 
 def _code(text: str) -> List[str]:
@@ -262,8 +279,9 @@ def job_submit_lua(conf, gpus, mode: str, here: bool = False) -> Check:
                      f"{','.join(missing)}: sbatch refuses or mis-charges their profiles", fix)
     try:
         cat = catalog.load()
-        want = confgen.render(confgen.from_spec(f"1x{models[0]}"), "dynamic", None, "/dev", "doctor",
-                              "the catalog", cluster_models=[cat.model(m) for m in models])["job_submit.lua"]
+        want = confgen.render([confgen.NodeGroup(None, confgen.from_spec(f"1x{models[0]}"))], "dynamic", "/dev",
+                              "doctor", "the catalog", cluster_models=[cat.model(m) for m in models],
+                              static_partitions=_STATIC.findall(text))["job_submit.lua"]
     except SlurmMigError as e:
         return Check("job_submit.lua", FAIL, f"{path}: {e}", fix)
     if _code(text) != _code(want):
@@ -313,9 +331,17 @@ def run(cfg: Config, node: str, unit_dir: Optional[str] = None, controller: bool
                             f"{describe(e) if isinstance(e, NVMLError) else e}",
                             "load the NVIDIA driver, or set backend in the config"))
     if gpus is not None and conf is not None:
-        checks += [gres_conf(conf, gpus, cfg, node),
-                   Check("node Gres", SKIP, "the controller cannot be asked") if unreachable
-                   else slurm_node_gres(gpus, cfg, node), job_submit_lua(conf, gpus, cfg.mode)]
+        path = beside_slurm_conf(conf, "gres.conf")
+        try:
+            files = generated(gpus, cfg, node, read_text(path) or "")
+        except SlurmMigError as e:
+            checks.append(Check("gres.conf", FAIL, f"cannot describe the live GPUs: {e}",
+                                "add the GPU model with `slurm-mig catalog import`"))
+        else:
+            checks += [gres_conf(path, files, cfg, node),
+                       Check("node Gres", SKIP, "the controller cannot be asked") if unreachable
+                       else slurm_node_gres(files, cfg, node)]
+        checks.append(job_submit_lua(conf, gpus, cfg.mode))
     checks += directories(cfg)
     checks += systemd(cfg, unit_dir)
     return checks
