@@ -6,7 +6,7 @@ from slurm_mig import installed
 from slurm_mig.config import Config
 from slurm_mig.node import checks as node_checks
 from slurm_mig.slurm import doctor
-from slurm_mig.slurm.confgen import hook_timeout
+from slurm_mig.slurm.confgen import hook_timeouts
 
 SHOW_CONFIG_22 = """Configuration data as of 2026-12-07T07:49:35
 BatchStartTimeout       = 60 sec
@@ -50,18 +50,19 @@ def test_select_type_and_gres_types():
 
 
 def test_timeouts_follow_the_node_config():
-    cfg = Config(wait_for_room=600, lock_timeout=10)
-    need = hook_timeout(cfg)
-    assert need == 2 * 10 + 600 + 60 + 66
-    checks = {c.name: c for c in doctor.timeouts({"prologepilogtimeout": [str(need - 1)],
-                                                   "batchstarttimeout": [f"{need + 10} sec"]}, cfg)}
+    cfg = Config(wait_for_room=600, lock_timeout=10, interactive_wait=900)
+    prolog, batch = hook_timeouts(cfg)
+    assert (prolog, batch) == (2 * 10 + 900 + 60 + 66, 2 * 10 + 600 + 60 + 66 + 10)
+    checks = {c.name: c for c in doctor.timeouts({"prologepilogtimeout": [str(prolog - 1)],
+                                                   "batchstarttimeout": [f"{batch} sec"]}, cfg)}
     assert checks["PrologEpilogTimeout"].status == doctor.FAIL
-    assert f"PrologEpilogTimeout={need} " in checks["PrologEpilogTimeout"].fix
+    assert f"PrologEpilogTimeout={prolog} " in checks["PrologEpilogTimeout"].fix
+    assert "interactive_wait=900" in checks["PrologEpilogTimeout"].text
     assert checks["BatchStartTimeout"].status == doctor.OK
     forever = {c.name: c for c in doctor.timeouts(doctor.parse_show_config(SHOW_CONFIG_22), cfg)}
     assert forever["PrologEpilogTimeout"].status == doctor.OK and "never" in forever["PrologEpilogTimeout"].text
     assert forever["BatchStartTimeout"].status == doctor.FAIL
-    split = {c.name for c in doctor.timeouts({"prologtimeout": ["9999"], "batchstarttimeout": ["9999"]}, cfg)}
+    split = {c.name for c in doctor.timeouts({"prologtimeout": ["99999"], "batchstarttimeout": ["9999"]}, cfg)}
     assert split == {"PrologTimeout", "BatchStartTimeout"}          # 25.05's own Prolog timeout
 
 

@@ -93,10 +93,11 @@ def test_prolog_flags_and_timeouts_that_slurm_runs_with(slurm):
     assert rc == 1 and failed(lines) == {"PrologFlags", "PrologEpilogTimeout", "BatchStartTimeout"}, lines
     assert "Serial lacks Alloc" in lines["PrologFlags"]
     assert "fix: PrologFlags=Serial,Alloc " in lines["PrologFlags"]
-    need = int(re.search(r"30 s < (\d+) s needed", lines["PrologEpilogTimeout"]).group(1))
-    assert f"fix: PrologEpilogTimeout={need} " in lines["PrologEpilogTimeout"]
-    assert "wait_for_room=3" in lines["PrologEpilogTimeout"]
-    assert f"fix: BatchStartTimeout={need + 10} " in lines["BatchStartTimeout"]
+    prolog = int(re.search(r"30 s < (\d+) s needed", lines["PrologEpilogTimeout"]).group(1))
+    assert f"fix: PrologEpilogTimeout={prolog} " in lines["PrologEpilogTimeout"]
+    assert "wait_for_room=3 and interactive_wait=" in lines["PrologEpilogTimeout"]
+    batch = int(re.search(r"20 s < (\d+) s needed", lines["BatchStartTimeout"]).group(1))
+    assert f"fix: BatchStartTimeout={batch} " in lines["BatchStartTimeout"] and batch < prolog
 
 
 def without_cons_tres(text):

@@ -146,17 +146,17 @@ def _seconds(value: str) -> Optional[int]:
 
 
 def timeouts(conf, cfg: Config) -> Iterator[Check]:
-    need = confgen.hook_timeouts(cfg)[0]
-    why = (f"lock_timeout={cfg.lock_timeout:g} (twice) + wait_for_room={cfg.wait_for_room:g} + "
-           f"{read_budget():g} s for the Prolog's read of the job + {confgen.NVML_MARGIN} s of "
-           "NVML work")
-    killed = "slurmd kills a Prolog still waiting, and drains the node,"
+    prolog, batch = confgen.hook_timeouts(cfg)
+    base = (f"lock_timeout={cfg.lock_timeout:g} (twice) + {read_budget():g} s for the Prolog's read "
+            f"of the job + {confgen.NVML_MARGIN} s of NVML work")
     # 25.05 and later may set the two apart; PrologEpilogTimeout covers both otherwise
-    for key, floor, effect in (
-            ("PrologTimeout" if "prologtimeout" in conf else "PrologEpilogTimeout", need, killed),
-            ("BatchStartTimeout", need + 10, "the controller gives a batch job up while its Prolog "
-             "still waits,")):
-        value = _seconds(_one(conf, key))
+    for key, floor, waits, effect in (
+            ("PrologTimeout" if "prologtimeout" in conf else "PrologEpilogTimeout", prolog,
+             f"the longer of wait_for_room={cfg.wait_for_room:g} and interactive_wait="
+             f"{cfg.interactive_wait:g}", "slurmd kills a Prolog still waiting, and drains the node,"),
+            ("BatchStartTimeout", batch, f"wait_for_room={cfg.wait_for_room:g} + 10 s",
+             "the controller gives a batch job up while its Prolog still waits,")):
+        value, why = _seconds(_one(conf, key)), f"{base} + {waits}"
         if key != "BatchStartTimeout" and (value is None or value >= NO_TIMEOUT):
             yield Check(key, OK, "unset: slurmd never kills a Prolog (a hung one holds its job)")
         elif value is not None and value >= floor:
@@ -164,7 +164,8 @@ def timeouts(conf, cfg: Config) -> Iterator[Check]:
         else:
             yield Check(key, FAIL, f"{value} s < {floor} s needed: {effect} before it can fail the job "
                         f"alone ({why})", f"{key}={floor} in slurm.conf (slurm.conf.hooks of `slurm-mig "
-                        "gres-conf` has the lines), or lower wait_for_room / lock_timeout in the slurm-mig config")
+                        "gres-conf` has the lines), or lower wait_for_room, interactive_wait or "
+                        "lock_timeout in the slurm-mig config")
 
 
 _PRICED = re.compile(r"^# Shard units priced for the GPU models (.+):$", re.M)
