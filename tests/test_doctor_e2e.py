@@ -97,7 +97,7 @@ def test_prolog_flags_and_timeouts_that_slurm_runs_with(slurm):
     assert f"fix: PrologEpilogTimeout={prolog} " in lines["PrologEpilogTimeout"]
     assert "wait_for_room=3 and interactive_wait=" in lines["PrologEpilogTimeout"]
     batch = int(re.search(r"20 s < (\d+) s needed", lines["BatchStartTimeout"]).group(1))
-    assert f"fix: BatchStartTimeout={batch} " in lines["BatchStartTimeout"] and batch < prolog
+    assert f"fix: BatchStartTimeout={batch} " in lines["BatchStartTimeout"]
 
 
 def without_cons_tres(text):
