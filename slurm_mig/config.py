@@ -41,6 +41,7 @@ class Config(NamedTuple):
     dcgm_job_mapping_dir: str = ""            # dcgm-exporter --hpc-job-mapping-dir; "" = off
     isolate_devices: bool = False             # dynamic: hand each job its instances' cap nodes (node/isolation.py)
     room_field: str = "extra"                 # dynamic: node field for the free-slice summary: extra | comment | "" (off)
+    room_interval: float = 30.0               # seconds between two summaries a node sends (the controller's cost)
 
 
 PATHS = ("state_dir", "run_dir", "hooks_dir", "gres_conf", "proc_root", "dev_root", "slurm_bin_dir",
@@ -50,7 +51,7 @@ OPTIONAL = OPTIONAL_PATHS + ("room_field",)
 # Inclusive ranges of the numeric settings (seconds, or attempts).
 RANGES = {"wait_for_room": (0, 86400), "interactive_wait": (0, 43200), "interactive_charge": (0, 1),
           "lock_timeout": (0.1, 86400), "epilog_retries": (0, 1000), "epilog_retry_delay": (0, 3600),
-          "max_requeues": (0, 1000)}
+          "max_requeues": (0, 1000), "room_interval": (0, 3600)}
 
 
 def _coerce(name: str, value, source: str):

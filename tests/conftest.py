@@ -19,7 +19,8 @@ def make_node(tmp_path):
         for d in ("state", "run"):       # a new node (new GPU UUIDs) starts with no ledger
             shutil.rmtree(tmp_path / d, ignore_errors=True)
         init_state(state, gpus, mig_enabled=overrides.pop("mig", True))
-        settings = dict(wait_for_room=0, interactive_wait=0, epilog_retries=1, epilog_retry_delay=0)
+        settings = dict(wait_for_room=0, interactive_wait=0, epilog_retries=1, epilog_retry_delay=0,
+                        room_interval=0)
         cfg = Config(**with_sim_roots(dict(backend=f"sim:{state}", state_dir=str(tmp_path / "state"),
                                            run_dir=str(tmp_path / "run"), **{**settings, **overrides})))
         return cfg, state

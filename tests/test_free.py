@@ -82,6 +82,21 @@ def test_of_a_burst_one_publisher_waits_and_the_others_leave(make_node, scontrol
     assert room.publish(cfg, "n1").startswith("published") and len(calls()) == 1
 
 
+def test_a_node_sends_at_most_one_summary_per_interval(make_node, scontrol, monkeypatch):
+    """What the controller pays is bounded per node, not per job: a change
+    soon after the last summary is sent once the interval is out."""
+    bin_dir, calls = scontrol
+    cfg, _ = make_node("1xH100-80GB", slurm_bin_dir=bin_dir, room_interval=30)
+    slept = []
+    monkeypatch.setattr(room.time, "sleep", slept.append)
+    assert room.publish(cfg, "n1").startswith("published") and slept == []    # the first: at once
+    hooks.run_prolog(cfg, "7", "mig:7g.80gb:1", gpu=0, uid=1000)
+    assert room.publish(cfg, "n1").startswith("published")
+    assert len(slept) == 1 and 25 < slept[0] <= 30 and len(calls()) == 2
+    room.publish(cfg, "n1", force=True)                                       # the timer's resend
+    assert len(slept) == 1 and len(calls()) == 3
+
+
 def test_sinfo_lines_one_per_node_whatever_its_partitions():
     summary = f"slurm-mig:1;t=5;0={H100}:3g.40gb*1"
     text = (f"n1|mixed|gpu:h100:1,shard:h100:56,mig:3g.40gb:2|{summary}|\n"

@@ -7,8 +7,12 @@ Publishing costs one `scontrol update NodeName=... Extra=...` when the
 summary changed: a detached process after a GPU job's Prolog or Epilog
 (never the hook itself, so no job waits for it), serialised per node by a
 lock under which the summary is computed, so the last one to run publishes
-the newest state; of a burst, one runs, one waits and the rest leave; `slurm-mig publish-room` (the reconcile timer) sends it
-again whatever the last one was, for a controller that lost it. Only Slurm
+the newest state; of a burst, one runs, one waits and the rest leave. A node
+sends at most one summary per `room_interval` seconds (30): the one waiting
+waits out the interval, then reads the node, so what the controller pays is
+bounded per node and not per job, however many jobs start and end.
+`slurm-mig publish-room` (the reconcile timer) sends it again whatever the
+last one was, for a controller that lost it. Only Slurm
 administrators (root on the node) may set node fields, so users cannot
 forge a summary; readers still accept only what the encoder writes.
 """
@@ -46,9 +50,21 @@ def publish(cfg: Config, node: str, force: bool = False) -> str:
                                         timeout=cfg.lock_timeout if force else 0))
         except NodeProblem:
             return "left to the publisher already waiting"
+        if not force:
+            _wait_out_interval(last, cfg.room_interval)
         with locked(os.path.join(cfg.state_dir, "room.lock"), timeout=cfg.lock_timeout):
             queued.close()
             return _send(cfg, node, encode(node_room(NodeContext(cfg))), last, force)
+
+
+def _wait_out_interval(last: str, interval: float) -> None:
+    """Sleep until `interval` seconds after the last summary sent (`last`'s time)."""
+    try:
+        delay = os.lstat(last).st_mtime + interval - time.time()
+    except FileNotFoundError:
+        return
+    if delay > 0:
+        time.sleep(min(delay, interval))
 
 
 def _send(cfg: Config, node: str, text: str, last: str, force: bool) -> str:
