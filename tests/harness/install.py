@@ -25,6 +25,8 @@ import tempfile
 import time
 from typing import List, Optional
 
+from slurm_mig.fsutil import read_text
+
 from . import slurms
 
 # What `pip install .` reads from a clone; the rest (tests, docs, the venv) is not packaged.
@@ -147,7 +149,7 @@ def wheelhouse(py: str) -> str:
     os.makedirs(os.path.dirname(house), exist_ok=True)
     with open(house + ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if _read(stamp) != wanted:
+        if read_text(stamp) != wanted:
             shutil.rmtree(house, ignore_errors=True)
             tmp = house + f".build-{os.getpid()}"
             os.makedirs(tmp)
@@ -165,14 +167,6 @@ def wheelhouse(py: str) -> str:
                                          f"{p.stderr.strip().splitlines()[-1:] or p.returncode}")
             os.rename(tmp, house)
     return house
-
-
-def _read(path: str) -> Optional[str]:
-    try:
-        with open(path, encoding="utf-8") as f:
-            return f.read()
-    except OSError:
-        return None
 
 
 def _run(argv: List[str], what: str) -> None:
