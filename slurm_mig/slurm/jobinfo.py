@@ -151,6 +151,15 @@ def job_query(job: str) -> List[str]:
     return ["-h", "-j", check_job_id(job), "-O", ",".join(f + ":|" for f in FIELDS)]
 
 
+def _gres_items(tres: str, what: str):
+    """(name, type or None, count) of each item of a tres-per-node text."""
+    for item in filter(None, tres.split(",")):
+        m = _GRES.fullmatch(item)
+        if not m:
+            raise BadInput(f"unknown GRES request item {item!r} of {what}")
+        yield m.group(1), m.group(2), int(m.group(3) or 1)
+
+
 def parse_job_line(text: str, job: str, node: str, job_gpus: str, exc_nodes_known: bool = True) -> JobRequest:
     """This node's share of `job` from the one-job read and SLURM_JOB_GPUS
     (`exc_nodes_known`: the squeue could print ExcNodes)."""
@@ -168,13 +177,9 @@ def parse_job_line(text: str, job: str, node: str, job_gpus: str, exc_nodes_know
         raise BadInput(f"Slurm says job {job} runs on {row['NodeList'] or 'no node'}, not on {node}")
     counts: Dict[str, int] = {}
     shards = False
-    for item in filter(None, row["tres-per-node"].split(",")):
-        m = _GRES.fullmatch(item)
-        if not m:
-            raise BadInput(f"unknown GRES request item {item!r} of job {job}")
-        name, gtype, count = m.groups()
+    for name, gtype, count in _gres_items(row["tres-per-node"], f"job {job}"):
         if name == "mig" and gtype:
-            counts[gtype.lower()] = counts.get(gtype.lower(), 0) + int(count or 1)
+            counts[gtype.lower()] = counts.get(gtype.lower(), 0) + count
         shards = shards or name == "shard"
     try:
         gpus = sorted(set(parse_idx(job_gpus))) if job_gpus else []
@@ -210,12 +215,12 @@ def parse_step_request(text: str, job: str, step: str) -> Dict[str, int]:
     if len(lines) != 1:
         raise BadInput(f"squeue printed {len(lines)} lines for step {job}.{step}, not its own one")
     counts: Dict[str, int] = {}
-    for item in filter(None, lines[0].split("|", 1)[1].strip().split(",")):
-        m = _GRES.fullmatch(item)
-        if item != "(null)" and (m is None or m.group(1) == "mig" and not _PROFILE.fullmatch(m.group(2) or "")):
-            raise BadInput(f"unknown GRES request item {item!r} of step {job}.{step}")
-        if m and m.group(1) == "mig":
-            counts[m.group(2)] = counts.get(m.group(2), 0) + int(m.group(3) or 1)
+    tres = lines[0].split("|", 1)[1].strip()
+    for name, gtype, count in _gres_items("" if tres == "(null)" else tres, f"step {job}.{step}"):
+        if name == "mig":
+            if not _PROFILE.fullmatch(gtype or ""):
+                raise BadInput(f"unknown GRES request item gres:mig:{gtype} of step {job}.{step}")
+            counts[gtype] = counts.get(gtype, 0) + count
     return counts
 
 
