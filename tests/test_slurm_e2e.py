@@ -129,6 +129,30 @@ def test_concurrent_jobs_get_distinct_instances(cluster):
     assert live_instances(cluster) == []
 
 
+def test_each_array_task_gets_instances_of_its_own(cluster):
+    """Six tasks of 3g.40gb on two GPUs: Slurm runs at most four at once (the
+    shards), each task its own instance, and the rest start as tasks end."""
+    out = os.path.join(cluster.dir, "jobs", "array-%a.out")
+    job = cluster.sbatch("--array=0-5", "--gres=mig:3g.40gb:1", "-o", out,
+                         script="echo CVD=$CUDA_VISIBLE_DEVICES; sleep 4")
+    owners_seen = set()
+
+    def running_tasks_hold_their_own():
+        live = live_instances(cluster)
+        owners = [i["owner"] for i in live]
+        assert len(owners) == len(set(owners)) <= 4, live
+        owners_seen.update(owners)
+        return len(owners_seen) == 6 or all(cluster.job_state(f"{job}_{t}") == "COMPLETED" for t in range(6))
+    cluster._wait(running_tasks_hold_their_own, 120, "every array task to run")
+    assert [cluster.wait_job(f"{job}_{t}") for t in range(6)] == ["COMPLETED"] * 6
+    for t in range(6):
+        with open(out.replace("%a", str(t)), encoding="utf-8") as f:
+            (uuid,) = uuids_in(f.read())
+        assert uuid.startswith("MIG-")
+    assert len(owners_seen) == 6                 # each task under its own job id (the last keeps the array's)
+    assert live_instances(cluster) == []
+
+
 def test_unknown_profile_refused_at_submit(cluster):
     with pytest.raises(ClusterError, match=r"unknown MIG profile '5g\.50gb'; valid profiles: .*3g\.40gb"):
         cluster.sbatch("--gres=mig:5g.50gb:1", script="true")
