@@ -121,11 +121,22 @@ def test_a_batch_job_without_room_goes_back_to_the_queue_then_runs(cluster, busy
 
 
 def test_jobs_that_cannot_be_requeued_wait_then_fail_alone(cluster, busy_orphan):
+    """An srun or salloc is told on its terminal that it waits and why it gave
+    up; then its allocation is revoked: a salloc never runs its command in an
+    allocation whose every step would fail."""
     p = cluster.run("srun", "--gres=mig:7g.80gb:1", "sh", "-c", "echo CVD=$CUDA_VISIBLE_DEVICES",
                     check=False, timeout=120)
     assert p.returncode != 0 and "CVD=" not in p.stdout
-    assert "could not get its MIG devices" in p.stdout + p.stderr
-    assert "not requeued: interactive jobs (srun, salloc) cannot be requeued" in p.stdout + p.stderr
+    assert re.search(r"^srun: slurm-mig: job \d+ waits for room on \S+: 7g.80gb:1 does not fit .*"
+                     r"gives up after 3 s$", p.stderr, re.M), p.stderr
+    assert "could not get its MIG devices" in p.stderr
+    assert "not requeued: interactive jobs (srun, salloc) cannot be requeued" in p.stderr
+    p = cluster.run("salloc", "--gres=mig:7g.80gb:1", "sh", "-c", "echo INSIDE", check=False, timeout=120)
+    assert p.returncode != 0 and "INSIDE" not in p.stdout, p.stdout + p.stderr
+    assert re.search(r"^salloc: slurm-mig: job \d+ waits for room", p.stderr, re.M), p.stderr
+    assert re.search(r"^salloc: slurm-mig: job \d+ could not get its MIG devices: 7g.80gb:1 does not fit",
+                     p.stderr, re.M), p.stderr
+    assert "has been revoked" in p.stderr
     # a whole GPU held by a busy instance no job owns: named, after the same bounded wait
     p = cluster.run("srun", "--gres=gpu:1", "sh", "-c", "echo CVD=$CUDA_VISIBLE_DEVICES",
                     check=False, timeout=120)

@@ -16,8 +16,8 @@ from slurm_mig.slurm import jobinfo
 @pytest.fixture
 def fake_slurm(tmp_path, monkeypatch):
     """A squeue that logs each call and prints the one-job line of `job` (or
-    fails `fail` times), and an scontrol that logs each call and exits
-    `scontrol_exit`."""
+    fails `fail` times), an scontrol that logs each call and exits
+    `scontrol_exit`, and an scancel that logs each call."""
     monkeypatch.setattr(jobinfo, "RETRY_DELAY", 0.01)
     bin_dir = tmp_path / "slurm-bin"
     bin_dir.mkdir()
@@ -30,6 +30,9 @@ def fake_slurm(tmp_path, monkeypatch):
                             f"[ {scontrol_exit} = 0 ] || echo 'Requested operation is presently disabled' >&2\n"
                             f"exit {scontrol_exit}\n")
         scontrol.chmod(0o755)
+        scancel = bin_dir / "scancel"
+        scancel.write_text(f"#!/bin/sh\necho scancel \"$@\" >> {calls}\n")
+        scancel.chmod(0o755)
         (tmp_path / "failures").write_text("x\n" * fail)
         script = bin_dir / "squeue"
         script.write_text(f"""#!/bin/sh
@@ -259,6 +262,40 @@ def test_an_interactive_job_waits_interactive_wait_for_room(make_node, fake_slur
     run_prolog(cfg, "5", uid=None, env=ENV)
     text, code = task_prolog(cfg.run_dir, "5")
     assert code == 0 and text.startswith(f"export CUDA_VISIBLE_DEVICES={bound}")
+
+
+def test_an_interactive_job_is_told_once_that_it_waits(make_node, fake_slurm):
+    import threading
+    cfg = full_gpu_node(make_node, slurm_bin_dir=fake_slurm(entry(SMALL_ON_GPU0)), interactive_wait=7200)
+    threading.Timer(1.5, hooks_epilog, (cfg, "4")).start()
+    run_prolog(cfg, "5", uid=None, env=ENV)
+    assert task_prolog(cfg.run_dir, "5")[1] == 0
+    assert [c for c in fake_slurm.calls() if not c.startswith("-h")] == [
+        "scontrol notify 5 slurm-mig: job 5 waits for room on n1: 1g.10gb:1 does not fit next to the running "
+        "jobs' instances (GPU 0: 0/8 slots free); it starts when running jobs end, or gives up after 2 h"]
+
+
+@pytest.mark.parametrize("scontrol_exit", [0, 1])
+def test_an_interactive_job_that_gives_up_is_told_why_then_revoked(make_node, fake_slurm, scontrol_exit):
+    """A salloc must not keep an allocation whose every step fails; when Slurm
+    refuses the notices the job still fails alone, its steps saying why."""
+    cfg = full_gpu_node(make_node, slurm_bin_dir=fake_slurm(entry("gres:gpu:1"), scontrol_exit=scontrol_exit),
+                        interactive_wait=1)
+    run_prolog(cfg, "5", uid=None, env=ENV)
+    text, code = task_prolog(cfg.run_dir, "5")
+    assert code == 1 and "GPU 0 still holds MIG instances of job 4" in text
+    waits, why, cancel = [c for c in fake_slurm.calls() if not c.startswith("-h")]
+    assert waits.startswith("scontrol notify 5 slurm-mig: job 5 waits for room on n1: GPU 0 still holds")
+    assert waits.endswith("gives up after 1 s")
+    assert why == "scontrol notify 5 " + text.strip().removeprefix("print ").split("\n")[0]
+    assert cancel == "scancel 5"
+
+
+def test_a_batch_job_is_never_revoked(make_node, fake_slurm):
+    cfg = full_gpu_node(make_node, slurm_bin_dir=fake_slurm(entry("gres:gpu:1", batch_flag=True)))
+    run_prolog(cfg, "5", uid=None, env=ENV)
+    assert task_prolog(cfg.run_dir, "5")[1] == 1
+    assert not [c for c in fake_slurm.calls() if "notify" in c or "scancel" in c]
 
 
 def test_a_busy_instance_no_job_owns_is_named_not_a_code(make_node, fake_slurm):

@@ -53,11 +53,12 @@ def run_prolog(cfg: Config, job: str, spec: Optional[str] = None, gpu: Optional[
             return
         request, gpu = req.request, gpu if gpu is not None else req.gpu
         whole_gpus = req.whole_gpus if request is None else None
-        send_back = _send_back(cfg, job, req)
+        send_back, user = _send_back(cfg, job, req), None
         if not req.batch:       # srun/salloc cannot go back to the queue: it waits for room instead
             cfg = cfg._replace(wait_for_room=cfg.interactive_wait)
+            user = _interactive(cfg, job, env)
     else:
-        send_back = None
+        send_back, user = None, None
         if spec is not None:
             try:
                 request = MigRequest.parse(spec)
@@ -70,10 +71,31 @@ def run_prolog(cfg: Config, job: str, spec: Optional[str] = None, gpu: Optional[
     counters.bump(cfg.state_dir, "prologs")
     if whole_gpus:
         from .wholegpu import prolog as whole_gpu_prolog
-        whole_gpu_prolog(_context(cfg), job, whole_gpus, uid, cfg.wait_for_room, send_back)
+        whole_gpu_prolog(_context(cfg), job, whole_gpus, uid, cfg.wait_for_room, send_back, user)
     else:
         from .dynamic import prolog as mig_prolog
-        mig_prolog(cfg, job, request, gpu, uid, send_back)
+        mig_prolog(cfg, job, request, gpu, uid, send_back, user)
+
+
+def _interactive(cfg: Config, job: str, env: Mapping[str, str]):
+    """What an srun or salloc user is told while its Prolog waits for room (slurm/notice.py)."""
+    from ..node.ledger import this_node
+    from ..slurm import notice
+    from .admission import Interactive
+    node = this_node(env)
+
+    def waiting(reason: str) -> None:
+        notice.tell(job, f"slurm-mig: job {job} waits for room on {node}: {reason}; it starts when "
+                         f"running jobs end, or gives up after {_duration(cfg.interactive_wait)}",
+                    cfg.slurm_bin_dir)
+    return Interactive(waiting, lambda text: notice.revoke(job, text, cfg.slurm_bin_dir))
+
+
+def _duration(seconds: float) -> str:
+    for unit, size in (("h", 3600), ("min", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds // size:g} {unit}"
+    return f"{seconds:g} s"
 
 
 def _send_back(cfg: Config, job: str, req):

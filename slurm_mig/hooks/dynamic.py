@@ -25,7 +25,7 @@ from ..node.occupancy import read_view
 from ..core.lifecycle import Record, State
 from ..node.reconcile import reconcile
 from ..nvml.errors import node_problem
-from .admission import admit
+from .admission import Interactive, admit
 
 if TYPE_CHECKING:
     from ..core.policies import Policy
@@ -34,10 +34,12 @@ if TYPE_CHECKING:
 
 def prolog(cfg: Config, job: str, request: MigRequest, gpu: Optional[int] = None,
            uid: Optional[int] = None,
-           send_back: Optional[Callable[[str], Optional[str]]] = None) -> None:
+           send_back: Optional[Callable[[str], Optional[str]]] = None,
+           user: Optional[Interactive] = None) -> None:
     """Create and bind the job's instances. Raises NodeProblem only for node
     faults. `send_back(reason)` requeues the job and returns None, or says why
-    it could not; None: the job cannot go back to the queue (outside Slurm)."""
+    it could not; None: the job cannot go back to the queue (outside Slurm).
+    `user`: an srun or salloc job's, told that it waits and why it failed."""
     job = check_job_id(job)
     node, jl = NodeContext(cfg), JobLog(job)
     from ..core.policies import policy as named_policy
@@ -67,7 +69,7 @@ def prolog(cfg: Config, job: str, request: MigRequest, gpu: Optional[int] = None
 
     try:
         admit(node, job, uid, cfg.wait_for_room, send_back, attempt,
-              lambda **fields: Record(job=job, request=request, uid=uid, **fields), "reading the node", hold)
+              lambda **fields: Record(job=job, request=request, uid=uid, **fields), "reading the node", hold, user)
     finally:
         if held:
             with node.ledger.lock():

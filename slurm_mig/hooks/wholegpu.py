@@ -19,15 +19,16 @@ from ..node.isolation import hand_over
 from ..core.lifecycle import Record, State
 from ..node.reconcile import reconcile, release
 from ..nvml.errors import NVMLError
-from .admission import admit
+from .admission import Interactive, admit
 
 
 def prolog(node: NodeContext, job: str, gpus: List[int], uid: Optional[int], wait_for_room: float = 0.0,
-           send_back: Optional[Callable[[str], Optional[str]]] = None) -> None:
+           send_back: Optional[Callable[[str], Optional[str]]] = None,
+           user: Optional[Interactive] = None) -> None:
     """Hand the GPUs over; an NVML error undoes what was done (what cannot be
     undone stays owned by the record for reconcile), then is tried again once
     and means what nvml/errors.py says (hooks/admission.py).
-    `send_back` and `wait_for_room` as for a MIG job (hooks/admission.py)."""
+    `send_back`, `wait_for_room` and `user` as for a MIG job (hooks/admission.py)."""
     def attempt() -> Optional[str]:
         rec = Record(job=job, state=State.PREPARE_STARTED, whole_gpus=gpus, uid=uid)
         try:
@@ -38,7 +39,8 @@ def prolog(node: NodeContext, job: str, gpus: List[int], uid: Optional[int], wai
             raise
 
     admit(node, job, uid, wait_for_room, send_back, attempt,
-          lambda **fields: Record(job=job, whole_gpus=gpus, uid=uid, **fields), "preparing the GPU")
+          lambda **fields: Record(job=job, whole_gpus=gpus, uid=uid, **fields), "preparing the GPU",
+          user=user)
 
 
 def _hand_over(node: NodeContext, job: str, gpus: List[int], uid: Optional[int], rec: Record) -> Optional[str]:

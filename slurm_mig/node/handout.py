@@ -57,7 +57,12 @@ class Handout:
     def refuse(self, job: str, uid: Optional[int], reason: str) -> None:
         """The job gets no devices: its TaskProlog prints `reason` and exits 1."""
         self.remove(job)
-        self._write(job, FAIL, f"slurm-mig: job {job} could not get its MIG devices: {reason}\n", uid)
+        self._write(job, FAIL, refusal(job, reason) + "\n", uid)
+
+
+def refusal(job: str, reason: str) -> str:
+    """What the user of a job that gets no devices is told."""
+    return f"slurm-mig: job {job} could not get its MIG devices: {reason}"
 
 
 def _devices(uuids: List[str], rec: Optional[Record]) -> List[Device]:
