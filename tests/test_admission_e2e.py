@@ -311,5 +311,7 @@ def test_an_interactive_job_whose_gpu_cannot_place_it_waits_then_runs(cluster, c
         cluster.set_config(interactive_wait=cluster.wait_for_room)
     assert out[0].returncode == 0, out[0].stdout + out[0].stderr
     assert re.search(r"^CVD=MIG-", out[0].stdout, re.M)
+    assert re.search(rf"^{command[0]}: slurm-mig: job \d+ waits for room on \S+: 3g.40gb:1 does not fit",
+                     out[0].stderr, re.M), out[0].stderr        # the user was told why nothing happened
     settles_idle(cluster)
     cluster.slurm_mig("reconcile")          # the idle instance the job did not need
