@@ -352,7 +352,8 @@ def test_env_files_are_private_to_the_job_user(make_node):
     cfg = cfg._replace(run_dir=os.path.join(top, "run"), state_dir=os.path.join(top, "state"))
     hooks.prolog(cfg, "1", "mig:1g.10gb:1", uid=65534)      # nobody's job
     hooks.prolog(cfg, "2", "mig:1g.10gb:1", uid=1)          # daemon's job
-    script = os.path.join(REPO, "prolog", "slurm-mig-task-prolog")
+    # a copy nobody can read: the checkout may live where nobody can (root's home)
+    script = shutil.copy(os.path.join(REPO, "prolog", "slurm-mig-task-prolog"), top)
 
     def as_nobody(*argv, job):
         return subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *argv],

@@ -164,10 +164,14 @@ def test_a_config_the_user_cannot_read_leaves_the_task_prolog_working(tmp_path):
     conf.chmod(0o600)
     script = ("import os, sys; os.setgid(65534); os.setuid(65534); "
               "from slurm_mig.hooks.main import main; sys.exit(main(['task-prolog']))")
+    import shutil
     import slurm_mig
+    # a copy of the package nobody can read: the checkout may live where nobody can (root's home)
+    shutil.copytree(os.path.dirname(slurm_mig.__file__), tmp_path / "src" / "slurm_mig",
+                    ignore=shutil.ignore_patterns("__pycache__"))
     env = {"SLURM_JOB_ID": "7", "SLURM_JOB_UID": str(os.getuid()), "SLURM_MIG_CONFIG": str(conf),
-           "SLURM_MIG_RUN_DIR": str(run_dir), "PATH": os.environ["PATH"],
-           "PYTHONPATH": os.path.dirname(os.path.dirname(slurm_mig.__file__))}
+           "SLURM_MIG_RUN_DIR": str(run_dir), "PATH": os.environ["PATH"], "PYTHONDONTWRITEBYTECODE": "1",
+           "PYTHONPATH": str(tmp_path / "src")}
     for d in (tmp_path, *tmp_path.parents):
         os.chmod(d, os.stat(d).st_mode | 0o005)          # nobody may reach the files, as a user would
     # the system's python3: the development venv's may live where nobody can read
