@@ -36,6 +36,7 @@ class Config(NamedTuple):
     gpu_fallback: bool = False                # dynamic: place on another GPU when Slurm's cannot
     max_requeues: int = 100                   # dynamic: batch jobs sent back to the queue at most this often
     steer: bool = True                        # dynamic: keep a requeued job off the nodes that ran it, start it at once
+    hold_stuck_gpus: bool = True              # dynamic: a root job holds a GPU while an instance no job owns is busy there
     job_source: str = "squeue"                # Slurm's JSON: squeue --json | scontrol --json (23.02+)
     slurm_bin_dir: str = ""                   # Slurm clients; "" = PATH, /usr/bin, /usr/local/bin, /opt/slurm/bin
     dcgm_job_mapping_dir: str = ""            # dcgm-exporter --hpc-job-mapping-dir; "" = off

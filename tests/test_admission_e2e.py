@@ -149,6 +149,38 @@ def test_jobs_that_cannot_be_requeued_wait_then_fail_alone(cluster, busy_orphan)
     settles_idle(cluster)
 
 
+def stuck_holds(cluster):
+    """(job id, state, name) of every stuck-GPU hold Slurm still lists."""
+    out = cluster.run("squeue", "-h", "-u", "root", "-t", "all", "-o", "%i %T %j").stdout
+    return [tuple(line.split()) for line in out.splitlines() if "slurm-mig-stuck-" in line]
+
+
+def test_a_gpu_held_by_a_stuck_instance_stops_attracting_jobs(cluster, busy_orphan):
+    """GPU 0 holds a busy instance no job owns. The first whole-GPU job Slurm
+    sends there goes back to the queue, and a root job then holds GPU 0: the
+    later whole-GPU jobs go to GPU 1 without a requeue, MIG jobs still run,
+    and once the instance is free the hold ends and GPU 0 is handed out again."""
+    show = "echo GPUS=$SLURM_JOB_GPUS; sleep 1"
+    first = cluster.sbatch("--gres=gpu:1", script=show)
+    name = f"slurm-mig-stuck-{cluster.node}-gpu0"
+    wait_for(lambda: [h[1:] for h in stuck_holds(cluster)] == [("RUNNING", name)], 90, "the hold of GPU 0")
+    later = [cluster.sbatch("--gres=gpu:1", script=show) for _ in range(3)]
+    mig = cluster.sbatch("--gres=mig:1g.10gb:1", script="echo CVD=$CUDA_VISIBLE_DEVICES")
+    assert [cluster.wait_job(j, timeout=180) for j in [first, *later, mig]] == ["COMPLETED"] * 5
+    assert [job_field(cluster, j, "Restarts") for j in [first, *later, mig]] == ["1", "0", "0", "0", "0"]
+    assert [re.search(r"^GPUS=(.*)$", cluster.output(j), re.M).group(1) for j in [first, *later]] == ["1"] * 4
+    assert re.search(r"^CVD=MIG-", cluster.output(mig), re.M)
+    [(hold, _, _)] = stuck_holds(cluster)                  # one hold, never a pile
+    cluster.slurm_mig("sim", "busy", cluster.state, "--uuid", busy_orphan, "--clear")
+    wait_for(lambda: cluster.job_state(hold) in ("COMPLETED", "GONE"), 60, "the hold to end")
+    again = cluster.sbatch("--gres=gpu:1", script=show)
+    assert cluster.wait_job(again) == "COMPLETED"
+    assert re.search(r"^GPUS=(.*)$", cluster.output(again), re.M).group(1) == "0"
+    assert job_field(cluster, again, "Restarts") == "0"
+    assert busy_orphan not in cluster.slurm_mig("status").stdout    # the idle leftover was destroyed
+    settles_idle(cluster)
+
+
 def seconds(stamp):
     return time.mktime(time.strptime(stamp, "%Y-%m-%dT%H:%M:%S"))
 

@@ -20,6 +20,7 @@ from typing import List, Mapping, Optional
 from ..config import Config
 from ..core.syntax import MigRequest, parse_idx
 from ..errors import BadInput, SlurmUnavailable
+from .detached import spawn_detached
 
 
 def run_prolog(cfg: Config, job: str, spec: Optional[str] = None, gpu: Optional[int] = None,
@@ -48,6 +49,10 @@ def run_prolog(cfg: Config, job: str, spec: Optional[str] = None, gpu: Optional[
         job_gpus = env.get("SLURM_JOB_GPUS", "")
         if not job_gpus:
             return              # no GPU and no shard on this node
+        if uid == 0:            # a stuck-GPU hold (only root's jobs can be one) touches nothing
+            from .stuckgpu import started
+            if started(cfg, job, uid, job_gpus):
+                return
         req = _read_job(cfg, job, uid, env)
         if req is None:
             return
@@ -141,19 +146,6 @@ def _send_back(cfg: Config, job: str, req):
 def _remove(path: str) -> None:
     with contextlib.suppress(FileNotFoundError):
         os.unlink(path)
-
-
-def spawn_detached(verb: str, job: str, env: Optional[Mapping[str, str]] = None) -> None:
-    """`slurm-mig-hook <verb>` in a session of its own, detached from slurmd's
-    pipes, so the hook that starts it ends at once: `steer` (slurm/requeue.py)
-    outlives the Prolog by the Epilog's run time, `publish` (slurm/room.py)
-    sends the node's free slices to Slurm without making a job wait."""
-    import subprocess
-    import sys
-    subprocess.Popen([sys.executable, "-m", "slurm_mig.hooks.main", verb],
-                     env={**os.environ, **(env or {}), "SLURM_JOB_ID": job},
-                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                     start_new_session=True, close_fds=True)
 
 
 def _read_job(cfg: Config, job: str, uid: Optional[int], env: Mapping[str, str], static: bool = False):

@@ -27,6 +27,10 @@ def epilog(cfg: Config, job: str, env: Optional[Mapping[str, str]] = None) -> Op
     if env is not None and cfg.mode == "dynamic" and not env.get("SLURM_JOB_GPUS") \
             and not Ledger(cfg.state_dir).has(job):
         return None
+    if env is not None and env.get("SLURM_JOB_UID") == "0" and cfg.mode == "dynamic":
+        from ..node.holds import ended           # a stuck-GPU hold holds nothing here
+        if ended(cfg.state_dir, job, 0) is not None:
+            return None
     from ..node.context import EPILOG_FIRST, NodeContext
     from ..nvml.errors import NVMLError, explain
     ctx = NodeContext(cfg)

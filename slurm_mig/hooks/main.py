@@ -17,7 +17,7 @@ import sys
 
 from ..errors import SlurmMigError
 
-VERBS = ("prolog", "epilog", "task-prolog", "steer", "publish")
+VERBS = ("prolog", "epilog", "task-prolog", "steer", "publish", "stuck-hold", "stuck-wait")
 NODE_PROBLEM = 1
 
 
@@ -28,7 +28,9 @@ slurmd; everything comes from slurmd's environment (SLURM_JOB_ID, SLURM_JOB_UID,
 SLURM_JOB_GPUS, SLURMD_NODENAME) and the config file (SLURM_MIG_CONFIG, default
 /etc/slurm-mig/config.toml). `steer` is what a Prolog that requeued its job leaves
 running; `publish` what a GPU job's Prolog and Epilog leave to send the node's free
-slices to Slurm (room_field). For use by hand, see `slurm-mig --help`."""
+slices to Slurm (room_field); `stuck-hold` what a Prolog leaves to hold a GPU that a
+busy instance no job owns is stuck on, `stuck-wait` that hold's batch script
+(hooks/stuckgpu.py). For use by hand, see `slurm-mig --help`."""
 
 
 def main(argv) -> int:
@@ -73,6 +75,15 @@ def main(argv) -> int:
         except SlurmMigError as e:
             done = f"not published: {e}"
         JobLog(job).info("free slices %s", done)
+        return 0
+    if verb in ("stuck-hold", "stuck-wait"):
+        from . import stuckgpu
+        try:
+            done = stuckgpu.submit(cfg) if verb == "stuck-hold" else stuckgpu.wait(cfg, job)
+        except SlurmMigError as e:
+            done = f"failed: {e}"
+        from ..log import JobLog
+        JobLog(job).info("stuck-GPU hold: %s", done)
         return 0
     if verb == "epilog":
         from .epilog import epilog

@@ -74,6 +74,8 @@ def _hand_over(node: NodeContext, job: str, gpus: List[int], uid: Optional[int],
         in_use = node.devices.in_use([g], records)
         busy = next((i for i in g.instances if i.uuid in in_use), None)
         if busy is not None:
+            from .stuckgpu import ask
+            ask(node.cfg, job, n, busy.uuid)      # so that later whole-GPU jobs go elsewhere
             return (f"GPU {n} holds {busy.profile} {busy.uuid}, which no job owns and processes "
                     f"still use (pids {', '.join(map(str, d.busy_pids(busy.uuid)))})")
     rec.gpu_uuids = [by_index[n].uuid for n in gpus]

@@ -210,7 +210,7 @@ class DevCluster:
         self._folders()
         # The hooks reach Slurm through wrappers that log who asked (tests check
         # which jobs' hooks called Slurm at all).
-        for tool in ("squeue", "scontrol", "sinfo", "scancel"):
+        for tool in ("squeue", "scontrol", "sinfo", "sbatch", "scancel"):
             _write(os.path.join(self.dir, "slurm-bin", tool),
                    f'#!/bin/sh\necho "$SLURM_JOB_ID {tool} $*" >> {self.slurm_calls}\n'
                    f'exec /usr/bin/{tool} "$@"\n', 0o755)
