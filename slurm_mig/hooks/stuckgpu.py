@@ -5,7 +5,8 @@ process that outlived its job) sends its job back to the queue; left at that,
 Slurm would send every later `--gres=gpu:1` job to the same GPU (the lowest
 free index) and each would pay a requeue. So the Prolog also asks for a hold
 of that GPU (node/holds.py marks it, under the node lock: one per GPU), and a
-detached `slurm-mig-hook stuck-hold` submits it (slurm/holds.py). The hold's
+detached `slurm-mig-hook stuck-hold` submits it (slurm/holds.py) and lets it
+start once the job that met the stuck instance has left the GPU. The hold's
 own Prolog, recognised by uid 0 and the root-only marker, touches nothing and
 notes the GPU Slurm gave it; its batch script (`stuck-wait`) waits while the
 instance stays busy there, then ends, and Slurm hands the GPU out again (the
@@ -64,6 +65,7 @@ def submit(cfg: Config, env: Mapping[str, str] = os.environ) -> str:
                                  slurm_holds.wait_command(sys.executable, env), cfg.slurm_bin_dir)
         holds.write(cfg.state_dir, hold._replace(job=job, given=None, since=time.time()))
     try:
+        slurm_holds.wait_until_off_node(env.get("SLURM_JOB_ID", ""), cfg.slurm_bin_dir)
         slurm_holds.release(job, cfg.slurm_bin_dir)
     except Exception:
         slurm_holds.cancel_leftovers(node, gpu, cfg.slurm_bin_dir)

@@ -63,6 +63,11 @@ def _hand_over(node: NodeContext, job: str, gpus: List[int], uid: Optional[int],
         if g is None or g.model is None:
             node.fail(job, uid, f"GPU {n} is not a known MIG-capable GPU here", refused)
             return None
+        in_use = node.devices.in_use([g], records)
+        busy = next((i for i in g.instances if i.uuid in in_use), None)
+        if busy is not None:                      # also next to other jobs' instances (22.05)
+            from .stuckgpu import ask
+            ask(node.cfg, job, n, busy.uuid)      # so that later whole-GPU jobs go elsewhere
         owner = next((o for i in g.instances if (o := owner_of(i, records))), None)
         if owner is not None:
             return f"GPU {n} still holds MIG instances of {owner}"
@@ -71,11 +76,7 @@ def _hand_over(node: NodeContext, job: str, gpus: List[int], uid: Optional[int],
             node.fail(job, uid, f"GPU {n} holds an instance of a profile the catalog does not "
                       f"know ({unknown[0].profile}); slurm-mig leaves it alone", refused)
             return None
-        in_use = node.devices.in_use([g], records)
-        busy = next((i for i in g.instances if i.uuid in in_use), None)
         if busy is not None:
-            from .stuckgpu import ask
-            ask(node.cfg, job, n, busy.uuid)      # so that later whole-GPU jobs go elsewhere
             return (f"GPU {n} holds {busy.profile} {busy.uuid}, which no job owns and processes "
                     f"still use (pids {', '.join(map(str, d.busy_pids(busy.uuid)))})")
     rec.gpu_uuids = [by_index[n].uuid for n in gpus]

@@ -12,21 +12,25 @@ and sacct); its time limit is the partition's. It is submitted held, so the
 marker naming it is written before it can start, then released.
 
 Slurm commands per hold: scancel of a leftover of the same name (a submitter
-that died after sbatch), sbatch, scontrol release; and, for a marker due for
-a check, one one-job squeue.
+that died after sbatch), sbatch, one-job squeues once a second until the job
+that met the stuck instance has left its GPU (a second or two: its Epilog),
+scontrol release; and, for a marker due for a check, one one-job squeue.
 """
 from __future__ import annotations
 
 import re
 import shlex
+import time
 from typing import Mapping, Optional
 
 from ..core.syntax import check_job_id
 from ..errors import BadInput, SlurmUnavailable
 from .jobinfo import check_node_name, run_slurm, slurm_command
+from .requeue import job_state
 
 PREFIX = "slurm-mig-stuck-"
 _PARTITION = re.compile(r"[A-Za-z0-9._-]{1,255}")
+OFF_NODE_TIMEOUT = 100.0     # s the submitter waits for the job that met the stuck instance to leave
 LIVE_STATES = ("PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "SUSPENDED", "REQUEUED")
 
 
@@ -68,6 +72,22 @@ def alive(job: str, bin_dir: str = "") -> bool:
             return False
         raise
     return any(line.strip() in LIVE_STATES for line in out.splitlines())
+
+
+def wait_until_off_node(job: str, bin_dir: str = "", timeout: float = OFF_NODE_TIMEOUT,
+                        poll: float = 1.0) -> bool:
+    """Wait until `job` (the one that met the stuck instance, being requeued)
+    no longer holds its GPU, so that the hold, released now, is given that
+    GPU: the lowest free one. False when it still did at the timeout (an
+    interactive job waiting for room): the hold then gets whichever is free."""
+    deadline = time.monotonic() + timeout
+    while True:
+        state, _ = job_state(job, bin_dir)
+        if state not in ("CONFIGURING", "RUNNING", "COMPLETING", "REQUEUED"):
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(poll)
 
 
 def wait_command(python: str, env: Mapping[str, str]) -> str:
