@@ -45,7 +45,8 @@ def submit(node: str, partition: str, gpu: int, instance: str, command: str, bin
         raise BadInput(f"invalid partition name {partition!r}")
     name = job_name(node, gpu)
     out = run_slurm([slurm_command("sbatch", bin_dir), "--parsable", "--hold", "--export=NONE",
-                     "-J", name, "-w", node, "-p", partition, "--gres=gpu:1", "-n", "1",
+                     f"--job-name={name}", f"--nodelist={node}", f"--partition={partition}",
+                     "--gres=gpu:1", "--ntasks=1",
                      "--priority=TOP", "--no-requeue", "--chdir=/", "-o", "/dev/null",
                      f"--comment=slurm-mig: keeps GPU {int(gpu)} of {node} from new jobs while "
                      f"{instance}, which no job owns, is in use",
