@@ -124,6 +124,7 @@ def test_only_roots_job_the_marker_names_is_a_hold(make_node, monkeypatch, uid, 
     monkeypatch.setattr(dispatch, "_read_job", lambda *a, **k: read.append(a) or None)
     run_prolog(cfg, job, uid=uid, env=SLURMD)
     assert len(read) == 1 and holds.read(cfg.state_dir, 0).given is None
+    assert holds.of_job(cfg.state_dir, job, uid) is None
     epilog(cfg, job, env={**SLURMD, "SLURM_JOB_UID": str(uid)})
     assert holds.read(cfg.state_dir, 0) is not None
 
