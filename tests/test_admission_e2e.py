@@ -72,6 +72,8 @@ def busy_orphan(cluster):
     uuid = make_busy_orphan(cluster, cluster.state)
     yield uuid
     cluster.slurm_mig("sim", "busy", cluster.state, "--uuid", uuid, "--clear", check=False)
+    # a whole-GPU job that met it left a hold of GPU 0: it ends within seconds now
+    wait_for(lambda: not stuck_holds(cluster), 120, "the stuck-GPU hold to end")
 
 
 @pytest.mark.parametrize("gres, limit", [
@@ -150,8 +152,8 @@ def test_jobs_that_cannot_be_requeued_wait_then_fail_alone(cluster, busy_orphan)
 
 
 def stuck_holds(cluster):
-    """(job id, state, name) of every stuck-GPU hold Slurm still lists."""
-    out = cluster.run("squeue", "-h", "-u", "root", "-t", "all", "-o", "%i %T %j").stdout
+    """(job id, state, name) of every stuck-GPU hold pending, running or completing."""
+    out = cluster.run("squeue", "-h", "-u", "root", "-o", "%i %T %j").stdout
     return [tuple(line.split()) for line in out.splitlines() if "slurm-mig-stuck-" in line]
 
 
