@@ -74,6 +74,7 @@ def busy_orphan(cluster):
     cluster.slurm_mig("sim", "busy", cluster.state, "--uuid", uuid, "--clear", check=False)
     # a whole-GPU job that met it left a hold of GPU 0: it ends within seconds now
     wait_for(lambda: not stuck_holds(cluster), 120, "the stuck-GPU hold to end")
+    cluster.slurm_mig("reconcile")          # the idle leftover, for the next test's orphan
 
 
 @pytest.mark.parametrize("gres, limit", [
