@@ -167,11 +167,14 @@ def test_a_gpu_held_by_a_stuck_instance_stops_attracting_jobs(cluster, busy_orph
     first = cluster.sbatch("--gres=gpu:1", script=show)
     name = f"slurm-mig-stuck-{cluster.node}-gpu0"
     wait_for(lambda: [h[1:] for h in stuck_holds(cluster)] == [("RUNNING", name)], 90, "the hold of GPU 0")
-    later = [cluster.sbatch("--gres=gpu:1", script=show) for _ in range(3)]
+    later = [cluster.sbatch("--gres=gpu:1", script=show) for _ in range(2)]
+    # named like the hold (root's, as every job here): no marker names it, so an ordinary job
+    later.append(cluster.sbatch("--gres=gpu:1", "-J", name, script=show + "; echo CVD=$CUDA_VISIBLE_DEVICES"))
     mig = cluster.sbatch("--gres=mig:1g.10gb:1", script="echo CVD=$CUDA_VISIBLE_DEVICES")
     assert [cluster.wait_job(j, timeout=180) for j in [first, *later, mig]] == ["COMPLETED"] * 5
     assert [job_field(cluster, j, "Restarts") for j in [first, *later, mig]] == ["1", "0", "0", "0", "0"]
     assert [re.search(r"^GPUS=(.*)$", cluster.output(j), re.M).group(1) for j in [first, *later]] == ["1"] * 4
+    assert re.search(r"^CVD=GPU-", cluster.output(later[-1]), re.M)
     assert re.search(r"^CVD=MIG-", cluster.output(mig), re.M)
     [(hold, _, _)] = stuck_holds(cluster)                  # one hold, never a pile
     cluster.slurm_mig("sim", "busy", cluster.state, "--uuid", busy_orphan, "--clear")

@@ -48,10 +48,10 @@ def submit(cfg: Config, env: Mapping[str, str] = os.environ) -> str:
     """The detached submitter: hold the GPU named in GPU_ENV unless a live
     hold has it. What was done, for the log."""
     from ..slurm import holds as slurm_holds
-    gpu = int(env.get(GPU_ENV, "x")) if env.get(GPU_ENV, "").isdigit() else None
     partition = slurm_holds.partition_of(env)
-    if gpu is None or partition is None:
+    if not env.get(GPU_ENV, "").isdigit() or partition is None:
         return "nothing to hold (no GPU or partition given)"
+    gpu = int(env[GPU_ENV])
     node = this_node(env)
     with holds.lock(cfg.state_dir, gpu):
         hold = holds.read(cfg.state_dir, gpu)

@@ -137,5 +137,4 @@ def still_stuck(ctx, hold: Hold) -> bool:
     """Whether the held GPU still has the instance, busy and owned by no
     record (`ctx`: a NodeContext)."""
     gpu = ctx.devices.driver.gpu(hold.gpu)
-    return hold.instance in ctx.devices.in_use([gpu], ctx.ledger.live()) if any(
-        i.uuid == hold.instance for i in gpu.instances) else False
+    return hold.instance in ctx.devices.in_use([gpu], ctx.ledger.live())
