@@ -248,9 +248,6 @@ def test_whole_gpu_and_mig_jobs_side_by_side_all_complete(slurm):
         states = [c.wait_job(j, timeout=600) for j in jobs]
         restarts = [int(job_field(c, j, "Restarts")) for j in jobs]
         print(f"44-job mix: {states.count('COMPLETED')} completed, {sum(restarts)} requeues")
-        for j, n in zip(jobs, restarts):
-            if n:
-                print(j, n, job_field(c, j, "AdminComment"))
         assert states == ["COMPLETED"] * 44, [(j, s, job_field(c, j, "AdminComment"))
                                               for j, s in zip(jobs, states) if s != "COMPLETED"]
         assert stuck in c.slurm_mig("status").stdout          # nothing destroyed what a process uses
