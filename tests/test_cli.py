@@ -44,6 +44,13 @@ def test_status_names_what_holds_an_instance_no_job_owns(node, cli):
     assert (inst["owner"], inst["owner_kind"], inst["owned_by"]) == (None, "in_use", "processes no job owns")
     row = next(line for line in cli("status", env=env, check=0).stdout.splitlines() if inst["uuid"] in line)
     assert row.endswith("processes no job owns") and "job" not in row.replace("no job owns", "")
+    assert [g["hold"] for g in json.loads(cli("status", "--json", env=env, check=0).stdout)["gpus"]] == [None, None]
+    from slurm_mig.node import holds
+    holds.write(env["SLURM_MIG_STATE_DIR"], holds.Hold(0, inst["uuid"], job="77", since=1.0))
+    doc = json.loads(cli("status", "--json", env=env, check=0).stdout)
+    assert [g["hold"] for g in doc["gpus"]] == [{"job": "77", "instance": inst["uuid"]}, None]
+    assert (f"GPU 0 is kept from new jobs by job 77 while {inst['uuid']}, which no job owns, is in use"
+            in cli("status", env=env, check=0).stdout)
 
 
 def test_task_prolog_and_epilog_verbs(node, cli):

@@ -56,6 +56,11 @@ def status(obj, as_json, prometheus, output):
     for g in doc:
         room = ", ".join(f"{k}:{v}" for k, v in g["can_create"].items() if v) or "nothing"
         click.echo(f"  GPU {g['index']}: {room}")
+    for g in doc:
+        if g["hold"]:
+            by = f"job {g['hold']['job']}" if g["hold"]["job"] else "a job being submitted"
+            click.echo(f"GPU {g['index']} is kept from new jobs by {by} while {g['hold']['instance']}, "
+                       "which no job owns, is in use (hold_stuck_gpus)")
 
 
 def _prometheus(ctx, output) -> int:

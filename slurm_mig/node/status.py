@@ -1,12 +1,14 @@
 """The node's status as one document: GPUs, MIG mode, instances with their
-owning jobs, and what each GPU could still take per profile."""
+owning jobs, what each GPU could still take per profile, and the stuck-GPU
+hold keeping a GPU from new jobs (node/holds.py)."""
 from __future__ import annotations
 
 from typing import List, Optional, Tuple
 
 from ..core import planner
 from ..core.view import UNKNOWN_PROFILE, UNREADABLE, Owner
-from ..errors import NodeProblem
+from ..errors import NodeProblem, SlurmMigError
+from . import holds
 from .context import NodeContext
 from .occupancy import node_view, owner_of, unowned
 from .room import idle_taken
@@ -39,8 +41,18 @@ def status_doc(ctx: NodeContext) -> Tuple[List[dict], Optional[str]]:
                            **_owner_fields(UNREADABLE if problem else owner_of(i, records) or (
                                unowned(i, in_use, quarantine) if i.known else UNKNOWN_PROFILE))}
                           for i in g.instances],
-            "can_create": free})
+            "can_create": free, "hold": _hold(ctx, g.index)})
     return doc, problem
+
+
+def _hold(ctx: NodeContext, gpu: int) -> Optional[dict]:
+    """The GPU's stuck-GPU hold: the hold job (null while being submitted) and
+    the busy instance no job owns; null when none, or state_dir is not readable."""
+    try:
+        hold = holds.read(ctx.cfg.state_dir, gpu)
+    except SlurmMigError:
+        return None
+    return None if hold is None else {"job": hold.job, "instance": hold.instance}
 
 
 def _owner_fields(owner: Optional[Owner]) -> dict:
