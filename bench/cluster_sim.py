@@ -36,7 +36,10 @@ Policies, all on the same trace:
                       delay applies (REQUEUE_DELAY: cred_expire + 1 after its
                       Epilog, plus Slurm's scheduling latency once a begin
                       time passes, uniform LATENCY); --no-steer: never kept
-                      off, always Slurm's delay;
+                      off, always Slurm's delay; the steerer gives the node
+                      back --steer-return s after the job's Epilog there if
+                      the job still pends (steer_return; 0: only once every
+                      node turned it away);
                     - after --max-requeues requeues the Prolog waits
                       --prolog-wait s holding the shards, starts the job if an
                       ending job frees room, and else fails it (final:
@@ -70,8 +73,9 @@ Slurm's REQUEUE_DELAY plus LATENCY; a waiting Prolog holds its shards.
 
 Modelled, not the product's code: Slurm's choice (first node, lowest-index
 GPU with the units free; no backfill reservations or scheduler cadence: a
-job starts at the event that frees room), the steerer's node exclusions, and
-the hooks' timing above. Not modelled: whole-GPU (gpu:) and multi-GPU jobs,
+job starts at the event that frees room), the steerer's node exclusions and
+its giving them back (a job update wakes the scheduler: the job may start
+at once), and the hooks' timing above. Not modelled: whole-GPU (gpu:) and multi-GPU jobs,
 node failures, instances held by processes no job owns, per-profile speed
 differences, and users resubmitting failed jobs.
 
@@ -362,12 +366,14 @@ class SlurmCluster(MigCluster):
     module docstring for what it does when it cannot)."""
 
     def __init__(self, nodes, gpus, weights, max_requeues=10, wait=30.0, fallback=False, steer=True,
-                 interactive_charge=0.0, interactive_wait=None, reserve=True):
+                 interactive_charge=0.0, interactive_wait=None, reserve=True, steer_return=0.0):
         super().__init__(nodes, gpus)
         self.weight_vector, self.interactive_charge = weights.weights, interactive_charge
         self.interactive_wait = wait if interactive_wait is None else interactive_wait
         self.fallback, self.steer = fallback, steer
         self.kept_off = {}              # job id -> nodes its requeues keep it off (ExcNodeList)
+        self.steer_return = steer_return
+        self.returns = {}               # job id -> {node: when its steerer gives it back}
         self.weights, self.count = weights.by_name, weights.count
         self.shards = [[0] * gpus for _ in range(nodes)]    # used shards per GPU
         self.charged = {}               # job id -> (node, gpu, units)
@@ -439,7 +445,28 @@ class SlurmCluster(MigCluster):
             return
         nodes = self.kept_off.setdefault(job.id, set())
         nodes.add(n)
+        self.last_off = n
         if len(nodes) == len(self.shards):
+            del self.kept_off[job.id]
+
+    def schedule_return(self, job, t):
+        """When the steerer of the requeue just made (at t) gives its node
+        back (its Epilog, then steer_return s), or None. A later requeue
+        from the same node supersedes it, as the product's round file does."""
+        if not self.steer_return or job.id not in self.kept_off:
+            return None
+        due = t + STEER_DELAY + self.steer_return
+        self.returns.setdefault(job.id, {})[self.last_off] = due
+        return due
+
+    def give_back(self, job, t):
+        """The steerers due by t take their nodes out of the pending job's ExcNodeList."""
+        returns = self.returns.get(job.id, {})
+        for n, due in list(returns.items()):
+            if due <= t:
+                del returns[n]
+                self.kept_off.get(job.id, set()).discard(n)
+        if not self.kept_off.get(job.id, True):
             del self.kept_off[job.id]
 
     def requeue_delay(self, job, rng):
@@ -491,7 +518,7 @@ class SlurmCluster(MigCluster):
         self.shards[n][g] -= units
 
 
-ARRIVE, FINISH, BACK, GIVE_UP = range(4)
+ARRIVE, FINISH, BACK, GIVE_UP, RETURN = range(5)
 
 
 def simulate(jobs, cluster, setup=0.0, seed=0, window=64):
@@ -522,6 +549,8 @@ def simulate(jobs, cluster, setup=0.0, seed=0, window=64):
         elif kind == GIVE_UP:
             if cluster.give_up(job):
                 job.fate = "failed"
+        elif kind == RETURN:
+            cluster.give_back(job, t)
         else:
             bisect.insort(queue, jid)
         for q, outcome in scan(cluster, [by_id[i] for i in queue[:window]]):
@@ -531,6 +560,9 @@ def simulate(jobs, cluster, setup=0.0, seed=0, window=64):
             elif outcome == "requeued":
                 q.requeues += 1
                 heapq.heappush(events, (t + cluster.requeue_delay(q, latency), BACK, q.id))
+                due = cluster.schedule_return(q, t)
+                if due is not None:
+                    heapq.heappush(events, (due, RETURN, q.id))
             elif outcome == "waiting":
                 heapq.heappush(events, (t + cluster.wait_for(q), GIVE_UP, q.id))
             else:
@@ -582,7 +614,7 @@ def summarize(jobs, used, total_slices):
 
 def run_all(jobs, nodes, gpus, setup, seed, max_requeues=10, prolog_wait=30.0, weights=None,
             fallback=False, steer=True, interactive=((DEFAULTS.interactive_charge, DEFAULTS.interactive_wait),),
-            baselines=True, reserve=True):
+            baselines=True, reserve=True, steer_return=DEFAULTS.steer_return):
     """Every policy on one trace: name -> results. `weights`: candidate names
     for slurm:<weights> (default: all of WEIGHTS); fallback: each also with
     gpu_fallback; interactive: (interactive_charge, interactive_wait) pairs,
@@ -610,7 +642,7 @@ def run_all(jobs, nodes, gpus, setup, seed, max_requeues=10, prolog_wait=30.0, w
                 label = f" charge={charge:g} wait={wait:g}" if len(interactive) > 1 else ""
                 results[f"slurm:{name}{'+fallback' if fb else ''}{label}"] = simulate(
                     jobs, SlurmCluster(nodes, gpus, WEIGHTS[name], max_requeues, prolog_wait, fb, steer,
-                                       charge, wait, reserve), setup, seed)[0]
+                                       charge, wait, reserve, steer_return), setup, seed)[0]
     return results
 
 
@@ -640,7 +672,7 @@ def grid_cell(cell):
     interactive = [(c, w) for c in a.interactive_charge for w in a.interactive_wait]
     return (workload, load, seed, share), relative(run_all(
         jobs, a.nodes, a.gpus, a.setup, seed, a.max_requeues, a.prolog_wait, a.weights, a.fallback,
-        not a.no_steer, interactive, baselines=not a.json, reserve=not a.no_reserve))
+        not a.no_steer, interactive, baselines=not a.json, reserve=not a.no_reserve, steer_return=a.steer_return))
 
 
 def grid_runs(a):
@@ -793,6 +825,9 @@ def main():
     ap.add_argument("--no-steer", action="store_true",
                     help="requeued jobs are not kept off the node that sent them back (as before "
                          "steering): Slurm's own delay every time")
+    ap.add_argument("--steer-return", type=float, default=DEFAULTS.steer_return,
+                    help="seconds after its Epilog that a steered job's node is given back if it still pends "
+                         "(steer_return; 0: only once every node turned it away, as before)")
     ap.add_argument("--no-reserve", action="store_true",
                     help="a Prolog waiting for room holds nothing (before issue 22): jobs arriving "
                          "meanwhile may take the room it waits for")
@@ -834,7 +869,7 @@ def main():
     results = relative(run_all(jobs, a.nodes, a.gpus, a.setup, a.seed, a.max_requeues, a.prolog_wait,
                                a.weights, a.fallback, not a.no_steer,
                                [(c, w) for c in a.interactive_charge for w in a.interactive_wait],
-                               reserve=not a.no_reserve))
+                               reserve=not a.no_reserve, steer_return=a.steer_return))
     print_run(results)
     if a.plot:
         plot(results, f"{a.nodes}x{a.gpus} H100-80GB, {source}", a.plot)

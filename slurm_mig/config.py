@@ -36,6 +36,7 @@ class Config(NamedTuple):
     gpu_fallback: bool = False                # dynamic: place on another GPU when Slurm's cannot
     max_requeues: int = 100                   # dynamic: batch jobs sent back to the queue at most this often
     steer: bool = True                        # dynamic: keep a requeued job off the nodes that ran it, start it at once
+    steer_return: float = 121.0               # dynamic: s after its Epilog that a steered job may use the node again; 0 = not
     hold_stuck_gpus: bool = True              # dynamic: a root job holds a GPU while an instance no job owns is busy there
     job_source: str = "squeue"                # Slurm's JSON: squeue --json | scontrol --json (23.02+)
     slurm_bin_dir: str = ""                   # Slurm clients; "" = PATH, /usr/bin, /usr/local/bin, /opt/slurm/bin
@@ -52,7 +53,7 @@ OPTIONAL = OPTIONAL_PATHS + ("room_field",)
 # Inclusive ranges of the numeric settings (seconds, or attempts).
 RANGES = {"wait_for_room": (0, 86400), "interactive_wait": (0, 43200), "interactive_charge": (0, 1),
           "lock_timeout": (0.1, 86400), "epilog_retries": (0, 1000), "epilog_retry_delay": (0, 3600),
-          "max_requeues": (0, 1000), "room_interval": (0, 3600)}
+          "max_requeues": (0, 1000), "room_interval": (0, 3600), "steer_return": (0, 86400)}
 
 
 def _coerce(name: str, value, source: str):

@@ -117,7 +117,7 @@ def _send_back(cfg: Config, job: str, req):
 
     def send_back(reason: str) -> Optional[str]:
         from ..fsutil import atomic_write, safe_dir
-        from ..node.jobfiles import REQUEUED, job_file
+        from ..node.jobfiles import REQUEUED, STEERED, job_file
         from ..slurm import requeue
         attempt = req.restarts + 1
         steering = cfg.steer and req.constraints is not None
@@ -125,6 +125,7 @@ def _send_back(cfg: Config, job: str, req):
         if steering:       # before the requeue: the Epilog that removes it may run right after
             safe_dir(cfg.run_dir, 0o755, "run_dir")
             atomic_write(marker, b"", mode=0o644)
+            atomic_write(job_file(cfg.run_dir, job, STEERED), str(attempt).encode(), mode=0o644)
         try:
             requeue.send_back(job, reason, attempt, cfg.max_requeues, cfg.slurm_bin_dir, marked=not steering)
         except SlurmUnavailable as e:

@@ -59,9 +59,11 @@ def main(argv) -> int:
         from ..log import JobLog
         from ..slurm import requeue
         try:
-            from ..node.jobfiles import REQUEUED, job_file
+            from ..node.jobfiles import REQUEUED, STEERED, job_file
             done = requeue.steer_when_pending(job, os.environ.get(requeue.STEER_ENV, ""), cfg.slurm_bin_dir,
-                                              job_file(cfg.run_dir, job, REQUEUED), cfg.run_dir)
+                                              job_file(cfg.run_dir, job, REQUEUED), cfg.run_dir,
+                                              give_back_after=cfg.steer_return,
+                                              round_file=job_file(cfg.run_dir, job, STEERED))
         except SlurmMigError as e:
             done = f"not steered: {e}"
         JobLog(job).info("requeued job %s", done)

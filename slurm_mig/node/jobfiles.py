@@ -42,6 +42,7 @@ from ..core.syntax import check_job_id
 
 ENV, FAIL, STEPS = ".env", ".fail", ".steps"
 REQUEUED = ".requeued"      # left by a Prolog that requeued the job; its Epilog here removes it
+STEERED = ".steered"        # the last requeue here (its attempt): the steerer gives the node back only for it
 BIND_VALUES = ("task", "all")
 WHOLE_GPU = "gpu"
 _DEVICE = re.compile(r"(MIG|GPU)-[A-Za-z0-9/-]+")

@@ -22,13 +22,24 @@ every node of its partition with GPUs has turned it away, the nodes are given
 back and Slurm's own delay applies. A job with --nodelist or --constraint is
 never steered: which nodes could run it is not known here.
 
+Giving a node back: a node turns a job away because of the one GPU Slurm
+picked there (the lowest-index one whose count shows room); another of its
+GPUs may hold the job now or once an instance ends. Kept off until every
+other node had turned it away too, such a job waited while room it could use
+sat idle (bench/cluster_sim.py measures it). So the steerer stays
+`steer_return` seconds after the job's Epilog here (121: cred_expire + 1, so
+that this node's credential cache no longer holds the job) and then, if the
+job still pends kept off this node, takes this node out of its ExcNodeList.
+
 Slurm commands per requeue: the Prolog's `scontrol requeue`, the steerer's
 one update; where squeue cannot print ExcNodes in the Prolog's read (before
 24.11), one one-job read of it; the partition's GPU nodes (sinfo) are cached
-for PARTITION_CACHE_TTL.
+for PARTITION_CACHE_TTL; `steer_return` later, one one-job read and, if the
+job still pends kept off this node, one update.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import stat
@@ -193,7 +204,8 @@ def _read_request(text: str):
 
 
 def steer_when_pending(job: str, request: str, bin_dir: str = "", marker: str = "", cache_dir: str = "",
-                       timeout: float = STEER_TIMEOUT, poll: float = 0.2) -> str:
+                       timeout: float = STEER_TIMEOUT, poll: float = 0.2, give_back_after: float = 0.0,
+                       round_file: str = "") -> str:
     """The steerer: wait until this node's Epilog of the requeued job has run
     (it removes `marker`), then in one update mark the job and keep it off
     the nodes that ran it and start it at once, or give the nodes back, or
@@ -201,7 +213,10 @@ def steer_when_pending(job: str, request: str, bin_dir: str = "", marker: str = 
     one one-job read gives it (and says whether the job is pending yet).
     Every Slurm query waits until then: node information read while the job
     still held the node is what 22.05's sinfo keeps showing ("mixed" on an
-    idle node). Returns what was done, for the log."""
+    idle node). With `give_back_after` (seconds, > cred_expire), a job kept
+    off is given this node back that long after its Epilog here (give_back),
+    unless `round_file` (the Prolog's, root's) names a later requeue here by
+    then: that round's steerer decides. Returns what was done, for the log."""
     job = check_job_id(job)
     constraints, attempt, limit, reason = _read_request(request)
     deadline = time.monotonic() + timeout
@@ -210,6 +225,7 @@ def steer_when_pending(job: str, request: str, bin_dir: str = "", marker: str = 
             mark_job(job, mark(attempt, limit, reason), bin_dir)
             return "left alone: its Epilog had not run by the timeout"
         time.sleep(poll)
+    epilog_done = time.monotonic()
     while constraints.excluded is None:
         state, excluded = job_state(job, bin_dir)
         if state == "PENDING":
@@ -232,4 +248,40 @@ def steer_when_pending(job: str, request: str, bin_dir: str = "", marker: str = 
         return "left to Slurm"
     if not steering.soon:
         return f"given its nodes back (ExcNodeList={folded(steering.exclude)})"
-    return f"kept off {folded(steering.kept_off)}, started at once"
+    done = f"kept off {folded(steering.kept_off)}, started at once"
+    if give_back_after <= 0:
+        return done
+    time.sleep(max(0.0, epilog_done + give_back_after - time.monotonic()))
+    if not _last_round_here(round_file, attempt):
+        return f"{done}; requeued here again since: left to that round"
+    try:
+        return f"{done}; {give_back(job, constraints.nodes, bin_dir)}"
+    finally:
+        if _last_round_here(round_file, attempt):
+            with contextlib.suppress(OSError):
+                os.unlink(round_file)
+
+
+def _last_round_here(round_file: str, attempt: int) -> bool:
+    """Whether the last requeue on this node was `attempt`: `round_file`
+    holds its number, written by root's Prolog (anything else: no)."""
+    from ..node.jobfiles import read_regular
+    found = read_regular(round_file) if round_file else None
+    return found is not None and found[1] == 0 and found[0].strip() == str(attempt)
+
+
+def give_back(job: str, nodes: Iterable[str], bin_dir: str = "") -> str:
+    """Take `nodes` (the ones that just turned the job away) out of the job's
+    ExcNodeList if it still pends there: one one-job read and at most one
+    update. The job's other exclusions (the user's, other nodes') are kept as
+    read; the update applies only to a pending job. Returns what was done."""
+    state, excluded = job_state(job, bin_dir)
+    if state != "PENDING":
+        return f"left alone after: the job is {state or 'gone'}"
+    back = set(nodes) & set(excluded)
+    if not back:
+        return "nothing to give back"
+    rest = [n for n in excluded if n not in back]
+    run_slurm([slurm_command("scontrol", bin_dir), "update", f"JobId={job}", f"ExcNodeList={folded(rest)}"],
+              attempts=2)
+    return f"gave {folded(sorted(back))} back"
