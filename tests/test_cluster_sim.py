@@ -175,6 +175,25 @@ def test_once_every_node_turned_it_away_slurms_delay_applies():
     assert cs.REQUEUE_DELAY + cs.LATENCY[0] <= given_back <= cs.REQUEUE_DELAY + cs.LATENCY[1]
 
 
+@pytest.mark.parametrize("steer_return", [121.0, 0.0])
+def test_a_node_that_turned_a_job_away_is_given_back_after_steer_return(steer_return):
+    """Node 1 is full by count; on node 0 two 2g.20gb split GPU 0's halves
+    (26 of 56 shards free: a 3g.40gb is sent there and turned away), the one
+    in the upper half ends at 50 s. Given back 121 s after its Epilog, the
+    job starts on node 0; kept off until every node turned it away, it
+    waits for node 1, which never frees."""
+    cluster = Checked(2, 2, cs.WEIGHTS["conservative56"], steer_return=steer_return)
+    cluster.shards[1] = [56, 56]
+    jobs = [cs.Job(0, 0.0, "2g.20gb", 1, 50.0), cs.Job(1, 1.0, "2g.20gb", 1, LONG),
+            cs.Job(2, 2.0, "3g.40gb", 1, 10.0)]
+    r, done = run(jobs, cluster)
+    assert done[2].requeues == 1
+    if steer_return:
+        assert done[2].start == pytest.approx(2.0 + cs.STEER_DELAY + steer_return)
+    else:
+        assert done[2].start is None and cluster.kept_off == {2: {0}}
+
+
 def test_without_steering_the_job_loops_on_the_trapped_node():
     cluster = Checked(2, 1, cs.WEIGHTS["searched"], max_requeues=3, steer=False)
     trapped(cluster, 0)

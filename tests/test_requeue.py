@@ -239,3 +239,50 @@ def test_the_steerer_refuses_what_it_cannot_check(fake_bin, text, state):
     with pytest.raises(BadInput):
         steer_when_pending("5", text, fake_bin(state), poll=0.01)
     assert fake_bin.calls() == []
+
+
+def steer_and_give_back(fake_bin, tmp_path, state, attempt_here="2"):
+    """A steerer (attempt 2, this node n1) that gives its node back 0.05 s
+    after the Epilog; the last requeue here was `attempt_here`."""
+    round_file = tmp_path / "5.steered"
+    round_file.write_text(attempt_here)
+    got = steer_when_pending("5", request(), fake_bin(state), "", str(tmp_path), poll=0.01,
+                             give_back_after=0.05, round_file=str(round_file))
+    return got, round_file
+
+
+def test_the_steerer_gives_its_node_back_to_a_job_still_pending_there(fake_bin, tmp_path):
+    """After the credential cache let the job go (steer_return), one one-job
+    read and one update that drops this node alone: the user's n7 stays."""
+    got, round_file = steer_and_give_back(fake_bin, tmp_path, "PENDING|n[1,7]\n")
+    assert got == "kept off n1, started at once; gave n1 back"
+    assert fake_bin.calls()[1:] == [f"update JobId=5 ExcNodeList=n1 {MARK_2} StartTime=now",
+                                    "update JobId=5 ExcNodeList=n7"]
+    assert fake_bin.squeue_calls() == ["squeue -h -j 5 -t all -o %T|%x"] and not round_file.exists()
+
+
+@pytest.mark.parametrize("state, why", [("RUNNING", "left alone after: the job is RUNNING"),
+                                        ("PENDING|n7\n", "nothing to give back"),
+                                        ("PENDING|n1\n|\n", "left alone after: the job is gone")])
+def test_a_job_that_moved_on_or_left_this_node_is_not_updated(fake_bin, tmp_path, state, why):
+    got, _ = steer_and_give_back(fake_bin, tmp_path, state)
+    assert got == f"kept off n1, started at once; {why}"
+    assert fake_bin.calls()[1:] == [f"update JobId=5 ExcNodeList=n1 {MARK_2} StartTime=now"]
+
+
+def test_after_a_later_requeue_here_that_rounds_steerer_decides(fake_bin, tmp_path):
+    """The job ran here again and was kept off anew: giving the node back now
+    could let it return within cred_expire, so the older steerer leaves it."""
+    got, round_file = steer_and_give_back(fake_bin, tmp_path, "PENDING|n1\n", attempt_here="3")
+    assert got == "kept off n1, started at once; requeued here again since: left to that round"
+    assert len(fake_bin.calls()) == 2 and not (tmp_path / "squeue-calls").exists()
+    assert round_file.read_text() == "3"
+
+
+def test_a_round_file_root_did_not_write_gives_nothing_back(fake_bin, tmp_path):
+    round_file = tmp_path / "5.steered"
+    round_file.write_text("2")
+    os.chown(round_file, 1000, 1000)
+    got = steer_when_pending("5", request(), fake_bin("PENDING|n1\n"), "", str(tmp_path), poll=0.01,
+                             give_back_after=0.05, round_file=str(round_file))
+    assert got.endswith("requeued here again since: left to that round") and len(fake_bin.calls()) == 2
