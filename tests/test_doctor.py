@@ -49,6 +49,16 @@ def test_select_type_and_gres_types():
     assert doctor.job_submit_plugin({}, "static").status == doctor.SKIP
 
 
+def test_steer_return_must_outlast_slurmds_credential_cache():
+    assert doctor.steer_return({}, Config()).status == doctor.OK                   # 121 > 120, Slurm's default
+    longer = {"authinfo": ["cred_expire=300,socket=/run/munge.sock"]}
+    check = doctor.steer_return(longer, Config())
+    assert check.status == doctor.FAIL and check.fix == "steer_return = 301 in the slurm-mig config"
+    assert doctor.steer_return(longer, Config(steer_return=300)).status == doctor.FAIL
+    assert doctor.steer_return(longer, Config(steer_return=301)).status == doctor.OK
+    assert doctor.steer_return(longer, Config(steer_return=0)).status == doctor.OK
+
+
 def test_timeouts_follow_the_node_config():
     cfg = Config(wait_for_room=600, lock_timeout=10, interactive_wait=900)
     prolog, batch = hook_timeouts(cfg)

@@ -168,6 +168,23 @@ def timeouts(conf, cfg: Config) -> Iterator[Check]:
                         "lock_timeout in the slurm-mig config")
 
 
+CRED_EXPIRE = 120          # s: Slurm's default AuthInfo cred_expire (slurm.conf(5))
+
+
+def steer_return(conf, cfg: Config) -> Check:
+    """A steered job given its node back (steer_return) must not start there
+    while slurmd's credential cache still holds it: it would skip the Prolog."""
+    m = re.search(r"cred_expire=(\d+)", _one(conf, "AuthInfo"))
+    expire = int(m.group(1)) if m else CRED_EXPIRE
+    if not cfg.steer or not cfg.steer_return:
+        return Check("steer_return", OK, "off: a steered job gets its nodes back once every node turned it away")
+    if cfg.steer_return > expire:
+        return Check("steer_return", OK, f"{cfg.steer_return:g} s > cred_expire={expire} s")
+    return Check("steer_return", FAIL, f"{cfg.steer_return:g} s <= cred_expire={expire} s: a requeued job given "
+                 "its node back that soon could start there without its Prolog (slurmd skips the Prolog of a "
+                 "job it ran within cred_expire)", f"steer_return = {expire + 1} in the slurm-mig config")
+
+
 _PRICED = re.compile(r"^# Shard units priced for the GPU models (.+):$", re.M)
 
 
@@ -318,6 +335,7 @@ def run(cfg: Config, node: str, unit_dir: Optional[str] = None, controller: bool
                    gres_types(conf, cfg.mode)]
         checks += [] if controller else hook_paths(conf, installed.hook_scripts_if_installed())
         checks += timeouts(conf, cfg)
+        checks.append(steer_return(conf, cfg))
     if controller:
         return checks + ([job_submit_lua(conf, [], cfg.mode, here=True)] if conf is not None else [])
     from ..nvml.backend import open_driver
