@@ -226,6 +226,27 @@ def test_a_requeued_job_is_kept_off_its_node_and_starts_soon_on_another(slurm):
         settles_idle(c, *c.nodes)
 
 
+def test_a_node_gives_a_job_it_turned_away_back_once_its_credential_cache_let_it_go(slurm):
+    """Two nodes; GPU 0 of the first holds a busy orphan, two 7g.80gb jobs keep
+    the second busy for 45 s. A 7g.80gb job is turned away by the first and
+    kept off it; with steer_return = 21 (cred_expire + 1 here) that node's
+    steerer gives it back while the job pends, Slurm sends it there again and
+    its Prolog runs (a second requeue, not a start without instances); it
+    runs on the second node once that frees."""
+    with DevCluster("2xH100-80GB", wait_for_room=3, slurm=slurm, nodes=2) as c:
+        n1, n2 = c.nodes
+        c.set_config(steer_return=21)
+        make_busy_orphan(c, c.node_dir("gpus.json", node=n1))
+        busy = [c.sbatch("-w", n2, "--gres=mig:7g.80gb:1", script="sleep 45") for _ in range(2)]
+        wait_for(lambda: all(job_field(c, b, "JobState") == "RUNNING" for b in busy), 60, "n2 busy")
+        job = c.sbatch("--gres=mig:7g.80gb:1", script="echo CVD=$CUDA_VISIBLE_DEVICES")
+        assert c.wait_job(job, timeout=180) == "COMPLETED"
+        assert job_field(c, job, "NodeList") == n2
+        assert int(job_field(c, job, "Restarts")) >= 2
+        assert re.search(r"^CVD=MIG-", c.output(job), re.M)
+        settles_idle(c, *c.nodes)
+
+
 MIX = ["mig:1g.10gb:1", "mig:2g.20gb:1", "mig:3g.40gb:1", "mig:1g.10gb:2", "mig:4g.40gb:1",
        "mig:1g.20gb:1", "mig:7g.80gb:1", "mig:2g.20gb:1,mig:1g.10gb:1", "mig:3g.40gb:2"]
 
