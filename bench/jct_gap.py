@@ -98,6 +98,7 @@ def main():
     jobs = cs.synthetic(a.workload, a.jobs, 4, 8, a.load, 30.0, a.seed, a.interactive)
     exact, exact_jobs = cs.simulate(jobs, cs.ExactCluster(4, 8), 2.0, a.seed)
     profiles = list(cs.MIXES[a.workload])
+    summary = []
     print(f"{a.workload} mix, load {a.load}, seed {a.seed}, interactive {a.interactive}: exact admission's "
           f"batch waits (min) " + ", ".join(f"{p} {waits(exact_jobs, p):.2f}" for p in profiles))
     for name in a.variants:
@@ -109,6 +110,7 @@ def main():
             setattr(cluster, key, value)
         r, done = cs.simulate(jobs, cluster, 2.0, a.seed)
         seen = cluster.seen
+        summary.append(f"{name} {r['batch_jct_min'] / exact['batch_jct_min'] - 1:+.1%}")
         pending = ", ".join(f"{k[len('pending with room '):]} {v}" for k, v in sorted(seen.items())
                             if k.startswith("pending with room")) or "-"
         print(f"{name}: batch JCT vs exact {r['batch_jct_min'] / exact['batch_jct_min'] - 1:+.1%}, failed "
@@ -117,6 +119,8 @@ def main():
               f"{seen['requeue seconds'] / 60:.0f} min in all; waits (min) "
               + ", ".join(f"{p} {waits(done, p):.2f}" for p in profiles)
               + f"; pending with room (tries): {pending}")
+    print(f"SUMMARY jct_gap {a.workload} load {a.load} seed {a.seed} interactive {a.interactive}: batch JCT vs "
+          f"exact {', '.join(summary)}")
 
 
 if __name__ == "__main__":
