@@ -75,9 +75,9 @@ Modelled, not the product's code: Slurm's choice (first node, lowest-index
 GPU with the units free; no backfill reservations or scheduler cadence: a
 job starts at the event that frees room), the steerer's node exclusions and
 its giving them back (a job update wakes the scheduler: the job may start
-at once), and the hooks' timing above. Not modelled: whole-GPU (gpu:) and multi-GPU jobs,
-node failures, instances held by processes no job owns, per-profile speed
-differences, and users resubmitting failed jobs.
+at once), and the hooks' timing above. Not modelled: whole-GPU (gpu:) and
+multi-GPU jobs, node failures, instances held by processes no job owns,
+per-profile speed differences, and users resubmitting failed jobs.
 
 Workloads: --workload mixed|small|large (synthetic: Poisson arrivals at --load
 of the cluster's compute slices, log-normal run times with median --median-min
@@ -372,7 +372,7 @@ class SlurmCluster(MigCluster):
         self.interactive_wait = wait if interactive_wait is None else interactive_wait
         self.fallback, self.steer = fallback, steer
         self.kept_off = {}              # job id -> nodes its requeues keep it off (ExcNodeList)
-        self.steer_return = steer_return
+        self.steer_return, self.last_off = steer_return, None
         self.returns = {}               # job id -> {node: when its steerer gives it back}
         self.weights, self.count = weights.by_name, weights.count
         self.shards = [[0] * gpus for _ in range(nodes)]    # used shards per GPU
