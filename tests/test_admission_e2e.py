@@ -140,16 +140,18 @@ def test_jobs_that_cannot_be_requeued_wait_then_fail_alone(cluster, busy_orphan)
     assert re.search(r"^salloc: slurm-mig: job \d+ could not get its MIG devices: 7g.80gb:1 does not fit",
                      p.stderr, re.M), p.stderr
     assert "has been revoked" in p.stderr
+    job = cluster.sbatch("--no-requeue", "--gres=mig:7g.80gb:1", script="echo CVD=$CUDA_VISIBLE_DEVICES")
+    assert cluster.wait_job(job) == "FAILED"
+    assert "not requeued: the job may not be requeued" in cluster.output(job)
+    settles_idle(cluster)
     # a whole GPU held by a busy instance no job owns: named, after the same bounded wait
+    # (last: it asks for a stuck-GPU hold, which runs until the fixture frees the instance)
     p = cluster.run("srun", "--gres=gpu:1", "sh", "-c", "echo CVD=$CUDA_VISIBLE_DEVICES",
                     check=False, timeout=120)
     assert p.returncode != 0 and "CVD=" not in p.stdout
     assert f"GPU 0 holds 1g.10gb {busy_orphan}, which no job owns and processes still use" in p.stdout + p.stderr
     assert "code 19" not in p.stdout + p.stderr
-    job = cluster.sbatch("--no-requeue", "--gres=mig:7g.80gb:1", script="echo CVD=$CUDA_VISIBLE_DEVICES")
-    assert cluster.wait_job(job) == "FAILED"
-    assert "not requeued: the job may not be requeued" in cluster.output(job)
-    settles_idle(cluster)
+    assert "drain" not in controller_state(cluster, None)
 
 
 def stuck_holds(cluster):
