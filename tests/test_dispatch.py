@@ -88,10 +88,10 @@ def test_a_batch_job_without_room_goes_back_to_the_queue_marked(make_node, fake_
 @pytest.fixture
 def steerers(monkeypatch):
     """The steering processes the Prolog leaves, as (job, request)."""
-    from slurm_mig.hooks import dispatch
+    from slurm_mig.hooks import detached
     left = []
     from slurm_mig.slurm.requeue import STEER_ENV
-    monkeypatch.setattr(dispatch, "spawn_detached",
+    monkeypatch.setattr(detached, "spawn_detached",
                         lambda verb, job, env: left.append((job, json.loads(env[STEER_ENV]))))
     return left
 
@@ -113,11 +113,11 @@ def test_a_requeued_job_is_left_to_a_steerer_with_where_slurm_may_run_it(make_no
 
 
 def test_a_steerer_that_cannot_start_leaves_the_job_requeued(make_node, fake_slurm, monkeypatch):
-    from slurm_mig.hooks import dispatch
+    from slurm_mig.hooks import detached
 
     def cannot(verb, job, env):
         raise OSError(11, "Resource temporarily unavailable")
-    monkeypatch.setattr(dispatch, "spawn_detached", cannot)
+    monkeypatch.setattr(detached, "spawn_detached", cannot)
     bin_dir = fake_slurm(entry(SMALL_ON_GPU0, partition="gpu", **BATCH))
     cfg = full_gpu_node(make_node, slurm_bin_dir=bin_dir)
     run_prolog(cfg, "5", uid=None, env=ENV)

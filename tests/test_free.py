@@ -111,9 +111,9 @@ def test_sinfo_lines_one_per_node_whatever_its_partitions():
 
 
 def test_the_hooks_leave_a_publisher_only_for_gpu_jobs(make_node, monkeypatch, tmp_path):
-    from slurm_mig.hooks import dispatch, main
+    from slurm_mig.hooks import detached, main
     left = []
-    monkeypatch.setattr(dispatch, "spawn_detached", lambda verb, job, env=None: left.append((verb, job)))
+    monkeypatch.setattr(detached, "spawn_detached", lambda verb, job, env=None: left.append((verb, job)))
     cfg, _ = make_node("1xH100-80GB")
     conf = tmp_path / "c.toml"
     conf.write_text(f'backend = "{cfg.backend}"\nstate_dir = "{cfg.state_dir}"\nrun_dir = "{cfg.run_dir}"\n')

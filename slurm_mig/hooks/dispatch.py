@@ -20,7 +20,7 @@ from typing import List, Mapping, Optional
 from ..config import Config
 from ..core.syntax import MigRequest, parse_idx
 from ..errors import BadInput, SlurmUnavailable
-from .detached import spawn_detached
+from . import detached
 
 
 def run_prolog(cfg: Config, job: str, spec: Optional[str] = None, gpu: Optional[int] = None,
@@ -133,7 +133,7 @@ def _send_back(cfg: Config, job: str, req):
             return f"Slurm refused to requeue it ({e})"
         if steering:
             try:
-                spawn_detached("steer", job, {requeue.STEER_ENV: requeue.steer_request(
+                detached.spawn_detached("steer", job, {requeue.STEER_ENV: requeue.steer_request(
                     req.constraints, attempt, cfg.max_requeues, reason)})
             except OSError as e:
                 from ..log import JobLog

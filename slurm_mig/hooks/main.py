@@ -97,9 +97,9 @@ def main(argv) -> int:
         run_prolog(cfg, job, os.environ.get("SLURM_MIG_REQUEST") or None,
                    int(gpu) if gpu.isdigit() else None, int(uid) if uid.isdigit() else None)
     if cfg.mode == "dynamic" and cfg.room_field and os.environ.get("SLURM_JOB_GPUS"):
-        from .dispatch import spawn_detached
+        from . import detached
         try:
-            spawn_detached("publish", job)     # the node's room changed (or may have)
+            detached.spawn_detached("publish", job)     # the node's room changed (or may have)
         except OSError as e:                   # the view goes stale; the job and node are fine
             from ..log import JobLog
             JobLog(job).warning("free slices not published: %s", e)
