@@ -199,3 +199,26 @@ def test_the_hold_runs_this_install_with_the_hooks_config():
                                                                     "SLURM_MIG_OTHER": "z"})
     assert command == "SLURM_MIG_CONFIG='/etc/x y.toml' exec '/opt/slurm mig/bin/python' " \
                       "-m slurm_mig.hooks.main stuck-wait"
+
+
+@pytest.mark.parametrize("squeue, alive", [
+    ("echo 'RUNNING|(null)'", True),
+    ("echo 'PENDING|(null)'", True),
+    ("echo 'COMPLETED|(null)'", False),
+    ("true", False),                                                  # no longer listed
+    ("echo 'slurm_load_jobs error: Invalid job id specified' >&2; exit 1", False),   # forgotten
+])
+def test_a_hold_is_alive_while_slurm_lists_it_pending_or_running(tmp_path, squeue, alive):
+    (tmp_path / "squeue").write_text(f"#!/bin/sh\n{squeue}\n")
+    (tmp_path / "squeue").chmod(0o755)
+    assert slurm_holds.alive("42", str(tmp_path)) is alive
+
+
+def test_a_hold_whose_state_slurm_cannot_tell_is_an_error(tmp_path, monkeypatch):
+    from slurm_mig.errors import SlurmUnavailable
+    from slurm_mig.slurm import jobinfo
+    monkeypatch.setattr(jobinfo, "RETRY_DELAY", 0.01)
+    (tmp_path / "squeue").write_text("#!/bin/sh\necho 'Unable to contact slurm controller' >&2; exit 1\n")
+    (tmp_path / "squeue").chmod(0o755)
+    with pytest.raises(SlurmUnavailable):
+        slurm_holds.alive("42", str(tmp_path))

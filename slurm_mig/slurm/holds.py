@@ -66,13 +66,12 @@ def cancel_leftovers(node: str, gpu: int, bin_dir: str = "") -> None:
 def alive(job: str, bin_dir: str = "") -> bool:
     """Whether Slurm still lists the hold as pending or running."""
     try:
-        out = run_slurm([slurm_command("squeue", bin_dir), "-h", "-j", check_job_id(job), "-t", "all",
-                         "-o", "%T"], attempts=2)
+        state, _ = job_state(job, bin_dir)
     except SlurmUnavailable as e:
         if "Invalid job id" in str(e):      # gone from the controller's memory
             return False
         raise
-    return any(line.strip() in LIVE_STATES for line in out.splitlines())
+    return state in LIVE_STATES
 
 
 def wait_until_off_node(job: str, bin_dir: str = "", timeout: float = OFF_NODE_TIMEOUT,
