@@ -231,14 +231,14 @@ def test_a_requeued_job_is_kept_off_its_node_and_starts_soon_on_another(slurm):
 def test_a_node_gives_a_job_it_turned_away_back_once_its_credential_cache_let_it_go(slurm):
     """Two nodes; GPU 0 of the first holds a busy orphan, two 7g.80gb jobs keep
     the second busy for 45 s. A 7g.80gb job is turned away by the first and
-    kept off it; with steer_return = 21 (cred_expire + 1 here) that node's
+    kept off it; with the harness's steer_return = 21 (cred_expire + 1) that node's
     steerer gives it back while the job pends, Slurm sends it there again and
     its Prolog runs (a second requeue, not a start without instances); it
     runs on the second node once that frees. (No stuck-GPU hold: GPU 0 keeps
     turning it away.)"""
     with DevCluster("2xH100-80GB", wait_for_room=3, slurm=slurm, nodes=2) as c:
         n1, n2 = c.nodes
-        c.set_config(steer_return=21, hold_stuck_gpus=False)
+        c.set_config(hold_stuck_gpus=False)
         make_busy_orphan(c, c.node_dir("gpus.json", node=n1))
         busy = [c.sbatch("-w", n2, "--gres=mig:7g.80gb:1", script="sleep 45") for _ in range(2)]
         wait_for(lambda: all(job_field(c, b, "JobState") == "RUNNING" for b in busy), 60, "n2 busy")

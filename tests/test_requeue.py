@@ -208,6 +208,20 @@ def test_giving_nodes_back_leaves_the_start_time_to_slurm(fake_bin):
                                     "7g.80gb:1 does not fit"]
 
 
+@pytest.mark.parametrize("fields, sinfo, steered", [
+    (dict(nodes=["n2"], excluded=["n1"], admin_comment=mark(["n1"])), None, "ExcNodeList= "),   # nodes given back
+    (dict(features="a100"), GPU_SINFO, ""),                                                   # left to Slurm
+])
+def test_a_job_that_may_come_back_here_starts_after_the_credential_cache(fake_bin, fields, sinfo, steered):
+    """Slurm's own delay counts from the requeue, in the Prolog, before this
+    node's run of the job ended: a job free to come back here must not start
+    before steer_return after its Epilog, or slurmd would skip its Prolog."""
+    bin_dir = fake_bin("RUNNING") if sinfo is None else fake_bin("PENDING", sinfo=sinfo)
+    steer_when_pending("5", request(**fields), bin_dir, poll=0.01, give_back_after=121)
+    assert [c for c in fake_bin.calls() if c.startswith("update")] == \
+        [f"update JobId=5 {steered}AdminComment=slurm-mig: requeued 2/30: 7g.80gb:1 does not fit StartTime=now+121"]
+
+
 @pytest.mark.parametrize("fields, sinfo", [
     (dict(features="a100"), GPU_SINFO), (dict(required="n1"), GPU_SINFO),
     ({}, "n1 gpu:h100:2(S:0),shard:112(S:0)\n"),      # its only GPU node: nowhere else to go

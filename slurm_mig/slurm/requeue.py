@@ -19,8 +19,11 @@ StartTime=now: the controller applies ExcNodeList before StartTime and stops at
 the first field it refuses, so the job cannot come back early to a node whose
 cache holds it. If that process fails, the job keeps Slurm's own delay. Once
 every node of its partition with GPUs has turned it away, the nodes are given
-back and Slurm's own delay applies. A job with --nodelist or --constraint is
-never steered: which nodes could run it is not known here.
+back; a job with --nodelist or --constraint is never steered (which nodes could
+run it is not known here). Either may come back to this node, so the steerer
+sets its start `steer_return` after the Epilog here: Slurm's own delay counts
+from the requeue, in the Prolog, and where the job's run here ends more than a
+second later it could restart here while the cache still holds it.
 
 Giving a node back: a node turns a job away because of the one GPU Slurm
 picked there (the lowest-index one whose count shows room); another of its
@@ -40,6 +43,7 @@ job still pends kept off this node, one update.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import re
 import stat
@@ -209,7 +213,7 @@ def steer_when_pending(job: str, request: str, bin_dir: str = "", marker: str = 
     """The steerer: wait until this node's Epilog of the requeued job has run
     (it removes `marker`), then in one update mark the job and keep it off
     the nodes that ran it and start it at once, or give the nodes back, or
-    only mark it. Where the Prolog's read could not tell the job's ExcNodeList,
+    only mark it (these two start `give_back_after` after the Epilog). Where the Prolog's read could not tell the job's ExcNodeList,
     one one-job read gives it (and says whether the job is pending yet).
     Every Slurm query waits until then: node information read while the job
     still held the node is what 22.05's sinfo keeps showing ("mixed" on an
@@ -241,7 +245,10 @@ def steer_when_pending(job: str, request: str, bin_dir: str = "", marker: str = 
     fields = [f"AdminComment={mark(attempt, limit, reason, steering.kept_off if steering else ())}"]
     if steering is not None:
         fields.insert(0, f"ExcNodeList={folded(steering.exclude)}")
-        fields += ["StartTime=now"] if steering.soon else []
+    if steering is not None and steering.soon:
+        fields.append("StartTime=now")
+    elif give_back_after > 0:       # it may come back here: not while this node's credential cache holds it
+        fields.append(f"StartTime=now+{math.ceil(max(0.0, epilog_done + give_back_after - time.monotonic()))}")
     # Other nodes' Epilogs may still run: "not pending" is retried (run_slurm's attempts).
     run_slurm([slurm_command("scontrol", bin_dir), "update", f"JobId={job}"] + fields, attempts=4)
     if steering is None:
