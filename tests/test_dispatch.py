@@ -68,23 +68,6 @@ BATCH = dict(batch_flag=True, requeue=True, restart_cnt=0)
 SMALL_ON_GPU0 = "gres:mig:1g.10gb:1,gres:shard:8"
 
 
-def test_a_batch_job_without_room_goes_back_to_the_queue_marked(make_node, fake_slurm):
-    bin_dir = fake_slurm(entry(SMALL_ON_GPU0, **BATCH))
-    cfg = full_gpu_node(make_node, slurm_bin_dir=bin_dir, steer=False)
-    run_prolog(cfg, "5", uid=None, env=ENV)
-    requeue, mark = [c for c in fake_slurm.calls() if c.startswith("scontrol")]
-    assert requeue == "scontrol requeue 5"
-    assert mark.startswith("scontrol update JobId=5 AdminComment=slurm-mig: requeued 1/100: "
-                           "1g.10gb:1 does not fit next to the running jobs' instances")
-    assert "StartTime" not in mark          # Slurm's own delay: sooner, slurmd would skip the Prolog
-    assert task_prolog(cfg.run_dir, "5") == ("", 0)
-    from slurm_mig.node.ledger import Ledger
-    rec = Ledger(cfg.state_dir).get("5")
-    assert rec.state == "released" and rec.reason.startswith("requeued: ") and not rec.instances
-    from slurm_mig.node import counters
-    assert counters.read(cfg.state_dir)["requeues"] == 1
-
-
 @pytest.fixture
 def steerers(monkeypatch):
     """The steering processes the Prolog leaves, as (job, request)."""
@@ -94,6 +77,24 @@ def steerers(monkeypatch):
     monkeypatch.setattr(detached, "spawn_detached",
                         lambda verb, job, env: left.append((job, json.loads(env[STEER_ENV]))))
     return left
+
+
+def test_a_batch_job_without_room_goes_back_to_the_queue_marked(make_node, fake_slurm, steerers):
+    """Even unsteered (steer = false), the job is marked and started by the
+    steerer after its Epilog here: Slurm's own delay counts from the requeue."""
+    bin_dir = fake_slurm(entry(SMALL_ON_GPU0, **BATCH))
+    cfg = full_gpu_node(make_node, slurm_bin_dir=bin_dir, steer=False)
+    run_prolog(cfg, "5", uid=None, env=ENV)
+    assert [c for c in fake_slurm.calls() if c.startswith("scontrol")] == ["scontrol requeue 5"]
+    (job, request), = steerers
+    assert job == "5" and request["keep_off"] is False and (request["attempt"], request["limit"]) == (1, 100)
+    assert request["reason"].startswith("1g.10gb:1 does not fit next to the running jobs' instances")
+    assert task_prolog(cfg.run_dir, "5") == ("", 0)
+    from slurm_mig.node.ledger import Ledger
+    rec = Ledger(cfg.state_dir).get("5")
+    assert rec.state == "released" and rec.reason.startswith("requeued: ") and not rec.instances
+    from slurm_mig.node import counters
+    assert counters.read(cfg.state_dir)["requeues"] == 1
 
 
 def test_a_requeued_job_is_left_to_a_steerer_with_where_slurm_may_run_it(make_node, fake_slurm, steerers):
@@ -127,17 +128,19 @@ def test_a_steerer_that_cannot_start_leaves_the_job_requeued(make_node, fake_slu
     assert not os.path.exists(os.path.join(cfg.run_dir, "5.requeued"))
 
 
-def test_steering_off_leaves_the_job_to_slurm(make_node, fake_slurm, steerers):
+def test_steering_off_leaves_the_job_where_slurm_sends_it(make_node, fake_slurm, steerers):
     bin_dir = fake_slurm(entry(SMALL_ON_GPU0, partition="gpu", **BATCH))
     run_prolog(full_gpu_node(make_node, slurm_bin_dir=bin_dir, steer=False), "5", uid=None, env=ENV)
-    assert len([c for c in fake_slurm.calls() if c.startswith("scontrol")]) == 2 and steerers == []
+    run_prolog(full_gpu_node(make_node, slurm_bin_dir=bin_dir), "5", uid=None, env=ENV)
+    assert [request["keep_off"] for _, request in steerers] == [False, True]
 
 
-def test_the_mark_counts_requeues_up_to_the_limit(make_node, fake_slurm):
+def test_the_mark_counts_requeues_up_to_the_limit(make_node, fake_slurm, steerers):
     bin_dir = fake_slurm(entry(SMALL_ON_GPU0, **dict(BATCH, restart_cnt=2)))
-    cfg = full_gpu_node(make_node, slurm_bin_dir=bin_dir, max_requeues=3, steer=False)
+    cfg = full_gpu_node(make_node, slurm_bin_dir=bin_dir, max_requeues=3)
     run_prolog(cfg, "5", uid=None, env=ENV)
-    assert fake_slurm.calls()[-1].startswith("scontrol update JobId=5 AdminComment=slurm-mig: requeued 3/3: ")
+    (_, request), = steerers
+    assert (request["attempt"], request["limit"]) == (3, 3)
 
 
 @pytest.mark.parametrize("fields, scontrol_exit, why", [
@@ -239,14 +242,14 @@ def test_the_hook_entry_exits_0_when_slurm_is_down(make_node, tmp_path):
 
 
 # -- whole GPUs next to MIG jobs ---------------------------------------------------------------
-def test_a_batch_whole_gpu_job_on_a_gpu_with_instances_goes_back_to_the_queue(make_node, fake_slurm):
+def test_a_batch_whole_gpu_job_on_a_gpu_with_instances_goes_back_to_the_queue(make_node, fake_slurm, steerers):
     """22.05 can hand GPU 0 to `--gres=gpu:1` while a MIG job's instance is still
-    there: the job is requeued and marked like a MIG job, never failed."""
-    cfg = full_gpu_node(make_node, slurm_bin_dir=fake_slurm(entry("gres:gpu:1", **BATCH)), steer=False)
+    there: the job is requeued and steered like a MIG job, never failed."""
+    cfg = full_gpu_node(make_node, slurm_bin_dir=fake_slurm(entry("gres:gpu:1", **BATCH)))
     run_prolog(cfg, "5", uid=None, env=ENV)
-    requeue, mark = [c for c in fake_slurm.calls() if c.startswith("scontrol")]
-    assert requeue == "scontrol requeue 5"
-    assert "AdminComment=slurm-mig: requeued 1/100: GPU 0 still holds MIG instances of job 4" in mark
+    assert [c for c in fake_slurm.calls() if c.startswith("scontrol")] == ["scontrol requeue 5"]
+    (_, request), = steerers
+    assert request["reason"].startswith("GPU 0 still holds MIG instances of job 4")
     from slurm_mig.node.ledger import Ledger
     rec = Ledger(cfg.state_dir).get("5")
     assert rec.state == "released" and rec.whole_gpus == [0] and rec.reason.startswith("requeued: ")

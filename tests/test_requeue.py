@@ -6,7 +6,7 @@ from hypothesis import given, strategies as st
 
 from slurm_mig.slurm.jobinfo import NodeConstraints
 from slurm_mig.errors import BadInput
-from slurm_mig.slurm.requeue import Steering, folded, kept_off_before, steer, steer_when_pending
+from slurm_mig.slurm.requeue import Steering, folded, kept_off_before, steer, steer_request, steer_when_pending
 
 GPU_NODES = ["n1", "n2", "n3", "n4"]
 
@@ -118,11 +118,10 @@ def fake_bin(tmp_path):
     return make
 
 
-def request(**constraint_fields):
-    import json
+def request(keep_off=True, **constraint_fields):
     fields = dict(nodes=["n1"], partition="gpu", excluded=[], required="", features="", admin_comment="")
-    return json.dumps({"constraints": {**fields, **constraint_fields}, "attempt": 2, "limit": 30,
-                       "reason": "7g.80gb:1 does not fit"})
+    return steer_request(NodeConstraints(**{**fields, **constraint_fields}), 2, 30, "7g.80gb:1 does not fit",
+                         keep_off=keep_off)
 
 
 SINFO_CALL = "sinfo -h -N -p gpu -o %N %G"
@@ -222,6 +221,15 @@ def test_a_job_that_may_come_back_here_starts_after_the_credential_cache(fake_bi
         [f"update JobId=5 {steered}AdminComment=slurm-mig: requeued 2/30: 7g.80gb:1 does not fit StartTime=now+121"]
 
 
+def test_unsteered_the_job_is_only_marked_and_started_after_the_credential_cache(fake_bin):
+    """steer = false: no read of the job or the partition, one update."""
+    got = steer_when_pending("5", request(keep_off=False, excluded=None), fake_bin("COMPLETING"), poll=0.01,
+                             give_back_after=121)
+    assert got == "left to Slurm"
+    assert fake_bin.calls() == ["update JobId=5 AdminComment=slurm-mig: requeued 2/30: 7g.80gb:1 does not fit "
+                                "StartTime=now+121"]
+
+
 @pytest.mark.parametrize("fields, sinfo", [
     (dict(features="a100"), GPU_SINFO), (dict(required="n1"), GPU_SINFO),
     ({}, "n1 gpu:h100:2(S:0),shard:112(S:0)\n"),      # its only GPU node: nowhere else to go
@@ -248,7 +256,8 @@ def test_a_job_still_completing_at_the_timeout_is_marked_and_left_to_slurm(fake_
 
 
 @pytest.mark.parametrize("text, state", [("", "PENDING"), ("{}", "PENDING"), (request(nodes=["n1;reboot"]), "PENDING"),
-                                         (request(excluded=["$(id)"]), "PENDING"), (request(excluded=None), "PENDING|n1;x\n")])
+                                         (request(excluded=["$(id)"]), "PENDING"), (request(excluded=None), "PENDING|n1;x\n"),
+                                         (request().replace('"keep_off": true', '"keep_off": "no"'), "PENDING")])
 def test_the_steerer_refuses_what_it_cannot_check(fake_bin, text, state):
     with pytest.raises(BadInput):
         steer_when_pending("5", text, fake_bin(state), poll=0.01)

@@ -120,7 +120,7 @@ def _send_back(cfg: Config, job: str, req):
         from ..node.jobfiles import REQUEUED, STEERED, job_file
         from ..slurm import requeue
         attempt = req.restarts + 1
-        steering = cfg.steer and req.constraints is not None
+        steering = req.constraints is not None    # the steerer also sets the start (steer = false: only that)
         marker = job_file(cfg.run_dir, job, REQUEUED)
         if steering:       # before the requeue: the Epilog that removes it may run right after
             safe_dir(cfg.run_dir, 0o755, "run_dir")
@@ -134,7 +134,7 @@ def _send_back(cfg: Config, job: str, req):
         if steering:
             try:
                 detached.spawn_detached("steer", job, {requeue.STEER_ENV: requeue.steer_request(
-                    req.constraints, attempt, cfg.max_requeues, reason)})
+                    req.constraints, attempt, cfg.max_requeues, reason, keep_off=cfg.steer)})
             except OSError as e:
                 from ..log import JobLog
                 JobLog(job).warning("requeued, but not steered (%s): Slurm's own delay applies", e)

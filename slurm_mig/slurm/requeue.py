@@ -20,8 +20,9 @@ the first field it refuses, so the job cannot come back early to a node whose
 cache holds it. If that process fails, the job keeps Slurm's own delay. Once
 every node of its partition with GPUs has turned it away, the nodes are given
 back; a job with --nodelist or --constraint is never steered (which nodes could
-run it is not known here). Either may come back to this node, so the steerer
-sets its start `steer_return` after the Epilog here: Slurm's own delay counts
+run it is not known here), and with steer = false the steerer only marks the
+job. Any of these may come back to this node, so the steerer sets its start
+`steer_return` after the Epilog here: Slurm's own delay counts
 from the requeue, in the Prolog, and where the job's run here ends more than a
 second later it could restart here while the cache still holds it.
 
@@ -170,11 +171,13 @@ def mark_job(job: str, text: str, bin_dir: str = "") -> None:
         JobLog(job).warning("requeued, but marking it failed: %s", e)
 
 
-def steer_request(constraints: NodeConstraints, attempt: int, limit: int, reason: str) -> str:
-    """What the Prolog hands the steerer (in STEER_ENV): read by steer_when_pending."""
+def steer_request(constraints: NodeConstraints, attempt: int, limit: int, reason: str,
+                  keep_off: bool = True) -> str:
+    """What the Prolog hands the steerer (in STEER_ENV): read by steer_when_pending.
+    Not `keep_off` (steer = false): the steerer only marks the job and sets its start."""
     import json
     return json.dumps({"constraints": constraints._asdict(), "attempt": attempt, "limit": limit,
-                       "reason": reason})
+                       "reason": reason, "keep_off": keep_off})
 
 
 def job_state(job: str, bin_dir: str = "") -> Tuple[str, List[str]]:
@@ -192,7 +195,7 @@ def job_state(job: str, bin_dir: str = "") -> Tuple[str, List[str]]:
 
 
 def _read_request(text: str):
-    """What the Prolog handed the steerer, checked: (NodeConstraints, attempt, limit, reason)."""
+    """What the Prolog handed the steerer, checked: (NodeConstraints, attempt, limit, reason, keep_off)."""
     import json
     try:
         raw = json.loads(text)
@@ -202,9 +205,12 @@ def _read_request(text: str):
             [check_node_name(n) for n in p["nodes"]], str(p["partition"]), excluded,
             str(p["required"]), str(p["features"]), str(p["admin_comment"]))
         attempt, limit, reason = int(raw["attempt"]), int(raw["limit"]), str(raw["reason"])
+        keep_off = raw["keep_off"]
+        if not isinstance(keep_off, bool):
+            raise TypeError("keep_off is not true or false")
     except (ValueError, KeyError, TypeError) as e:
         raise BadInput(f"unreadable steering request ({e})") from None
-    return constraints, attempt, limit, reason
+    return constraints, attempt, limit, reason, keep_off
 
 
 def steer_when_pending(job: str, request: str, bin_dir: str = "", marker: str = "", cache_dir: str = "",
@@ -222,7 +228,7 @@ def steer_when_pending(job: str, request: str, bin_dir: str = "", marker: str = 
     unless `round_file` (the Prolog's, root's) names a later requeue here by
     then: that round's steerer decides. Returns what was done, for the log."""
     job = check_job_id(job)
-    constraints, attempt, limit, reason = _read_request(request)
+    constraints, attempt, limit, reason, keep_off = _read_request(request)
     deadline = time.monotonic() + timeout
     while marker and os.path.lexists(marker):
         if time.monotonic() > deadline:
@@ -230,7 +236,7 @@ def steer_when_pending(job: str, request: str, bin_dir: str = "", marker: str = 
             return "left alone: its Epilog had not run by the timeout"
         time.sleep(poll)
     epilog_done = time.monotonic()
-    while constraints.excluded is None:
+    while keep_off and constraints.excluded is None:
         state, excluded = job_state(job, bin_dir)
         if state == "PENDING":
             constraints = constraints._replace(excluded=excluded)
@@ -241,7 +247,7 @@ def steer_when_pending(job: str, request: str, bin_dir: str = "", marker: str = 
             return "left alone: still completing after the timeout"
         else:
             time.sleep(poll)
-    steering = steer(constraints, partition_gpu_nodes(constraints.partition, bin_dir, cache_dir))
+    steering = steer(constraints, partition_gpu_nodes(constraints.partition, bin_dir, cache_dir)) if keep_off else None
     fields = [f"AdminComment={mark(attempt, limit, reason, steering.kept_off if steering else ())}"]
     if steering is not None:
         fields.insert(0, f"ExcNodeList={folded(steering.exclude)}")
