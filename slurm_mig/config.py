@@ -36,7 +36,7 @@ class Config(NamedTuple):
     gpu_fallback: bool = False                # dynamic: place on another GPU when Slurm's cannot
     max_requeues: int = 100                   # dynamic: batch jobs sent back to the queue at most this often
     steer: bool = True                        # dynamic: keep a requeued job off the nodes that ran it, start it at once
-    steer_return: float = 121.0               # dynamic: s after its Epilog before it may start there again
+    steer_return: float = 125.0               # dynamic: s after its Epilog before it may start there again
     hold_stuck_gpus: bool = True              # dynamic: a root job holds a GPU while an instance no job owns is busy there
     job_source: str = "squeue"                # Slurm's JSON: squeue --json | scontrol --json (23.02+)
     slurm_bin_dir: str = ""                   # Slurm clients; "" = PATH, /usr/bin, /usr/local/bin, /opt/slurm/bin

@@ -115,8 +115,8 @@ def test_a_batch_job_without_room_goes_back_to_the_queue_then_runs(cluster, busy
     assert job_field(cluster, job, "ExcNodeList") in (None, "(null)")     # its only node: not kept off
     settles_idle(cluster)
     cluster.slurm_mig("sim", "busy", cluster.state, "--uuid", busy_orphan, "--clear")
-    # Slurm's own delay (cred_expire + 1 s), then the scheduler: the Prolog runs
-    # again (sooner, slurmd would skip it: the job id is still in its cache).
+    # steer_return (cred_expire + 5 s) after its Epilog, then the scheduler: the Prolog
+    # runs again (sooner, slurmd could skip it: the job id may still be in its cache).
     assert cluster.wait_job(job, timeout=120) == "COMPLETED"
     assert re.search(r"^CVD=MIG-", cluster.output(job), re.M)
     assert job_field(cluster, job, "Restarts") == "1"
@@ -231,7 +231,7 @@ def test_a_requeued_job_is_kept_off_its_node_and_starts_soon_on_another(slurm):
 def test_a_node_gives_a_job_it_turned_away_back_once_its_credential_cache_let_it_go(slurm):
     """Two nodes; GPU 0 of the first holds a busy orphan, two 7g.80gb jobs keep
     the second busy for 45 s. A 7g.80gb job is turned away by the first and
-    kept off it; with the harness's steer_return = 21 (cred_expire + 1) that node's
+    kept off it; with the harness's steer_return = 25 (cred_expire + 5) that node's
     steerer gives it back while the job pends, Slurm sends it there again and
     its Prolog runs (a second requeue, not a start without instances); it
     runs on the second node once that frees. (No stuck-GPU hold: GPU 0 keeps

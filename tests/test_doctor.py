@@ -50,12 +50,15 @@ def test_select_type_and_gres_types():
 
 
 def test_steer_return_must_outlast_slurmds_credential_cache():
-    assert doctor.steer_return({}, Config()).status == doctor.OK                   # 121 > 120, Slurm's default
+    assert doctor.steer_return({}, Config()).status == doctor.OK                   # 125 >= 120 + 3, Slurm's default
+    assert doctor.steer_return({}, Config(steer_return=122)).status == doctor.FAIL  # expired, maybe not dropped
     longer = {"authinfo": ["cred_expire=300,socket=/run/munge.sock"]}
     check = doctor.steer_return(longer, Config())
-    assert check.status == doctor.FAIL and check.fix == "steer_return = 301 in the slurm-mig config"
-    assert doctor.steer_return(longer, Config(steer_return=300)).status == doctor.FAIL
-    assert doctor.steer_return(longer, Config(steer_return=301)).status == doctor.OK
+    assert check.status == doctor.FAIL and check.fix == "steer_return = 305 in the slurm-mig config"
+    assert doctor.steer_return(longer, Config(steer_return=302)).status == doctor.FAIL
+    assert doctor.steer_return(longer, Config(steer_return=303)).status == doctor.OK
+    assert doctor.steer_return(longer, Config(steer_return=303, steer=False)).status == doctor.OK
+    assert doctor.steer_return(longer, Config(steer_return=300, steer=False)).status == doctor.FAIL   # it sets the start
     assert doctor.steer_return(longer, Config(steer_return=0)).status == doctor.OK
 
 

@@ -212,9 +212,9 @@ def test_giving_nodes_back_leaves_the_start_time_to_slurm(fake_bin):
     (dict(features="a100"), GPU_SINFO, ""),                                                   # left to Slurm
 ])
 def test_a_job_that_may_come_back_here_starts_after_the_credential_cache(fake_bin, fields, sinfo, steered):
-    """Slurm's own delay counts from the requeue, in the Prolog, before this
-    node's run of the job ended: a job free to come back here must not start
-    before steer_return after its Epilog, or slurmd would skip its Prolog."""
+    """Slurm's own delay (cred_expire + 1 s, in whole seconds) can bring the
+    job back here within 2 s of slurmd's cache entry expiring, before slurmd
+    drops it: a job free to come back here starts steer_return after its Epilog."""
     bin_dir = fake_bin("RUNNING") if sinfo is None else fake_bin("PENDING", sinfo=sinfo)
     steer_when_pending("5", request(**fields), bin_dir, poll=0.01, give_back_after=121)
     assert [c for c in fake_bin.calls() if c.startswith("update")] == \

@@ -169,20 +169,24 @@ def timeouts(conf, cfg: Config) -> Iterator[Check]:
 
 
 CRED_EXPIRE = 120          # s: Slurm's default AuthInfo cred_expire (slurm.conf(5))
+CRED_PURGE = 3             # s more: slurmd drops an expired job id only in a scan, at most every 2 s
 
 
 def steer_return(conf, cfg: Config) -> Check:
-    """A steered job given its node back (steer_return) must not start there
-    while slurmd's credential cache still holds it: it would skip the Prolog."""
+    """A requeued job may start again on a node that ran it steer_return after
+    its Epilog there (the steerer sets its start, or gives that node back):
+    slurmd must have dropped the job id from its credential cache by then, or
+    it skips the job's Prolog."""
     m = re.search(r"cred_expire=(\d+)", _one(conf, "AuthInfo"))
     expire = int(m.group(1)) if m else CRED_EXPIRE
-    if not cfg.steer or not cfg.steer_return:
-        return Check("steer_return", OK, "off: a steered job gets its nodes back once every node turned it away")
-    if cfg.steer_return > expire:
-        return Check("steer_return", OK, f"{cfg.steer_return:g} s > cred_expire={expire} s")
-    return Check("steer_return", FAIL, f"{cfg.steer_return:g} s <= cred_expire={expire} s: a requeued job given "
-                 "its node back that soon could start there without its Prolog (slurmd skips the Prolog of a "
-                 "job it ran within cred_expire)", f"steer_return = {expire + 1} in the slurm-mig config")
+    if not cfg.steer_return:
+        return Check("steer_return", OK, "off: requeued jobs keep Slurm's own delay (cred_expire + 1 s)")
+    if cfg.steer_return >= expire + CRED_PURGE:
+        return Check("steer_return", OK, f"{cfg.steer_return:g} s >= cred_expire={expire} s + {CRED_PURGE} s")
+    return Check("steer_return", FAIL, f"{cfg.steer_return:g} s < cred_expire={expire} s + {CRED_PURGE} s: a "
+                 "requeued job started again that soon on a node that ran it could run without its Prolog "
+                 "(slurmd skips the Prolog of a job id still in its credential cache, and drops an expired one "
+                 "only in a scan, at most every 2 s)", f"steer_return = {expire + 5} in the slurm-mig config")
 
 
 _PRICED = re.compile(r"^# Shard units priced for the GPU models (.+):$", re.M)

@@ -22,16 +22,16 @@ every node of its partition with GPUs has turned it away, the nodes are given
 back; a job with --nodelist or --constraint is never steered (which nodes could
 run it is not known here), and with steer = false the steerer only marks the
 job. Any of these may come back to this node, so the steerer sets its start
-`steer_return` after the Epilog here: Slurm's own delay counts
-from the requeue, in the Prolog, and where the job's run here ends more than a
-second later it could restart here while the cache still holds it.
+`steer_return` after the Epilog here: Slurm's own delay (in whole seconds) can
+restart it here within 2 s of its cache entry expiring, and slurmd drops an
+expired entry only in a scan, at most every 2 s (docs/facts.md).
 
 Giving a node back: a node turns a job away because of the one GPU Slurm
 picked there (the lowest-index one whose count shows room); another of its
 GPUs may hold the job now or once an instance ends. Kept off until every
 other node had turned it away too, such a job waited while room it could use
 sat idle (bench/cluster_sim.py measures it). So the steerer stays
-`steer_return` seconds after the job's Epilog here (121: cred_expire + 1, so
+`steer_return` seconds after the job's Epilog here (125: cred_expire + 5, so
 that this node's credential cache no longer holds the job) and then, if the
 job still pends kept off this node, takes this node out of its ExcNodeList.
 

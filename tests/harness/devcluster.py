@@ -312,7 +312,7 @@ class DevCluster:
                f'backend = "sim:{state}"\nstate_dir = "{self.node_dir("mig-state", node=node)}"\n'
                f'run_dir = "{self.node_dir("mig-run", node=node)}"\nwait_for_room = {self.wait_for_room}\n'
                f'interactive_wait = {self.wait_for_room}\nroom_interval = 0\n'
-               'steer_return = 21\n'     # cred_expire + 1 (slurm.conf.j2), as slurm-mig doctor asks
+               'steer_return = 25\n'     # cred_expire (slurm.conf.j2) + 5, as slurm-mig doctor advises
                f'mode = "{self.modes[node]}"\ngres_conf = "{self.dir}/etc/gres.conf"\n'
                f'slurm_bin_dir = "{self.dir}/slurm-bin"\n'
                'epilog_retries = 2\nepilog_retry_delay = 0.5\n')
