@@ -120,6 +120,11 @@ def test_a_batch_job_without_room_goes_back_to_the_queue_then_runs(cluster, busy
     assert cluster.wait_job(job, timeout=120) == "COMPLETED"
     assert re.search(r"^CVD=MIG-", cluster.output(job), re.M)
     assert job_field(cluster, job, "Restarts") == "1"
+    update, = [x for x in slurm_calls_of(cluster, job) if x.startswith(f"scontrol update JobId={job} ")]
+    delay = int(re.fullmatch(r".* AdminComment=slurm-mig: requeued 1/100: .* StartTime=now\+(\d+)", update).group(1))
+    assert 20 < delay <= 25, update                 # the harness's steer_return, counted from the Epilog
+    back = seconds(job_field(cluster, job, "EligibleTime")) - seconds(job_field(cluster, job, "SubmitTime"))
+    assert back >= 23, back                         # Slurm's own delay would be cred_expire + 1 = 21
     settles_idle(cluster)
 
 
