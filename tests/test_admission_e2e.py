@@ -233,6 +233,32 @@ def test_a_requeued_job_is_kept_off_its_node_and_starts_soon_on_another(slurm):
         settles_idle(c, *c.nodes)
 
 
+def test_unsteered_a_requeued_job_is_only_marked_and_starts_after_the_credential_cache(slurm):
+    """steer = false: the steerer still marks the requeued job and sets its
+    start steer_return after the Epilog (Slurm's own delay can be too soon on
+    22.05), in one update, without reading the partition or keeping it off."""
+    with DevCluster("2xH100-80GB", wait_for_room=3, slurm=slurm, nodes=2) as c:
+        n1, n2 = c.nodes
+        c.set_config(steer=False, hold_stuck_gpus=False)
+        orphan = make_busy_orphan(c, c.node_dir("gpus.json", node=n1))
+        busy = [c.sbatch("-w", n2, "--gres=mig:7g.80gb:1", script="sleep 15") for _ in range(2)]
+        wait_for(lambda: all(job_field(c, b, "JobState") == "RUNNING" for b in busy), 60, "n2 busy")
+        job = c.sbatch("--gres=mig:7g.80gb:1", script="echo CVD=$CUDA_VISIBLE_DEVICES")
+        wait_for(lambda: (job_field(c, job, "AdminComment") or "").startswith("slurm-mig: requeued 1/100: "),
+                 90, f"job {job} marked")
+        back = seconds(job_field(c, job, "EligibleTime")) - seconds(job_field(c, job, "SubmitTime"))
+        assert back >= 23, back                     # Slurm's own delay would be cred_expire + 1 = 21
+        c.slurm_mig("sim", "busy", c.node_dir("gpus.json", node=n1), "--uuid", orphan, "--clear")
+        assert c.wait_job(job, timeout=120) == "COMPLETED"
+        assert re.search(r"^CVD=MIG-", c.output(job), re.M)
+        calls = slurm_calls_of(c, job)
+        update, = [x for x in calls if x.startswith(f"scontrol update JobId={job} ")]
+        assert re.fullmatch(r"scontrol update JobId=\d+ AdminComment=slurm-mig: requeued 1/100: .* StartTime=now\+2[1-5]",
+                            update), calls
+        assert not [x for x in calls if x.startswith("sinfo")], calls
+        settles_idle(c, *c.nodes)
+
+
 def test_a_node_gives_a_job_it_turned_away_back_once_its_credential_cache_let_it_go(slurm):
     """Two nodes; GPU 0 of the first holds a busy orphan, two 7g.80gb jobs keep
     the second busy for 45 s. A 7g.80gb job is turned away by the first and
