@@ -81,7 +81,7 @@ def steerers(monkeypatch):
 
 def test_a_batch_job_without_room_goes_back_to_the_queue_marked(make_node, fake_slurm, steerers):
     """Even unsteered (steer = false), the job is marked and started by the
-    steerer after its Epilog here: Slurm's own delay counts from the requeue."""
+    steerer after its Epilog here: Slurm's own delay can be too soon on 22.05."""
     bin_dir = fake_slurm(entry(SMALL_ON_GPU0, **BATCH))
     cfg = full_gpu_node(make_node, slurm_bin_dir=bin_dir, steer=False)
     run_prolog(cfg, "5", uid=None, env=ENV)

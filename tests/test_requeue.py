@@ -199,7 +199,7 @@ def test_the_users_own_exclusions_are_kept(fake_bin):
     assert fake_bin.calls()[-1].startswith("update JobId=5 ExcNodeList=n[1,7] ")
 
 
-def test_giving_nodes_back_leaves_the_start_time_to_slurm(fake_bin):
+def test_without_steer_return_giving_nodes_back_leaves_the_start_time_to_slurm(fake_bin):
     got = steer_when_pending("5", request(nodes=["n2"], excluded=["n1"], admin_comment=mark(["n1"])),
                              fake_bin("RUNNING"), poll=0.01)
     assert got == "given its nodes back (ExcNodeList=)"
@@ -216,7 +216,7 @@ def test_a_job_that_may_come_back_here_starts_after_the_credential_cache(fake_bi
     job back here within 2 s of slurmd's cache entry expiring, before slurmd
     drops it: a job free to come back here starts steer_return after its Epilog."""
     bin_dir = fake_bin("RUNNING") if sinfo is None else fake_bin("PENDING", sinfo=sinfo)
-    steer_when_pending("5", request(**fields), bin_dir, poll=0.01, give_back_after=121)
+    steer_when_pending("5", request(**fields), bin_dir, poll=0.01, return_after=121)
     assert [c for c in fake_bin.calls() if c.startswith("update")] == \
         [f"update JobId=5 {steered}AdminComment=slurm-mig: requeued 2/30: 7g.80gb:1 does not fit StartTime=now+121"]
 
@@ -224,7 +224,7 @@ def test_a_job_that_may_come_back_here_starts_after_the_credential_cache(fake_bi
 def test_unsteered_the_job_is_only_marked_and_started_after_the_credential_cache(fake_bin):
     """steer = false: no read of the job or the partition, one update."""
     got = steer_when_pending("5", request(keep_off=False, excluded=None), fake_bin("COMPLETING"), poll=0.01,
-                             give_back_after=121)
+                             return_after=121)
     assert got == "left to Slurm"
     assert fake_bin.calls() == ["update JobId=5 AdminComment=slurm-mig: requeued 2/30: 7g.80gb:1 does not fit "
                                 "StartTime=now+121"]
@@ -270,7 +270,7 @@ def steer_and_give_back(fake_bin, tmp_path, state, attempt_here="2"):
     round_file = tmp_path / "5.steered"
     round_file.write_text(attempt_here)
     got = steer_when_pending("5", request(), fake_bin(state), "", str(tmp_path), poll=0.01,
-                             give_back_after=0.05, round_file=str(round_file))
+                             return_after=0.05, round_file=str(round_file))
     return got, round_file
 
 
@@ -307,5 +307,5 @@ def test_a_round_file_root_did_not_write_gives_nothing_back(fake_bin, tmp_path):
     round_file.write_text("2")
     os.chown(round_file, 1000, 1000)
     got = steer_when_pending("5", request(), fake_bin("PENDING|n1\n"), "", str(tmp_path), poll=0.01,
-                             give_back_after=0.05, round_file=str(round_file))
+                             return_after=0.05, round_file=str(round_file))
     assert got.endswith("requeued here again since: left to that round") and len(fake_bin.calls()) == 2

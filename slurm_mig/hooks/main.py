@@ -62,7 +62,7 @@ def main(argv) -> int:
             from ..node.jobfiles import REQUEUED, STEERED, job_file
             done = requeue.steer_when_pending(job, os.environ.get(requeue.STEER_ENV, ""), cfg.slurm_bin_dir,
                                               job_file(cfg.run_dir, job, REQUEUED), cfg.run_dir,
-                                              give_back_after=cfg.steer_return,
+                                              return_after=cfg.steer_return,
                                               round_file=job_file(cfg.run_dir, job, STEERED))
         except SlurmMigError as e:
             done = f"not steered: {e}"

@@ -214,19 +214,21 @@ def _read_request(text: str):
 
 
 def steer_when_pending(job: str, request: str, bin_dir: str = "", marker: str = "", cache_dir: str = "",
-                       timeout: float = STEER_TIMEOUT, poll: float = 0.2, give_back_after: float = 0.0,
+                       timeout: float = STEER_TIMEOUT, poll: float = 0.2, return_after: float = 0.0,
                        round_file: str = "") -> str:
     """The steerer: wait until this node's Epilog of the requeued job has run
     (it removes `marker`), then in one update mark the job and keep it off
     the nodes that ran it and start it at once, or give the nodes back, or
-    only mark it (these two start `give_back_after` after the Epilog). Where the Prolog's read could not tell the job's ExcNodeList,
-    one one-job read gives it (and says whether the job is pending yet).
-    Every Slurm query waits until then: node information read while the job
-    still held the node is what 22.05's sinfo keeps showing ("mixed" on an
-    idle node). With `give_back_after` (seconds, > cred_expire), a job kept
-    off is given this node back that long after its Epilog here (give_back),
-    unless `round_file` (the Prolog's, root's) names a later requeue here by
-    then: that round's steerer decides. Returns what was done, for the log."""
+    only mark it. Where the Prolog's read could not tell the job's
+    ExcNodeList, one one-job read gives it (and says whether the job is
+    pending yet). Every Slurm query waits until then: node information read
+    while the job still held the node is what 22.05's sinfo keeps showing
+    ("mixed" on an idle node). `return_after` (seconds, steer_return; 0: not
+    set) is when the job may come back to this node, counted from its Epilog
+    here: a job given its nodes back or only marked starts then, and a job
+    kept off is given this node back then (give_back), unless `round_file`
+    (the Prolog's, root's) names a later requeue here by then: that round's
+    steerer decides. Returns what was done, for the log."""
     job = check_job_id(job)
     constraints, attempt, limit, reason, keep_off = _read_request(request)
     deadline = time.monotonic() + timeout
@@ -235,7 +237,10 @@ def steer_when_pending(job: str, request: str, bin_dir: str = "", marker: str = 
             mark_job(job, mark(attempt, limit, reason), bin_dir)
             return "left alone: its Epilog had not run by the timeout"
         time.sleep(poll)
-    epilog_done = time.monotonic()
+    back_here = time.monotonic() + return_after
+
+    def until_back_here() -> float:
+        return max(0.0, back_here - time.monotonic())
     while keep_off and constraints.excluded is None:
         state, excluded = job_state(job, bin_dir)
         if state == "PENDING":
@@ -253,8 +258,8 @@ def steer_when_pending(job: str, request: str, bin_dir: str = "", marker: str = 
         fields.insert(0, f"ExcNodeList={folded(steering.exclude)}")
     if steering is not None and steering.soon:
         fields.append("StartTime=now")
-    elif give_back_after > 0:       # it may come back here: not while this node's credential cache holds it
-        fields.append(f"StartTime=now+{math.ceil(max(0.0, epilog_done + give_back_after - time.monotonic()))}")
+    elif return_after > 0:          # it may come back here: not while this node's credential cache holds it
+        fields.append(f"StartTime=now+{math.ceil(until_back_here())}")
     # Other nodes' Epilogs may still run: "not pending" is retried (run_slurm's attempts).
     run_slurm([slurm_command("scontrol", bin_dir), "update", f"JobId={job}"] + fields, attempts=4)
     if steering is None:
@@ -262,9 +267,9 @@ def steer_when_pending(job: str, request: str, bin_dir: str = "", marker: str = 
     if not steering.soon:
         return f"given its nodes back (ExcNodeList={folded(steering.exclude)})"
     done = f"kept off {folded(steering.kept_off)}, started at once"
-    if give_back_after <= 0:
+    if return_after <= 0:
         return done
-    time.sleep(max(0.0, epilog_done + give_back_after - time.monotonic()))
+    time.sleep(until_back_here())
     if not _last_round_here(round_file, attempt):
         return f"{done}; requeued here again since: left to that round"
     try:
