@@ -44,6 +44,7 @@ class Config(NamedTuple):
     isolate_devices: bool = False             # dynamic: hand each job its instances' cap nodes (node/isolation.py)
     room_field: str = "extra"                 # dynamic: node field for the free-slice summary: extra | comment | "" (off)
     room_interval: float = 30.0               # seconds between two summaries a node sends (the controller's cost)
+    hook_server: bool = True                  # Prolog/Epilog run in a fork of a resident root process (hooks/server.py)
 
 
 PATHS = ("state_dir", "run_dir", "hooks_dir", "gres_conf", "proc_root", "dev_root", "slurm_bin_dir",

@@ -129,6 +129,26 @@ def test_concurrent_jobs_get_distinct_instances(cluster):
     assert live_instances(cluster) == []
 
 
+def test_hooks_run_in_the_nodes_hook_server(cluster):
+    """After one job, the node's Prolog and Epilog run in its hook server: with
+    the slurm-mig-hook they would otherwise exec taken away, a MIG job still gets
+    and gives back its instance."""
+    first = cluster.sbatch("--gres=mig:1g.10gb:1", script="true")
+    assert cluster.wait_job(first) == "COMPLETED"
+    hookd = cluster.node_dir("mig-run", "hookd")
+    cluster._wait(lambda: os.path.isdir(hookd) and any(n.endswith(".sock") for n in os.listdir(hookd)),
+                  30, "the node's hook server")
+    hook = cluster.installed.bin("slurm-mig-hook")
+    os.rename(hook, hook + ".away")
+    try:
+        job = cluster.sbatch("--gres=mig:2g.20gb:1", script="echo CVD=$CUDA_VISIBLE_DEVICES")
+        assert cluster.wait_job(job) == "COMPLETED"
+    finally:
+        os.rename(hook + ".away", hook)
+    (uuid,) = uuids_in(cluster.output(job))
+    assert uuid.startswith("MIG-") and live_instances(cluster) == []
+
+
 def test_each_array_task_gets_instances_of_its_own(cluster):
     """Six tasks of 3g.40gb on two GPUs: Slurm runs at most four at once (the
     shards), each task its own instance, and the rest start as tasks end."""

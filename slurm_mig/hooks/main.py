@@ -17,7 +17,7 @@ import sys
 
 from ..errors import SlurmMigError
 
-VERBS = ("prolog", "epilog", "task-prolog", "steer", "publish", "stuck-hold", "stuck-wait")
+VERBS = ("prolog", "epilog", "task-prolog", "steer", "publish", "stuck-hold", "stuck-wait", "serve")
 NODE_PROBLEM = 1
 
 
@@ -30,7 +30,9 @@ SLURM_JOB_GPUS, SLURMD_NODENAME) and the config file (SLURM_MIG_CONFIG, default
 running; `publish` what a GPU job's Prolog and Epilog leave to send the node's free
 slices to Slurm (room_field); `stuck-hold` what a Prolog leaves to hold a GPU that a
 busy instance no job owns is stuck on, `stuck-wait` that hold's batch script
-(hooks/stuckgpu.py). For use by hand, see `slurm-mig --help`."""
+(hooks/stuckgpu.py); `serve` the hook server a Prolog or Epilog starts when it
+finds none (hooks/server.py: later hooks run in a fork of it, on socket
+SLURM_MIG_HOOKD). For use by hand, see `slurm-mig --help`."""
 
 
 def main(argv) -> int:
@@ -41,6 +43,8 @@ def main(argv) -> int:
         print(USAGE, file=sys.stderr)
         return NODE_PROBLEM
     verb = argv[0]
+    if verb == "serve":
+        return serve()
     from .. import config
     from ..core.syntax import check_job_id
     cfg = _task_config() if verb == "task-prolog" else config.load()
@@ -55,6 +59,14 @@ def main(argv) -> int:
         return code
     from ..log import setup_logging
     setup_logging()
+    start_server = os.environ.pop("SLURM_MIG_HOOKD", "")   # the client found no server there
+    if start_server and cfg.hook_server and verb in ("prolog", "epilog"):
+        from . import detached
+        try:
+            detached.spawn_detached("serve", job, {"SLURM_MIG_HOOKD": start_server})
+        except OSError as e:                   # the next hook tries again
+            from ..log import JobLog
+            JobLog(job).warning("hook server not started: %s", e)
     if verb == "steer":         # left by a Prolog that requeued the job (slurm/requeue.py)
         from ..log import JobLog
         from ..slurm import requeue
@@ -128,22 +140,39 @@ def task_prolog(cfg, job: str):
     return from_job_files(cfg.run_dir, job, step_request=step_request)
 
 
-def run() -> None:
+def serve() -> int:
+    """The hook server, until it ends (hooks/server.py); its start and end go to syslog."""
+    from ..log import log, setup_logging
+    from . import server
+    setup_logging()
+    path = os.environ.get(server.SOCKET_ENV, "")
+    log.info("hook server on %s: started", path)
+    log.info("hook server on %s: ended: %s", path, server.serve(path, exit_status))
+    return 0
+
+
+def exit_status(argv) -> int:
+    """main()'s status, with what ends a hook turned into one line and status 1
+    (a node problem); what the server's children run."""
     try:
-        sys.exit(main(sys.argv[1:]))
+        return main(argv)
     except SlurmMigError as e:
         print(f"slurm-mig: error: {e}", file=sys.stderr)
-        sys.exit(NODE_PROBLEM)
+        return NODE_PROBLEM
     except OSError as e:         # a node problem: one line naming the path and the cause
         from ..fsutil import os_problem
         print(f"slurm-mig: error: {os_problem(e.filename or '?', e, 'use')}", file=sys.stderr)
-        sys.exit(NODE_PROBLEM)
+        return NODE_PROBLEM
     except Exception as e:       # an NVML failure the hooks did not absorb: a node problem
         from ..nvml.errors import NVMLError, describe
         if not isinstance(e, NVMLError):
             raise
         print(f"slurm-mig: error: NVML: {describe(e)}", file=sys.stderr)
-        sys.exit(NODE_PROBLEM)
+        return NODE_PROBLEM
+
+
+def run() -> None:
+    sys.exit(exit_status(sys.argv[1:]))
 
 
 if __name__ == "__main__":

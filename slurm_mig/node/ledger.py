@@ -40,6 +40,7 @@ from ..fsutil import locked, os_problem, read_json, safe_dir, write_json
 # rewrote: it keeps the checksum as an unknown field but writes its own schema.
 SEALED_SINCE = (1, 2)
 _FILE = re.compile(r"([0-9]{1,10})(~[0-9a-f]{1,32})?")
+_SCHEMA = re.compile(r"[0-9]{1,4}\.[0-9]{1,4}")
 
 
 def this_node(env: Mapping[str, str] = os.environ) -> str:
@@ -176,7 +177,7 @@ class Ledger:
     def _parse(self, path: str) -> Record:
         raw = read_json(path, "ledger record", hint="")      # the caller quarantines it
         schema = str(raw.get("schema", "1.0")) if isinstance(raw, dict) else "1.0"
-        if not re.fullmatch(r"[0-9]{1,4}\.[0-9]{1,4}", schema):
+        if not _SCHEMA.fullmatch(schema):
             raise StateCorrupt(f"ledger record {path} has no readable schema ({schema!r})")
         if schema.split(".")[0] != SCHEMA.split(".")[0]:
             raise NodeProblem(f"ledger record {path} has schema {schema}, which this slurm-mig "
