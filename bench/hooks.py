@@ -9,6 +9,9 @@ create, bind; the request comes from SLURM_MIG_REQUEST, standing in for the
 one-job squeue read, which is not timed here: bench/slurm_queue.py times it
 against real Slurm), plus the `slurm-mig task-prolog`
 verb, on a simulated 8xH100-80GB node where other jobs already hold instances;
+the Prolog and Epilog as slurmd runs them, through the node's hook server
+(hooks/server.py; the first hook of the run starts it), and each alone
+(SLURM_MIG_HOOK set: the script execs the hook, as without a server);
 the same Prolog and Epilog as slurmd runs them for a GPU job (SLURM_JOB_GPUS set), each
 leaving the detached free-slice publisher (slurm/room.py) behind,
 and the Prolog and Epilog of a job without GPUs (dynamic mode: slurmd sets no
@@ -19,6 +22,7 @@ summary for comparing runs. Usage: python bench/hooks.py [--runs 40]
 """
 import argparse
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -90,7 +94,10 @@ def main():
     samples = {k: [] for k in ("python -c pass", "prolog", "task-prolog (script)",
                                "task-prolog (script, 4 tasks)", "task-prolog (verb)", "epilog", "prolog+epilog",
                                "prolog (no GPUs)", "epilog (no GPUs)", "prolog+epilog (no GPUs)",
-                               "prolog+epilog, publisher left")}
+                               "prolog+epilog, publisher left", "prolog alone", "epilog alone",
+                               "prolog+epilog alone")}
+    alone = {"SLURM_MIG_HOOK": installed.bin("slurm-mig-hook")}
+    start_server(epilog_script, env)
     for i in range(args.runs):
         job = str(i + 1)
         samples["python -c pass"].append(timed([python, "-c", "pass"], env))
@@ -104,6 +111,11 @@ def main():
         e = timed([epilog_script], job_env)
         samples["epilog"].append(e)
         samples["prolog+epilog"].append(p + e)
+        alone_env = {**job_env, **alone, "SLURM_JOB_ID": str(400000 + i)}
+        p, e = timed([prolog_script], alone_env), timed([epilog_script], alone_env)
+        samples["prolog alone"].append(p)
+        samples["epilog alone"].append(e)
+        samples["prolog+epilog alone"].append(p + e)
         # as under slurmd (SLURM_JOB_GPUS set): each hook also leaves the free-slice publisher
         # (slurm/room.py; its scontrol fails here); the pause lets it finish before what follows
         samples["prolog+epilog, publisher left"].append(
@@ -123,11 +135,14 @@ def main():
         med = statistics.median(values)
         print(f"{name:30} {med * 1000:10.1f} {pct(values, 0.95) * 1000:8.1f} {med / floor:9.2f}")
     ratio = statistics.median(samples["prolog+epilog"]) / floor
+    ratio_alone = statistics.median(samples["prolog+epilog alone"]) / floor
     task = statistics.median(samples["task-prolog (script)"]) * 1000
     plain = statistics.median(samples["prolog+epilog (no GPUs)"]) * 1000
     sizes = [int(n) for n in args.history.split(",") if n]
     history = {n: [] for n in sizes}
     nodes = {n: node_env(cli, n) for n in sizes}
+    for node in nodes.values():
+        start_server(epilog_script, node)
     for i in range(args.runs):                    # interleaved, one node per history size
         for n in sizes:
             history[n].append(cycle(prolog_script, epilog_script, nodes[n], str(200000 + i)))
@@ -136,8 +151,22 @@ def main():
               f"{pct(history[n], 0.95) * 1000:8.1f} {statistics.median(history[n]) / floor:9.2f}")
     growth = (f" history {sizes[-1]}/{sizes[0]} closed records={statistics.median(history[sizes[-1]]) / statistics.median(history[sizes[0]]):.2f}x (target <1.2x)"
               if len(sizes) > 1 else "")
-    print(f"SUMMARY hooks: prolog+epilog={ratio:.2f}x python (target <6x) "
+    print(f"SUMMARY hooks: prolog+epilog={ratio:.2f}x python (target <6x; alone {ratio_alone:.2f}x) "
           f"task-prolog-script={task:.1f}ms (target <10ms) no-GPU prolog+epilog={plain:.1f}ms{growth}")
+    for node in [env, *nodes.values()]:      # their hook servers end with their sockets
+        shutil.rmtree(os.path.dirname(node["SLURM_MIG_STATE_DIR"]))
+
+
+def start_server(epilog_script, env) -> None:
+    """One Epilog of a job the node never ran starts the node's hook server."""
+    timed([epilog_script], {**env, "SLURM_JOB_ID": "999998"})
+    hookd = os.path.join(env["SLURM_MIG_RUN_DIR"], "hookd")
+    end = time.monotonic() + 30
+    while not (os.path.isdir(hookd) and any(n.endswith(".sock") for n in os.listdir(hookd))):
+        if time.monotonic() > end:
+            sys.exit("no hook server came up")
+        time.sleep(0.1)
+    time.sleep(1)           # its spare child forked
 
 
 if __name__ == "__main__":

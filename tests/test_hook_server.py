@@ -155,6 +155,13 @@ def test_a_served_hook_has_the_clients_environment_streams_and_status(node):
     assert alone_runs(alone) == ["epilog"]
 
 
+def test_only_the_prolog_and_epilog_are_handed_over(node):
+    cfg, env, hook_path, alone = node
+    started(cfg, env, hook_path, alone)
+    assert hook(env, hook_path, "stuck-wait", "5").returncode == 0
+    assert alone_runs(alone) == ["epilog", "stuck-wait"]
+
+
 def test_without_a_server_or_with_one_turned_off_hooks_run_alone(node, tmp_path):
     cfg, env, hook_path, alone = node
     with open(env["SLURM_MIG_CONFIG"], "a") as f:

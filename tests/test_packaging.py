@@ -33,13 +33,14 @@ def test_the_wheel_holds_every_file_of_the_package(wheel):
     assert shipped == set(source_files("slurm_mig"))
 
 
-def test_the_wheel_holds_the_hook_scripts_executable(wheel):
+def test_the_wheel_holds_the_hook_scripts_executable_and_their_client(wheel):
     data = f"slurm_mig-{slurm_mig.__version__}.data/data/share/slurm-mig/"
     shipped = {n[len(data):]: wheel.getinfo(n) for n in wheel.namelist() if n.startswith(data)}
     scripts = set(source_files("prolog")) | set(source_files("epilog"))
-    assert set(shipped) == scripts == set(installed.HOOK_SCRIPTS.values())
-    for name, info in shipped.items():
-        assert (info.external_attr >> 16) & stat.S_IXUSR, f"{name} is not executable in the wheel"
+    assert scripts == set(installed.HOOK_SCRIPTS.values())
+    assert set(shipped) == scripts | {"client/hook-client.py"} == scripts | set(source_files("client"))
+    for name in scripts:
+        assert (shipped[name].external_attr >> 16) & stat.S_IXUSR, f"{name} is not executable in the wheel"
 
 
 def test_every_package_folder_is_a_regular_package():

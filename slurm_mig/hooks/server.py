@@ -45,6 +45,7 @@ from typing import Callable, List
 from ..errors import BadInput, NodeProblem
 
 PROTOCOL = b"slurm-mig-hookd 1"
+SERVED = ("prolog", "epilog")   # the verbs a client may hand over
 SOCKET_ENV = "SLURM_MIG_HOOKD"
 IDLE_EXIT = 600.0        # s without a hook, then the server ends
 TICK = 5.0               # s between checks that it should go on
@@ -106,6 +107,7 @@ def serve(path: str, run: Callable[[List[str]], int], idle_exit: float = IDLE_EX
     except OSError:
         os.close(lock)
         return "another server serves it"
+    os.chdir("/")                        # pin no directory of the hook that started it
     preload()
     stamp = installed_stamp()
     with contextlib.suppress(FileNotFoundError):
@@ -226,6 +228,8 @@ def _child(conn: socket.socket, run) -> int:
     finished = _watch(conn)
     try:
         status = run([verb])
+    except SystemExit as e:
+        status = e.code if isinstance(e.code, int) else 1
     except BaseException:            # what would have ended the hook's own process
         import traceback
         traceback.print_exc()
@@ -278,7 +282,8 @@ def _read_request(conn: socket.socket):
             raise ValueError("truncated request")
         body += chunk
     fields = body.split(b"\0")
-    if len(fields) < 4 or fields[0] != PROTOCOL or not re.fullmatch(rb"[0-7]{1,4}", fields[3]):
+    if len(fields) < 4 or fields[0] != PROTOCOL or fields[1].decode("ascii", "replace") not in SERVED \
+            or not re.fullmatch(rb"[0-7]{1,4}", fields[3]):
         raise ValueError("not a request of this protocol")
     env = {}
     for item in fields[4:]:
@@ -286,7 +291,7 @@ def _read_request(conn: socket.socket):
         if not eq or not name:
             raise ValueError("malformed environment")
         env[name] = value
-    return fields[1].decode("ascii", "replace"), fields[2], int(fields[3], 8), env, fds
+    return fields[1].decode("ascii"), fields[2], int(fields[3], 8), env, fds
 
 
 def _watch(conn: socket.socket):
