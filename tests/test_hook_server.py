@@ -41,6 +41,7 @@ def node(make_node, tmp_path):
     yield cfg, env, str(hook), alone
     for pid in servers(cfg.run_dir):
         os.kill(pid, signal.SIGTERM)
+    wait_for(lambda: servers(cfg.run_dir) == [])
     shutil.rmtree(public)
 
 

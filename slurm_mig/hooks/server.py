@@ -75,7 +75,7 @@ def preload() -> None:
     for mod in pkgutil.walk_packages(package_path, "slurm_mig."):
         if not mod.name.startswith(("slurm_mig.cli", "slurm_mig.__main__")):
             importlib.import_module(mod.name)
-    for name in ("json", "subprocess", "syslog", "threading", "ClusterShell.NodeSet", "fractions",
+    for name in ("json", "subprocess", "syslog", "fcntl", "ClusterShell.NodeSet", "fractions",
                  "tomllib" if sys.version_info >= (3, 11) else "tomli"):
         importlib.import_module(name)
     import gc
@@ -197,7 +197,8 @@ def _reap() -> None:
 
 
 def _child(conn: socket.socket, run) -> int:
-    """One hook run, in a child of the server; returns the child's exit status."""
+    """One hook run, in a child of the server; returns the child's exit status.
+    Its setup overlaps the client's go-ahead, which it waits for last."""
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     os.setpgid(0, 0)
     conn.settimeout(TAKE_TIMEOUT)
@@ -207,11 +208,8 @@ def _child(conn: socket.socket, run) -> int:
             return 1
         verb, cwd, umask, env, fds = _read_request(conn)
         conn.sendall(b"+")
-        if conn.recv(1) != b"+":
-            return 0                     # the client runs it itself
     except (OSError, ValueError):
         return 1
-    conn.settimeout(None)
     for target, fd in enumerate(fds):
         os.dup2(fd, target)
         if fd > 2:
@@ -225,7 +223,13 @@ def _child(conn: socket.socket, run) -> int:
     sys.argv = ["slurm-mig-hook", verb]
     from . import detached
     detached.fork_instead(run)
-    finished = _watch(conn)
+    try:
+        if conn.recv(1) != b"+":
+            return 0                     # the client runs it itself
+    except OSError:
+        return 0
+    conn.settimeout(None)
+    watch = _watch(conn)
     try:
         status = run([verb])
     except SystemExit as e:
@@ -236,7 +240,7 @@ def _child(conn: socket.socket, run) -> int:
         status = 1
     sys.stdout.flush()
     sys.stderr.flush()
-    finished.set()
+    watch["finished"] = True
     _to_devnull()                    # whoever reads the hook's output sees it end with the hook
     conn.sendall(b"%d" % status)
     conn.close()
@@ -294,19 +298,31 @@ def _read_request(conn: socket.socket):
     return fields[1].decode("ascii"), fields[2], int(fields[3], 8), env, fds
 
 
-def _watch(conn: socket.socket):
+def _watch(conn: socket.socket) -> dict:
     """When the client goes before the hook ends (slurmd killed it: a timeout),
-    the hook goes too, with whatever it started in its process group."""
-    import threading
-    finished = threading.Event()
+    the hook goes too, with whatever it started in its process group. The
+    socket signals (SIGIO) when it turns readable: the client sends nothing
+    more, so that is its end. Set "finished" once the hook has ended."""
+    import fcntl
+    state = {"finished": False}
 
-    def wait_for_client():
-        with contextlib.suppress(OSError):
-            conn.recv(1)
-        if not finished.is_set():
-            os.killpg(0, signal.SIGKILL)
-    threading.Thread(target=wait_for_client, daemon=True).start()
-    return finished
+    def client_gone(signum, frame):
+        if state["finished"]:
+            return
+        try:
+            if conn.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT):
+                return
+        except BlockingIOError:
+            return                       # still there
+        except OSError:
+            pass
+        os.killpg(0, signal.SIGKILL)
+    signal.signal(signal.SIGIO, client_gone)
+    fd = conn.fileno()
+    fcntl.fcntl(fd, fcntl.F_SETOWN, os.getpid())
+    fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) | os.O_ASYNC)
+    client_gone(None, None)              # it may have gone before the signal was asked for
+    return state
 
 
 def _stop_if_turned_off() -> None:
