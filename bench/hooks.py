@@ -8,7 +8,9 @@ the scripts Slurm's Prolog=, TaskProlog= and Epilog= point at (prolog: plan,
 create, bind; the request comes from SLURM_MIG_REQUEST, standing in for the
 one-job squeue read, which is not timed here: bench/slurm_queue.py times it
 against real Slurm), plus the `slurm-mig task-prolog`
-verb, on a simulated 8xH100-80GB node where other jobs already hold instances;
+verb, on a simulated 8xH100-80GB node where other jobs already hold instances
+(state_dir on disk; run_dir and the simulated GPUs on tmpfs, as /run and the
+driver's /proc are on a node);
 the Prolog and Epilog as slurmd runs them, through the node's hook server
 (hooks/server.py; the first hook of the run starts it), and each alone
 (SLURM_MIG_HOOK set: the script execs the hook, as without a server);
@@ -30,6 +32,7 @@ import tempfile
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MEMORY = "/dev/shm"      # a tmpfs, as /run and /proc are on a node
 
 
 def timed(argv, env):
@@ -48,11 +51,14 @@ def pct(values, q):
 
 def node_env(cli, closed_records: int) -> dict:
     """A simulated 8xH100-80GB node of its own, where 8 other jobs hold
-    instances on every GPU and `closed_records` jobs ran before."""
+    instances on every GPU and `closed_records` jobs ran before. Laid out as on
+    a node: state_dir on disk (/var/lib there), run_dir and the simulated
+    GPUs (the driver's state and /proc files there) in memory (tmpfs)."""
     tmp = tempfile.mkdtemp(prefix="slurm-mig-bench-")
-    state = os.path.join(tmp, "node.json")
+    memory = tempfile.mkdtemp(prefix="slurm-mig-bench-", dir=MEMORY)
+    state = os.path.join(memory, "node.json")
     env = {**os.environ, "SLURM_MIG_BACKEND": f"sim:{state}", "SLURM_MIG_STATE_DIR": f"{tmp}/state",
-           "SLURM_MIG_RUN_DIR": f"{tmp}/run", "SLURM_MIG_CONFIG": f"{tmp}/none.toml"}
+           "SLURM_MIG_RUN_DIR": f"{memory}/run", "SLURM_MIG_CONFIG": f"{tmp}/none.toml"}
     with open(env["SLURM_MIG_CONFIG"], "w") as f:
         f.write("wait_for_room = 0\n")
     subprocess.run(cli + ["sim", "init", state, "--gpus", "8xH100-80GB"], env=env, check=True,
@@ -155,6 +161,7 @@ def main():
           f"task-prolog-script={task:.1f}ms (target <10ms) no-GPU prolog+epilog={plain:.1f}ms{growth}")
     for node in [env, *nodes.values()]:      # their hook servers end with their sockets
         shutil.rmtree(os.path.dirname(node["SLURM_MIG_STATE_DIR"]))
+        shutil.rmtree(os.path.dirname(node["SLURM_MIG_RUN_DIR"]))
 
 
 def start_server(epilog_script, env) -> None:
