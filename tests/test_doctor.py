@@ -112,6 +112,21 @@ def test_directories_root_writes_into(tmp_path):
     assert f"chmod 755 {run}" in checks["run_dir"].fix
 
 
+def test_the_hook_server_is_reported_serving_or_not(tmp_path):
+    import socket
+    cfg = Config(run_dir=str(tmp_path))
+    check = lambda c=cfg: node_checks.hook_server(c)     # noqa: E731
+    assert check().status == doctor.OK and check().text.startswith("none running now")
+    (tmp_path / "hookd").mkdir(mode=0o700)
+    path = str(tmp_path / "hookd" / "fe00-1234.sock")
+    with socket.socket(socket.AF_UNIX) as s:
+        s.bind(path)
+        assert check().text.startswith("none running now")      # a socket nothing listens on
+        s.listen()
+        assert check().text == f"serving on {path}"
+    assert check(cfg._replace(hook_server=False)).text.startswith("off")
+
+
 def test_systemd_units_installed_and_enabled(tmp_path):
     cfg = Config(isolate_devices=True)
     assert node_checks.wanted_units(cfg) == ["slurm-mig-reconcile.timer", "slurm-mig-node-setup.service"]

@@ -43,6 +43,34 @@ def directories(cfg: Config) -> Iterator[Check]:
             yield Check(setting, OK, f"{path} mode {st.st_mode & 0o7777:04o}, uid {st.st_uid}")
 
 
+def hook_server(cfg: Config) -> Check:
+    """Whether a hook server (hooks/server.py) answers under run_dir, where
+    slurmd's hooks look when it exports SLURM_MIG_RUN_DIR as the TaskProlog needs."""
+    if not cfg.hook_server:
+        return Check("hook_server", OK, "off: every Prolog and Epilog runs as a process of its own")
+    directory = os.path.join(cfg.run_dir, "hookd")
+    try:
+        sockets = sorted(n for n in os.listdir(directory) if n.endswith(".sock"))
+    except OSError:
+        sockets = []
+    answering = [os.path.join(directory, n) for n in sockets if _answers(os.path.join(directory, n))]
+    if answering:
+        return Check("hook_server", OK, "serving on " + ", ".join(answering))
+    return Check("hook_server", OK, "none running now: the next Prolog or Epilog starts one")
+
+
+def _answers(path: str) -> bool:
+    """A connection is taken (the server's spare child then finds no request and ends)."""
+    import socket
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(2)
+        try:
+            s.connect(path)
+            return True
+        except OSError:
+            return False
+
+
 def wanted_units(cfg: Config) -> List[str]:
     units = ["slurm-mig-reconcile.timer"]
     if cfg.isolate_devices:

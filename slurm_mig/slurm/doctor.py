@@ -20,7 +20,7 @@ from ..config import Config
 from ..core import catalog
 from ..errors import SlurmMigError
 from ..fsutil import read_text
-from ..node.checks import FAIL, OK, SKIP, Check, directories, systemd
+from ..node.checks import FAIL, OK, SKIP, Check, directories, hook_server, systemd
 from . import confgen, gresconf
 from .jobinfo import read_budget, run_slurm, slurm_command
 
@@ -366,5 +366,6 @@ def run(cfg: Config, node: str, unit_dir: Optional[str] = None, controller: bool
                        else slurm_node_gres(files, cfg, node)]
         checks.append(job_submit_lua(conf, gpus, cfg.mode))
     checks += directories(cfg)
+    checks.append(hook_server(cfg))
     checks += systemd(cfg, unit_dir)
     return checks
