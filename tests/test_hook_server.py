@@ -192,6 +192,19 @@ def test_the_server_ends_when_its_socket_is_removed(node):
     assert wait_for(lambda: servers(cfg.run_dir) == [], timeout=15), "the server outlived its socket"
 
 
+def test_the_server_ends_when_slurm_mig_is_reinstalled_under_it(node):
+    """(Here: the server module's time changes, as a reinstall changes it.)"""
+    from slurm_mig.hooks import server
+    cfg, env, hook_path, alone = node
+    started(cfg, env, hook_path, alone)
+    st = os.stat(server.__file__)
+    os.utime(server.__file__)
+    try:
+        assert wait_for(lambda: servers(cfg.run_dir) == [], timeout=15), "the server ran on"
+    finally:
+        os.utime(server.__file__, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
 def test_a_client_killed_takes_its_hook_with_it(node):
     """slurmd kills a hook past PrologEpilogTimeout: the server's child running
     it goes too, and the server serves the next one."""

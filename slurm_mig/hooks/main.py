@@ -146,8 +146,13 @@ def serve() -> int:
     from . import server
     setup_logging()
     path = os.environ.get(server.SOCKET_ENV, "")
-    log.info("hook server on %s: started", path)
-    log.info("hook server on %s: ended: %s", path, server.serve(path, exit_status))
+    log.info("hook server on %s: starting", path)
+    try:
+        why = server.serve(path, exit_status)
+    except SlurmMigError as e:          # hooks go on running alone
+        log.error("hook server on %s: not started: %s", path, e)
+        return NODE_PROBLEM
+    log.info("hook server on %s: ended: %s", path, why)
     return 0
 
 

@@ -26,9 +26,9 @@ A spare child, forked ahead, waits on the socket, so no hook waits for a fork.
 Lifetime: a hook that found no server starts one (the client names the socket in
 SLURM_MIG_HOOKD; `hook_server = false` stops that). It ends after IDLE_EXIT
 seconds without a hook, when its socket is removed or replaced, when
-slurm-mig's installed files change (an upgrade: its hooks then go to a new
-server, since the new client has another name), on SIGTERM, or when a hook it
-ran reads `hook_server = false`. Without it, every hook runs as a process of its own.
+slurm-mig is reinstalled or upgraded under it (the new client has another name,
+so its hooks start a new server), on SIGTERM, or when a hook it ran reads
+`hook_server = false`. Without it, every hook runs as a process of its own.
 """
 from __future__ import annotations
 
