@@ -142,6 +142,27 @@ def test_the_first_hook_runs_alone_and_starts_the_server_which_runs_the_next(nod
     assert task_prolog(cfg.run_dir, "7") == ("", 0)
 
 
+def test_a_burst_of_hooks_each_runs_once_in_the_server(node):
+    """24 Prologs handed over at once (the spare children are forked one after
+    another): each job gets its own instance, then each Epilog frees it."""
+    cfg, env, hook_path, alone = node
+    started(cfg, env, hook_path, alone)
+    jobs = [str(j) for j in range(100, 124)]
+
+    def burst(verb):
+        procs = [subprocess.Popen([sys.executable, "-I", "-S", CLIENT, hook_path, verb], stderr=subprocess.PIPE,
+                                  env={**env, "SLURM_JOB_ID": job, "SLURM_MIG_REQUEST": "mig:1g.10gb:1"})
+                 for job in jobs]
+        return [(p.wait(timeout=120), p.stderr.read()) for p in procs]
+    assert all(code == 0 for code, _ in burst("prolog"))
+    bound = [j for j in jobs if task_prolog(cfg.run_dir, j)[1] == 0]
+    assert len(bound) == 7            # a 1xH100 node holds 7 x 1g.10gb; the others failed alone
+    assert len({open(os.path.join(cfg.run_dir, f"{j}.env")).read() for j in bound}) == 7
+    assert all(code == 0 for code, _ in burst("epilog"))
+    assert Ledger(cfg.state_dir).live() == []
+    assert alone_runs(alone) == ["epilog"]
+
+
 def test_a_served_hook_has_the_clients_environment_streams_and_status(node):
     cfg, env, hook_path, alone = node
     started(cfg, env, hook_path, alone)
