@@ -47,7 +47,8 @@ Policies, all on the same trace:
                     - an interactive job (srun/salloc: --interactive share of
                       the jobs) is charged what the product's job_submit.lua
                       charges (core/guarantee.py interactive_units, with
-                      --interactive-charge), is never requeued, and its Prolog
+                      --interactive-charge and --interactive-charge-one-start),
+                      is never requeued, and its Prolog
                       waits --interactive-wait s, holding its shards and the
                       place it waits for (core/reservation.py: other jobs are
                       planned around it; --no-reserve: not)
@@ -366,9 +367,11 @@ class SlurmCluster(MigCluster):
     module docstring for what it does when it cannot)."""
 
     def __init__(self, nodes, gpus, weights, max_requeues=10, wait=30.0, fallback=False, steer=True,
-                 interactive_charge=0.0, interactive_wait=None, reserve=True, steer_return=0.0):
+                 interactive_charge=0.0, interactive_wait=None, reserve=True, steer_return=0.0,
+                 interactive_charge_one_start=0.0):
         super().__init__(nodes, gpus)
         self.weight_vector, self.interactive_charge = weights.weights, interactive_charge
+        self.interactive_charge_one_start = interactive_charge_one_start
         self.interactive_wait = wait if interactive_wait is None else interactive_wait
         self.fallback, self.steer = fallback, steer
         self.kept_off = {}              # job id -> nodes its requeues keep it off (ExcNodeList)
@@ -391,7 +394,8 @@ class SlurmCluster(MigCluster):
             return None
         if job.interactive:             # the product's own charge (what job_submit.lua holds)
             return guarantee.interactive_units(GEOMETRY, self.weight_vector, self.count,
-                                               GEOMETRY.counts(job.request), self.interactive_charge)
+                                               GEOMETRY.counts(job.request), self.interactive_charge,
+                                               self.interactive_charge_one_start)
         return units
 
     def slurm_gpu(self, units, kept_off=()):
@@ -613,11 +617,14 @@ def summarize(jobs, used, total_slices):
 
 
 def run_all(jobs, nodes, gpus, setup, seed, max_requeues=10, prolog_wait=30.0, weights=None,
-            fallback=False, steer=True, interactive=((DEFAULTS.interactive_charge, DEFAULTS.interactive_wait),),
+            fallback=False, steer=True,
+            interactive=((DEFAULTS.interactive_charge, DEFAULTS.interactive_charge_one_start,
+                          DEFAULTS.interactive_wait),),
             baselines=True, reserve=True, steer_return=DEFAULTS.steer_return):
     """Every policy on one trace: name -> results. `weights`: candidate names
     for slurm:<weights> (default: all of WEIGHTS); fallback: each also with
-    gpu_fallback; interactive: (interactive_charge, interactive_wait) pairs,
+    gpu_fallback; interactive: (interactive_charge, interactive_charge_one_start,
+    interactive_wait) triples,
     each its own policy (named by them when there are several); baselines:
     also the static layouts and the product before issue 12 (exact admission
     always runs: the reference)."""
@@ -638,11 +645,12 @@ def run_all(jobs, nodes, gpus, setup, seed, max_requeues=10, prolog_wait=30.0, w
             setup, seed)[0]
     for name in weights or WEIGHTS:
         for fb in (False, True) if fallback else (False,):
-            for charge, wait in interactive:
-                label = f" charge={charge:g} wait={wait:g}" if len(interactive) > 1 else ""
+            for charge, one_start, wait in interactive:
+                label = (f" charge={charge:g} one_start={one_start:g} wait={wait:g}"
+                         if len(interactive) > 1 else "")
                 results[f"slurm:{name}{'+fallback' if fb else ''}{label}"] = simulate(
                     jobs, SlurmCluster(nodes, gpus, WEIGHTS[name], max_requeues, prolog_wait, fb, steer,
-                                       charge, wait, reserve, steer_return), setup, seed)[0]
+                                       charge, wait, reserve, steer_return, one_start), setup, seed)[0]
     return results
 
 
@@ -669,10 +677,17 @@ def grid_cell(cell):
     """One trace, every policy: ((mix, load, seed, interactive share), results)."""
     workload, load, seed, share, a = cell
     jobs = synthetic(workload, a.jobs, a.nodes, a.gpus, load, a.median_min, seed, share, a.multi)
-    interactive = [(c, w) for c in a.interactive_charge for w in a.interactive_wait]
+    interactive = interactive_settings(a)
     return (workload, load, seed, share), relative(run_all(
         jobs, a.nodes, a.gpus, a.setup, seed, a.max_requeues, a.prolog_wait, a.weights, a.fallback,
         not a.no_steer, interactive, baselines=not a.json, reserve=not a.no_reserve, steer_return=a.steer_return))
+
+
+def interactive_settings(a):
+    """(interactive_charge, interactive_charge_one_start, interactive_wait)
+    triples the command line compares."""
+    return [(c, o, w) for c in a.interactive_charge for o in a.interactive_charge_one_start
+            for w in a.interactive_wait]
 
 
 def grid_runs(a):
@@ -812,6 +827,10 @@ def main():
     ap.add_argument("--interactive-charge", type=floats, default=[DEFAULTS.interactive_charge],
                     help="how far up to the guarantee job_submit.lua charges an interactive job (0..1, "
                          "core/guarantee.py); a comma-separated list compares them")
+    ap.add_argument("--interactive-charge-one-start", type=floats,
+                    default=[DEFAULTS.interactive_charge_one_start],
+                    help="the same for a request with a profile of one legal start, 4g.40gb "
+                         "(interactive_charge_one_start); a list compares them")
     ap.add_argument("--interactive-wait", type=floats, default=[DEFAULTS.interactive_wait],
                     help="seconds an interactive job's Prolog waits for room (interactive_wait); a list "
                          "compares them")
@@ -868,7 +887,7 @@ def main():
     print(f"{a.nodes} nodes x {a.gpus} H100-80GB; {source}")
     results = relative(run_all(jobs, a.nodes, a.gpus, a.setup, a.seed, a.max_requeues, a.prolog_wait,
                                a.weights, a.fallback, not a.no_steer,
-                               [(c, w) for c in a.interactive_charge for w in a.interactive_wait],
+                               interactive_settings(a),
                                reserve=not a.no_reserve, steer_return=a.steer_return))
     print_run(results)
     if a.plot:

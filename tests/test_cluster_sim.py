@@ -220,6 +220,24 @@ def test_an_interactive_job_is_charged_the_products_units_and_goes_where_it_fits
     assert done[2].start == 100.0
 
 
+def test_the_shipped_charges_send_a_4g_srun_to_an_empty_gpu():
+    """The product's defaults (Config: interactive_charge 0.1,
+    interactive_charge_one_start 1), as run_all builds the cluster: a
+    4g.40gb srun is charged its guarantee, 49, so it skips GPU 0 (a 1g.10gb
+    there leaves 48 free) and starts at once on the empty GPU 1; a 3g.40gb
+    srun is charged 27 (25 + 0.1 of the way to 41) and goes to GPU 0."""
+    d = cs.DEFAULTS
+    cluster = Checked(1, 2, cs.WEIGHTS["conservative56"], interactive_charge=d.interactive_charge,
+                      interactive_wait=d.interactive_wait,
+                      interactive_charge_one_start=d.interactive_charge_one_start)
+    assert cluster.try_start(cs.Job(0, 0.0, "1g.10gb", 1, LONG)) == "started"
+    assert cluster.shards == [[8, 0]]
+    assert cluster.try_start(cs.Job(1, 1.0, "4g.40gb", 1, 10.0, interactive=True)) == "started"
+    assert cluster.charged[1] == (0, 1, 49) and cluster.shards == [[8, 49]]
+    assert cluster.try_start(cs.Job(2, 2.0, "3g.40gb", 1, 10.0, interactive=True)) == "started"
+    assert cluster.charged[2] == (0, 0, 27)
+
+
 def test_a_waiting_prolog_keeps_later_jobs_off_the_place_it_waits_for():
     """The srun waits on GPU 0 for start 0 (blocked by the 2g.20gb at 2): a
     2g.20gb planned there meanwhile would take start 0; with the hold it
@@ -259,7 +277,7 @@ def test_a_job_of_several_profiles_is_charged_and_placed_as_one_set():
     assert cluster.try_start(srun) == "started"
     w = cs.WEIGHTS["conservative56"]
     want = guarantee.interactive_units(cs.GEOMETRY, w.weights, w.count,
-                                       cs.GEOMETRY.counts({"3g.40gb": 1, "1g.10gb": 2}), 0.1)
+                                       cs.GEOMETRY.counts({"3g.40gb": 1, "1g.10gb": 2}), 0.1, 1)
     assert cluster.charged[0] == (0, 0, want) and want > 25 + 2 * 8
     n, held = cluster.held[0]
     assert sorted(s.size for s in held) == [1, 1, 4] and {s.gpu for s in held} == {0}

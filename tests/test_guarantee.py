@@ -67,12 +67,38 @@ def test_the_planner_places_the_request_at_the_guarantee_and_not_always_below(re
 
 def test_interactive_units_run_from_own_units_to_the_guarantee():
     counts = one("3g.40gb")
-    assert [guarantee.interactive_units(GEOMETRY, WEIGHTS, COUNT, counts, s) for s in (0, 0.1, 0.5, 1)] == \
+    assert [guarantee.interactive_units(GEOMETRY, WEIGHTS, COUNT, counts, s, 1) for s in (0, 0.1, 0.5, 1)] == \
         [25, 27, 33, 41]
 
 
-def test_a_profile_with_one_start_is_charged_the_whole_guarantee():
+def test_a_profile_with_one_start_is_charged_its_own_share_whatever_interactive_charge():
     """4g.40gb starts only at slot 0: a wrong GPU means a wait as long as the
-    instance in that place runs (a share of 0 charges batch units)."""
-    assert [guarantee.interactive_units(GEOMETRY, WEIGHTS, COUNT, one("4g.40gb"), s) for s in (0, 0.1)] == \
-        [29, 49]
+    instance in that place runs, so it has a share of its own
+    (interactive_charge_one_start); a set with it too. Profiles with several
+    starts never take that share."""
+    four = one("4g.40gb")
+    assert [guarantee.interactive_units(GEOMETRY, WEIGHTS, COUNT, four, s, o)
+            for s, o in ((0, 0), (0, 0.6), (0.1, 0.6), (1, 0.6), (0, 1), (0.1, 0))] == [29, 41, 41, 41, 49, 29]
+    with_small = GEOMETRY.counts({"4g.40gb": 1, "1g.10gb": 1})
+    g = guarantee.guarantee(GEOMETRY, WEIGHTS, COUNT, with_small)
+    assert guarantee.interactive_units(GEOMETRY, WEIGHTS, COUNT, with_small, 0, 1) == g > 29 + 8
+    for name in ("1g.10gb", "2g.20gb", "3g.40gb", "7g.80gb"):
+        own = guarantee.interactive_units(GEOMETRY, WEIGHTS, COUNT, one(name), 0, 0)
+        assert guarantee.interactive_units(GEOMETRY, WEIGHTS, COUNT, one(name), 0, 1) == own, name
+
+
+def test_the_shipped_charges():
+    """Config's defaults (docs/performance.md, issue 22): srun/salloc jobs
+    are charged their batch units plus a tenth of the way to the guarantee
+    (the Prolog's long wait and hold serve the rest: a profile with several
+    starts waits for the first of the instances blocking them), and a request
+    with a one-start profile its whole guarantee: a 4g.40gb costs 49, so
+    Slurm gives it only an empty GPU."""
+    from slurm_mig.config import Config
+    cfg = Config()
+    assert (cfg.interactive_charge, cfg.interactive_charge_one_start) == (0.1, 1.0)
+    charge = {p: guarantee.interactive_units(GEOMETRY, WEIGHTS, COUNT, one(p), cfg.interactive_charge,
+                                             cfg.interactive_charge_one_start)
+              for p in ("1g.10gb", "1g.20gb", "2g.20gb", "3g.40gb", "4g.40gb", "7g.80gb")}
+    assert charge == {"1g.10gb": 9, "1g.20gb": 15, "2g.20gb": 17, "3g.40gb": 27, "4g.40gb": 49, "7g.80gb": 56}
+    assert COUNT - charge["4g.40gb"] < min(charge.values())

@@ -280,21 +280,40 @@ def test_jobs_for_static_partitions_keep_their_request(tmp_path):
 
 def test_interactive_jobs_are_charged_their_share_of_the_guarantee(lua_files):
     """No batch script (srun, salloc): the shards job_submit.lua adds are the
-    product's interactive_units for the whole set (Config's default share),
-    the issue's 3g.40gb case 27 > the 26 free next to two 2g.20gb; a batch
-    job and a modification are charged the weights."""
+    product's interactive_units for the whole set (Config's default shares:
+    a tenth of the way to the guarantee, the issue's 3g.40gb case 27 > the 26
+    free next to two 2g.20gb, and the whole guarantee, 49, for a 4g.40gb,
+    whose one start an instance can block for hours); a batch job and a
+    modification are charged the weights."""
     from slurm_mig.config import Config
     from slurm_mig.core import guarantee
     units = shards.shard_units([H100])[H100.layout]
     geometry = units.geometry
-    for request in ({"3g.40gb": 1}, {"4g.40gb": 1}, {"2g.20gb": 1, "1g.10gb": 2}, {"7g.80gb": 1}):
+    cfg = Config()
+    for request in ({"3g.40gb": 1}, {"4g.40gb": 1}, {"2g.20gb": 1, "1g.10gb": 2}, {"7g.80gb": 1},
+                    {"4g.40gb": 1, "1g.10gb": 1}):
         tres = ",".join(f"gres/mig:{n}:{c}" for n, c in sorted(request.items()))
         want = guarantee.interactive_units(geometry, units.result.weights, units.count,
-                                           geometry.counts(request), Config().interactive_charge)
+                                           geometry.counts(request), cfg.interactive_charge,
+                                           cfg.interactive_charge_one_start)
         rc, new, _ = submit(lua_files, {"tres_per_node": tres})
         assert rc == 0 and new == f"{tres},gres/shard:{want}", request
     assert submit(lua_files, {"tres_per_node": "gres/mig:3g.40gb:1"})[1].endswith("shard:27")
-    assert submit(lua_files, "gres/mig:3g.40gb:1")[1].endswith("shard:25")
+    assert submit(lua_files, {"tres_per_node": "gres/mig:4g.40gb:1"})[1].endswith("shard:49")
+    assert submit(lua_files, "gres/mig:4g.40gb:1")[1].endswith("shard:29")
+
+
+def test_gres_conf_writes_the_configured_interactive_charges(tmp_path):
+    """Both settings reach job_submit.lua's table: a share of 0 charges a
+    3g.40gb srun its batch units, 25, a one-start share of 0.6 a 4g.40gb 41
+    (29 + 0.6 x 20); the defaults 27 and 49."""
+    files = confgen.render([confgen.NodeGroup(None, confgen.from_spec("2xH100-80GB"))], "dynamic", "/dev",
+                           "gres-conf", "test", interactive_charge=0, interactive_charge_one_start=0.6)
+    lua = files["job_submit.lua"]
+    assert '["3g.40gb:1"] = 25,' in lua and '["4g.40gb:1"] = 41,' in lua
+    default = confgen.render([confgen.NodeGroup(None, confgen.from_spec("2xH100-80GB"))], "dynamic", "/dev",
+                             "gres-conf", "test")["job_submit.lua"]
+    assert '["3g.40gb:1"] = 27,' in default and '["4g.40gb:1"] = 49,' in default
 
 
 def test_a_modification_is_charged_as_a_batch_job(lua_files):

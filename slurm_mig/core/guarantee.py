@@ -80,15 +80,18 @@ def guarantee(geometry: Geometry, weights: Tuple[int, ...], count: int, request:
 
 
 def interactive_units(geometry: Geometry, weights: Sequence[int], count: int, request: Counts,
-                      share: float) -> int:
+                      share: float, one_start: float) -> int:
     """What job_submit.lua charges an srun/salloc job: its own units plus
     `share` (0..1, the `interactive_charge` setting) of the way up to the
     guarantee. 1: Slurm only picks GPUs that can hold it; less: cheaper for
     everyone else, and the Prolog waits for room when the pick was wrong.
-    With any share, a request with a profile that has one legal start
-    (4g.40gb) gets the whole guarantee: any instance in that place blocks it
-    until it ends, and no other place will do. 0: charged as a batch job."""
+    A request with a profile that has one legal start (4g.40gb) is charged
+    `one_start` (0..1, `interactive_charge_one_start`) of the way instead,
+    whatever `share` is: any instance in that place blocks it until it ends,
+    and no other place will do, while a request of profiles with several
+    starts waits only until one of its places frees (the Prolog's wait and
+    hold, interactive_wait). 0 and 0: charged as a batch job."""
     own = sum(w * n for w, n in zip(weights, request))
-    if share and any(n and len(p.starts) == 1 for p, n in zip(geometry.profiles, request)):
-        share = 1.0
+    if any(n and len(p.starts) == 1 for p, n in zip(geometry.profiles, request)):
+        share = one_start
     return own + math.ceil(share * (guarantee(geometry, tuple(weights), count, tuple(request)) - own))

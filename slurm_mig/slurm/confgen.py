@@ -112,12 +112,14 @@ def features(models: Sequence[catalog.GpuModel], extra: Sequence[str] = ()) -> L
 def render(groups: List[NodeGroup], mode: str, dev_root: str, command: str, source: str,
            proc_root: str = "/proc", cluster_models: Sequence[catalog.GpuModel] = (),
            static_partitions: Sequence[str] = (),
-           interactive_charge: float = Config().interactive_charge) -> Dict[str, str]:
+           interactive_charge: float = Config().interactive_charge,
+           interactive_charge_one_start: float = Config().interactive_charge_one_start) -> Dict[str, str]:
     """The files for the node groups (static mode: one node); in dynamic mode
     job_submit.lua also admits what `cluster_models` (GPU models on nodes not
     described here) can hold, leaves jobs for `static_partitions` (of
     static-mode nodes) as they are, and charges srun/salloc jobs
-    `interactive_charge` of the way up to guarantee units (core/guarantee.py)."""
+    `interactive_charge` of the way up to guarantee units (core/guarantee.py;
+    `interactive_charge_one_start` for a set with a profile of one start)."""
     import jinja2
     if not groups or not all(g.gpus for g in groups):
         raise BadInput("no GPUs to describe")
@@ -127,7 +129,8 @@ def render(groups: List[NodeGroup], mode: str, dev_root: str, command: str, sour
     ctx = {"mode": mode, "command": command, "source": source, "static_partitions": static_partitions,
            "what": ", ".join(g.nodes for g in groups if g.nodes) or "this node"}
     if mode == "dynamic":
-        ctx.update(dynamic_context(groups, dev_root, cluster_models, interactive_charge))
+        ctx.update(dynamic_context(groups, dev_root, cluster_models, interactive_charge,
+                                   interactive_charge_one_start))
         ctx["gres_types"] = "gpu,shard,mig"
         names = TEMPLATES
     else:
@@ -153,7 +156,8 @@ def _group_context(group: NodeGroup, types: Dict[str, int], gpus: List[dict]) ->
 
 
 def dynamic_context(groups: List[NodeGroup], dev_root: str,
-                    cluster_models: Sequence[catalog.GpuModel], interactive_charge: float) -> dict:
+                    cluster_models: Sequence[catalog.GpuModel], interactive_charge: float,
+                    interactive_charge_one_start: float) -> dict:
     """Template values of dynamic mode: per GPU its shard Count (its layout's
     searched weights, core/shards.py, scaled so that each profile name costs
     the same on every model), per group its Gres= (count-only mig: the most
@@ -181,7 +185,8 @@ def dynamic_context(groups: List[NodeGroup], dev_root: str,
         "groups": [_dynamic_group(group, layouts, scale, dev_root) for group in groups],
         "units": [(name, canonical[name], u) for name, u in sorted(units.items())],
         "valid": ", ".join(sorted({p.name for m in models.values() for p in m.profiles})),
-        "models": [_lua_model(m, layouts[m.layout], scale[m.key], interactive_charge)
+        "models": [_lua_model(m, layouts[m.layout], scale[m.key], interactive_charge,
+                              interactive_charge_one_start)
                    for m in sorted(models.values(), key=lambda m: m.key)],
     }
 
@@ -203,7 +208,7 @@ def _dynamic_group(group: NodeGroup, layouts: Dict[str, "shards.LayoutUnits"], s
 
 
 def _lua_model(model: catalog.GpuModel, layout: "shards.LayoutUnits", scale: int,
-               interactive_charge: float) -> dict:
+               interactive_charge: float, interactive_charge_one_start: float) -> dict:
     """One model for job_submit.lua: its limits, and the key of every set of
     instances an empty GPU holds, for an exact lookup, with the shards an
     interactive job asking for it is charged (in the model's scaled units: a
@@ -217,7 +222,8 @@ def _lua_model(model: catalog.GpuModel, layout: "shards.LayoutUnits", scale: int
         if all(i is not None for i, _ in held):
             fits.append((",".join(f"{model.profiles[i].name}:{c}" for i, c in sorted(held)),
                          scale * guarantee.interactive_units(layout.geometry, weights, layout.count, counts,
-                                                             interactive_charge)))
+                                                             interactive_charge,
+                                                             interactive_charge_one_start)))
     return {"key": model.key, "slices": model.compute_slices, "slots": model.memory_slots,
             "shards": layout.count * scale, "fits": sorted(fits),
             "profiles": [(p.name, p.max, p.slices, p.mem_slots) for p in model.profiles]}
