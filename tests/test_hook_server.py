@@ -34,7 +34,8 @@ def node(make_node, tmp_path):
                       'wait_for_room = 0\nroom_field = ""\n')
     alone = tmp_path / "alone-runs"
     hook = tmp_path / "slurm-mig-hook"
-    hook.write_text(f'#!/bin/sh\necho "$1" >> {alone}\nexec {sys.executable} -m slurm_mig.hooks.main "$@"\n')
+    hook.write_text(f'#!/bin/sh\necho "$1" >> {alone}\necho "$SLURM_MIG_HOOKD" > {alone}.socket\n'
+                    f'exec {sys.executable} -m slurm_mig.hooks.main "$@"\n')
     hook.chmod(0o755)
     env = {"PATH": os.environ["PATH"], "PYTHONPATH": REPO, "SLURM_MIG_CONFIG": str(config),
            "SLURM_MIG_RUN_DIR": cfg.run_dir, "SLURMD_NODENAME": "node1"}
@@ -314,10 +315,16 @@ def test_a_socket_that_is_not_roots_is_not_used(node):
     """A server of another user gets no hook: the client runs it alone (and the
     server it asks for refuses a directory others can write)."""
     cfg, env, hook_path, alone = node
-    path = started(cfg, env, hook_path, alone)
-    for pid in servers(cfg.run_dir):
-        os.kill(pid, signal.SIGTERM)
-    assert wait_for(lambda: not os.path.exists(path))
+    with open(env["SLURM_MIG_CONFIG"], "a") as f:
+        f.write("hook_server = false\n")
+    assert hook(env, hook_path, "epilog", "1").returncode == 0      # alone: where a server would listen
+    path = open(f"{alone}.socket").read().strip()
+    with open(env["SLURM_MIG_CONFIG"], "r+") as f:
+        text = f.read().replace("hook_server = false\n", "")
+        f.seek(0)
+        f.truncate()
+        f.write(text)
+    os.makedirs(os.path.dirname(path))
     os.chmod(os.path.dirname(path), 0o777)
     fake = subprocess.Popen(["/usr/bin/python3", "-c",
                              "import socket,sys,os; s=socket.socket(socket.AF_UNIX); s.bind(sys.argv[1]);"

@@ -110,25 +110,26 @@ def serve(path: str, run: Callable[[List[str]], int], idle_exit: float = IDLE_EX
     os.chdir("/")                        # pin no directory of the hook that started it
     preload()
     stamp = installed_stamp()
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(path)
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    umask = os.umask(0o177)
-    try:
-        listener.bind(path)
-    finally:
-        os.umask(umask)
-    listener.listen(128)
-    listener.setblocking(False)
-    inode = os.lstat(path).st_ino
     taken_r, taken_w = os.pipe()         # a spare took a connection
     alive_r, alive_w = os.pipe()         # closed when the server ends: so does a waiting spare
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    inode = None
 
     def stop(signum, frame):
         raise _Stop()
-    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGTERM, stop)  # from here on, an end removes the socket
     last = time.monotonic()
     try:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+        umask = os.umask(0o177)
+        try:
+            listener.bind(path)
+        finally:
+            os.umask(umask)
+        inode = os.lstat(path).st_ino
+        listener.listen(128)
+        listener.setblocking(False)
         _fork_spare(listener, (lock, taken_r, alive_w), taken_w, alive_r, run)
         while True:
             ready, _, _ = select.select([taken_r], [], [], TICK)
@@ -147,7 +148,7 @@ def serve(path: str, run: Callable[[List[str]], int], idle_exit: float = IDLE_EX
     finally:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         listener.close()
-        if _inode(path) == inode:
+        if inode is not None and _inode(path) == inode:
             os.unlink(path)
         for fd in (alive_w, alive_r, taken_r, taken_w, lock):
             os.close(fd)
