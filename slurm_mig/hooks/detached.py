@@ -46,12 +46,20 @@ def _fork_detached(verb: str, env: Mapping[str, str], run: Callable[[List[str]],
         if os.fork():
             status = 0
             return
-        null = os.open(os.devnull, os.O_RDWR)
-        for fd in (0, 1, 2):
-            os.dup2(null, fd)
+        stdio_to_devnull()
         os.closerange(3, os.sysconf("SC_OPEN_MAX"))
         os.environ.clear()
         os.environ.update(env)
         status = run([verb])
     finally:
         os._exit(status)
+
+
+def stdio_to_devnull() -> None:
+    """Standard input, output and error become /dev/null: whoever reads this
+    process's output sees it end (the hook server's child, hooks/server.py, once
+    its hook has ended) or never had it (a detached grandchild)."""
+    null = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(null, fd)
+    os.close(null)

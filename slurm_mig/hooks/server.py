@@ -242,18 +242,11 @@ def _child(conn: socket.socket, run) -> int:
     sys.stdout.flush()
     sys.stderr.flush()
     watch["finished"] = True
-    _to_devnull()                    # whoever reads the hook's output sees it end with the hook
+    detached.stdio_to_devnull()      # whoever reads the hook's output sees it end with the hook
     conn.sendall(b"%d" % status)
     conn.close()
     _stop_if_turned_off()
     return 0
-
-
-def _to_devnull() -> None:
-    null = os.open(os.devnull, os.O_RDWR)
-    for fd in (0, 1, 2):
-        os.dup2(null, fd)
-    os.close(null)
 
 
 def _set_environment(env) -> None:
