@@ -40,6 +40,10 @@ Policies, all on the same trace:
                       back --steer-return s after the job's Epilog there if
                       the job still pends (steer_return; 0: only once every
                       node turned it away);
+                    - from its --guarantee-after-th requeue on, a batch job is
+                      charged the guarantee (guarantee_after: the product's
+                      job_submit.lua recharges it in the steerer's update), so
+                      Slurm only picks GPUs that hold it;
                     - after --max-requeues requeues the Prolog waits
                       --prolog-wait s holding the shards, starts the job if an
                       ending job frees room, and else fails it (final:
@@ -368,10 +372,11 @@ class SlurmCluster(MigCluster):
 
     def __init__(self, nodes, gpus, weights, max_requeues=10, wait=30.0, fallback=False, steer=True,
                  interactive_charge=0.0, interactive_wait=None, reserve=True, steer_return=0.0,
-                 interactive_charge_one_start=0.0):
+                 interactive_charge_one_start=0.0, guarantee_after=0):
         super().__init__(nodes, gpus)
         self.weight_vector, self.interactive_charge = weights.weights, interactive_charge
         self.interactive_charge_one_start = interactive_charge_one_start
+        self.guarantee_after = guarantee_after
         self.interactive_wait = wait if interactive_wait is None else interactive_wait
         self.fallback, self.steer = fallback, steer
         self.kept_off = {}              # job id -> nodes its requeues keep it off (ExcNodeList)
@@ -396,6 +401,9 @@ class SlurmCluster(MigCluster):
             return guarantee.interactive_units(GEOMETRY, self.weight_vector, self.count,
                                                GEOMETRY.counts(job.request), self.interactive_charge,
                                                self.interactive_charge_one_start)
+        if self.guarantee_after and job.requeues >= self.guarantee_after:
+            return guarantee.guarantee(GEOMETRY, tuple(self.weight_vector), self.count,
+                                       GEOMETRY.counts(job.request))
         return units
 
     def slurm_gpu(self, units, kept_off=()):
@@ -620,7 +628,8 @@ def run_all(jobs, nodes, gpus, setup, seed, max_requeues=10, prolog_wait=30.0, w
             fallback=False, steer=True,
             interactive=((DEFAULTS.interactive_charge, DEFAULTS.interactive_charge_one_start,
                           DEFAULTS.interactive_wait),),
-            baselines=True, reserve=True, steer_return=DEFAULTS.steer_return):
+            baselines=True, reserve=True, steer_return=DEFAULTS.steer_return,
+            guarantee_after=DEFAULTS.guarantee_after):
     """Every policy on one trace: name -> results. `weights`: candidate names
     for slurm:<weights> (default: all of WEIGHTS); fallback: each also with
     gpu_fallback; interactive: (interactive_charge, interactive_charge_one_start,
@@ -650,7 +659,8 @@ def run_all(jobs, nodes, gpus, setup, seed, max_requeues=10, prolog_wait=30.0, w
                          if len(interactive) > 1 else "")
                 results[f"slurm:{name}{'+fallback' if fb else ''}{label}"] = simulate(
                     jobs, SlurmCluster(nodes, gpus, WEIGHTS[name], max_requeues, prolog_wait, fb, steer,
-                                       charge, wait, reserve, steer_return, one_start), setup, seed)[0]
+                                       charge, wait, reserve, steer_return, one_start, guarantee_after),
+                    setup, seed)[0]
     return results
 
 
@@ -680,7 +690,8 @@ def grid_cell(cell):
     interactive = interactive_settings(a)
     return (workload, load, seed, share), relative(run_all(
         jobs, a.nodes, a.gpus, a.setup, seed, a.max_requeues, a.prolog_wait, a.weights, a.fallback,
-        not a.no_steer, interactive, baselines=not a.json, reserve=not a.no_reserve, steer_return=a.steer_return))
+        not a.no_steer, interactive, baselines=not a.json, reserve=not a.no_reserve, steer_return=a.steer_return,
+        guarantee_after=a.guarantee_after))
 
 
 def interactive_settings(a):
@@ -844,6 +855,8 @@ def main():
     ap.add_argument("--no-steer", action="store_true",
                     help="requeued jobs are not kept off the node that sent them back (as before "
                          "steering): Slurm's own delay every time")
+    ap.add_argument("--guarantee-after", type=int, default=DEFAULTS.guarantee_after,
+                    help="requeues after which a batch job is charged the guarantee (guarantee_after; 0: never)")
     ap.add_argument("--steer-return", type=float, default=DEFAULTS.steer_return,
                     help="seconds after its Epilog that a steered job's node is given back if it still pends "
                          "(steer_return; 0: only once every node turned it away, as before)")
@@ -888,7 +901,8 @@ def main():
     results = relative(run_all(jobs, a.nodes, a.gpus, a.setup, a.seed, a.max_requeues, a.prolog_wait,
                                a.weights, a.fallback, not a.no_steer,
                                interactive_settings(a),
-                               reserve=not a.no_reserve, steer_return=a.steer_return))
+                               reserve=not a.no_reserve, steer_return=a.steer_return,
+                               guarantee_after=a.guarantee_after))
     print_run(results)
     if a.plot:
         plot(results, f"{a.nodes}x{a.gpus} H100-80GB, {source}", a.plot)

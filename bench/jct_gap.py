@@ -106,7 +106,7 @@ def main():
         cluster = Traced(4, 8, cs.WEIGHTS["conservative56"], 100, 30.0, False, True,
                          cs.DEFAULTS.interactive_charge, cs.DEFAULTS.interactive_wait, True,
                          settings.pop("steer_return", cs.DEFAULTS.steer_return),
-                         cs.DEFAULTS.interactive_charge_one_start)
+                         cs.DEFAULTS.interactive_charge_one_start, cs.DEFAULTS.guarantee_after)
         for key, value in settings.items():
             setattr(cluster, key, value)
         r, done = cs.simulate(jobs, cluster, 2.0, a.seed)

@@ -36,6 +36,7 @@ class Config(NamedTuple):
     epilog_retry_delay: float = 1.0
     gpu_fallback: bool = False                # dynamic: place on another GPU when Slurm's cannot
     max_requeues: int = 100                   # dynamic: batch jobs sent back to the queue at most this often
+    guarantee_after: int = 20                 # job_submit.lua: a batch job requeued this often is charged the guarantee (0: never)
     steer: bool = True                        # dynamic: keep a requeued job off the nodes that ran it, start it at once
     steer_return: float = 125.0               # dynamic: s after its Epilog before it may start there again
     hold_stuck_gpus: bool = True              # dynamic: a root job holds a GPU while an instance no job owns is busy there
@@ -56,7 +57,7 @@ OPTIONAL = OPTIONAL_PATHS + ("room_field",)
 RANGES = {"wait_for_room": (0, 86400), "interactive_wait": (0, 43200), "interactive_charge": (0, 1),
           "interactive_charge_one_start": (0, 1),
           "lock_timeout": (0.1, 86400), "epilog_retries": (0, 1000), "epilog_retry_delay": (0, 3600),
-          "max_requeues": (0, 1000), "room_interval": (0, 3600), "steer_return": (0, 86400)}
+          "max_requeues": (0, 1000), "guarantee_after": (0, 1000), "room_interval": (0, 3600), "steer_return": (0, 86400)}
 
 
 def _coerce(name: str, value, source: str):

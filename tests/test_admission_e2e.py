@@ -281,6 +281,33 @@ def test_a_node_gives_a_job_it_turned_away_back_once_its_credential_cache_let_it
         settles_idle(c, *c.nodes)
 
 
+def test_a_job_sent_back_guarantee_after_times_is_charged_its_guarantee_and_runs(slurm):
+    """One node, 2 GPUs; two 2g.20gb at starts 2 and 4 of GPU 0 leave 26 of
+    its 56 shards free and no start for a 3g.40gb, whose batch units (25)
+    Slurm admits there, so Slurm keeps picking GPU 0 for it. With
+    guarantee_after = 1, job_submit.lua recharges the job its guarantee (41)
+    in the steerer's own update after the first requeue, so Slurm's next
+    pick is GPU 1, where it runs: one requeue, no more, no extra command."""
+    with DevCluster("2xH100-80GB", wait_for_room=3, slurm=slurm, settings={"guarantee_after": 1}) as c:
+        busy = two_2g_jobs_on_gpu_0(c, 90)
+        job = c.sbatch("--gres=mig:3g.40gb:1", script="echo CVD=$CUDA_VISIBLE_DEVICES; sleep 4")
+        assert re.fullmatch(r"gres[:/]mig:3g\.40gb:1,gres[:/]shard:25", job_field(c, job, "TresPerNode").strip())
+        wait_for(lambda: instances(c, "3g.40gb"), 120, "the job's instance")
+        [inst] = instances(c, "3g.40gb")
+        assert c.wait_job(job, timeout=60) == "COMPLETED"
+        assert inst["gpu"] == 1 and f"CVD={inst['uuid']}" in c.output(job)
+        assert job_field(c, job, "Restarts") == "1"
+        assert re.fullmatch(r"gres[:/]mig:3g\.40gb:1,gres[:/]shard:41", job_field(c, job, "TresPerNode").strip())
+        assert job_field(c, job, "AdminComment").startswith("slurm-mig: requeued 1/100: ")
+        calls = slurm_calls_of(c, job)
+        updates = [x for x in calls if x.startswith(f"scontrol update JobId={job} ")]
+        assert len(updates) == 1 and "TresPerNode" not in updates[0], calls   # lua recharges, not a field
+        for b in busy:
+            c.run("scancel", b)
+            c.wait_job(b)
+        settles_idle(c)
+
+
 MIX = ["mig:1g.10gb:1", "mig:2g.20gb:1", "mig:3g.40gb:1", "mig:1g.10gb:2", "mig:4g.40gb:1",
        "mig:1g.20gb:1", "mig:7g.80gb:1", "mig:2g.20gb:1,mig:1g.10gb:1", "mig:3g.40gb:2"]
 

@@ -201,6 +201,27 @@ def test_without_steering_the_job_loops_on_the_trapped_node():
     assert done[0].fate == "failed" and done[0].requeues == 3 and cluster.shards == [[27], [0]]
 
 
+@pytest.mark.parametrize("guarantee_after", [0, 2])
+def test_a_job_sent_back_guarantee_after_times_is_charged_the_guarantee(guarantee_after):
+    """One node, GPU 0 holds a 1g.10gb no job owns at start 2 (48 of 56
+    shards free: a 4g.40gb's 29 fit by count, its one start is blocked), GPU
+    1 is empty. Slurm keeps picking GPU 0; from the guarantee_after-th
+    requeue on the job is charged its guarantee, 49, which only GPU 1
+    shows, and starts there; never recharged, it is sent back until
+    max_requeues and fails."""
+    cluster = Checked(1, 2, cs.WEIGHTS["conservative56"], max_requeues=5, guarantee_after=guarantee_after)
+    p = cs.MODEL.find_profile("1g.10gb")
+    cluster.slots[0][0].append(cs.Occupied(gpu=0, profile_id=p.id, start=2, size=p.mem_slots, slices=p.slices,
+                                           gi_id=1, owner=cs.job_owner("x")))
+    cluster.shards[0][0] = 8
+    r, done = run([cs.Job(0, 0.0, "4g.40gb", 1, 10.0)], cluster)
+    if guarantee_after:
+        assert done[0].requeues == 2 and done[0].start is not None and done[0].fate is None
+        assert cluster.charged == {} and r["failed"] == 0
+    else:
+        assert done[0].requeues == 5 and done[0].fate == "failed"
+
+
 def two_2g_then(job, charge, wait=LONG):
     """GPU 0 of two holds 2g.20gb at starts 4 and 2 (26 of 56 shards free);
     then `job` arrives. Returns (cluster, simulated jobs)."""

@@ -161,27 +161,35 @@ def test_job_submit_lua_must_admit_this_node_and_match_the_catalog(tmp_path):
     from types import SimpleNamespace
     from slurm_mig.core import catalog
     from slurm_mig.slurm import confgen
+    from slurm_mig.config import Config
     cat = catalog.load()
     a30, h100 = cat.model("A30-24GB"), cat.model("H100-80GB")
+    cfg = Config(mode="dynamic")
     lua = tmp_path / "job_submit.lua"
     conf = {"slurm_conf": [str(tmp_path / "slurm.conf")]}
     here = [SimpleNamespace(model=h100)]
-    assert doctor.job_submit_lua(conf, here, "dynamic").status == doctor.SKIP     # on the controller host only
-    missing = doctor.job_submit_lua(conf, [], "dynamic", here=True)                 # which this is
+    assert doctor.job_submit_lua(conf, here, cfg).status == doctor.SKIP     # on the controller host only
+    missing = doctor.job_submit_lua(conf, [], cfg, here=True)                 # which this is
     assert missing.status == doctor.FAIL and "--cluster-models MODEL,... " in missing.fix
 
-    def generated(*models):
+    def generated(*models, **charges):
         return confgen.render([confgen.NodeGroup("n1", confgen.from_spec(f"1x{models[0].key}"))], "dynamic",
-                              "/dev", "gres-conf", "a declared node", cluster_models=models)["job_submit.lua"]
+                              "/dev", "gres-conf", "a declared node", cluster_models=models,
+                              **charges)["job_submit.lua"]
     lua.write_text(generated(a30))
-    check = doctor.job_submit_lua(conf, here, "dynamic")
+    check = doctor.job_submit_lua(conf, here, cfg)
     assert check.status == doctor.FAIL and "not this node's H100-SXM5-80GB" in check.text
     assert "--cluster-models A30-24GB,H100-SXM5-80GB " in check.fix
     lua.write_text(generated(a30, h100))
-    assert doctor.job_submit_lua(conf, here, "dynamic").status == doctor.OK
+    assert doctor.job_submit_lua(conf, here, cfg).status == doctor.OK
     lua.write_text(generated(a30, h100).replace('["1g.10gb"] = { "1g.10gb", 8 }', '["1g.10gb"] = { "1g.10gb", 1 }'))
-    check = doctor.job_submit_lua(conf, here, "dynamic")
+    check = doctor.job_submit_lua(conf, here, cfg)
     assert check.status == doctor.FAIL and "differs from what this slurm-mig's catalog generates" in check.text
+    # the site's charges are part of the file: generated with them, it matches a config that has them
+    lua.write_text(generated(a30, h100, interactive_charge=0, guarantee_after=5))
+    assert doctor.job_submit_lua(conf, here, cfg).status == doctor.FAIL
+    assert doctor.job_submit_lua(conf, here, cfg._replace(interactive_charge=0, guarantee_after=5)).status \
+        == doctor.OK
 
 
 def test_gres_as_slurm_prints_it_counts_like_the_generated_node_line():

@@ -306,14 +306,14 @@ def test_interactive_jobs_are_charged_their_share_of_the_guarantee(lua_files):
 def test_gres_conf_writes_the_configured_interactive_charges(tmp_path):
     """Both settings reach job_submit.lua's table: a share of 0 charges a
     3g.40gb srun its batch units, 25, a one-start share of 0.6 a 4g.40gb 41
-    (29 + 0.6 x 20); the defaults 27 and 49."""
+    (29 + 0.6 x 20); the defaults 27 and 49. The guarantees, 41 and 49, stay."""
     files = confgen.render([confgen.NodeGroup(None, confgen.from_spec("2xH100-80GB"))], "dynamic", "/dev",
                            "gres-conf", "test", interactive_charge=0, interactive_charge_one_start=0.6)
     lua = files["job_submit.lua"]
-    assert '["3g.40gb:1"] = 25,' in lua and '["4g.40gb:1"] = 41,' in lua
+    assert '["3g.40gb:1"] = { 25, 41 },' in lua and '["4g.40gb:1"] = { 41, 49 },' in lua
     default = confgen.render([confgen.NodeGroup(None, confgen.from_spec("2xH100-80GB"))], "dynamic", "/dev",
                              "gres-conf", "test")["job_submit.lua"]
-    assert '["3g.40gb:1"] = 27,' in default and '["4g.40gb:1"] = 49,' in default
+    assert '["3g.40gb:1"] = { 27, 41 },' in default and '["4g.40gb:1"] = { 49, 49 },' in default
 
 
 def test_a_modification_is_charged_as_a_batch_job(lua_files):
@@ -323,3 +323,74 @@ def test_a_modification_is_charged_as_a_batch_job(lua_files):
                         'print(slurm_job_modify(d, {}, {}, 0), d.tres_per_node)'],
                        capture_output=True, text=True, timeout=60)
     assert p.stdout.split() == ["0", "gres/mig:3g.40gb:1,gres/shard:25"], p.stderr
+
+
+RECHARGE = """
+slurm = { SUCCESS = 0, ERROR = -1, log_user = function() end }
+dofile(arg[1])
+for line in io.lines() do
+    local mark, state, uid, tres = string.match(line, "^(.-)\\t(%d+)\\t(%d+)\\t(.*)$")
+    local d = { admin_comment = mark ~= "" and mark or nil }
+    local rc = slurm_job_modify(d, { job_state = tonumber(state), tres_per_node = tres, partition = "gpu" },
+                                {}, tonumber(uid))
+    print(rc .. "\\t" .. tostring(d.tres_per_node))
+end
+"""
+
+
+def recharge(lua_files, updates):
+    """slurm_job_modify for each (mark root's update sets, job_state, uid,
+    the pending job's tres_per_node): (rc, tres_per_node it sets or 'nil')."""
+    (lua_files / "recharge.lua").write_text(RECHARGE)
+    p = subprocess.run([LUA, str(lua_files / "recharge.lua"), str(lua_files / "job_submit.lua")],
+                       input="".join("\t".join(map(str, u)) + "\n" for u in updates),
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    return [tuple(line.split("\t")) for line in p.stdout.splitlines()]
+
+
+def test_a_batch_job_sent_back_guarantee_after_times_is_charged_its_guarantee(lua_files):
+    """From the guarantee_after-th requeue mark (20 by default) in root's
+    update of a pending job, job_submit.lua recharges the job's own request
+    its guarantee (core/guarantee.py, the oracle), keeping Slurm's prefix;
+    nothing else: an earlier round, a user's update, a running job (Slurm
+    would refuse the whole update), a text that is not slurm-mig's mark."""
+    from slurm_mig.core import guarantee
+    units = shards.shard_units([H100])[H100.layout]
+    geometry = units.geometry
+    mark = "slurm-mig: requeued {}/100, kept off n1: does not fit"
+    pending, completing, running = 0, 0x8000, 1
+    cases = []                  # (tres_per_node of the pending job, what lua sets: 'nil' when no change)
+    for request in ({"4g.40gb": 1}, {"3g.40gb": 1}, {"2g.20gb": 1, "1g.10gb": 2}, {"7g.80gb": 1}):
+        counts = tuple(geometry.counts(request))
+        own = sum(w * n for w, n in zip(units.result.weights, counts))
+        want = guarantee.guarantee(geometry, tuple(units.result.weights), units.count, counts)
+        for prefix in ("gres:", "gres/"):
+            tres = ",".join(f"{prefix}mig:{n}:{c}" for n, c in sorted(request.items()))
+            cases.append((f"{tres},{prefix}shard:{own}", f"{tres},{prefix}shard:{want}" if want > own else "nil"))
+    got = recharge(lua_files, [(mark.format(20), pending, 0, stored) for stored, _ in cases])
+    assert got == [("0", expected) for _, expected in cases]
+    assert ("0", "gres:mig:4g.40gb:1,gres:shard:49") in got and ("0", "nil") in got    # 7g.80gb: its own units
+    stored = "gres/mig:4g.40gb:1,gres/shard:29"
+    assert recharge(lua_files, [
+        (mark.format(20), completing, 0, stored),                # pending, still completing elsewhere
+        (mark.format(57), pending, 0, stored),
+        (mark.format(19), pending, 0, stored),
+        (mark.format(20), pending, 1000, stored),                # not root
+        (mark.format(20), running, 0, stored),
+        ("site note: requeued 20/100", pending, 0, stored),
+        ("", pending, 0, stored),
+        (mark.format(20), pending, 0, "gres/gpu:h100:1"),        # not a MIG job
+    ]) == [("0", "gres/mig:4g.40gb:1,gres/shard:49")] * 2 + [("0", "nil")] * 6
+
+
+def test_guarantee_after_reaches_job_submit_lua_and_zero_turns_it_off(tmp_path):
+    files = confgen.render([confgen.NodeGroup(None, confgen.from_spec("2xH100-80GB"))], "dynamic", "/dev",
+                           "gres-conf", "test", guarantee_after=0)
+    assert "local guarantee_after = 0\n" in files["job_submit.lua"]
+    (tmp_path / "job_submit.lua").write_text(files["job_submit.lua"])
+    assert recharge(tmp_path, [("slurm-mig: requeued 99/100: x", 0, 0, "gres/mig:4g.40gb:1,gres/shard:29")]) \
+        == [("0", "nil")]
+    default = confgen.render([confgen.NodeGroup(None, confgen.from_spec("2xH100-80GB"))], "dynamic", "/dev",
+                             "gres-conf", "test")["job_submit.lua"]
+    assert "local guarantee_after = 20\n" in default and '["4g.40gb:1"] = { 49, 49 },' in default

@@ -47,7 +47,8 @@ def gres_conf(obj, mode, output, node_name, dev_root, proc_root, spec, cluster_f
     interactive_charge, 0..1, of the way up to units at which every GPU
     Slurm may pick can hold it; interactive_charge_one_start for a request
     with a profile of one legal start, 4g.40gb): it cannot go back to the
-    queue when its GPU has no room.
+    queue when its GPU has no room. A batch job the Prolog sent back
+    guarantee_after times is charged those units from then on.
 
     With --cluster FILE, one run describes every node group of the cluster:
     one gres.conf for all nodes (NodeName=<hostlist> records, to install
@@ -77,7 +78,7 @@ def gres_conf(obj, mode, output, node_name, dev_root, proc_root, spec, cluster_f
     if models:
         command += " --cluster-models " + ",".join(m.key for m in models)
     files = confgen.render(groups, mode, dev_root, command, source, proc_root, models, static_partitions,
-                           cfg.interactive_charge, cfg.interactive_charge_one_start)
+                           cfg.interactive_charge, cfg.interactive_charge_one_start, cfg.guarantee_after)
     from ..installed import hook_scripts_if_installed
     files["slurm.conf.hooks"] = confgen.hook_lines(cfg, mode, hook_scripts_if_installed())
     files["slurm.conf.accounting"] = accounting.lines(confgen.models_in(groups, models), billing)

@@ -113,13 +113,15 @@ def render(groups: List[NodeGroup], mode: str, dev_root: str, command: str, sour
            proc_root: str = "/proc", cluster_models: Sequence[catalog.GpuModel] = (),
            static_partitions: Sequence[str] = (),
            interactive_charge: float = Config().interactive_charge,
-           interactive_charge_one_start: float = Config().interactive_charge_one_start) -> Dict[str, str]:
+           interactive_charge_one_start: float = Config().interactive_charge_one_start,
+           guarantee_after: int = Config().guarantee_after) -> Dict[str, str]:
     """The files for the node groups (static mode: one node); in dynamic mode
     job_submit.lua also admits what `cluster_models` (GPU models on nodes not
     described here) can hold, leaves jobs for `static_partitions` (of
     static-mode nodes) as they are, and charges srun/salloc jobs
     `interactive_charge` of the way up to guarantee units (core/guarantee.py;
-    `interactive_charge_one_start` for a set with a profile of one start)."""
+    `interactive_charge_one_start` for a set with a profile of one start),
+    and batch jobs requeued `guarantee_after` times the guarantee (0: never)."""
     import jinja2
     if not groups or not all(g.gpus for g in groups):
         raise BadInput("no GPUs to describe")
@@ -130,7 +132,7 @@ def render(groups: List[NodeGroup], mode: str, dev_root: str, command: str, sour
            "what": ", ".join(g.nodes for g in groups if g.nodes) or "this node"}
     if mode == "dynamic":
         ctx.update(dynamic_context(groups, dev_root, cluster_models, interactive_charge,
-                                   interactive_charge_one_start))
+                                   interactive_charge_one_start), guarantee_after=guarantee_after)
         ctx["gres_types"] = "gpu,shard,mig"
         names = TEMPLATES
     else:
@@ -164,7 +166,8 @@ def dynamic_context(groups: List[NodeGroup], dev_root: str,
     of each profile a node holds), and for job_submit.lua each profile
     name's shard units plus, per model, its limits and every set of
     instances an empty GPU can hold, so that sbatch refuses exactly what no
-    model can, with what an interactive job asking for that set is charged."""
+    model can, with what an interactive job asking for that set is charged
+    and its guarantee."""
     models = {m.key: m for m in models_in(groups, cluster_models)}
     layouts = shards.shard_units(models.values())
     prices = {m.key: {name: layouts[m.layout].units[p.enum] for p in m.profiles for name in (p.name,) + p.aliases}
@@ -211,9 +214,10 @@ def _lua_model(model: catalog.GpuModel, layout: "shards.LayoutUnits", scale: int
                interactive_charge: float, interactive_charge_one_start: float) -> dict:
     """One model for job_submit.lua: its limits, and the key of every set of
     instances an empty GPU holds, for an exact lookup, with the shards an
-    interactive job asking for it is charged (in the model's scaled units: a
-    guarantee scaled stays one). A key lists 'name:count' in the order of
-    `profiles`, as the Lua builds it (no sort: Lua compares strings by locale)."""
+    interactive job asking for it is charged and its guarantee (in the
+    model's scaled units: a guarantee scaled stays one). A key lists
+    'name:count' in the order of `profiles`, as the Lua builds it (no sort:
+    Lua compares strings by locale)."""
     order = {p.enum: i for i, p in enumerate(model.profiles)}
     weights = layout.result.weights
     fits = []
@@ -223,7 +227,9 @@ def _lua_model(model: catalog.GpuModel, layout: "shards.LayoutUnits", scale: int
             fits.append((",".join(f"{model.profiles[i].name}:{c}" for i, c in sorted(held)),
                          scale * guarantee.interactive_units(layout.geometry, weights, layout.count, counts,
                                                              interactive_charge,
-                                                             interactive_charge_one_start)))
+                                                             interactive_charge_one_start),
+                         scale * guarantee.guarantee(layout.geometry, tuple(weights), layout.count,
+                                                     tuple(counts))))
     return {"key": model.key, "slices": model.compute_slices, "slots": model.memory_slots,
             "shards": layout.count * scale, "fits": sorted(fits),
             "profiles": [(p.name, p.max, p.slices, p.mem_slots) for p in model.profiles]}

@@ -277,9 +277,10 @@ def _code(text: str) -> List[str]:
     return [ln for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("--")]
 
 
-def job_submit_lua(conf, gpus, mode: str, here: bool = False) -> Check:
-    """`here`: this is the controller host, where the file must be."""
-    if mode != "dynamic":
+def job_submit_lua(conf, gpus, cfg: Config, here: bool = False) -> Check:
+    """`here`: this is the controller host, where the file must be. The file
+    must be what gres-conf writes with this config's charges."""
+    if cfg.mode != "dynamic":
         return Check("job_submit.lua", SKIP, "static mode needs no job_submit.lua")
     path = beside_slurm_conf(conf, "job_submit.lua")
     text = read_text(path)
@@ -303,7 +304,10 @@ def job_submit_lua(conf, gpus, mode: str, here: bool = False) -> Check:
         cat = catalog.load()
         want = confgen.render([confgen.NodeGroup(None, confgen.from_spec(f"1x{models[0]}"))], "dynamic", "/dev",
                               "doctor", "the catalog", cluster_models=[cat.model(m) for m in models],
-                              static_partitions=_STATIC.findall(text))["job_submit.lua"]
+                              static_partitions=_STATIC.findall(text),
+                              interactive_charge=cfg.interactive_charge,
+                              interactive_charge_one_start=cfg.interactive_charge_one_start,
+                              guarantee_after=cfg.guarantee_after)["job_submit.lua"]
     except SlurmMigError as e:
         return Check("job_submit.lua", FAIL, f"{path}: {e}", fix)
     if _code(text) != _code(want):
@@ -341,7 +345,7 @@ def run(cfg: Config, node: str, unit_dir: Optional[str] = None, controller: bool
         checks += timeouts(conf, cfg)
         checks.append(steer_return(conf, cfg))
     if controller:
-        return checks + ([job_submit_lua(conf, [], cfg.mode, here=True)] if conf is not None else [])
+        return checks + ([job_submit_lua(conf, [], cfg, here=True)] if conf is not None else [])
     from ..nvml.backend import open_driver
     try:
         gpus = open_driver(cfg.backend).gpus()
@@ -364,7 +368,7 @@ def run(cfg: Config, node: str, unit_dir: Optional[str] = None, controller: bool
             checks += [gres_conf(path, files, cfg, node),
                        Check("node Gres", SKIP, "the controller cannot be asked") if unreachable
                        else slurm_node_gres(files, cfg, node)]
-        checks.append(job_submit_lua(conf, gpus, cfg.mode))
+        checks.append(job_submit_lua(conf, gpus, cfg))
     checks += directories(cfg)
     checks.append(hook_server(cfg))
     checks += systemd(cfg, unit_dir)

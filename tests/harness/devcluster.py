@@ -79,7 +79,8 @@ class DevCluster:
                  wait_for_room: float = 5.0, workdir: Optional[str] = None, keep: bool = False,
                  mode: Union[str, List[str]] = "dynamic", layout: Union[None, Layout, List[Layout]] = None,
                  slurm: Optional[slurms.Slurm] = None, nodes: int = 1,
-                 constrain_devices: bool = False, accounting: bool = False, conf_edit=None):
+                 constrain_devices: bool = False, accounting: bool = False, conf_edit=None,
+                 settings: Optional[Dict[str, object]] = None):
         """gpus, mode and layout: one for all nodes or a list, one per node.
         Mode 'static' needs `layout`, applied on each node before Slurm
         starts. Static nodes among dynamic ones form partition `fixed` (the
@@ -90,7 +91,9 @@ class DevCluster:
         Slurm), and a node name of its own (Slurm's cgroup paths carry it).
         accounting: slurmdbd and MariaDB (harness/accounting.py), with the
         generated AccountingStorageTRES and TRESBillingWeights.
-        conf_edit: slurm.conf text -> text, to start a deliberately broken cluster."""
+        conf_edit: slurm.conf text -> text, to start a deliberately broken cluster.
+        settings: more slurm-mig settings for every node, in place before the
+        files are generated (what gres-conf reads, job_submit.lua's among them)."""
         try:
             self.slurm = slurm or slurms.host()
         except slurms.Unavailable as e:
@@ -127,6 +130,7 @@ class DevCluster:
             except slurms.Unavailable as e:
                 raise ClusterError(str(e)) from None
         self.conf_edit = conf_edit or (lambda text: text)
+        self.settings = dict(settings or {})
 
     def _install(self) -> install.Installed:
         """This checkout's wheel, installed for the cluster's Slurm root."""
@@ -315,7 +319,8 @@ class DevCluster:
                'steer_return = 25\n'     # cred_expire (slurm.conf.j2) + 5, as slurm-mig doctor advises
                f'mode = "{self.modes[node]}"\ngres_conf = "{self.dir}/etc/gres.conf"\n'
                f'slurm_bin_dir = "{self.dir}/slurm-bin"\n'
-               'epilog_retries = 2\nepilog_retry_delay = 0.5\n')
+               'epilog_retries = 2\nepilog_retry_delay = 0.5\n'
+               + "".join(f"{k} = {json.dumps(v)}\n" for k, v in self.settings.items()))
         # the simulated node's own /dev and /proc (gpus.root/): distinct char devices
         self.slurm_mig("sim", "init", state, "--gpus", self.gpus[node], node=node)
         if self.modes[node] == "static":   # a copy: a chroot sees only the cluster directory
