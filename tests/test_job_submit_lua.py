@@ -350,14 +350,16 @@ def recharge(lua_files, updates):
 
 
 def test_a_batch_job_sent_back_guarantee_after_times_is_charged_its_guarantee(lua_files):
-    """From the guarantee_after-th requeue mark (20 by default) in root's
+    """From the guarantee_after-th requeue mark (Config's default) in root's
     update of a pending job, job_submit.lua recharges the job's own request
     its guarantee (core/guarantee.py, the oracle), keeping Slurm's prefix;
     nothing else: an earlier round, a user's update, a running job (Slurm
     would refuse the whole update), a text that is not slurm-mig's mark."""
+    from slurm_mig.config import Config
     from slurm_mig.core import guarantee
     units = shards.shard_units([H100])[H100.layout]
     geometry = units.geometry
+    after = Config().guarantee_after
     mark = "slurm-mig: requeued {}/100, kept off n1: does not fit"
     pending, completing, running = 0, 0x8000, 1
     cases = []                  # (tres_per_node of the pending job, what lua sets: 'nil' when no change)
@@ -368,23 +370,24 @@ def test_a_batch_job_sent_back_guarantee_after_times_is_charged_its_guarantee(lu
         for prefix in ("gres:", "gres/"):
             tres = ",".join(f"{prefix}mig:{n}:{c}" for n, c in sorted(request.items()))
             cases.append((f"{tres},{prefix}shard:{own}", f"{tres},{prefix}shard:{want}" if want > own else "nil"))
-    got = recharge(lua_files, [(mark.format(20), pending, 0, stored) for stored, _ in cases])
+    got = recharge(lua_files, [(mark.format(after), pending, 0, stored) for stored, _ in cases])
     assert got == [("0", expected) for _, expected in cases]
     assert ("0", "gres:mig:4g.40gb:1,gres:shard:49") in got and ("0", "nil") in got    # 7g.80gb: its own units
     stored = "gres/mig:4g.40gb:1,gres/shard:29"
     assert recharge(lua_files, [
-        (mark.format(20), completing, 0, stored),                # pending, still completing elsewhere
-        (mark.format(57), pending, 0, stored),
-        (mark.format(19), pending, 0, stored),
-        (mark.format(20), pending, 1000, stored),                # not root
-        (mark.format(20), running, 0, stored),
+        (mark.format(after), completing, 0, stored),                # pending, still completing elsewhere
+        (mark.format(after + 7), pending, 0, stored),
+        (mark.format(after - 1), pending, 0, stored),
+        (mark.format(after), pending, 1000, stored),                # not root
+        (mark.format(after), running, 0, stored),
         ("site note: requeued 20/100", pending, 0, stored),
         ("", pending, 0, stored),
-        (mark.format(20), pending, 0, "gres/gpu:h100:1"),        # not a MIG job
+        (mark.format(after), pending, 0, "gres/gpu:h100:1"),        # not a MIG job
     ]) == [("0", "gres/mig:4g.40gb:1,gres/shard:49")] * 2 + [("0", "nil")] * 6
 
 
 def test_guarantee_after_reaches_job_submit_lua_and_zero_turns_it_off(tmp_path):
+    from slurm_mig.config import Config
     files = confgen.render([confgen.NodeGroup(None, confgen.from_spec("2xH100-80GB"))], "dynamic", "/dev",
                            "gres-conf", "test", guarantee_after=0)
     assert "local guarantee_after = 0\n" in files["job_submit.lua"]
@@ -393,4 +396,4 @@ def test_guarantee_after_reaches_job_submit_lua_and_zero_turns_it_off(tmp_path):
         == [("0", "nil")]
     default = confgen.render([confgen.NodeGroup(None, confgen.from_spec("2xH100-80GB"))], "dynamic", "/dev",
                              "gres-conf", "test")["job_submit.lua"]
-    assert "local guarantee_after = 20\n" in default and '["4g.40gb:1"] = { 49, 49 },' in default
+    assert f"local guarantee_after = {Config().guarantee_after}\n" in default and '["4g.40gb:1"] = { 49, 49 },' in default

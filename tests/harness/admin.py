@@ -71,6 +71,13 @@ class AdminInstallCluster(DevCluster):
         """A path of the node's root, seen from the host."""
         return os.path.join(self.root, *(p.lstrip("/") for p in path))
 
+    def stop(self) -> None:
+        # The node's hook server ends once its socket is gone (its run_dir,
+        # /run/slurm-mig, outlives the cluster's own folder otherwise).
+        if self.view is not None:
+            shutil.rmtree(self.in_root("/run/slurm-mig/hookd"), ignore_errors=True)
+        super().stop()
+
     def _layout(self) -> None:
         self._folders()
         state = os.path.join(self.dir, "gpus.json")    # the same path inside and outside
