@@ -36,7 +36,7 @@ class Config(NamedTuple):
     epilog_retry_delay: float = 1.0
     gpu_fallback: bool = False                # dynamic: place on another GPU when Slurm's cannot
     max_requeues: int = 100                   # dynamic: batch jobs sent back to the queue at most this often
-    guarantee_after: int = 20                 # job_submit.lua: a batch job requeued this often is charged the guarantee (0: never)
+    guarantee_after: int = 50                 # job_submit.lua: a batch job requeued this often is charged the guarantee (0: never)
     steer: bool = True                        # dynamic: keep a requeued job off the nodes that ran it, start it at once
     steer_return: float = 125.0               # dynamic: s after its Epilog before it may start there again
     hold_stuck_gpus: bool = True              # dynamic: a root job holds a GPU while an instance no job owns is busy there
