@@ -49,6 +49,13 @@ def test_select_type_and_gres_types():
     assert doctor.job_submit_plugin({}, "static").status == doctor.SKIP
 
 
+def test_guarantee_after_must_come_before_max_requeues():
+    assert doctor.guarantee_after(Config()).status == doctor.OK                          # 50 < 100
+    assert doctor.guarantee_after(Config(guarantee_after=0)).status == doctor.OK         # off
+    check = doctor.guarantee_after(Config(guarantee_after=10, max_requeues=10))
+    assert check.status == doctor.FAIL and check.fix.startswith("guarantee_after = 5 ")
+
+
 def test_steer_return_must_outlast_slurmds_credential_cache():
     assert doctor.steer_return({}, Config()).status == doctor.OK                   # 125 >= 120 + 3, Slurm's default
     assert doctor.steer_return({}, Config(steer_return=122)).status == doctor.FAIL  # expired, maybe not dropped

@@ -39,7 +39,7 @@ def test_the_end_to_end_cluster_passes(cluster):
     assert rc == 0 and not failed(lines), lines
     assert {"SelectType", "PrologFlags", "JobSubmitPlugins", "GresTypes", "Prolog", "TaskProlog",
             "Epilog", "PrologEpilogTimeout", "BatchStartTimeout", "gres.conf", "node Gres", "job_submit.lua",
-            "state_dir", "run_dir", "steer_return"} <= {n for n, ln in lines.items() if ln.startswith("ok")}
+            "state_dir", "run_dir", "steer_return", "guarantee_after"} <= {n for n, ln in lines.items() if ln.startswith("ok")}
     assert "25 s >= cred_expire=20 s + 3 s" in lines["steer_return"], lines   # the harness's, as Slurm shows it
     p = cluster.slurm_mig("doctor", "--controller", check=False)           # on the controller host
     assert p.returncode == 0 and "ok   job_submit.lua: " in p.stdout, p.stdout

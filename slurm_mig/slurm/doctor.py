@@ -189,6 +189,20 @@ def steer_return(conf, cfg: Config) -> Check:
                  "only in a scan, at most every 2 s)", f"steer_return = {expire + 5} in the slurm-mig config")
 
 
+def guarantee_after(cfg: Config) -> Check:
+    """A batch job is recharged its guarantee from its guarantee_after-th
+    requeue on (job_submit.lua): at max_requeues or later it never is, and a
+    job Slurm keeps sending to GPUs without a start for it fails instead."""
+    if not cfg.guarantee_after:
+        return Check("guarantee_after", OK, "off: a job sent back max_requeues times fails")
+    if cfg.guarantee_after < cfg.max_requeues:
+        return Check("guarantee_after", OK, f"{cfg.guarantee_after} < max_requeues={cfg.max_requeues}")
+    return Check("guarantee_after", FAIL, f"{cfg.guarantee_after} >= max_requeues={cfg.max_requeues}: a job "
+                 "fails at max_requeues before it is ever charged the units that would send it to a GPU "
+                 "that holds it", f"guarantee_after = {cfg.max_requeues // 2} in the slurm-mig config, "
+                 "then regenerate job_submit.lua (`slurm-mig gres-conf`)")
+
+
 _PRICED = re.compile(r"^# Shard units priced for the GPU models (.+):$", re.M)
 
 
@@ -343,7 +357,7 @@ def run(cfg: Config, node: str, unit_dir: Optional[str] = None, controller: bool
                    gres_types(conf, cfg.mode)]
         checks += [] if controller else hook_paths(conf, installed.hook_scripts_if_installed())
         checks += timeouts(conf, cfg)
-        checks.append(steer_return(conf, cfg))
+        checks += [steer_return(conf, cfg), guarantee_after(cfg)]
     if controller:
         return checks + ([job_submit_lua(conf, [], cfg, here=True)] if conf is not None else [])
     from ..nvml.backend import open_driver
