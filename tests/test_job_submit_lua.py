@@ -276,6 +276,9 @@ def test_jobs_for_static_partitions_keep_their_request(tmp_path):
     assert dynamic == default == (0, "gres/mig:3g.40gb:1,gres/shard:25", "")
     assert mixed == (-1, "gres/mig:3g.40gb:1", "slurm-mig: partition(s) fixed run fixed MIG layouts "
                      "and gpu per-job MIG: ask for one kind only")
+    update = ("slurm-mig: requeued 99/100: x", 0, 0, "gres/mig:3g.40gb:1")     # no recharge of their request
+    assert recharge(tmp_path, [update], partition="fixed") == [("0", "nil")]
+    assert recharge(tmp_path, [update], partition="gpu") == [("0", "gres/mig:3g.40gb:1,gres/shard:41")]
 
 
 def test_interactive_jobs_are_charged_their_share_of_the_guarantee(lua_files):
@@ -329,21 +332,22 @@ RECHARGE = """
 slurm = { SUCCESS = 0, ERROR = -1, log_user = function() end }
 dofile(arg[1])
 for line in io.lines() do
-    local mark, state, uid, tres = string.match(line, "^(.-)\\t(%d+)\\t(%d+)\\t(.*)$")
+    local mark, state, uid, partition, tres = string.match(line, "^(.-)\\t(%d+)\\t(%d+)\\t(.-)\\t(.*)$")
     local d = { admin_comment = mark ~= "" and mark or nil }
-    local rc = slurm_job_modify(d, { job_state = tonumber(state), tres_per_node = tres, partition = "gpu" },
+    local rc = slurm_job_modify(d, { job_state = tonumber(state), tres_per_node = tres, partition = partition },
                                 {}, tonumber(uid))
     print(rc .. "\\t" .. tostring(d.tres_per_node))
 end
 """
 
 
-def recharge(lua_files, updates):
+def recharge(lua_files, updates, partition="gpu"):
     """slurm_job_modify for each (mark root's update sets, job_state, uid,
-    the pending job's tres_per_node): (rc, tres_per_node it sets or 'nil')."""
+    the pending job's tres_per_node) of a job in `partition`: (rc,
+    tres_per_node it sets or 'nil')."""
     (lua_files / "recharge.lua").write_text(RECHARGE)
     p = subprocess.run([LUA, str(lua_files / "recharge.lua"), str(lua_files / "job_submit.lua")],
-                       input="".join("\t".join(map(str, u)) + "\n" for u in updates),
+                       input="".join("\t".join(map(str, u[:3] + (partition,) + u[3:])) + "\n" for u in updates),
                        capture_output=True, text=True, timeout=60)
     assert p.returncode == 0, p.stderr
     return [tuple(line.split("\t")) for line in p.stdout.splitlines()]
