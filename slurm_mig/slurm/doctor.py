@@ -357,7 +357,8 @@ def run(cfg: Config, node: str, unit_dir: Optional[str] = None, controller: bool
                    gres_types(conf, cfg.mode)]
         checks += [] if controller else hook_paths(conf, installed.hook_scripts_if_installed())
         checks += timeouts(conf, cfg)
-        checks += [steer_return(conf, cfg), guarantee_after(cfg)]
+        checks.append(steer_return(conf, cfg))
+    checks.append(guarantee_after(cfg))          # the config alone: asks Slurm nothing
     if controller:
         return checks + ([job_submit_lua(conf, [], cfg, here=True)] if conf is not None else [])
     from ..nvml.backend import open_driver

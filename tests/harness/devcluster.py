@@ -42,6 +42,11 @@ def _free_port(addr: str) -> int:
         return s.getsockname()[1]
 
 
+def _setting_lines(settings: Dict[str, object]) -> List[str]:
+    """slurm-mig.toml lines for `settings` (None: left out)."""
+    return [f"{k} = {json.dumps(v)}" for k, v in settings.items() if v is not None]
+
+
 def _write(path: str, text: str, mode: int = 0o644) -> None:
     with open(path, "w", encoding="utf-8") as f:
         f.write(text)
@@ -178,7 +183,7 @@ class DevCluster:
             path = self.node_dir("slurm-mig.toml", node=node)
             with open(path, encoding="utf-8") as f:
                 lines = [ln for ln in f.read().splitlines() if ln.split(" = ")[0] not in settings]
-            lines += [f"{k} = {json.dumps(v)}" for k, v in settings.items() if v is not None]
+            lines += _setting_lines(settings)
             _write(path, "\n".join(lines) + "\n")
 
     # -- set-up -------------------------------------------------------------
@@ -320,7 +325,7 @@ class DevCluster:
                f'mode = "{self.modes[node]}"\ngres_conf = "{self.dir}/etc/gres.conf"\n'
                f'slurm_bin_dir = "{self.dir}/slurm-bin"\n'
                'epilog_retries = 2\nepilog_retry_delay = 0.5\n'
-               + "".join(f"{k} = {json.dumps(v)}\n" for k, v in self.settings.items()))
+               + "".join(line + "\n" for line in _setting_lines(self.settings)))
         # the simulated node's own /dev and /proc (gpus.root/): distinct char devices
         self.slurm_mig("sim", "init", state, "--gpus", self.gpus[node], node=node)
         if self.modes[node] == "static":   # a copy: a chroot sees only the cluster directory
