@@ -163,3 +163,42 @@ def test_reset_is_refused_while_a_process_runs(make_node, cli):
     cli("sim", "busy", state, "--uuid", uuid, check=0)
     assert "processes are running" in cli("sim", "reset", state, "--gpu", "0", check=2).stderr
     assert len(SimStore(state).read()["gpus"][0]["gis"]) == 1
+
+
+@pytest.mark.parametrize("entry,needle", [
+    ("      mig-device: {1g.10gb: 3}\n", "unknown key(s) mig-device"),      # a typo, not "no instances"
+    ("      migdevices: {}\n", "unknown key(s) migdevices"),
+])
+def test_an_unknown_key_is_refused_before_anything_changes(node, cli, tmp_path, entry, needle):
+    cfg, state, env = node
+    cli("apply", "-f", LAYOUTS, "-c", "all-1g.10gb", env=env, check=0)
+    before = layout_of(state)
+    bad = tmp_path / "typo.yaml"
+    bad.write_text("version: v1\nmig-configs:\n  a:\n    - devices: all\n      mig-enabled: true\n" + entry)
+    p = cli("apply", "-f", str(bad), "-c", "a", env=env, check=2)
+    assert needle in p.stderr and "Traceback" not in p.stderr
+    assert layout_of(state) == before
+    bad.write_text("version: v1\nmig-config: {}\nmig-configs:\n  a:\n    - devices: all\n      mig-enabled: true\n")
+    assert "unknown key(s) mig-config" in cli("apply", "-f", str(bad), "-c", "a", env=env, check=2).stderr
+
+
+@pytest.mark.parametrize("devices", ['{"3g.39gb": 1, "3g.40gb": 1}', '{"3g.40gb": 1, "3G.40GB": 1}'])
+def test_an_alias_beside_its_profile_adds_to_it(node, cli, tmp_path, devices):
+    cfg, state, env = node
+    f = tmp_path / "alias.yaml"
+    f.write_text(f"version: v1\nmig-configs:\n  a:\n    - devices: [0]\n      mig-enabled: true\n"
+                 f"      mig-devices: {devices}\n")
+    cli("apply", "-f", str(f), "-c", "a", env=env, check=0)
+    doc = json.loads(cli("status", "--json", env=env, check=0).stdout)
+    assert sorted(i["profile"] for i in doc["gpus"][0]["instances"]) == ["3g.40gb", "3g.40gb"]
+    cli("apply", "-f", str(f), "-c", "a", "--check", env=env, check=0)
+
+
+def test_a_config_for_no_gpu_of_the_node_is_an_error(node, cli, tmp_path):
+    cfg, state, env = node
+    f = tmp_path / "a100.yaml"
+    f.write_text('version: v1\nmig-configs:\n  a:\n    - devices: all\n      device-filter: "0x20B010DE"\n'
+                 '      mig-enabled: true\n      mig-devices: {1g.10gb: 7}\n')
+    for extra in ((), ("--check",)):
+        p = cli("apply", "-f", str(f), "-c", "a", *extra, env=env, check=2)
+        assert "no entry of the config applies to any GPU" in p.stderr and "0x233010DE" in p.stderr

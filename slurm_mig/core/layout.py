@@ -38,6 +38,19 @@ class GpuChange:
                           and all(x.reuse is not None for x in p.placements)))
 
 
+# mig-parted's v1 format (pkg/types/v1). A misspelt key would otherwise read as
+# "not given": `mig-device:` would mean "MIG on, no instances" and destroy them.
+TOP_KEYS = ("version", "mig-configs")
+ENTRY_KEYS = ("devices", "device-filter", "mig-enabled", "mig-devices")
+
+
+def _known_keys(mapping: dict, known, what: str) -> None:
+    unknown = sorted(map(str, set(mapping) - set(known)))
+    if unknown:
+        raise BadInput(f"{what} has unknown key(s) {', '.join(unknown)}; "
+                       f"the mig-parted v1 format knows {', '.join(known)}")
+
+
 def load_config(text: str, name: str, source: str = "layout file") -> list:
     """The entries of config `name` from mig-parted YAML text, validated;
     `source` names the text in errors (the file's path)."""
@@ -51,6 +64,7 @@ def load_config(text: str, name: str, source: str = "layout file") -> list:
         raise BadInput(f"{source} is not valid YAML{where}: {what}") from e
     if not isinstance(doc, dict) or doc.get("version") != "v1" or not isinstance(doc.get("mig-configs"), dict):
         raise BadInput("layout file must have `version: v1` and a `mig-configs:` mapping (mig-parted format)")
+    _known_keys(doc, TOP_KEYS, "the layout file")
     configs = doc["mig-configs"]
     if name not in configs:
         raise BadInput(f"no config {name!r} in the layout file; it has: {', '.join(map(str, configs))}")
@@ -60,6 +74,7 @@ def load_config(text: str, name: str, source: str = "layout file") -> list:
     for e in entries:
         if not isinstance(e, dict) or "devices" not in e or "mig-enabled" not in e:
             raise BadInput(f"config {name!r}: each entry needs `devices` and `mig-enabled`: {e!r}")
+        _known_keys(e, ENTRY_KEYS, f"config {name!r}: an entry")
         devices = e["devices"]
         if devices != "all" and not (isinstance(devices, list) and all(
                 isinstance(d, int) and d >= 0 for d in devices)):
@@ -101,14 +116,16 @@ def wanted_for(entries: list, gpu: Gpu) -> Optional[Wanted]:
     if not matches:
         return None
     e = matches[0]
-    devices = {k.lower(): v for k, v in (e.get("mig-devices") or {}).items() if v}
     if gpu.model is None:
         raise BadInput(f"GPU {gpu.index} ({gpu.name}) is not in the catalog")
-    for name in devices:
-        if gpu.model.find_profile(name) is None:
+    devices: Counter = Counter()            # by the profile's own name: an alias adds to it
+    for name, count in (e.get("mig-devices") or {}).items():
+        profile = gpu.model.find_profile(name.lower())
+        if profile is None:
             raise BadInput(f"GPU {gpu.index} ({gpu.model.key}) has no MIG profile {name!r}; it has: "
                            + ", ".join(p.name for p in gpu.model.profiles))
-    return Wanted(mig_enabled=e["mig-enabled"], devices=devices)
+        devices[profile.name] += count
+    return Wanted(mig_enabled=e["mig-enabled"], devices={n: c for n, c in devices.items() if c})
 
 
 def diff(gpus: List[Gpu], entries: list, busy: Dict[str, str]) -> List[GpuChange]:
@@ -121,8 +138,12 @@ def diff(gpus: List[Gpu], entries: list, busy: Dict[str, str]) -> List[GpuChange
         raise BadInput(f"the layout names GPU(s) {', '.join(map(str, missing))}, which this node does not "
                        f"have (GPUs {', '.join(map(str, sorted(have))) or 'none'}); nothing was changed")
     changes = []
-    for gpu in gpus:
-        wanted = wanted_for(entries, gpu)
+    wanted_by_gpu = [(gpu, wanted_for(entries, gpu)) for gpu in gpus]
+    if not any(wanted for _, wanted in wanted_by_gpu):
+        found = "; ".join(f"GPU {g.index}: {g.name}, device-filter id 0x{g.pci_device_id:08X}" for g in gpus)
+        raise BadInput(f"no entry of the config applies to any GPU of this node ({found or 'it has no GPU'}); "
+                       "nothing was changed")
+    for gpu, wanted in wanted_by_gpu:
         if wanted is None:
             continue
         change = GpuChange(gpu, wanted)
@@ -135,7 +156,7 @@ def diff(gpus: List[Gpu], entries: list, busy: Dict[str, str]) -> List[GpuChange
             change.disable_mig = gpu.mig_on or gpu.mig_pending_on
             changes.append(change)
             continue
-        remaining = Counter({gpu.model.find_profile(n).name: c for n, c in wanted.devices.items()})
+        remaining = Counter(wanted.devices)
         for i in in_use + [i for i in gpu.instances if not i.known and i not in in_use]:
             if remaining[i.profile] > 0:
                 remaining[i.profile] -= 1
