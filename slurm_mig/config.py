@@ -122,12 +122,17 @@ def with_sim_roots(values: dict) -> dict:
     return values
 
 
+def config_path(path: Optional[str] = None) -> str:
+    """The config file `load` reads: `path`, else SLURM_MIG_CONFIG, else the default."""
+    return path or os.environ.get("SLURM_MIG_CONFIG") or DEFAULT_CONFIG
+
+
 def load(path: Optional[str] = None, **overrides) -> Config:
     """`path` None means SLURM_MIG_CONFIG or the default; a missing default is fine,
     a missing file named explicitly is an error. `overrides` come from the
     command line; each value is checked the same way wherever it came from."""
     explicit = path or os.environ.get("SLURM_MIG_CONFIG")
-    path = explicit or DEFAULT_CONFIG
+    path = config_path(path)
     values: Dict[str, Tuple[object, str]] = {}
     if os.path.exists(path):
         raw = read_toml(path, "config file")

@@ -79,6 +79,12 @@ def test_plan_exit_codes(node, cli):
     (["epilog"], "no job id"),
     (["plan", "--request", "mig:1g.10gb:100000"], "bad count"),
     (["plan", "--request", "mig:"], "malformed"),
+    (["prolog", "--job", "4", "--request", "mig:1g.10gb:1", "--uid", "-5"], "not in the range"),
+    (["prolog", "--job", "4", "--request", "mig:1g.10gb:1", "--uid", "4294967296"], "not in the range"),
+    (["doctor", "--node-name", "a b"], "invalid node name 'a b'"),
+    (["gres-conf", "--node-name", "bad name"], "invalid node name 'bad name'"),
+    (["reconcile", "--node", "x/y"], "invalid node name 'x/y'"),
+    (["publish-room", "--node", "$(id)"], "invalid node name"),
 ])
 def test_bad_input_exit_2(node, cli, args, needle):
     _, env = node

@@ -1,5 +1,8 @@
 """The free-slice summary: what a node publishes, how it is read back, and
 when it is sent at all (tests/test_free_e2e.py runs it on real Slurm)."""
+import subprocess
+import sys
+
 import pytest
 
 from harness import calls as hooks
@@ -147,3 +150,46 @@ def test_the_publish_verb_sends_this_nodes_room(make_node, scontrol, monkeypatch
     monkeypatch.setenv("SLURMD_NODENAME", "gpu07")
     assert main.main(["publish"]) == 0
     assert calls()[0].startswith("update NodeName=gpu07 Extra=slurm-mig:1;")
+
+
+@pytest.fixture
+def shared_dir():
+    """A folder another user may read (pytest's own tmp is root's alone)."""
+    import os
+    import shutil
+    import tempfile
+    where = tempfile.mkdtemp(prefix="free-")
+    os.chmod(where, 0o755)
+    yield where
+    shutil.rmtree(where)
+
+
+def test_any_user_reads_the_view_even_when_the_config_is_roots_alone(shared_dir):
+    import json
+    import os
+    import stat
+    where = shared_dir
+    summary = f"slurm-mig:1;t=5;0={H100}:7g.80gb*1"
+    sinfo = os.path.join(where, "sinfo")
+    with open(sinfo, "w") as f:
+        f.write("#!/bin/sh\nprintf '%s\\n' "
+                f"'n1|mixed|gpu:h100:1,shard:h100:56,mig:7g.80gb:1|{summary}|' "
+                "'n2|idle|gpu:h100:1,shard:h100:56,mig:7g.80gb:1|(null)|'\n")
+    os.chmod(sinfo, 0o755)
+    conf = os.path.join(where, "config.toml")
+    with open(conf, "w") as f:
+        f.write(f'slurm_bin_dir = "{where}"\n')
+    os.chmod(conf, stat.S_IRUSR | stat.S_IWUSR)               # root's alone, as a site may keep it
+    user = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--"]
+
+    def free(*args, as_user=True):
+        env = {**os.environ, "SLURM_MIG_CONFIG": conf, "PATH": f"{where}:{os.environ['PATH']}"}
+        p = subprocess.run((user if as_user else []) + [sys.executable, "-m", "slurm_mig", "free", "--json", *args],
+                           capture_output=True, text=True, env=env, timeout=60, cwd="/")
+        assert p.returncode == 0, p.stderr
+        return p.stderr, {(r["node"], r["gpu"]) for r in json.loads(p.stdout)["gpus"]}
+    err, rows = free()
+    assert f"{conf} is not readable by you: using the defaults" in err and rows == {("n1", 0), ("n2", None)}
+    assert free(as_user=False) == ("", rows)                  # root reads the config: no notice
+    # Only GPUs where the profile can start: a node that published nothing is not one of them.
+    assert free("--profile", "7g.80gb")[1] == {("n1", 0)}

@@ -12,13 +12,13 @@ from ..errors import BadInput
 class Ctx:
     def __init__(self, backend, state_dir, run_dir, config_path):
         self._args = dict(backend=backend, state_dir=state_dir, run_dir=run_dir)
-        self._path = config_path
+        self.path = config_path          # --config, else None
         self._cfg = None
 
     def cfg(self, **overrides):
         from .. import config
         if self._cfg is None:
-            self._cfg = config.load(self._path, **self._args)
+            self._cfg = config.load(self.path, **self._args)
         return config.override(self._cfg, **overrides)
 
 
@@ -48,6 +48,18 @@ def main(ctx, backend, state_dir, run_dir, config_path, verbose):
     from ..log import setup_logging
     setup_logging(verbose)
     ctx.obj = Ctx(backend, state_dir, run_dir, config_path)
+
+
+def node_name(ctx, param, value: Optional[str]) -> Optional[str]:
+    """click callback: a Slurm node name given on the command line, checked
+    (it goes into Slurm commands and generated files)."""
+    from ..slurm.jobinfo import check_node_name
+    if value is None:
+        return None
+    try:
+        return check_node_name(value)
+    except BadInput as e:
+        raise click.BadParameter(str(e)) from None
 
 
 def table(rows, headers) -> str:

@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import click
 
-from .app import main
+from .app import main, node_name
 
 
 @main.command()
-@click.option("--node-name", metavar="NAME", help="This node's Slurm name, for its gres.conf records. "
+@click.option("--node-name", metavar="NAME", callback=node_name, help="This node's Slurm name, for its gres.conf records. "
               "[default: SLURMD_NODENAME, else the short host name]")
 @click.option("--systemd-dir", metavar="DIR", help="Where the units are installed and enabled. "
               "[default: /etc/systemd/system when systemd runs; else the units are not checked]")
@@ -17,7 +17,8 @@ from .app import main
 def doctor(obj, node_name, systemd_dir, controller):
     """Check the node and its Slurm: one line per check, each failure with its fix.
 
-    Asks the controller once (`scontrol show config`) and checks: SelectType is
+    Asks the controller for its configuration (`scontrol show config`) and, on
+    a GPU node, for this node's Gres (`sinfo`), and checks: SelectType is
     select/cons_tres; PrologFlags has Alloc (merged into the flags already
     set); JobSubmitPlugins has lua and GresTypes the GRES the mode needs;
     Prolog=, TaskProlog= and Epilog= exist here and are this install's
@@ -26,7 +27,9 @@ def doctor(obj, node_name, systemd_dir, controller):
     (wait_for_room) and for its read of the job; gres.conf, and the counts the
     controller runs this node with, match the live GPUs; job_submit.lua (when next to slurm.conf here) matches the catalog and
     admits this node's GPU model; state_dir, run_dir and the other directories
-    root writes into are not writable by others; the systemd units are
+    root writes into are not writable by others; steer_return outlasts the
+    controller's credential lifetime; guarantee_after is below max_requeues;
+    the hook server's socket, when one runs; the systemd units are
     installed and enabled (when systemd runs). With --controller, on the
     controller host: the slurm.conf checks and job_submit.lua only.
 

@@ -4,11 +4,12 @@
 from __future__ import annotations
 
 import json
+import os
 
 import click
 
 from ..errors import BadInput
-from .app import main, table
+from .app import main, node_name, table
 
 
 @main.command()
@@ -31,7 +32,7 @@ def free(obj, partition, nodes, profile, field, as_json):
     `sinfo -o %G` lists the most of each profile a node could ever hold, and
     `scontrol show job -d` shows the shard units a job was charged."""
     from ..slurm.room import age, cluster_room
-    cfg = obj.cfg()
+    cfg = _users_config(obj)
     field = field or cfg.room_field
     if not field:
         raise BadInput("room_field is empty in the config: no node publishes; pass --field extra")
@@ -41,7 +42,7 @@ def free(obj, partition, nodes, profile, field, as_json):
     rows = []
     for line in lines:
         if line.room is None:
-            if line.mig:
+            if line.mig and not profile:         # nothing published: no profile known to start
                 rows.append(dict(node=line.node, state=line.state, gpu=None, model=None, can_start=None, age=None))
             continue
         for g in line.room.gpus:
@@ -68,6 +69,21 @@ def free(obj, partition, nodes, profile, field, as_json):
     return 0
 
 
+def _users_config(obj):
+    """The config, or the defaults when it is root's alone (mode 0600): `free`
+    needs only room_field and slurm_bin_dir, and any user may run it."""
+    from .. import config
+    try:
+        return obj.cfg()
+    except BadInput:
+        path = config.config_path(obj.path)
+        if not os.path.exists(path) or os.access(path, os.R_OK):
+            raise
+        click.echo(f"slurm-mig: {path} is not readable by you: using the defaults "
+                   f"(room_field = {config.Config().room_field}; --field names another)", err=True)
+        return config.Config()
+
+
 def _canonical(name: str) -> str:
     """A profile name as the nodes publish it (aliases such as 3g.39gb accepted)."""
     from ..core import catalog
@@ -86,7 +102,7 @@ def _room(row) -> str:
 
 
 @main.command("publish-room")
-@click.option("--node", metavar="NAME", help="This node's Slurm name (default: SLURMD_NODENAME, "
+@click.option("--node", metavar="NAME", callback=node_name, help="This node's Slurm name (default: SLURMD_NODENAME, "
               "else the short host name).")
 @click.option("--force", is_flag=True, help="Send it even when it did not change since the last time.")
 @click.pass_obj

@@ -6,13 +6,13 @@ import os
 import click
 
 from ..errors import BadInput
-from .app import main
+from .app import main, node_name
 
 
 @main.command("gres-conf")
 @click.option("--mode", type=click.Choice(["dynamic", "static"]), help="Default: the config's mode.")
 @click.option("--output", metavar="DIR", help="Write the files here (default: print them).")
-@click.option("--node-name", metavar="NAME", help="NodeName for the records and the node line.")
+@click.option("--node-name", metavar="NAME", callback=node_name, help="NodeName for the records and the node line.")
 @click.option("--dev-root", metavar="DIR", help="Where /dev/nvidiaN and nvidia-caps/ live. "
               "[default: config dev_root: /dev, or the simulated node's own]")
 @click.option("--proc-root", metavar="DIR", help="Where driver/nvidia-caps/mig-minors lives (static "

@@ -7,14 +7,14 @@ import sys
 
 import click
 
-from .app import job_id, main
+from .app import job_id, main, node_name
 
 
 @main.command()
 @click.option("--job", help="Job id. [default: SLURM_JOB_ID]")
-@click.option("--request", "spec", metavar="SPEC", help="MIG request; default: read from Slurm (scontrol).")
+@click.option("--request", "spec", metavar="SPEC", help="MIG request; default: read from Slurm (squeue).")
 @click.option("--gpu", type=int, help="GPU index; default: the GPU Slurm gave the job's shards.")
-@click.option("--uid", type=int, help="Owner of the job's env file. [default: SLURM_JOB_UID]")
+@click.option("--uid", type=click.IntRange(0, 2**32 - 2), help="Owner of the job's env file. [default: SLURM_JOB_UID]")
 @click.option("--wait", "wait", type=float, help="Seconds to wait for room (overrides config wait_for_room).")
 @click.option("--idx", metavar="LIST", help="Static mode: allocated mig IDX numbers, e.g. 0-1,4; default: from Slurm.")
 @click.option("--whole-gpus", metavar="LIST", help="GPUs given to the job whole (--gres=gpu), e.g. 0,1; "
@@ -64,7 +64,7 @@ def epilog(obj, job):
 
 @main.command()
 @click.option("--dry-run", is_flag=True, help="Only say what would be cleaned.")
-@click.option("--node", metavar="NAME", help="This node's Slurm name, to ask which jobs still run "
+@click.option("--node", metavar="NAME", callback=node_name, help="This node's Slurm name, to ask which jobs still run "
               "(default: SLURMD_NODENAME, else the short host name).")
 @click.pass_obj
 def reconcile(obj, dry_run, node):
