@@ -296,7 +296,7 @@ def search(geometry: Geometry, c_max: int = 64, use_dominance: bool = True,
         set, so some optimum satisfies these.
     The result is optimal among integer solutions with C <= c_max (method says
     so).  By itself that proves nothing for larger C or real weights; for the
-    catalog's layouts an independent MILP (optcheck.py) found real weights
+    catalog's layouts an independent MILP (run outside this repository) found real weights
     cannot admit more either.
 
     raise_weights: afterwards lift each weight (biggest profile first) as far
