@@ -125,11 +125,13 @@ def test_item4_shared_state_dir_does_not_double_bind(make_node, tmp_path, monkey
 
 # -- 5. directories --------------------------------------------------------------------------
 def test_item5_world_writable_run_dir_is_refused(make_node):
-    cfg, _ = make_node()
+    cfg, state = make_node()
     os.makedirs(cfg.run_dir)
     os.chmod(cfg.run_dir, 0o1777)
     with pytest.raises(NodeProblem, match=f"run_dir {cfg.run_dir} is writable by group or others"):
         hooks.prolog(cfg, "1", "mig:1g.10gb:1")
+    # found before any instance was made: nothing is left for reconcile, no record either
+    assert uuids_on(state, 0) == set() and Ledger(cfg.state_dir).get("1") is None
 
 
 def test_item5_user_state_dir_and_planted_links_are_refused(make_node, tmp_path):

@@ -42,6 +42,7 @@ def prolog(cfg: Config, job: str, request: MigRequest, gpu: Optional[int] = None
     `user`: an srun or salloc job's, told that it waits and why it failed."""
     job = check_job_id(job)
     node, jl = NodeContext(cfg), JobLog(job)
+    node.handout.ensure()           # a bad run_dir is found before any instance exists, not after
     from ..core.policies import policy as named_policy
     policy = named_policy(cfg.policy)
 

@@ -21,8 +21,12 @@ class Handout:
     def __init__(self, run_dir: str, dcgm_dir: str = ""):
         self.run_dir, self.dcgm_dir = run_dir, dcgm_dir
 
-    def _write(self, job: str, suffix: str, text: str, uid: Optional[int]) -> None:
+    def ensure(self) -> None:
+        """Create run_dir, or refuse one others could write (a node fault)."""
         safe_dir(self.run_dir, 0o755, "run_dir")
+
+    def _write(self, job: str, suffix: str, text: str, uid: Optional[int]) -> None:
+        self.ensure()
         atomic_write(job_file(self.run_dir, job, suffix), text.encode(), mode=0o400, uid=uid)
 
     def remove(self, job: str) -> None:
