@@ -82,6 +82,10 @@ def test_timeouts_follow_the_node_config():
     forever = {c.name: c for c in doctor.timeouts(doctor.parse_show_config(SHOW_CONFIG_22), cfg)}
     assert forever["PrologEpilogTimeout"].status == doctor.OK and "never" in forever["PrologEpilogTimeout"].text
     assert forever["BatchStartTimeout"].status == doctor.FAIL
+    # a batch job never waits interactive_wait: lowering it cannot help BatchStartTimeout
+    assert "lower wait_for_room or lock_timeout" in forever["BatchStartTimeout"].fix
+    assert "interactive_wait" not in forever["BatchStartTimeout"].fix
+    assert "epilog_retries=5" in forever["BatchStartTimeout"].text                   # the other bound, said
     split = {c.name for c in doctor.timeouts({"prologtimeout": ["99999"], "batchstarttimeout": ["9999"]}, cfg)}
     assert split == {"PrologTimeout", "BatchStartTimeout"}          # 25.05's own Prolog timeout
 

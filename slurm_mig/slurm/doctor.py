@@ -149,14 +149,19 @@ def timeouts(conf, cfg: Config) -> Iterator[Check]:
     prolog, batch = confgen.hook_timeouts(cfg)
     base = (f"lock_timeout={cfg.lock_timeout:g} (twice) + {read_budget():g} s for the Prolog's read "
             f"of the job + {confgen.NVML_MARGIN} s of NVML work")
+    epilog = (f"; or, if longer, an Epilog retrying busy instances: lock_timeout + (epilog_retries="
+              f"{cfg.epilog_retries} + 1) x epilog_retry_delay={cfg.epilog_retry_delay:g} x 7 + "
+              f"{confgen.NVML_MARGIN} s")
     # 25.05 and later may set the two apart; PrologEpilogTimeout covers both otherwise
-    for key, floor, waits, effect in (
+    for key, floor, waits, effect, settings in (
             ("PrologTimeout" if "prologtimeout" in conf else "PrologEpilogTimeout", prolog,
              f"the longer of wait_for_room={cfg.wait_for_room:g} and interactive_wait="
-             f"{cfg.interactive_wait:g}", "slurmd kills a Prolog still waiting, and drains the node,"),
-            ("BatchStartTimeout", batch, f"wait_for_room={cfg.wait_for_room:g} + 10 s",
-             "the controller gives a batch job up while its Prolog still waits,")):
-        value, why = _seconds(_one(conf, key)), f"{base} + {waits}"
+             f"{cfg.interactive_wait:g}", "slurmd kills a Prolog still waiting, and drains the node,",
+             "wait_for_room, interactive_wait or lock_timeout"),
+            ("BatchStartTimeout", batch, f"wait_for_room={cfg.wait_for_room:g}, then + 10 s",
+             "the controller gives a batch job up while its Prolog still waits,",
+             "wait_for_room or lock_timeout")):
+        value, why = _seconds(_one(conf, key)), f"{base} + {waits}{epilog}"
         if key != "BatchStartTimeout" and (value is None or value >= NO_TIMEOUT):
             yield Check(key, OK, "unset: slurmd never kills a Prolog (a hung one holds its job)")
         elif value is not None and value >= floor:
@@ -164,8 +169,7 @@ def timeouts(conf, cfg: Config) -> Iterator[Check]:
         else:
             yield Check(key, FAIL, f"{value} s < {floor} s needed: {effect} before it can fail the job "
                         f"alone ({why})", f"{key}={floor} in slurm.conf (slurm.conf.hooks of `slurm-mig "
-                        "gres-conf` has the lines), or lower wait_for_room, interactive_wait or "
-                        "lock_timeout in the slurm-mig config")
+                        f"gres-conf` has the lines), or lower {settings} in the slurm-mig config")
 
 
 CRED_EXPIRE = 120          # s: Slurm's default AuthInfo cred_expire (slurm.conf(5))
@@ -339,7 +343,9 @@ def slurm_config(bin_dir: str) -> Tuple[Optional[Dict[str, List[str]]], Optional
     except SlurmMigError as e:
         why = f"`scontrol show config` failed ({e})"
     path = os.environ.get("SLURM_CONF", "/etc/slurm/slurm.conf")
-    fix = "start the controller (its log says why it stopped), or set SLURM_CONF / slurm_bin_dir"
+    fix = ("start the controller (its log says why it stopped), or check SLURM_CONF / slurm_bin_dir"
+           if "SLURM_CONF" in os.environ else
+           "start the controller (its log says why it stopped), or set SLURM_CONF / slurm_bin_dir")
     try:
         return parse_slurm_conf(path), Check("controller", FAIL, f"{why}: checked {path} instead", fix)
     except (OSError, SlurmMigError) as e:
