@@ -98,7 +98,7 @@ def test_output_file_is_replaced_atomically(node, tmp_path):
     assert os.listdir(out.parent) == ["slurm_mig.prom"]      # no temporary file left
     assert parse(out.read_text())["slurm_mig_prologs"][()] == 1.0
     assert "--output goes with --prometheus" in run("status", "--output", str(out), check=2).stderr
-    run("status", "--prometheus", "--json", check=2)
+    assert "--json and --prometheus are two formats" in run("status", "--prometheus", "--json", check=2).stderr
 
 
 def test_what_cannot_be_read_is_said_and_the_rest_written(node, tmp_path):

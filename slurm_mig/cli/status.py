@@ -30,8 +30,10 @@ def status(obj, as_json, prometheus, output):
     not root) is left out, said by slurm_mig_nvml_up / slurm_mig_state_readable
     and on stderr, and the exit status is 1; the rest is still written."""
     from ..node.context import NodeContext
-    if output and not prometheus or as_json and prometheus:
-        raise BadInput("--output goes with --prometheus, and --json does not")
+    if output and not prometheus:
+        raise BadInput("--output goes with --prometheus")
+    if as_json and prometheus:
+        raise BadInput("--json and --prometheus are two formats: give one")
     if prometheus:
         return _prometheus(NodeContext(obj.cfg()), output)
     from ..node.status import status_doc
