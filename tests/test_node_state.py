@@ -273,6 +273,7 @@ def test_item8_unreadable_ledger_is_said_not_guessed(make_node, monkeypatch):
     ('wait_for_room = "30"', "wait_for_room = '30': must be a TOML number, not a string: drop the quotes"),
     ('steer = "false"', "steer = 'false': must be a TOML boolean \\(true or false\\), not a string"),
     ('max_requeues = "5"', "max_requeues = '5': must be a TOML number"),
+    ('room_field = "Extra"', 'room_field = \'Extra\': must be one of "extra", "comment", ""'),
 ])
 def test_item9_config_file_values_are_strict(tmp_path, line, needle):
     conf = tmp_path / "c.toml"

@@ -79,7 +79,10 @@ def _group(table: dict, where: str) -> NodeGroup:
     if unknown:
         raise BadInput(f"{where}: unknown key(s) {', '.join(unknown)}; known: {', '.join(GROUP_KEYS)}")
     for key in ("nodes", "gpus"):
-        if not isinstance(table.get(key), str) or not table[key].strip():
+        if key not in table:
+            raise BadInput(f"{where}: `{key}` is missing, e.g. {key} = "
+                           + ('"gpu[01-20]"' if key == "nodes" else '"8xH100-80GB"'))
+        if not isinstance(table[key], str) or not table[key].strip():
             raise BadInput(f"{where}: `{key}` must be a string, e.g. "
                            + ('"gpu[01-20]"' if key == "nodes" else '"8xH100-80GB"'))
     mode = table.get("mode", "dynamic")
