@@ -20,6 +20,13 @@ def node(make_node, cli):
     return cfg, state, env
 
 
+def _static_config(cfg):
+    path = os.path.join(os.path.dirname(cfg.state_dir), "static.toml")
+    with open(path, "w") as f:
+        f.write('mode = "static"\n')
+    return path
+
+
 def layout_of(state):
     return [sorted((gi["profile_id"], gi["start"]) for gi in g["gis"]) for g in SimStore(state).read()["gpus"]]
 
@@ -37,7 +44,10 @@ def test_example_layouts_apply_check_and_reapply(node, cli, name):
 
 def test_counts_match_the_layout(node, cli):
     cfg, state, env = node
-    cli("apply", "-f", LAYOUTS, "-c", "custom-config", env=env, check=0)
+    p = cli("apply", "-f", LAYOUTS, "-c", "custom-config", env=env, check=0)
+    assert "dynamic mode" in p.stderr and "reconcile" in p.stderr          # the node's default mode
+    static = {**env, "SLURM_MIG_CONFIG": str(_static_config(cfg))}
+    assert cli("apply", "-f", LAYOUTS, "-c", "custom-config", env=static, check=0).stderr == ""
     doc = json.loads(cli("status", "--json", env=env, check=0).stdout)
     g0 = sorted(i["profile"] for i in doc["gpus"][0]["instances"])
     g1 = sorted(i["profile"] for i in doc["gpus"][1]["instances"])

@@ -21,7 +21,8 @@ def apply_cmd(obj, path, name, check, dry_run, force, allow_reset):
 
     Instances already in the layout stay where they are; what is missing is
     placed around them. An instance in use that would have to go stops the
-    apply before anything changes."""
+    apply before anything changes. For static mode: on a dynamic-mode node the
+    reconcile timer removes such instances again (a warning says so)."""
     from ..core import layout
     from ..errors import NoFit, SlurmMigError
     from ..node.context import NodeContext
@@ -49,6 +50,10 @@ def apply_cmd(obj, path, name, check, dry_run, force, allow_reset):
     for line in lines:
         click.echo(line)
     click.echo(f"{name}: applied" if lines else f"{name}: already in place, nothing changed")
+    if cfg.mode == "dynamic" and any(c.wanted.devices for c in changes):
+        click.echo("slurm-mig: this node is in dynamic mode: Prologs make each job's instances, and "
+                   "`slurm-mig reconcile` (its timer) destroys idle instances no job owns, these "
+                   "included; set mode = \"static\" in the config to keep a fixed layout", err=True)
 
 
 @main.command("export")
