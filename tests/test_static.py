@@ -55,7 +55,9 @@ def test_static_refuses_bad_or_taken_idx(static_node, cli):
     static.prolog(node, "2", [3], None, "n1")                   # Slurm would not do this; we check
     assert "in use by job 1" in task_prolog(cfg.run_dir, "2")[0]
     static.prolog(node, "3", [99], None, "n1")
-    assert "lists 9 instances" in task_prolog(cfg.run_dir, "3")[0]
+    assert "lists 9 instances for node n1" in task_prolog(cfg.run_dir, "3")[0]
+    static.prolog(node, "5", [0], None, "vm")                   # a host name gres.conf does not know
+    assert "lists 0 instances for node vm" in task_prolog(cfg.run_dir, "5")[0]
     busy = next(i.uuid for g in node.devices.driver.gpus() for i in g.instances if i.profile == "4g.40gb")
     cli("sim", "busy", state, "--uuid", busy, check=0)
     static.prolog(node, "4", [0], None, "n1")

@@ -50,7 +50,9 @@ def prolog(node: NodeContext, job: str, idx: List[int], uid: Optional[int], node
         bad = [i for i in idx if not 0 <= i < len(table)]
         if bad or not idx:
             node.fail(job, uid, f"Slurm allocated mig IDX {bad or idx}, but {cfg.gres_conf} "
-                      f"lists {len(table)} instances; regenerate it with `slurm-mig gres-conf`", refused)
+                      f"lists {len(table)} instances for node {node_name}; regenerate it with "
+                      "`slurm-mig gres-conf`, or check that this node's Slurm name is "
+                      f"{node_name} (SLURMD_NODENAME)", refused)
             return
         gpus = {g.minor: g for g in node.devices.driver.gpus()}
         taken = {u: r.job for r in node.ledger.live() for u in r.uuids}
