@@ -3,7 +3,8 @@ one trace of bench/cluster_sim.py.
 
 For each variant of the Slurm model it prints batch mean JCT against exact
 admission, requeues (and how many took Slurm's own delay because every node
-had turned the job away), the seconds requeues cost, per profile the mean
+had turned the job away), Prolog waits (srun/salloc jobs whose GPU had no
+start for them: they wait for room holding their shards), the seconds requeues cost, per profile the mean
 wait (start - arrival) of exact admission and of the variant, and how often a
 job was left pending while some node could place it: there, the planner
 finds a place on a node the job is kept off (ExcNodeList), or only on nodes
@@ -18,6 +19,9 @@ defaults):
                    planner places on (not real: how much the lowest-index pick costs)
   no-count         no shard count: first node and GPU the planner places on
                    (not real: how much the count itself costs)
+  requeue-srun     srun/salloc jobs charged batch units and sent back to the queue
+                   like batch jobs (not real: Slurm requeues batch jobs only; how much
+                   serving interactive jobs in their Prolog costs the batch jobs)
 
 Usage: python bench/jct_gap.py --workload small --load 0.9 --seed 1 [--interactive 0.3]
 """
@@ -33,7 +37,7 @@ import cluster_sim as cs  # noqa: E402  (bench/cluster_sim.py)
 
 class Traced(cs.SlurmCluster):
     """The Slurm model, counting what becomes of each try."""
-    delay_free = exact_gpu = countless = False
+    delay_free = exact_gpu = countless = requeue_srun = False
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -58,9 +62,27 @@ class Traced(cs.SlurmCluster):
                         return n, g
         return None if self.countless else super().slurm_gpu(units, kept_off)
 
+    def units(self, job):
+        with self.as_batch(job):
+            return super().units(job)
+
+    def as_batch(self, job):
+        """requeue-srun: the job is handled as a batch job while inside."""
+        import contextlib
+
+        @contextlib.contextmanager
+        def batch():
+            interactive, job.interactive = job.interactive, job.interactive and not self.requeue_srun
+            try:
+                yield
+            finally:
+                job.interactive = interactive
+        return batch()
+
     def try_start(self, job):
         self.trying = job
-        outcome = super().try_start(job)
+        with self.as_batch(job):
+            outcome = super().try_start(job)
         self.seen[outcome] += 1
         if outcome == "requeued" and job.id not in self.kept_off:
             self.seen[SLURM_DELAY] += 1
@@ -78,7 +100,8 @@ class Traced(cs.SlurmCluster):
 
 SLURM_DELAY = "requeued, Slurm's delay"
 VARIANTS = {"shipped": {}, "keep-off": {"steer_return": 0.0}, "no-delay": {"delay_free": True},
-            "exact-gpu": {"exact_gpu": True}, "no-count": {"countless": True}}
+            "exact-gpu": {"exact_gpu": True}, "no-count": {"countless": True},
+            "requeue-srun": {"requeue_srun": True}}
 
 
 def waits(jobs, profile):
@@ -116,7 +139,7 @@ def main():
                             if k.startswith("pending with room")) or "-"
         print(f"{name}: batch JCT vs exact {r['batch_jct_min'] / exact['batch_jct_min'] - 1:+.1%}, failed "
               f"{r['failed']}+{r['failed_interactive']}, requeues {seen['requeued']} (Slurm's delay "
-              f"{seen[SLURM_DELAY]}), requeue cost "
+              f"{seen[SLURM_DELAY]}), Prolog waits {seen['waiting']}, requeue cost "
               f"{seen['requeue seconds'] / 60:.0f} min in all; waits (min) "
               + ", ".join(f"{p} {waits(done, p):.2f}" for p in profiles)
               + f"; pending with room (tries): {pending}")

@@ -310,3 +310,22 @@ def test_synthetic_multi_profile_jobs_fit_one_empty_gpu():
     assert 0.3 < len(several) / len(jobs) < 0.6
     assert all(shards.placeable(cs.GEOMETRY, j.request) for j in several)
     assert not any(j.profile == "7g.80gb" for j in several)
+
+
+def test_jct_gap_requeue_srun_sends_an_srun_back_as_a_batch_job_instead_of_waiting():
+    """bench/jct_gap.py's not-real variant: the srun of the issue's case,
+    charged its batch units, is requeued off GPU 0 where the shipped model
+    keeps it waiting in its Prolog; the job stays an srun for the results."""
+    path = pathlib.Path(__file__).resolve().parent.parent / "bench" / "jct_gap.py"
+    spec = importlib.util.spec_from_file_location("jct_gap", path)
+    jg = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(jg)
+    outcomes = {}
+    for requeue_srun in (False, True):
+        jobs = same_time("2g.20gb", "2g.20gb", duration=100.0) + [cs.Job(2, 2.0, "3g.40gb", 1, 10.0, True)]
+        cluster = jg.Traced(1, 2, jg.cs.WEIGHTS["conservative56"], interactive_charge=0.0, interactive_wait=LONG)
+        cluster.requeue_srun = requeue_srun
+        done = jg.cs.simulate(jobs, cluster, 0.0, seed=1)[1]
+        assert done[2].interactive and done[2].end is not None
+        outcomes[requeue_srun] = (cluster.seen["waiting"], cluster.seen["requeued"], done[2].requeues)
+    assert outcomes == {False: (1, 0, 0), True: (0, 1, 1)}
