@@ -85,6 +85,7 @@ def test_plan_exit_codes(node, cli):
     (["gres-conf", "--node-name", "bad name"], "invalid node name 'bad name'"),
     (["reconcile", "--node", "x/y"], "invalid node name 'x/y'"),
     (["publish-room", "--node", "$(id)"], "invalid node name"),
+    (["gres-conf", "--from-spec", ""], "--from-spec is empty"),
 ])
 def test_bad_input_exit_2(node, cli, args, needle):
     _, env = node
@@ -160,6 +161,11 @@ def test_catalog_import_reads_a_gpu(node, cli):
     h100 = catalog.load().model("H100-80GB")
     assert [(p.id, p.starts, p.mem_slots, p.max) for p in imported.profiles] == \
         [(p.id, p.starts, p.mem_slots, p.max) for p in h100.profiles]
+
+
+def test_version_is_the_packages(cli):
+    from slurm_mig import __version__
+    assert cli("--version", check=0).stdout == f"slurm-mig {__version__}\n"
 
 
 def test_help_explains(cli):

@@ -6,6 +6,7 @@ from typing import Optional
 
 import click
 
+from .. import __version__
 from ..errors import BadInput
 
 
@@ -37,6 +38,7 @@ def job_id(job: Optional[str]) -> str:
 @click.option("--run-dir", metavar="DIR", help="Per-job env files for the TaskProlog. [env SLURM_MIG_RUN_DIR; default /run/slurm-mig]")
 @click.option("--config", "config_path", metavar="FILE", help="Config file. [env SLURM_MIG_CONFIG; default /etc/slurm-mig/config.toml]")
 @click.option("-v", "--verbose", is_flag=True, help="Log every action to stderr.")
+@click.version_option(__version__, prog_name="slurm-mig", message="%(prog)s %(version)s")
 @click.pass_context
 def main(ctx, backend, state_dir, run_dir, config_path, verbose):
     """Per-job NVIDIA MIG for Slurm: reshape a node's MIG layout per job.

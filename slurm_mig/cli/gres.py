@@ -55,6 +55,8 @@ def gres_conf(obj, mode, output, node_name, dev_root, proc_root, spec, cluster_f
     unchanged on every node) and one NodeName= line per group."""
     from ..slurm import accounting, confgen
     cfg = obj.cfg()
+    if spec is not None and not spec.strip():
+        raise BadInput("--from-spec is empty; give NxMODEL, e.g. 8xH100-80GB (or leave it out for the live GPUs)")
     mode = mode or ("dynamic" if cluster_file else cfg.mode)
     dev_root, proc_root = dev_root or cfg.dev_root, proc_root or cfg.proc_root
     if cluster_models and mode == "static":
