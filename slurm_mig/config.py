@@ -5,7 +5,6 @@ Hooks run with the environment slurmd gives them, so the config file
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 from typing import Dict, NamedTuple, Optional, Tuple
@@ -103,7 +102,7 @@ def _coerce(name: str, value, source: str):
         from .core.policies import POLICIES
         choices["policy"] = tuple(POLICIES)
     if name in choices and value not in choices[name]:
-        raise bad(f"must be one of {', '.join(json.dumps(c) for c in choices[name])}")
+        raise bad("must be one of " + ", ".join(f'"{c}"' for c in choices[name]))
     return value
 
 
