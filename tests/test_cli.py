@@ -69,6 +69,8 @@ def test_plan_exit_codes(node, cli):
     assert "can never fit here: at most 1 x 7g.80gb on one H100-SXM5-80GB" in p.stderr
     p = cli("plan", "--request", "mig:9g.99gb:1", env=env, check=2)
     assert "unknown MIG profile" in p.stderr and "3g.40gb" in p.stderr
+    from slurm_mig.core import catalog        # the profiles' own names, as `free` lists them
+    assert f"valid profiles: {', '.join(catalog.load().all_profile_names())} (and their" in p.stderr
     doc = json.loads(cli("plan", "--request", "mig:1g.10gb:1", "--json", env=env, check=0).stdout)
     assert doc["placements"][0]["profile"] == "1g.10gb"
 

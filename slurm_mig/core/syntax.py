@@ -26,11 +26,12 @@ class MigRequest(Mapping[str, int]):
 
     def __init__(self, counts: Mapping[str, int]):
         from . import catalog      # not at import: job ids are checked on every hook's path
-        known = set(catalog.load().all_profile_names()) | {
-            a for m in catalog.load().models.values() for p in m.profiles for a in p.aliases}
+        names = catalog.load().all_profile_names()
+        known = set(names) | {a for m in catalog.load().models.values() for p in m.profiles for a in p.aliases}
         for name, n in counts.items():
             if name not in known:
-                raise BadInput(f"unknown MIG profile {name!r}; valid profiles: {', '.join(sorted(known))}")
+                raise BadInput(f"unknown MIG profile {name!r}; valid profiles: {', '.join(names)} "
+                               "(and their other names, such as 3g.39gb)")
             if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_COUNT:
                 raise BadInput(f"bad count {n!r} for {name}; expected 1..{MAX_COUNT}")
         if not counts:
