@@ -104,6 +104,8 @@ def test_unknown_backend_and_corrupt_state(tmp_path, cli):
     assert "bad.json is corrupt" in p.stderr and "Traceback" not in p.stderr
     p = cli("sim", "init", str(tmp_path / "x.json"), "--gpus", "2xH900", check=2)
     assert "unknown GPU model 'H900'" in p.stderr
+    p = cli("sim", "init", str(tmp_path / "typo" / "dir" / "x.json"), "--gpus", "1xH100-80GB", check=2)
+    assert f"folder {tmp_path / 'typo' / 'dir'} does not exist" in p.stderr and not (tmp_path / "typo").exists()
 
 
 def test_missing_explicit_config(cli, tmp_path):

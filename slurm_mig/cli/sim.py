@@ -18,8 +18,15 @@ def sim():
               help="GPUs to simulate, e.g. 2xH100-80GB or 1xA100-40GB,1xA30. See `slurm-mig catalog`.")
 @click.option("--mig/--no-mig", default=True, show_default=True, help="Start with MIG mode on.")
 def sim_init(state, gpus, mig):
-    """Create a simulated node in STATE (overwrites it)."""
+    """Create a simulated node in STATE (overwrites it), and its device and
+    proc tree beside it; STATE's folder must exist (a mistyped path is not
+    made, as root, folder by folder)."""
+    import os
+    from ..errors import BadInput
     from ..sim import init_state
+    folder = os.path.dirname(os.path.abspath(state))
+    if not os.path.isdir(folder):
+        raise BadInput(f"folder {folder} does not exist; make it first")
     st = init_state(state, gpus, mig_enabled=mig)
     click.echo(f"simulated node {state}: " + ", ".join(
         f"GPU {i} {g['model']}" for i, g in enumerate(st["gpus"])))
