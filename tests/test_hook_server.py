@@ -200,10 +200,19 @@ def test_a_hook_that_reads_hook_server_false_ends_the_server(node):
     path = started(cfg, env, hook_path, alone)
     with open(env["SLURM_MIG_CONFIG"], "a") as f:
         f.write("hook_server = false\n")
-    assert hook(env, hook_path, "epilog", "2").returncode == 0
+    # On a loaded machine a client may give up on the server (its TAKE_TIMEOUT) and run
+    # the hook alone, as it should; the server ends only once a hook it ran reads the file.
+    for job in ("2", "3", "4"):
+        ran_alone = len(alone_runs(alone))
+        assert hook(env, hook_path, "epilog", job).returncode == 0
+        if len(alone_runs(alone)) == ran_alone:
+            break
+    else:
+        pytest.fail("no hook reached the server")
     assert wait_for(lambda: not os.path.exists(path) and servers(cfg.run_dir) == []), "the server went on"
-    assert hook(env, hook_path, "epilog", "3").returncode == 0
-    assert alone_runs(alone) == ["epilog", "epilog"]
+    ran_alone = len(alone_runs(alone))
+    assert hook(env, hook_path, "epilog", "9").returncode == 0
+    assert len(alone_runs(alone)) == ran_alone + 1 and servers(cfg.run_dir) == []   # alone, and none started
 
 
 def test_the_server_ends_when_its_socket_is_removed(node):

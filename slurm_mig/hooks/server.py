@@ -55,8 +55,6 @@ _SOCKET_NAME = re.compile(r"[0-9a-f]{1,16}-[0-9a-f]{1,16}\.sock")
 _CRED = struct.Struct("3i")      # SO_PEERCRED: pid, uid, gid
 
 
-class _Stop(Exception):
-    """SIGTERM: end the server."""
 
 
 def check_socket_path(path: str) -> str:
@@ -112,12 +110,17 @@ def serve(path: str, run: Callable[[List[str]], int], idle_exit: float = IDLE_EX
     stamp = installed_stamp()
     taken_r, taken_w = os.pipe()         # a spare took a connection
     alive_r, alive_w = os.pipe()         # closed when the server ends: so does a waiting spare
+    # SIGTERM only marks the end and wakes the loop (the wakeup fd): an exception raised
+    # from the handler could land in a Python at-fork callback (logging has some), which
+    # swallows it, and the server would go on.
+    wake_r, wake_w = os.pipe()
+    os.set_blocking(wake_w, False)
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     inode = None
-
-    def stop(signum, frame):
-        raise _Stop()
-    signal.signal(signal.SIGTERM, stop)  # from here on, an end removes the socket
+    stopping = []
+    signal.signal(signal.SIGTERM, lambda signum, frame: stopping.append(signum))
+    old_wakeup = signal.set_wakeup_fd(wake_w)        # from here on, an end removes the socket
+    fds = (lock, taken_r, alive_w, wake_r, wake_w)   # the children close them
     last = time.monotonic()
     try:
         with contextlib.suppress(FileNotFoundError):
@@ -130,27 +133,31 @@ def serve(path: str, run: Callable[[List[str]], int], idle_exit: float = IDLE_EX
         inode = os.lstat(path).st_ino
         listener.listen(128)
         listener.setblocking(False)
-        _fork_spare(listener, (lock, taken_r, alive_w), taken_w, alive_r, run)
-        while True:
-            ready, _, _ = select.select([taken_r], [], [], TICK)
+        _fork_spare(listener, fds, taken_w, alive_r, run)
+        while not stopping:
+            ready, _, _ = select.select([taken_r, wake_r], [], [], TICK)
+            if wake_r in ready:
+                os.read(wake_r, 512)
+            if stopping:
+                break
             _reap()
-            if ready:
+            if taken_r in ready:
                 os.read(taken_r, 64)
                 last = time.monotonic()
-                _fork_spare(listener, (lock, taken_r, alive_w), taken_w, alive_r, run)
+                _fork_spare(listener, fds, taken_w, alive_r, run)
             why = ("its socket is gone" if _inode(path) != inode else
                    "slurm-mig's files changed" if installed_stamp() != stamp else
                    "idle" if time.monotonic() - last > idle_exit else "")
             if why:
                 return why
-    except _Stop:
         return "stopped"
     finally:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.set_wakeup_fd(old_wakeup)
         listener.close()
         if inode is not None and _inode(path) == inode:
             os.unlink(path)
-        for fd in (alive_w, alive_r, taken_r, taken_w, lock):
+        for fd in (alive_w, alive_r, taken_r, taken_w, lock, wake_r, wake_w):
             os.close(fd)
 
 
@@ -162,6 +169,7 @@ def _fork_spare(listener: socket.socket, servers_fds, taken_w: int, alive_r: int
     status = 1
     try:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.set_wakeup_fd(-1)         # before its fd closes: a signal must not write to a reused number
         for fd in servers_fds:
             os.close(fd)
         while True:
