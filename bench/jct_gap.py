@@ -26,6 +26,7 @@ defaults):
 Usage: python bench/jct_gap.py --workload small --load 0.9 --seed 1 [--interactive 0.3]
 """
 import argparse
+import contextlib
 import pathlib
 import statistics
 import sys
@@ -62,22 +63,14 @@ class Traced(cs.SlurmCluster):
                         return n, g
         return None if self.countless else super().slurm_gpu(units, kept_off)
 
-    def units(self, job):
-        with self.as_batch(job):
-            return super().units(job)
-
+    @contextlib.contextmanager
     def as_batch(self, job):
-        """requeue-srun: the job is handled as a batch job while inside."""
-        import contextlib
-
-        @contextlib.contextmanager
-        def batch():
-            interactive, job.interactive = job.interactive, job.interactive and not self.requeue_srun
-            try:
-                yield
-            finally:
-                job.interactive = interactive
-        return batch()
+        """requeue-srun: the job is charged and sent back as a batch job while inside."""
+        interactive, job.interactive = job.interactive, job.interactive and not self.requeue_srun
+        try:
+            yield
+        finally:
+            job.interactive = interactive
 
     def try_start(self, job):
         self.trying = job

@@ -55,8 +55,6 @@ _SOCKET_NAME = re.compile(r"[0-9a-f]{1,16}-[0-9a-f]{1,16}\.sock")
 _CRED = struct.Struct("3i")      # SO_PEERCRED: pid, uid, gid
 
 
-
-
 def check_socket_path(path: str) -> str:
     """A socket path as the client names it, or BadInput."""
     if not (os.path.isabs(path) and os.path.basename(os.path.dirname(path)) == "hookd"
@@ -134,12 +132,12 @@ def serve(path: str, run: Callable[[List[str]], int], idle_exit: float = IDLE_EX
         listener.listen(128)
         listener.setblocking(False)
         _fork_spare(listener, fds, taken_w, alive_r, run)
-        while not stopping:
+        while True:
             ready, _, _ = select.select([taken_r, wake_r], [], [], TICK)
             if wake_r in ready:
                 os.read(wake_r, 512)
             if stopping:
-                break
+                return "stopped"
             _reap()
             if taken_r in ready:
                 os.read(taken_r, 64)
@@ -150,7 +148,6 @@ def serve(path: str, run: Callable[[List[str]], int], idle_exit: float = IDLE_EX
                    "idle" if time.monotonic() - last > idle_exit else "")
             if why:
                 return why
-        return "stopped"
     finally:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         signal.set_wakeup_fd(old_wakeup)

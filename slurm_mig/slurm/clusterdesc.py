@@ -78,13 +78,11 @@ def _group(table: dict, where: str) -> NodeGroup:
     unknown = sorted(set(table) - set(GROUP_KEYS))
     if unknown:
         raise BadInput(f"{where}: unknown key(s) {', '.join(unknown)}; known: {', '.join(GROUP_KEYS)}")
-    for key in ("nodes", "gpus"):
+    for key, example in (("nodes", '"gpu[01-20]"'), ("gpus", '"8xH100-80GB"')):
         if key not in table:
-            raise BadInput(f"{where}: `{key}` is missing, e.g. {key} = "
-                           + ('"gpu[01-20]"' if key == "nodes" else '"8xH100-80GB"'))
+            raise BadInput(f"{where}: `{key}` is missing, e.g. {key} = {example}")
         if not isinstance(table[key], str) or not table[key].strip():
-            raise BadInput(f"{where}: `{key}` must be a string, e.g. "
-                           + ('"gpu[01-20]"' if key == "nodes" else '"8xH100-80GB"'))
+            raise BadInput(f"{where}: `{key}` must be a string, e.g. {example}")
     mode = table.get("mode", "dynamic")
     if mode not in MODES:
         raise BadInput(f"{where}: mode {mode!r} cannot be described here; static nodes list their live "

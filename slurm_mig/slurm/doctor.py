@@ -343,9 +343,8 @@ def slurm_config(bin_dir: str) -> Tuple[Optional[Dict[str, List[str]]], Optional
     except SlurmMigError as e:
         why = f"`scontrol show config` failed ({e})"
     path = os.environ.get("SLURM_CONF", "/etc/slurm/slurm.conf")
-    fix = ("start the controller (its log says why it stopped), or check SLURM_CONF / slurm_bin_dir"
-           if "SLURM_CONF" in os.environ else
-           "start the controller (its log says why it stopped), or set SLURM_CONF / slurm_bin_dir")
+    fix = (f"start the controller (its log says why it stopped), or "
+           f"{'check' if 'SLURM_CONF' in os.environ else 'set'} SLURM_CONF / slurm_bin_dir")
     try:
         return parse_slurm_conf(path), Check("controller", FAIL, f"{why}: checked {path} instead", fix)
     except (OSError, SlurmMigError) as e:
