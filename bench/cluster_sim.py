@@ -55,7 +55,12 @@ Policies, all on the same trace:
                       is never requeued, and its Prolog
                       waits --interactive-wait s, holding its shards and the
                       place it waits for (core/reservation.py: other jobs are
-                      planned around it; --no-reserve: not)
+                      planned around it; --no-reserve: not); with
+                      --interactive-evict-age S its first try requeues the
+                      batch jobs on that GPU that started at most S s ago,
+                      youngest first, as few as make room (core/eviction.py):
+                      they go back to the queue with Slurm's delay, their
+                      run lost
   before:memory-slots  what slurm-mig did before issue 12: memory-slot weights
                     (C = 8) and no requeue: every job that does not fit waits
                     --prolog-wait s, then fails (sbatch refusals as today;
@@ -108,7 +113,7 @@ import statistics
 import sys
 from collections import Counter, defaultdict
 
-from slurm_mig.core import catalog, guarantee, planner as P, reservation, shards
+from slurm_mig.core import catalog, eviction, guarantee, planner as P, reservation, shards
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 import shard_research  # noqa: E402  (bench/shard_research.py)
@@ -268,9 +273,15 @@ class Cluster:
     """Every cluster's try_start(job) answers one of: "started", "queued" (no
     room now), "never" (cannot run here), "refused" (at sbatch), "requeued"
     (back in the queue after requeue_delay) or "waiting" (a prolog waits for
-    room)."""
+    room). `now` is the time of the event being handled."""
+    now = 0.0
 
     def poll_waiting(self):
+        return []
+
+    def take_evicted(self):
+        """Running jobs requeued since the last call (their instances are
+        gone; none here: bench/jct_gap.py's evict-young variant has them)."""
         return []
 
     def give_up(self, job):
@@ -372,8 +383,10 @@ class SlurmCluster(MigCluster):
 
     def __init__(self, nodes, gpus, weights, max_requeues=10, wait=30.0, fallback=False, steer=True,
                  interactive_charge=0.0, interactive_wait=None, reserve=True, steer_return=0.0,
-                 interactive_charge_one_start=0.0, guarantee_after=0):
+                 interactive_charge_one_start=0.0, guarantee_after=0, interactive_evict_age=0.0):
         super().__init__(nodes, gpus)
+        self.interactive_evict_age = interactive_evict_age
+        self.running, self.evicted = {}, []     # job id -> running job; jobs requeued for an interactive one
         self.weight_vector, self.interactive_charge = weights.weights, interactive_charge
         self.interactive_charge_one_start = interactive_charge_one_start
         self.guarantee_after = guarantee_after
@@ -492,9 +505,35 @@ class SlurmCluster(MigCluster):
 
     def prolog_plan(self, n, job, g):
         """Where the Prolog puts the job: on Slurm's GPU, else (with
-        fallback) anywhere on the node; None: no room."""
+        fallback) anywhere on the node, else (an interactive job's first
+        try, with interactive_evict_age) there once young batch jobs are
+        requeued; None: no room."""
         plan = self.plan(n, job, g)
-        return self.plan(n, job) if plan is None and self.fallback else plan
+        plan = self.plan(n, job) if plan is None and self.fallback else plan
+        if plan is None and job.interactive and self.interactive_evict_age and job not in self.waiting:
+            view = reservation.apply([GpuView(g, MODEL, occupied=tuple(self.slots[n][g]))],
+                                     self.reservations_on(n), str(job.id))[0]
+            young = {str(j.id): j.start for j in self.running.values()
+                     if not j.interactive and j.start is not None and self.now - j.start <= self.interactive_evict_age}
+            victims = eviction.victims(view, job.request, young, self.policy)
+            if victims:
+                self.evict([self.running[int(v)] for v in victims])
+                plan = self.plan(n, job, g)
+        return plan
+
+    def evict(self, victims):
+        """Requeue running batch jobs (their instances and shards freed)."""
+        for v in victims:
+            self.finish(v)
+        self.evicted.extend(victims)
+
+    def take_evicted(self):
+        evicted, self.evicted = self.evicted, []
+        return evicted
+
+    def bind(self, n, job, plan):
+        super().bind(n, job, plan)
+        self.running[job.id] = job
 
     def poll_waiting(self):
         """Waiting prologs try again (an epilog freed room): the jobs that now start."""
@@ -524,6 +563,7 @@ class SlurmCluster(MigCluster):
     def finish(self, job):
         super().finish(job)
         self.release(job)
+        del self.running[job.id]
 
     def release(self, job):
         n, g, units = self.charged.pop(job.id)
@@ -553,6 +593,9 @@ def simulate(jobs, cluster, setup=0.0, seed=0, window=64):
         used += busy_slices * (t - last_t)
         last_t = t
         job = by_id[jid]
+        cluster.now = t
+        if kind == FINISH and job.end != t:
+            continue                    # the job was requeued while it ran
         if kind == FINISH:
             cluster.finish(job)
             busy_slices -= job.slices
@@ -579,6 +622,11 @@ def simulate(jobs, cluster, setup=0.0, seed=0, window=64):
                 heapq.heappush(events, (t + cluster.wait_for(q), GIVE_UP, q.id))
             else:
                 q.fate = outcome
+        for v in cluster.take_evicted():    # back in the queue as any requeued job, its run lost
+            busy_slices -= v.slices
+            v.start = v.end = None
+            v.requeues += 1
+            heapq.heappush(events, (t + REQUEUE_DELAY + latency.uniform(*LATENCY), BACK, v.id))
     return summarize(jobs, used, cluster.total_slices), jobs
 
 
@@ -629,7 +677,7 @@ def run_all(jobs, nodes, gpus, setup, seed, max_requeues=10, prolog_wait=30.0, w
             interactive=((DEFAULTS.interactive_charge, DEFAULTS.interactive_charge_one_start,
                           DEFAULTS.interactive_wait),),
             baselines=True, reserve=True, steer_return=DEFAULTS.steer_return,
-            guarantee_after=DEFAULTS.guarantee_after):
+            guarantee_after=DEFAULTS.guarantee_after, evict_age=DEFAULTS.interactive_evict_age):
     """Every policy on one trace: name -> results. `weights`: candidate names
     for slurm:<weights> (default: all of WEIGHTS); fallback: each also with
     gpu_fallback; interactive: (interactive_charge, interactive_charge_one_start,
@@ -659,7 +707,8 @@ def run_all(jobs, nodes, gpus, setup, seed, max_requeues=10, prolog_wait=30.0, w
                          if len(interactive) > 1 else "")
                 results[f"slurm:{name}{'+fallback' if fb else ''}{label}"] = simulate(
                     jobs, SlurmCluster(nodes, gpus, WEIGHTS[name], max_requeues, prolog_wait, fb, steer,
-                                       charge, wait, reserve, steer_return, one_start, guarantee_after),
+                                       charge, wait, reserve, steer_return, one_start, guarantee_after,
+                                       evict_age),
                     setup, seed)[0]
     return results
 
@@ -691,7 +740,7 @@ def grid_cell(cell):
     return (workload, load, seed, share), relative(run_all(
         jobs, a.nodes, a.gpus, a.setup, seed, a.max_requeues, a.prolog_wait, a.weights, a.fallback,
         not a.no_steer, interactive, baselines=not a.json, reserve=not a.no_reserve, steer_return=a.steer_return,
-        guarantee_after=a.guarantee_after))
+        guarantee_after=a.guarantee_after, evict_age=a.interactive_evict_age))
 
 
 def interactive_settings(a):
@@ -857,6 +906,9 @@ def main():
                          "steering): Slurm's own delay every time")
     ap.add_argument("--guarantee-after", type=int, default=DEFAULTS.guarantee_after,
                     help="requeues after which a batch job is charged the guarantee (guarantee_after; 0: never)")
+    ap.add_argument("--interactive-evict-age", type=float, default=DEFAULTS.interactive_evict_age,
+                    help="an interactive job whose GPU has no start for it requeues batch jobs there that "
+                         "started at most this many seconds ago (interactive_evict_age; 0: never)")
     ap.add_argument("--steer-return", type=float, default=DEFAULTS.steer_return,
                     help="seconds after its Epilog that a steered job's node is given back if it still pends "
                          "(steer_return; 0: only once every node turned it away, as before)")
@@ -902,7 +954,7 @@ def main():
                                a.weights, a.fallback, not a.no_steer,
                                interactive_settings(a),
                                reserve=not a.no_reserve, steer_return=a.steer_return,
-                               guarantee_after=a.guarantee_after))
+                               guarantee_after=a.guarantee_after, evict_age=a.interactive_evict_age))
     print_run(results)
     if a.plot:
         plot(results, f"{a.nodes}x{a.gpus} H100-80GB, {source}", a.plot)

@@ -22,6 +22,14 @@ defaults):
   requeue-srun     srun/salloc jobs charged batch units and sent back to the queue
                    like batch jobs (not real: Slurm requeues batch jobs only; how much
                    serving interactive jobs in their Prolog costs the batch jobs)
+  batch-units      srun/salloc jobs charged their batch units (interactive_charge
+                   and interactive_charge_one_start 0): they wait in their Prolog
+                   where the GPU Slurm picked has no start for them
+  evict-young      batch-units, and interactive_evict_age = EVICT_AGE: an srun/salloc
+                   job whose GPU has no start for it requeues the batch jobs on that
+                   GPU that started at most that long ago, youngest first, as few as
+                   make room (core/eviction.py); each goes back to the queue with
+                   Slurm's delay, its run lost
 
 Usage: python bench/jct_gap.py --workload small --load 0.9 --seed 1 [--interactive 0.3]
 """
@@ -85,6 +93,11 @@ class Traced(cs.SlurmCluster):
                 self.seen[f"pending with room ({why}) {job.profile}"] += 1
         return outcome
 
+    def evict(self, victims):
+        super().evict(victims)
+        self.seen["evicted"] += len(victims)
+        self.seen["evicted run seconds"] += sum(self.now - v.start for v in victims)
+
     def requeue_delay(self, job, rng):
         delay = 0.0 if self.delay_free else super().requeue_delay(job, rng)
         self.seen["requeue seconds"] += delay
@@ -92,9 +105,12 @@ class Traced(cs.SlurmCluster):
 
 
 SLURM_DELAY = "requeued, Slurm's delay"
+BATCH_UNITS = {"interactive_charge": 0.0, "interactive_charge_one_start": 0.0}
+EVICT_AGE = 300.0       # s: evict-young requeues batch jobs that started at most this long ago
 VARIANTS = {"shipped": {}, "keep-off": {"steer_return": 0.0}, "no-delay": {"delay_free": True},
             "exact-gpu": {"exact_gpu": True}, "no-count": {"countless": True},
-            "requeue-srun": {"requeue_srun": True}}
+            "requeue-srun": {"requeue_srun": True}, "batch-units": BATCH_UNITS,
+            "evict-young": {**BATCH_UNITS, "interactive_evict_age": EVICT_AGE}}
 
 
 def waits(jobs, profile):
@@ -133,7 +149,8 @@ def main():
         print(f"{name}: batch JCT vs exact {r['batch_jct_min'] / exact['batch_jct_min'] - 1:+.1%}, failed "
               f"{r['failed']}+{r['failed_interactive']}, requeues {seen['requeued']} (Slurm's delay "
               f"{seen[SLURM_DELAY]}), Prolog waits {seen['waiting']}, requeue cost "
-              f"{seen['requeue seconds'] / 60:.0f} min in all; waits (min) "
+              f"{seen['requeue seconds'] / 60:.0f} min in all, evicted {seen['evicted']} (their runs lost: "
+              f"{seen['evicted run seconds'] / 60:.0f} min); waits (min) "
               + ", ".join(f"{p} {waits(done, p):.2f}" for p in profiles)
               + f"; pending with room (tries): {pending}")
     print(f"SUMMARY jct_gap {a.workload} load {a.load} seed {a.seed} interactive {a.interactive}: batch JCT vs "

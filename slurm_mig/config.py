@@ -31,6 +31,7 @@ class Config(NamedTuple):
     interactive_wait: float = 28800.0         # prolog of an srun/salloc job (no requeue): the same, longer
     interactive_charge: float = 0.1           # job_submit.lua: share of the way to guarantee units (core/guarantee.py)
     interactive_charge_one_start: float = 1.0  # the same for a request with a one-start profile (4g.40gb)
+    interactive_evict_age: float = 0.0        # dynamic: an srun/salloc with no start requeues batch jobs this young (s; 0: never)
     lock_timeout: float = 120.0               # seconds to wait for the node lock
     epilog_retries: int = 5                   # destroy attempts while a process holds an instance
     epilog_retry_delay: float = 1.0
@@ -55,7 +56,7 @@ OPTIONAL_PATHS = ("slurm_bin_dir", "dcgm_job_mapping_dir")     # "" = search / o
 OPTIONAL = OPTIONAL_PATHS + ("room_field",)
 # Inclusive ranges of the numeric settings (seconds, or attempts).
 RANGES = {"wait_for_room": (0, 86400), "interactive_wait": (0, 43200), "interactive_charge": (0, 1),
-          "interactive_charge_one_start": (0, 1),
+          "interactive_charge_one_start": (0, 1), "interactive_evict_age": (0, 86400),
           "lock_timeout": (0.1, 86400), "epilog_retries": (0, 1000), "epilog_retry_delay": (0, 3600),
           "max_requeues": (0, 1000), "guarantee_after": (0, 1000), "room_interval": (0, 3600), "steer_return": (0, 86400)}
 

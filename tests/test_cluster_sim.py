@@ -312,14 +312,20 @@ def test_synthetic_multi_profile_jobs_fit_one_empty_gpu():
     assert not any(j.profile == "7g.80gb" for j in several)
 
 
-def test_jct_gap_requeue_srun_sends_an_srun_back_as_a_batch_job_instead_of_waiting():
-    """bench/jct_gap.py's not-real variant: the srun of the issue's case,
-    charged its batch units, is requeued off GPU 0 where the shipped model
-    keeps it waiting in its Prolog; the job stays an srun for the results."""
+def _jct_gap():
+    """bench/jct_gap.py, loaded as a module."""
     path = pathlib.Path(__file__).resolve().parent.parent / "bench" / "jct_gap.py"
     spec = importlib.util.spec_from_file_location("jct_gap", path)
     jg = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(jg)
+    return jg
+
+
+def test_jct_gap_requeue_srun_sends_an_srun_back_as_a_batch_job_instead_of_waiting():
+    """bench/jct_gap.py's not-real variant: the srun of the issue's case,
+    charged its batch units, is requeued off GPU 0 where the shipped model
+    keeps it waiting in its Prolog; the job stays an srun for the results."""
+    jg = _jct_gap()
     outcomes = {}
     for requeue_srun in (False, True):
         jobs = same_time("2g.20gb", "2g.20gb", duration=100.0) + [cs.Job(2, 2.0, "3g.40gb", 1, 10.0, True)]
@@ -329,3 +335,26 @@ def test_jct_gap_requeue_srun_sends_an_srun_back_as_a_batch_job_instead_of_waiti
         assert done[2].interactive and done[2].end is not None
         outcomes[requeue_srun] = (cluster.seen["waiting"], cluster.seen["requeued"], done[2].requeues)
     assert outcomes == {False: (1, 0, 0), True: (0, 1, 1)}
+
+
+@pytest.mark.parametrize("age", [5.0, 0.5])
+def test_jct_gap_evict_young_requeues_the_youngest_batch_job_blocking_an_srun(age):
+    """interactive_evict_age in the simulator (bench/jct_gap.py counts it): the srun of the issue's case,
+    charged its batch units, finds no start on GPU 0 beside the two 2g.20gb
+    batch jobs (started 2 s and 1 s before it); allowed to, it requeues the
+    younger one alone (that makes room) and runs at once, and that job runs
+    again after Slurm's delay. Allowed half a second only, the srun waits."""
+    jg = _jct_gap()
+    jobs = same_time("2g.20gb", "2g.20gb", duration=100.0) + [cs.Job(2, 2.0, "3g.40gb", 1, 10.0, True)]
+    cluster = jg.Traced(1, 2, jg.cs.WEIGHTS["conservative56"], interactive_charge=0.0, interactive_wait=LONG)
+    cluster.interactive_evict_age = age
+    done = jg.cs.simulate(jobs, cluster, 0.0, seed=1)[1]
+    assert all(j.end is not None for j in done)
+    if age > 2.0:
+        assert cluster.seen["evicted"] == 1 and cluster.seen["waiting"] == 0
+        assert done[2].start == 2.0
+        assert [j.requeues for j in done[:2]] == [0, 1]
+        assert done[0].start == 0.0 and done[1].start >= 2.0 + jg.cs.REQUEUE_DELAY
+    else:
+        assert cluster.seen["evicted"] == 0 and cluster.seen["waiting"] == 1
+        assert done[2].start == 100.0 and [j.requeues for j in done[:2]] == [0, 0]

@@ -413,7 +413,7 @@ def test_records_of_the_previous_release_are_read_and_carried_on(old_node, cli):
     assert {r.job: r.state for r in ledger.live()} == {"1": "bound", "4": "releasing"}
     assert [ledger.get(j).state for j in ("2", "3")] == ["released", "failed"]
     released = hooks.epilog(old_node, "1")             # the 3g.40gb goes, the record closes
-    assert released.state == "released" and ledger.get("1").to_dict()["schema"] == "1.2"
+    assert released.state == "released" and ledger.get("1").to_dict()["schema"] == "1.3"
     with ledger.lock():
         ledger.prune()                                  # 0.1.0 kept closed records among the open ones
     assert sorted(os.listdir(os.path.join(old_node.state_dir, "jobs"))) == ["4.json", "closed"]
@@ -468,7 +468,7 @@ def test_a_newer_major_record_is_refused_naming_the_file_and_the_fix(old_node):
     path = os.path.join(old_node.state_dir, "jobs", "1.json")
     write_json(path, {**read_json(path, "record"), "schema": "2.0"})
     with pytest.raises(NodeProblem, match=f"ledger record {path} has schema 2.0, which this slurm-mig "
-                       r"\(schema 1.2\) cannot read: a newer slurm-mig wrote it; install that version again"):
+                       r"\(schema 1.3\) cannot read: a newer slurm-mig wrote it; install that version again"):
         Ledger(old_node.state_dir).get("1")
 
 

@@ -95,3 +95,52 @@ def test_a_request_of_several_profiles_holds_one_place_for_each_instance():
     assert r.starts == ((0, 1), (1, 1), (4, 4)) and r.slices == 5
     held = reservation.held(view, [r], "4")
     assert sorted(s.start for s in held if s.size) == [0, 1, 4, 5]
+
+
+def _evicting_prolog(cfg, job, spec, sent):
+    """An srun/salloc job's MIG Prolog on GPU 0 with interactive_evict_age: what
+    it sends back is recorded and, as after Slurm's requeue, its Epilog runs."""
+    from slurm_mig.core.syntax import MigRequest
+    from slurm_mig.hooks.dynamic import prolog as mig_prolog
+
+    def evict(victims):
+        sent.extend(victims)
+        threading.Thread(target=lambda: [epilog(cfg, v) for v in victims]).start()
+    mig_prolog(cfg, job, MigRequest.parse(spec), 0, evict=evict)
+
+
+def test_an_srun_without_a_start_sends_the_younger_batch_job_back_and_binds(make_node):
+    """interactive_evict_age: jobs 1 and 2 (2g.20gb batch jobs Slurm may
+    requeue) block a 3g.40gb srun on GPU 0; job 2, the younger, alone goes
+    back to the queue, and the srun binds once its Epilog ran; job 1 keeps
+    its instance."""
+    from slurm_mig.core.syntax import MigRequest
+    from slurm_mig.hooks.dynamic import prolog as mig_prolog
+    cfg, _ = make_node()
+    cfg = cfg._replace(interactive_evict_age=600, wait_for_room=20)
+    for job in ("1", "2"):
+        mig_prolog(cfg, job, MigRequest.parse("mig:2g.20gb:1"), 0, evictable=True)
+        time.sleep(0.01)
+    sent = []
+    _evicting_prolog(cfg, "3", "mig:3g.40gb:1", sent)
+    assert sent == ["2"]
+    text, code = task_prolog(cfg.run_dir, "3")
+    assert code == 0 and text.startswith("export CUDA_VISIBLE_DEVICES=MIG-")
+    assert task_prolog(cfg.run_dir, "1")[1] == 0
+
+
+def test_an_srun_sends_back_no_job_that_is_too_old_or_not_requeueable(make_node):
+    """Job 1 may not be requeued (evictable false: --no-requeue, an srun, or
+    max_requeues reached), job 2 is older than interactive_evict_age: the
+    srun sends nothing back and waits, then fails alone."""
+    from slurm_mig.core.syntax import MigRequest
+    from slurm_mig.hooks.dynamic import prolog as mig_prolog
+    cfg, _ = make_node()
+    mig_prolog(cfg, "1", MigRequest.parse("mig:2g.20gb:1"), 0, evictable=False)
+    mig_prolog(cfg._replace(interactive_evict_age=0.05), "2", MigRequest.parse("mig:2g.20gb:1"), 0, evictable=True)
+    time.sleep(0.1)
+    sent = []
+    _evicting_prolog(cfg._replace(interactive_evict_age=600, wait_for_room=0.5), "3", "mig:3g.40gb:1", sent)
+    assert sent == []
+    text, code = task_prolog(cfg.run_dir, "3")
+    assert code == 1 and "could not get its MIG devices" in text and "3g.40gb" in text

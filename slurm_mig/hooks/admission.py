@@ -32,14 +32,16 @@ class Interactive(NamedTuple):
 def admit(node: NodeContext, job: str, uid: Optional[int], wait_for_room: float,
           send_back: Optional[Callable[[str], Optional[str]]],
           attempt: Callable[[], Optional[str]], record: Callable[..., Record], doing: str,
-          hold: Optional[Callable[[], None]] = None, user: Optional[Interactive] = None) -> None:
+          hold: Optional[Callable[[], Optional[Callable[[], None]]]] = None,
+          user: Optional[Interactive] = None) -> None:
     """Run `attempt()` (under the node lock; None: the job is settled, bound
     or failed; or a string: why it must wait) until the job is settled. An
     NVML error `attempt` lets out (while `doing`) is tried again once, then
     means what nvml/errors.py says: a node problem, or the job fails.
     `record(state=..., reason=...)` makes the job's record; `hold()` runs
-    once, under the lock, when the job starts to wait; `user` is told then,
-    and when the job fails."""
+    once, under the lock, when the job starts to wait, and what it returns
+    (if anything) right after, outside it; `user` is told then, and when
+    the job fails."""
     jl = JobLog(job)
     deadline = time.monotonic() + wait_for_room
     reason_tail, nvml_errors, waited = "", 0, False
@@ -77,9 +79,12 @@ def admit(node: NodeContext, job: str, uid: Optional[int], wait_for_room: float,
             break
         if not waited:
             waited = True
+            then = None
             if hold is not None:
                 with node.ledger.lock():
-                    hold()
+                    then = hold()
+            if then is not None:
+                then()
             if user is not None:
                 user.waiting(reason)
         jl.info("waiting for room: %s", reason)

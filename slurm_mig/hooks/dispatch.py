@@ -58,12 +58,14 @@ def run_prolog(cfg: Config, job: str, spec: Optional[str] = None, gpu: Optional[
             return
         request, gpu = req.request, gpu if gpu is not None else req.gpu
         whole_gpus = req.whole_gpus if request is None else None
-        send_back, user = _send_back(cfg, job, req), None
+        send_back, user, evict = _send_back(cfg, job, req), None, None
+        evictable = req.batch and req.requeue and req.restarts < cfg.max_requeues
         if not req.batch:       # srun/salloc cannot go back to the queue: it waits for room instead
             cfg = cfg._replace(wait_for_room=cfg.interactive_wait)
             user = _interactive(cfg, job, env)
+            evict = _evict(cfg, job, env) if cfg.interactive_evict_age > 0 else None
     else:
-        send_back, user = None, None
+        send_back, user, evict, evictable = None, None, None, False
         if spec is not None:
             try:
                 request = MigRequest.parse(spec)
@@ -79,7 +81,7 @@ def run_prolog(cfg: Config, job: str, spec: Optional[str] = None, gpu: Optional[
         whole_gpu_prolog(_context(cfg), job, whole_gpus, uid, cfg.wait_for_room, send_back, user)
     else:
         from .dynamic import prolog as mig_prolog
-        mig_prolog(cfg, job, request, gpu, uid, send_back, user)
+        mig_prolog(cfg, job, request, gpu, uid, send_back, user, evictable, evict)
 
 
 def _interactive(cfg: Config, job: str, env: Mapping[str, str]):
@@ -94,6 +96,15 @@ def _interactive(cfg: Config, job: str, env: Mapping[str, str]):
                          f"running jobs end, or gives up after {_duration(cfg.interactive_wait)}",
                     cfg.slurm_bin_dir)
     return Interactive(waiting, lambda text: notice.revoke(job, text, cfg.slurm_bin_dir))
+
+
+def _evict(cfg: Config, job: str, env: Mapping[str, str]):
+    """Requeues young batch jobs to make room for srun/salloc `job` (interactive_evict_age)."""
+    def evict(victims: List[str]) -> None:
+        from ..node.ledger import this_node
+        from ..slurm import requeue
+        requeue.make_room(victims, job, this_node(env), cfg.slurm_bin_dir)
+    return evict
 
 
 def _duration(seconds: float) -> str:

@@ -13,7 +13,7 @@ import time
 from typing import TYPE_CHECKING, Callable, List, Optional
 
 from ..config import Config
-from ..core import reservation
+from ..core import eviction, reservation
 from ..core.syntax import MigRequest, check_job_id
 from ..core.view import Held
 from ..errors import NeverFits, NoFit, NodeProblem
@@ -29,17 +29,21 @@ from .admission import Interactive, admit
 
 if TYPE_CHECKING:
     from ..core.policies import Policy
-    from ..core.view import Gpu
+    from ..core.view import Gpu, GpuView
 
 
 def prolog(cfg: Config, job: str, request: MigRequest, gpu: Optional[int] = None,
            uid: Optional[int] = None,
            send_back: Optional[Callable[[str], Optional[str]]] = None,
-           user: Optional[Interactive] = None) -> None:
+           user: Optional[Interactive] = None, evictable: bool = False,
+           evict: Optional[Callable[[List[str]], None]] = None) -> None:
     """Create and bind the job's instances. Raises NodeProblem only for node
     faults. `send_back(reason)` requeues the job and returns None, or says why
     it could not; None: the job cannot go back to the queue (outside Slurm).
-    `user`: an srun or salloc job's, told that it waits and why it failed."""
+    `user`: an srun or salloc job's, told that it waits and why it failed.
+    `evictable`: a batch job Slurm may requeue, which an srun/salloc job may
+    send back for `interactive_evict_age` seconds after it starts; `evict(jobs)`
+    requeues such jobs when this one starts to wait (core/eviction.py)."""
     job = check_job_id(job)
     node, jl = NodeContext(cfg), JobLog(job)
     node.handout.ensure()           # a bad run_dir is found before any instance exists, not after
@@ -57,16 +61,28 @@ def prolog(cfg: Config, job: str, request: MigRequest, gpu: Optional[int] = None
         gpus = node.devices.driver.gpus()
         if reconcile(node, gpus=gpus):
             gpus = node.devices.driver.gpus()       # reconcile changed the node: read it again
-        return _try_place(node, job, request, gpu, uid, policy, gpus)
+        return _try_place(node, job, request, gpu, uid, policy, gpus,
+                          evictable_for=cfg.interactive_evict_age if evictable else 0.0)
 
     held = []
 
     def hold():
-        """Waiting: keep jobs that arrive meanwhile off the place this one waits for."""
-        r = next((reservation.target(g, job, request) for g in read_view(node) if g.index == gpu), None)
+        """Waiting: send young batch jobs back if that makes room (with
+        `evict`), and keep jobs that arrive meanwhile off the place this one
+        waits for (the one they free)."""
+        g = next((g for g in read_view(node) if g.index == gpu), None)
+        if g is None:
+            return None
+        victims = _victims(node, job, request, g, policy) if evict is not None else None
+        r = reservation.target(eviction.without(g, victims or ()), job, request)
         if r is not None:
             reservations.hold(cfg.state_dir, r, time.time() + cfg.wait_for_room + cfg.lock_timeout)
             held.append(r)
+        if victims:
+            jl.info("sending back batch job(s) %s, which started under interactive_evict_age = %g s ago, "
+                    "to make room on GPU %d", ",".join(victims), cfg.interactive_evict_age, gpu)
+            return lambda: evict(victims)
+        return None
 
     try:
         admit(node, job, uid, cfg.wait_for_room, send_back, attempt,
@@ -77,11 +93,24 @@ def prolog(cfg: Config, job: str, request: MigRequest, gpu: Optional[int] = None
                 reservations.drop(cfg.state_dir, job)
 
 
+def _victims(node: NodeContext, job: str, request: MigRequest, g: "GpuView", policy: "Policy") -> List[str]:
+    """The young batch jobs on GPU `g` whose requeue makes room for `job`
+    there, as the ledger has them (none if that does not make room)."""
+    now = time.time()
+    young = {r.job: r.evictable_until for r in node.ledger.live()
+             if r.state is State.PREPARE_COMPLETED and r.evictable_until > now and r.job != job}
+    if not young:
+        return []
+    view = reservation.apply([g], reservations.load(node.cfg.state_dir), job)[0]
+    return eviction.victims(view, request, young, policy) or []
+
+
 def _try_place(node: NodeContext, job: str, request: MigRequest, gpu: Optional[int], uid: Optional[int],
-               policy: "Policy", gpus: List["Gpu"], attempts: int = 2) -> Optional[str]:
+               policy: "Policy", gpus: List["Gpu"], attempts: int = 2, evictable_for: float = 0.0) -> Optional[str]:
     """Plan and apply under the lock. Returns why the request does not fit
     now (worth waiting for), or None when the job is settled: bound, or
-    failed for good after an apply was rolled back and retried from a fresh read."""
+    failed for good after an apply was rolled back and retried from a fresh read.
+    `evictable_for`: seconds an srun/salloc job may send it back (0: never)."""
     from ..core import planner
     from ..node.executor import ApplyFailed, apply
     jl = JobLog(job)
@@ -110,6 +139,7 @@ def _try_place(node: NodeContext, job: str, request: MigRequest, gpu: Optional[i
             return str(e)
         uuid_of = {g.index: g.uuid for g in gpus}
         rec = Record(job=job, state=State.PREPARE_STARTED, request=request, uid=uid,
+                     evictable_until=time.time() + evictable_for if evictable_for else 0.0,
                      gpu_uuids=[uuid_of[g] for g in p.gpus if g in uuid_of], instances=[
             Held(gpu=pl.gpu, profile=pl.profile.name, profile_id=pl.profile.id,
                  start=pl.start, size=pl.profile.mem_slots,

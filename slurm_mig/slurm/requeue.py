@@ -161,6 +161,23 @@ def send_back(job: str, reason: str, attempt: int, limit: int, bin_dir: str = ""
         mark_job(job, mark(attempt, limit, reason), bin_dir)
 
 
+def make_room(victims: Iterable[str], job: str, node: str, bin_dir: str = "") -> None:
+    """Requeue each of `victims` (young batch jobs, core/eviction.py) for
+    srun/salloc `job` on `node`: one command each. Their AdminComment is left
+    as it is (it may hold a steering mark the next requeue reads back); the
+    node's log says why. A refusal (the job ended meanwhile) is only logged:
+    `job` then waits for room as before."""
+    from ..log import JobLog
+    scontrol = slurm_command("scontrol", bin_dir)
+    for victim in victims:
+        try:
+            run_slurm([scontrol, "requeue", check_job_id(victim)], attempts=1)
+            JobLog(victim).info("requeued to make room on %s for srun/salloc job %s (interactive_evict_age)",
+                                node, job)
+        except SlurmUnavailable as e:
+            JobLog(victim).warning("not requeued for srun/salloc job %s: %s", job, e)
+
+
 def mark_job(job: str, text: str, bin_dir: str = "") -> None:
     """Set the job's mark; a failure is only logged."""
     from ..log import JobLog
