@@ -280,8 +280,8 @@ class Cluster:
         return []
 
     def take_evicted(self):
-        """Running jobs requeued since the last call (their instances are
-        gone; none here: bench/jct_gap.py's evict-young variant has them)."""
+        """Running jobs requeued since the last call, their instances gone
+        (SlurmCluster with interactive_evict_age has them)."""
         return []
 
     def give_up(self, job):

@@ -343,9 +343,12 @@ def test_whole_gpu_and_mig_jobs_side_by_side_all_complete(slurm):
 def two_2g_jobs_on_gpu_0(cluster, seconds):
     """Two batch 2g.20gb jobs that the Prolog places at starts 4 and 2 of
     GPU 0: 26 of its 56 shards stay free, a 3g.40gb's batch units are 25,
-    but its only starts (0 and 4) are both blocked."""
-    jobs = [cluster.sbatch("--gres=mig:2g.20gb:1", script=f"sleep {seconds}") for _ in range(2)]
-    wait_for(lambda: len(instances(cluster, "2g.20gb")) == 2, 60, "two 2g.20gb instances")
+    but its only starts (0 and 4) are both blocked. The second starts once
+    the first runs: the one returned last is the younger."""
+    jobs = []
+    for n in (1, 2):
+        jobs.append(cluster.sbatch("--gres=mig:2g.20gb:1", script=f"sleep {seconds}"))
+        wait_for(lambda: len(instances(cluster, "2g.20gb")) == n, 60, f"{n} 2g.20gb instance(s)")
     assert sorted((i["gpu"], i["placement"][0]) for i in instances(cluster, "2g.20gb")) == [(0, 2), (0, 4)]
     return jobs
 
@@ -439,3 +442,32 @@ def test_an_interactive_job_whose_gpu_cannot_place_it_waits_then_runs(cluster, c
                      out[0].stderr, re.M), out[0].stderr        # the user was told why nothing happened
     settles_idle(cluster)
     cluster.slurm_mig("reconcile")          # the idle instance the job did not need
+
+
+def test_an_srun_without_a_start_sends_the_younger_batch_job_back_and_runs(slurm):
+    """interactive_evict_age, with srun/salloc jobs charged their batch units:
+    Slurm gives the issue's 3g.40gb srun GPU 0 (26 free shards, its units
+    25), where the two 2g.20gb batch jobs leave no start. Its Prolog sends
+    the younger of them back to the queue (one `scontrol requeue`, nothing
+    else) and the srun runs on GPU 0 once that job's Epilog has run; the
+    older batch job runs on untouched, the younger one is pending again."""
+    settings = {"interactive_charge": 0, "interactive_charge_one_start": 0, "interactive_evict_age": 600,
+                "interactive_wait": 60}
+    with DevCluster("2xH100-80GB", wait_for_room=3, slurm=slurm, settings=settings) as c:
+        older, younger = two_2g_jobs_on_gpu_0(c, 120)
+        t, out = interactive(c, "srun", "--gres=mig:3g.40gb:1", "sh", "-c", SHOW)
+        wait_for(lambda: instances(c, "3g.40gb"), 60, "the srun's instance")
+        [inst] = instances(c, "3g.40gb")
+        t.join()
+        assert out[0].returncode == 0, out[0].stdout + out[0].stderr
+        assert f"CVD={inst['uuid']}" in out[0].stdout and inst["gpu"] == 0
+        assert c.job_state(older) == "RUNNING" and job_field(c, older, "Restarts") == "0"
+        assert job_field(c, younger, "Restarts") == "1" and c.job_state(younger) in ("PENDING", "REQUEUED")
+        with open(c.slurm_calls, encoding="utf-8") as f:
+            requeues = [line.split() for line in f if " requeue " in line]
+        assert [r[1:] for r in requeues] == [["scontrol", "requeue", younger]], requeues
+        assert requeues[0][0] not in (older, younger)          # the srun's Prolog made it
+        for j in (older, younger):
+            c.run("scancel", j)
+            c.wait_job(j)
+        settles_idle(c)

@@ -317,15 +317,14 @@ class DevCluster:
         for d in ("mig-state", "mig-run", "conf"):
             os.makedirs(self.node_dir(d, node=node), exist_ok=True)
         state = self.node_dir("gpus.json", node=node)
+        base = {"backend": f"sim:{state}", "state_dir": self.node_dir("mig-state", node=node),
+                "run_dir": self.node_dir("mig-run", node=node), "wait_for_room": self.wait_for_room,
+                "interactive_wait": self.wait_for_room, "room_interval": 0,
+                "steer_return": 25,         # cred_expire (slurm.conf.j2) + 5, as slurm-mig doctor advises
+                "mode": self.modes[node], "gres_conf": f"{self.dir}/etc/gres.conf",
+                "slurm_bin_dir": f"{self.dir}/slurm-bin", "epilog_retries": 2, "epilog_retry_delay": 0.5}
         _write(self.node_dir("slurm-mig.toml", node=node),
-               f'backend = "sim:{state}"\nstate_dir = "{self.node_dir("mig-state", node=node)}"\n'
-               f'run_dir = "{self.node_dir("mig-run", node=node)}"\nwait_for_room = {self.wait_for_room}\n'
-               f'interactive_wait = {self.wait_for_room}\nroom_interval = 0\n'
-               'steer_return = 25\n'     # cred_expire (slurm.conf.j2) + 5, as slurm-mig doctor advises
-               f'mode = "{self.modes[node]}"\ngres_conf = "{self.dir}/etc/gres.conf"\n'
-               f'slurm_bin_dir = "{self.dir}/slurm-bin"\n'
-               'epilog_retries = 2\nepilog_retry_delay = 0.5\n'
-               + "".join(line + "\n" for line in _setting_lines(self.settings)))
+               "".join(line + "\n" for line in _setting_lines({**base, **self.settings})))
         # the simulated node's own /dev and /proc (gpus.root/): distinct char devices
         self.slurm_mig("sim", "init", state, "--gpus", self.gpus[node], node=node)
         if self.modes[node] == "static":   # a copy: a chroot sees only the cluster directory
