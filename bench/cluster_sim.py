@@ -58,9 +58,10 @@ Policies, all on the same trace:
                       planned around it; --no-reserve: not); with
                       --interactive-evict-age S its first try requeues the
                       batch jobs on that GPU that started at most S s ago,
-                      youngest first, as few as make room (core/eviction.py):
+                      youngest first, none not needed (core/eviction.py):
                       they go back to the queue with Slurm's delay, their
-                      run lost
+                      run lost, and it starts at once (their Epilogs, a few
+                      seconds on a real node, are not modelled)
   before:memory-slots  what slurm-mig did before issue 12: memory-slot weights
                     (C = 8) and no requeue: every job that does not fit waits
                     --prolog-wait s, then fails (sbatch refusals as today;
@@ -456,7 +457,7 @@ class SlurmCluster(MigCluster):
         self.waiting.append(job)
         if self.reserve:
             held = reservation.target(GpuView(g, MODEL, occupied=tuple(self.slots[n][g])), str(job.id),
-                                      job.request)
+                                      job.request, self.reservations_on(n))
             if held is not None:
                 self.reserved[job.id] = (n, held)
 
@@ -511,13 +512,13 @@ class SlurmCluster(MigCluster):
         plan = self.plan(n, job, g)
         plan = self.plan(n, job) if plan is None and self.fallback else plan
         if plan is None and job.interactive and self.interactive_evict_age and job not in self.waiting:
-            view = reservation.apply([GpuView(g, MODEL, occupied=tuple(self.slots[n][g]))],
-                                     self.reservations_on(n), str(job.id))[0]
             young = {str(j.id): j.start for j in self.running.values()
-                     if not j.interactive and j.start is not None and self.now - j.start <= self.interactive_evict_age}
-            victims = eviction.victims(view, job.request, young, self.policy)
-            if victims:
-                self.evict([self.running[int(v)] for v in victims])
+                     if not j.interactive and j.start is not None and j.requeues + 1 < self.max_requeues
+                     and self.now - j.start <= self.interactive_evict_age}
+            room = eviction.make_room(GpuView(g, MODEL, occupied=tuple(self.slots[n][g])), str(job.id),
+                                      job.request, young, self.reservations_on(n), self.policy) if young else None
+            if room is not None and room.victims:
+                self.evict([self.running[int(v)] for v in room.victims])
                 plan = self.plan(n, job, g)
         return plan
 

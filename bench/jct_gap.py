@@ -27,8 +27,8 @@ defaults):
                    where the GPU Slurm picked has no start for them
   evict-young      batch-units, and interactive_evict_age = EVICT_AGE: an srun/salloc
                    job whose GPU has no start for it requeues the batch jobs on that
-                   GPU that started at most that long ago, youngest first, as few as
-                   make room (core/eviction.py); each goes back to the queue with
+                   GPU that started at most that long ago, youngest first, none not
+                   needed (core/eviction.py); each goes back to the queue with
                    Slurm's delay, its run lost
 
 Usage: python bench/jct_gap.py --workload small --load 0.9 --seed 1 [--interactive 0.3]

@@ -318,3 +318,15 @@ def test_a_busy_instance_no_job_owns_is_named_not_a_code(make_node, fake_slurm):
 def hooks_epilog(cfg, job):
     from slurm_mig.hooks.epilog import epilog
     epilog(cfg, job)
+
+
+@pytest.mark.parametrize("batch, requeue, restarts, expected", [
+    (True, True, 0, True), (True, True, 98, True), (True, True, 99, False),     # max_requeues = 100
+    (False, True, 0, False), (True, False, 0, False)])
+def test_only_a_batch_job_slurm_may_requeue_with_a_requeue_left_may_be_sent_back_for_an_srun(
+        batch, requeue, restarts, expected):
+    from slurm_mig.config import Config
+    from slurm_mig.hooks.dispatch import _requeueable
+    from slurm_mig.slurm.jobinfo import JobRequest
+    req = JobRequest(request=None, gpu=0, mig_idx=[], batch=batch, requeue=requeue, restarts=restarts)
+    assert _requeueable(Config(max_requeues=100), req) is expected

@@ -309,3 +309,22 @@ def test_a_round_file_root_did_not_write_gives_nothing_back(fake_bin, tmp_path):
     got = steer_when_pending("5", request(), fake_bin("PENDING|n1\n"), "", str(tmp_path), poll=0.01,
                              return_after=0.05, round_file=str(round_file))
     assert got.endswith("requeued here again since: left to that round") and len(fake_bin.calls()) == 2
+
+
+@pytest.mark.parametrize("state, requeued", [("RUNNING", True), ("COMPLETING", False), ("", False)])
+def test_make_room_requeues_only_a_job_that_still_runs(fake_bin, state, requeued):
+    """An srun's young victims (interactive_evict_age): one one-job read and
+    one requeue each, and none for a job that ended meanwhile (Slurm would
+    requeue a finished batch job too, and run it again)."""
+    from slurm_mig.slurm.requeue import make_room
+    bin_dir = fake_bin(state + "|" if state else "")
+    make_room(["5"], "9", "n1", bin_dir)
+    assert fake_bin.calls() == (["requeue 5"] if requeued else [])
+    assert [c.split()[:4] for c in fake_bin.squeue_calls()] == [["squeue", "-h", "-j", "5"]]
+
+
+def test_make_room_lets_nothing_out_when_slurm_cannot_be_run(tmp_path):
+    """A missing scontrol/squeue (slurm_bin_dir) is logged: the srun then
+    waits for room as before; nothing escapes to drain the node."""
+    from slurm_mig.slurm.requeue import make_room
+    make_room(["5", "6"], "9", "n1", str(tmp_path))

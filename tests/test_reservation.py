@@ -86,6 +86,15 @@ def test_a_waiting_prolog_keeps_a_later_job_off_its_place_then_binds(make_node):
     assert reservations.load(cfg.state_dir) == []
 
 
+def test_a_place_another_waiting_job_holds_is_not_held_twice():
+    """Two waiting jobs holding one place would each keep the other off it."""
+    first = reservation.target(BLOCKED, "3", {"3g.40gb": 1})
+    second = reservation.target(BLOCKED, "4", {"3g.40gb": 1}, [first])
+    assert first.starts == ((0, 4),) and second.starts == ((4, 4),)
+    assert reservation.target(BLOCKED, "5", {"3g.40gb": 1}, [first, second]) is None
+    assert reservation.target(BLOCKED, "3", {"3g.40gb": 1}, [first]) == first      # its own hold is no other's
+
+
 def test_a_request_of_several_profiles_holds_one_place_for_each_instance():
     """1g.20gb at 6 and 2g.20gb at 2: a 3g.40gb + 2x 1g.10gb request is
     blocked once wherever the 3g.40gb goes; on the tie the lowest places win:
@@ -97,16 +106,29 @@ def test_a_request_of_several_profiles_holds_one_place_for_each_instance():
     assert sorted(s.start for s in held if s.size) == [0, 1, 4, 5]
 
 
-def _evicting_prolog(cfg, job, spec, sent):
+def _evicting_prolog(cfg, job, spec, sent, epilog_after=0.0):
     """An srun/salloc job's MIG Prolog on GPU 0 with interactive_evict_age: what
-    it sends back is recorded and, as after Slurm's requeue, its Epilog runs."""
+    it sends back is recorded and, as after Slurm's requeue, its Epilog runs
+    (`epilog_after` seconds later)."""
     from slurm_mig.core.syntax import MigRequest
     from slurm_mig.hooks.dynamic import prolog as mig_prolog
 
     def evict(victims):
         sent.extend(victims)
-        threading.Thread(target=lambda: [epilog(cfg, v) for v in victims]).start()
+
+        def requeued():
+            time.sleep(epilog_after)
+            for v in victims:
+                epilog(cfg, v)
+        threading.Thread(target=requeued).start()
     mig_prolog(cfg, job, MigRequest.parse(spec), 0, evict=evict)
+
+
+def _batch_2g(cfg, job, requeueable=True):
+    from slurm_mig.core.syntax import MigRequest
+    from slurm_mig.hooks.dynamic import prolog as mig_prolog
+    mig_prolog(cfg, job, MigRequest.parse("mig:2g.20gb:1"), 0, requeueable=requeueable)
+    time.sleep(0.01)                # the next one is younger
 
 
 def test_an_srun_without_a_start_sends_the_younger_batch_job_back_and_binds(make_node):
@@ -114,13 +136,10 @@ def test_an_srun_without_a_start_sends_the_younger_batch_job_back_and_binds(make
     requeue) block a 3g.40gb srun on GPU 0; job 2, the younger, alone goes
     back to the queue, and the srun binds once its Epilog ran; job 1 keeps
     its instance."""
-    from slurm_mig.core.syntax import MigRequest
-    from slurm_mig.hooks.dynamic import prolog as mig_prolog
     cfg, _ = make_node()
     cfg = cfg._replace(interactive_evict_age=600, wait_for_room=20)
     for job in ("1", "2"):
-        mig_prolog(cfg, job, MigRequest.parse("mig:2g.20gb:1"), 0, evictable=True)
-        time.sleep(0.01)
+        _batch_2g(cfg, job)
     sent = []
     _evicting_prolog(cfg, "3", "mig:3g.40gb:1", sent)
     assert sent == ["2"]
@@ -129,18 +148,38 @@ def test_an_srun_without_a_start_sends_the_younger_batch_job_back_and_binds(make
     assert task_prolog(cfg.run_dir, "1")[1] == 0
 
 
-def test_an_srun_sends_back_no_job_that_is_too_old_or_not_requeueable(make_node):
-    """Job 1 may not be requeued (evictable false: --no-requeue, an srun, or
-    max_requeues reached), job 2 is older than interactive_evict_age: the
-    srun sends nothing back and waits, then fails alone."""
-    from slurm_mig.core.syntax import MigRequest
-    from slurm_mig.hooks.dynamic import prolog as mig_prolog
+def test_an_srun_sends_back_no_job_too_old_or_that_slurm_may_not_requeue(make_node):
+    """Job 2 may be requeued, job 1 (younger) may not (--no-requeue, an srun,
+    or its last requeue left): a first srun, allowed 1 ms, sends nothing back
+    and fails alone after its wait; a second, allowed 600 s, sends job 2."""
     cfg, _ = make_node()
-    mig_prolog(cfg, "1", MigRequest.parse("mig:2g.20gb:1"), 0, evictable=False)
-    mig_prolog(cfg._replace(interactive_evict_age=0.05), "2", MigRequest.parse("mig:2g.20gb:1"), 0, evictable=True)
-    time.sleep(0.1)
+    _batch_2g(cfg, "2")
+    _batch_2g(cfg, "1", requeueable=False)
+    time.sleep(0.05)
     sent = []
-    _evicting_prolog(cfg._replace(interactive_evict_age=600, wait_for_room=0.5), "3", "mig:3g.40gb:1", sent)
+    _evicting_prolog(cfg._replace(interactive_evict_age=0.001, wait_for_room=0.5), "3", "mig:3g.40gb:1", sent)
     assert sent == []
     text, code = task_prolog(cfg.run_dir, "3")
     assert code == 1 and "could not get its MIG devices" in text and "3g.40gb" in text
+    _evicting_prolog(cfg._replace(interactive_evict_age=600, wait_for_room=20), "4", "mig:3g.40gb:1", sent)
+    assert sent == ["2"] and task_prolog(cfg.run_dir, "4")[1] == 0
+
+
+def test_two_waiting_sruns_send_back_one_job_each_and_both_bind(make_node):
+    """Job 3 sends back job 2 (the younger) and holds the place it frees;
+    job 4, arriving before job 2's Epilog, may not count on that place: it
+    sends back job 1 instead, and both bind."""
+    cfg, _ = make_node()
+    cfg = cfg._replace(interactive_evict_age=600, wait_for_room=20)
+    for job in ("1", "2"):
+        _batch_2g(cfg, job)
+    sent3, sent4 = [], []
+    first = threading.Thread(target=_evicting_prolog, args=(cfg, "3", "mig:3g.40gb:1", sent3, 2.0))
+    first.start()
+    deadline = time.monotonic() + 10
+    while not sent3 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    _evicting_prolog(cfg, "4", "mig:3g.40gb:1", sent4, 0.0)
+    first.join()
+    assert (sent3, sent4) == (["2"], ["1"])
+    assert task_prolog(cfg.run_dir, "3")[1] == 0 and task_prolog(cfg.run_dir, "4")[1] == 0

@@ -32,7 +32,7 @@ from .view import Held, Instance
 
 # The record format: a minor version adds fields older readers keep and ignore;
 # a major one changes what fields mean, and older readers refuse it. 1.2 added
-# the checksum node/ledger.py seals each file with, 1.3 `evictable_until`.
+# the checksum node/ledger.py seals each file with, 1.3 `requeueable_since`.
 SCHEMA = "1.3"
 
 
@@ -75,21 +75,21 @@ class Record:
     instances: what the job holds (core.view.Held); static: instances stay
     when the job ends; mig_off_gpus: GPUs handed over with MIG switched off,
     switched back on at release. node, gpu_uuids and nonce tell two jobs with
-    one id apart; evictable_until: until when (epoch seconds) an srun/salloc
-    job may send this batch job back to the queue to make room
-    (core/eviction.py; 0: never); `file` is the record's file name (not stored in it). Fields
+    one id apart; requeueable_since: when (epoch seconds) a batch job Slurm
+    may requeue was planned here, so that an srun/salloc job may send it
+    back to the queue while it is young (core/eviction.py; 0: never); `file` is the record's file name (not stored in it). Fields
     this version does not know (a newer minor schema) are kept in `extra` and
     written back unchanged."""
 
     FIELDS = ("job", "state", "request", "whole_gpus", "static_idx", "instances", "reason",
-              "uid", "updated", "static", "mig_off_gpus", "node", "gpu_uuids", "nonce", "evictable_until")
+              "uid", "updated", "static", "mig_off_gpus", "node", "gpu_uuids", "nonce", "requeueable_since")
 
     def __init__(self, job: str, state: State, request: Optional[Mapping[str, int]] = None,
                  whole_gpus: Optional[List[int]] = None, static_idx: Optional[List[int]] = None,
                  instances: Optional[List[Held]] = None, reason: str = "",
                  uid: Optional[int] = None, updated: float = 0.0, static: bool = False,
                  mig_off_gpus: Optional[List[int]] = None, node: str = "",
-                 gpu_uuids: Optional[List[str]] = None, nonce: str = "", evictable_until: float = 0.0):
+                 gpu_uuids: Optional[List[str]] = None, nonce: str = "", requeueable_since: float = 0.0):
         self.job, self._state = job, State(state)
         self.request: Dict[str, int] = dict(request or {})
         self.whole_gpus: List[int] = whole_gpus or []
@@ -99,7 +99,7 @@ class Record:
         self.mig_off_gpus: List[int] = mig_off_gpus or []
         self.node, self.gpu_uuids = node, list(gpu_uuids or [])
         self.nonce = nonce or os.urandom(8).hex()
-        self.evictable_until = float(evictable_until)
+        self.requeueable_since = float(requeueable_since)
         self.file = job
         self.extra: Dict[str, object] = {}
 

@@ -25,10 +25,14 @@ class Reservation(NamedTuple):
     slices: int             # compute slices the request needs
 
 
-def target(gpu: GpuView, job: str, request: Dict[str, int]) -> Optional[Reservation]:
+def target(gpu: GpuView, job: str, request: Dict[str, int],
+           others: Iterable[Reservation] = ()) -> Optional[Reservation]:
     """The places on `gpu` for `request` that the fewest busy instances
-    block (lowest starts on ties); None if the GPU lacks a profile or
-    cannot hold the request even empty."""
+    block (lowest starts on ties), outside the places `others` (other
+    waiting jobs' reservations) hold: two waiting jobs holding one place
+    would each keep the other off it. None if the GPU lacks a profile or
+    cannot hold the request even empty, or others hold every such place."""
+    taken = [pl for r in others if r.gpu == gpu.index and r.job != job for pl in r.starts]
     model, choices = gpu.model, []
     for name, count in sorted(request.items()):
         p = model.find_profile(name)
@@ -38,7 +42,8 @@ def target(gpu: GpuView, job: str, request: Dict[str, int]) -> Optional[Reservat
     best = None
     for combo in itertools.product(*choices):
         places = [pl for group in combo for pl in group]
-        if any(overlaps(*a, *b) for a, b in itertools.combinations(places, 2)):
+        if any(overlaps(*a, *b) for a, b in itertools.combinations(places, 2)) or \
+                any(overlaps(*a, *b) for a in places for b in taken):
             continue
         blocked = sum(1 for s in gpu.busy if any(overlaps(s.start, s.size, *pl) for pl in places))
         key = (blocked, sorted(places))
@@ -66,6 +71,14 @@ def held(gpu: GpuView, reservations: Iterable[Reservation], job: str) -> tuple:
                 for start, size in r.starts for slot in range(start, start + size)
                 if not any(overlaps(s.start, s.size, slot, 1) for s in gpu.busy)]
     return tuple(out)
+
+
+def of_plan(job: str, placements: Iterable) -> Reservation:
+    """The reservation of exactly the places a plan (planner.Placement
+    list, one GPU) puts `job` on."""
+    placements = list(placements)
+    return Reservation(job, placements[0].gpu, tuple(sorted((pl.start, pl.profile.mem_slots) for pl in placements)),
+                       sum(pl.profile.slices for pl in placements))
 
 
 def apply(view: Sequence[GpuView], reservations: Sequence[Reservation], job: str) -> List[GpuView]:

@@ -59,13 +59,13 @@ def run_prolog(cfg: Config, job: str, spec: Optional[str] = None, gpu: Optional[
         request, gpu = req.request, gpu if gpu is not None else req.gpu
         whole_gpus = req.whole_gpus if request is None else None
         send_back, user, evict = _send_back(cfg, job, req), None, None
-        evictable = req.batch and req.requeue and req.restarts < cfg.max_requeues
+        requeueable = _requeueable(cfg, req)
         if not req.batch:       # srun/salloc cannot go back to the queue: it waits for room instead
             cfg = cfg._replace(wait_for_room=cfg.interactive_wait)
             user = _interactive(cfg, job, env)
             evict = _evict(cfg, job, env) if cfg.interactive_evict_age > 0 else None
     else:
-        send_back, user, evict, evictable = None, None, None, False
+        send_back, user, evict, requeueable = None, None, None, False
         if spec is not None:
             try:
                 request = MigRequest.parse(spec)
@@ -81,7 +81,7 @@ def run_prolog(cfg: Config, job: str, spec: Optional[str] = None, gpu: Optional[
         whole_gpu_prolog(_context(cfg), job, whole_gpus, uid, cfg.wait_for_room, send_back, user)
     else:
         from .dynamic import prolog as mig_prolog
-        mig_prolog(cfg, job, request, gpu, uid, send_back, user, evictable, evict)
+        mig_prolog(cfg, job, request, gpu, uid, send_back, user, requeueable, evict)
 
 
 def _interactive(cfg: Config, job: str, env: Mapping[str, str]):
@@ -96,6 +96,13 @@ def _interactive(cfg: Config, job: str, env: Mapping[str, str]):
                          f"running jobs end, or gives up after {_duration(cfg.interactive_wait)}",
                     cfg.slurm_bin_dir)
     return Interactive(waiting, lambda text: notice.revoke(job, text, cfg.slurm_bin_dir))
+
+
+def _requeueable(cfg: Config, req) -> bool:
+    """Whether an srun/salloc job may send this one back while it is young
+    (interactive_evict_age): a batch job Slurm may requeue, with a requeue
+    left after that one for its own Prolog (max_requeues)."""
+    return req.batch and req.requeue and req.restarts + 1 < cfg.max_requeues
 
 
 def _evict(cfg: Config, job: str, env: Mapping[str, str]):

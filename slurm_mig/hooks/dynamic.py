@@ -35,13 +35,13 @@ if TYPE_CHECKING:
 def prolog(cfg: Config, job: str, request: MigRequest, gpu: Optional[int] = None,
            uid: Optional[int] = None,
            send_back: Optional[Callable[[str], Optional[str]]] = None,
-           user: Optional[Interactive] = None, evictable: bool = False,
+           user: Optional[Interactive] = None, requeueable: bool = False,
            evict: Optional[Callable[[List[str]], None]] = None) -> None:
     """Create and bind the job's instances. Raises NodeProblem only for node
     faults. `send_back(reason)` requeues the job and returns None, or says why
     it could not; None: the job cannot go back to the queue (outside Slurm).
     `user`: an srun or salloc job's, told that it waits and why it failed.
-    `evictable`: a batch job Slurm may requeue, which an srun/salloc job may
+    `requeueable`: a batch job Slurm may requeue, which an srun/salloc job may
     send back for `interactive_evict_age` seconds after it starts; `evict(jobs)`
     requeues such jobs when this one starts to wait (core/eviction.py)."""
     job = check_job_id(job)
@@ -61,27 +61,28 @@ def prolog(cfg: Config, job: str, request: MigRequest, gpu: Optional[int] = None
         gpus = node.devices.driver.gpus()
         if reconcile(node, gpus=gpus):
             gpus = node.devices.driver.gpus()       # reconcile changed the node: read it again
-        return _try_place(node, job, request, gpu, uid, policy, gpus,
-                          evictable_for=cfg.interactive_evict_age if evictable else 0.0)
+        return _try_place(node, job, request, gpu, uid, policy, gpus, requeueable=requeueable)
 
     held = []
 
     def hold():
-        """Waiting: send young batch jobs back if that makes room (with
-        `evict`), and keep jobs that arrive meanwhile off the place this one
-        waits for (the one they free)."""
+        """Waiting: keep jobs that arrive meanwhile off the place this one
+        waits for, one no other waiting job holds; with `evict`, first look
+        for young batch jobs whose requeue frees one (then returns that
+        requeue, which runs outside the node lock)."""
         g = next((g for g in read_view(node) if g.index == gpu), None)
         if g is None:
             return None
-        victims = _victims(node, job, request, g, policy) if evict is not None else None
-        r = reservation.target(eviction.without(g, victims or ()), job, request)
+        others = reservations.load(cfg.state_dir)
+        room = _make_room(node, job, request, g, others, policy) if evict is not None else None
+        r = room.hold if room is not None else reservation.target(g, job, request, others)
         if r is not None:
             reservations.hold(cfg.state_dir, r, time.time() + cfg.wait_for_room + cfg.lock_timeout)
             held.append(r)
-        if victims:
+        if room is not None and room.victims:
             jl.info("sending back batch job(s) %s, which started under interactive_evict_age = %g s ago, "
-                    "to make room on GPU %d", ",".join(victims), cfg.interactive_evict_age, gpu)
-            return lambda: evict(victims)
+                    "to make room on GPU %d", ",".join(room.victims), cfg.interactive_evict_age, gpu)
+            return lambda: evict(room.victims)
         return None
 
     try:
@@ -93,24 +94,24 @@ def prolog(cfg: Config, job: str, request: MigRequest, gpu: Optional[int] = None
                 reservations.drop(cfg.state_dir, job)
 
 
-def _victims(node: NodeContext, job: str, request: MigRequest, g: "GpuView", policy: "Policy") -> List[str]:
-    """The young batch jobs on GPU `g` whose requeue makes room for `job`
-    there, as the ledger has them (none if that does not make room)."""
-    now = time.time()
-    young = {r.job: r.evictable_until for r in node.ledger.live()
-             if r.state is State.PREPARE_COMPLETED and r.evictable_until > now and r.job != job}
-    if not young:
-        return []
-    view = reservation.apply([g], reservations.load(node.cfg.state_dir), job)[0]
-    return eviction.victims(view, request, young, policy) or []
+def _make_room(node: NodeContext, job: str, request: MigRequest, g: "GpuView",
+               others: List[reservation.Reservation], policy: "Policy") -> Optional[eviction.Eviction]:
+    """The batch jobs on GPU `g` that Slurm may requeue and that were bound
+    here at most interactive_evict_age seconds ago (the ledger's records)
+    whose requeue makes room for `job` there, and the place they free."""
+    since = time.time() - node.cfg.interactive_evict_age
+    young = {r.job: r.requeueable_since for r in node.ledger.live()
+             if r.state is State.PREPARE_COMPLETED and r.requeueable_since and r.requeueable_since >= since}
+    room = eviction.make_room(g, job, request, young, others, policy) if young else None
+    return room if room is not None and room.victims else None
 
 
 def _try_place(node: NodeContext, job: str, request: MigRequest, gpu: Optional[int], uid: Optional[int],
-               policy: "Policy", gpus: List["Gpu"], attempts: int = 2, evictable_for: float = 0.0) -> Optional[str]:
+               policy: "Policy", gpus: List["Gpu"], attempts: int = 2, requeueable: bool = False) -> Optional[str]:
     """Plan and apply under the lock. Returns why the request does not fit
     now (worth waiting for), or None when the job is settled: bound, or
     failed for good after an apply was rolled back and retried from a fresh read.
-    `evictable_for`: seconds an srun/salloc job may send it back (0: never)."""
+    `requeueable`: Slurm may requeue the job (its record says since when)."""
     from ..core import planner
     from ..node.executor import ApplyFailed, apply
     jl = JobLog(job)
@@ -139,7 +140,7 @@ def _try_place(node: NodeContext, job: str, request: MigRequest, gpu: Optional[i
             return str(e)
         uuid_of = {g.index: g.uuid for g in gpus}
         rec = Record(job=job, state=State.PREPARE_STARTED, request=request, uid=uid,
-                     evictable_until=time.time() + evictable_for if evictable_for else 0.0,
+                     requeueable_since=time.time() if requeueable else 0.0,
                      gpu_uuids=[uuid_of[g] for g in p.gpus if g in uuid_of], instances=[
             Held(gpu=pl.gpu, profile=pl.profile.name, profile_id=pl.profile.id,
                  start=pl.start, size=pl.profile.mem_slots,

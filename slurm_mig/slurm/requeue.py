@@ -163,18 +163,24 @@ def send_back(job: str, reason: str, attempt: int, limit: int, bin_dir: str = ""
 
 def make_room(victims: Iterable[str], job: str, node: str, bin_dir: str = "") -> None:
     """Requeue each of `victims` (young batch jobs, core/eviction.py) for
-    srun/salloc `job` on `node`: one command each. Their AdminComment is left
-    as it is (it may hold a steering mark the next requeue reads back); the
-    node's log says why. A refusal (the job ended meanwhile) is only logged:
-    `job` then waits for room as before."""
+    srun/salloc `job` on `node`, if it still runs (Slurm also requeues a
+    finished batch job, which would then run again): a one-job read and a
+    requeue each. Their AdminComment is left as it is (it may hold a steering
+    mark the next requeue reads back); the node's log says why. Anything
+    that goes wrong is only logged: `job` then waits for room as before."""
+    from ..errors import SlurmMigError
     from ..log import JobLog
-    scontrol = slurm_command("scontrol", bin_dir)
     for victim in victims:
         try:
-            run_slurm([scontrol, "requeue", check_job_id(victim)], attempts=1)
+            victim = check_job_id(victim)
+            state, _ = job_state(victim, bin_dir)
+            if state != "RUNNING":
+                JobLog(victim).info("not requeued for srun/salloc job %s: it is %s", job, state or "gone")
+                continue
+            run_slurm([slurm_command("scontrol", bin_dir), "requeue", victim], attempts=1)
             JobLog(victim).info("requeued to make room on %s for srun/salloc job %s (interactive_evict_age)",
                                 node, job)
-        except SlurmUnavailable as e:
+        except SlurmMigError as e:
             JobLog(victim).warning("not requeued for srun/salloc job %s: %s", job, e)
 
 
