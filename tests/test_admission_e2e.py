@@ -448,9 +448,10 @@ def test_an_srun_without_a_start_sends_the_younger_batch_job_back_and_runs(slurm
     """interactive_evict_age, with srun/salloc jobs charged their batch units:
     Slurm gives the issue's 3g.40gb srun GPU 0 (26 free shards, its units
     25), where the two 2g.20gb batch jobs leave no start. Its Prolog sends
-    the younger of them back to the queue (one `scontrol requeue`, nothing
-    else) and the srun runs on GPU 0 once that job's Epilog has run; the
-    older batch job runs on untouched, the younger one is pending again."""
+    the younger of them back to the queue (a one-job read that finds it
+    running, then `scontrol requeue`) and the srun runs on GPU 0 once that
+    job's Epilog has run; the older batch job runs on untouched, the younger
+    one is pending again."""
     settings = {"interactive_charge": 0, "interactive_charge_one_start": 0, "interactive_evict_age": 600,
                 "interactive_wait": 60}
     with DevCluster("2xH100-80GB", wait_for_room=3, slurm=slurm, settings=settings) as c:
@@ -466,7 +467,11 @@ def test_an_srun_without_a_start_sends_the_younger_batch_job_back_and_runs(slurm
         with open(c.slurm_calls, encoding="utf-8") as f:
             requeues = [line.split() for line in f if " requeue " in line]
         assert [r[1:] for r in requeues] == [["scontrol", "requeue", younger]], requeues
-        assert requeues[0][0] not in (older, younger)          # the srun's Prolog made it
+        srun = requeues[0][0]
+        assert srun not in (older, younger)                    # the srun's Prolog made it
+        about_them = [x for x in slurm_calls_of(c, srun) if x.startswith("scontrol requeue ")
+                      or x.startswith("squeue -h -j ") and x.split()[3] in (older, younger)]
+        assert about_them == [f"squeue -h -j {younger} -t all -o %T|%x", f"scontrol requeue {younger}"], about_them
         for j in (older, younger):
             c.run("scancel", j)
             c.wait_job(j)
