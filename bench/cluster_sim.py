@@ -335,9 +335,13 @@ class MigCluster(Cluster):
         self.held = {}                  # job id -> (node, [Occupied])
         self.total_slices = nodes * gpus * MODEL.compute_slices
 
+    def view(self, n, g):
+        """GPU g of node n as NVML would show it."""
+        return GpuView(g, MODEL, occupied=tuple(self.slots[n][g]))
+
     def plan(self, n, job, gpu=None):
         """The real planner on node n (only on `gpu` when given); None: no room."""
-        views = reservation.apply([GpuView(g, MODEL, occupied=tuple(s)) for g, s in enumerate(self.slots[n])],
+        views = reservation.apply([self.view(n, g) for g in range(len(self.slots[n]))],
                                   self.reservations_on(n), str(job.id))
         try:
             return P.plan(views, job.request, gpu=gpu, policy=self.policy)
@@ -456,8 +460,7 @@ class SlurmCluster(MigCluster):
         """A waiting Prolog holds the place it waits for (core/reservation.py)."""
         self.waiting.append(job)
         if self.reserve:
-            held = reservation.target(GpuView(g, MODEL, occupied=tuple(self.slots[n][g])), str(job.id),
-                                      job.request, self.reservations_on(n))
+            held = reservation.target(self.view(n, g), str(job.id), job.request, self.reservations_on(n))
             if held is not None:
                 self.reserved[job.id] = (n, held)
 
@@ -515,8 +518,8 @@ class SlurmCluster(MigCluster):
             young = {str(j.id): j.start for j in self.running.values()
                      if not j.interactive and j.start is not None and j.requeues + 1 < self.max_requeues
                      and self.now - j.start <= self.interactive_evict_age}
-            room = eviction.make_room(GpuView(g, MODEL, occupied=tuple(self.slots[n][g])), str(job.id),
-                                      job.request, young, self.reservations_on(n), self.policy) if young else None
+            room = eviction.make_room(self.view(n, g), str(job.id), job.request, young, self.reservations_on(n),
+                                      self.policy) if young else None
             if room is not None and room.victims:
                 self.evict([self.running[int(v)] for v in room.victims])
                 plan = self.plan(n, job, g)

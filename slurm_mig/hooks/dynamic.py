@@ -79,7 +79,7 @@ def prolog(cfg: Config, job: str, request: MigRequest, gpu: Optional[int] = None
         if r is not None:
             reservations.hold(cfg.state_dir, r, time.time() + cfg.wait_for_room + cfg.lock_timeout)
             held.append(r)
-        if room is not None and room.victims:
+        if room is not None:
             jl.info("sending back batch job(s) %s, which started under interactive_evict_age = %g s ago, "
                     "to make room on GPU %d", ",".join(room.victims), cfg.interactive_evict_age, gpu)
             return lambda: evict(room.victims)
@@ -98,7 +98,8 @@ def _make_room(node: NodeContext, job: str, request: MigRequest, g: "GpuView",
                others: List[reservation.Reservation], policy: "Policy") -> Optional[eviction.Eviction]:
     """The batch jobs on GPU `g` that Slurm may requeue and that were bound
     here at most interactive_evict_age seconds ago (the ledger's records)
-    whose requeue makes room for `job` there, and the place they free."""
+    whose requeue makes room for `job` there, and the place they free;
+    None when none is needed or none would do."""
     since = time.time() - node.cfg.interactive_evict_age
     young = {r.job: r.requeueable_since for r in node.ledger.live()
              if r.state is State.PREPARE_COMPLETED and r.requeueable_since and r.requeueable_since >= since}
